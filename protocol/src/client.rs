@@ -1,0 +1,425 @@
+//! The sans-IO client: a [`Replica`] of the documents a device holds and a
+//! [`ClientSession`] that speaks the protocol for one connection.
+//!
+//! The replica carries, per document, the Automerge document and its
+//! [`DocSyncState`]: the *base* (the last heads the server confirmed holding)
+//! and the changes the server refused. Everything a device made that is not
+//! under its base is *pending* and is pushed on the next connection.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc as _};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DocId, EventId};
+use crate::wire::{ClientMsg, DocDigest, DocUpdate, ErrorCode, Hash, RefusalReason, ServerMsg};
+
+/// A change the server refused, kept on the device and shown in its status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The refused change.
+    pub change: Hash,
+    /// Why.
+    pub reason: RefusalReason,
+    /// The server's explanation (names the document).
+    pub message: String,
+}
+
+/// Sync bookkeeping for one document, persisted beside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocSyncState {
+    /// The last heads the server confirmed holding.
+    pub base: Vec<Hash>,
+    /// Changes the server refused for good.
+    pub refused: Vec<Refusal>,
+}
+
+/// One document on a device.
+#[derive(Debug, Clone)]
+pub struct ReplicaDoc {
+    /// The Automerge document.
+    pub doc: Automerge,
+    /// Its sync bookkeeping.
+    pub sync: DocSyncState,
+}
+
+/// Every document a device holds.
+#[derive(Debug)]
+pub struct Replica {
+    actor: ActorId,
+    docs: BTreeMap<DocId, ReplicaDoc>,
+}
+
+fn hashes(h: &[Hash]) -> Vec<ChangeHash> {
+    h.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+impl Replica {
+    /// An empty replica whose local changes are made by `actor`.
+    pub fn new(actor: ActorId) -> Self {
+        Replica {
+            actor,
+            docs: BTreeMap::new(),
+        }
+    }
+
+    /// The actor id of this device.
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// Inserts a loaded document (its actor is set to this device's).
+    pub fn insert(&mut self, id: DocId, mut doc: Automerge, sync: DocSyncState) {
+        doc.set_actor(self.actor.clone());
+        self.docs.insert(id, ReplicaDoc { doc, sync });
+    }
+
+    /// A document, if held.
+    pub fn get(&self, id: &DocId) -> Option<&ReplicaDoc> {
+        self.docs.get(id)
+    }
+
+    /// A document, created empty if absent.
+    pub fn get_or_create(&mut self, id: &DocId) -> &mut ReplicaDoc {
+        let actor = self.actor.clone();
+        self.docs.entry(id.clone()).or_insert_with(|| ReplicaDoc {
+            doc: Automerge::new().with_actor(actor),
+            sync: DocSyncState::default(),
+        })
+    }
+
+    /// Ids of all held documents.
+    pub fn doc_ids(&self) -> Vec<DocId> {
+        self.docs.keys().cloned().collect()
+    }
+
+    /// Local changes of `id` not yet confirmed by the server, excluding refused
+    /// changes and everything built on them, in causal order.
+    pub fn pending(&self, id: &DocId) -> Vec<Change> {
+        let Some(rd) = self.docs.get(id) else {
+            return Vec::new();
+        };
+        let unconfirmed = rd.doc.get_changes(&hashes(&rd.sync.base));
+        if rd.sync.refused.is_empty() {
+            return unconfirmed;
+        }
+        let mut tainted: HashSet<ChangeHash> =
+            rd.sync.refused.iter().map(|r| ChangeHash(r.change)).collect();
+        loop {
+            let before = tainted.len();
+            for c in &unconfirmed {
+                if c.deps().iter().any(|d| tainted.contains(d)) {
+                    tainted.insert(c.hash());
+                }
+            }
+            if tainted.len() == before {
+                break;
+            }
+        }
+        unconfirmed
+            .into_iter()
+            .filter(|c| !tainted.contains(&c.hash()))
+            .collect()
+    }
+
+    /// Number of pending local changes over all documents.
+    pub fn pending_count(&self) -> usize {
+        self.docs.keys().map(|id| self.pending(id).len()).sum()
+    }
+
+    /// All refusals over all documents.
+    pub fn refusals(&self) -> Vec<(DocId, Refusal)> {
+        self.docs
+            .iter()
+            .flat_map(|(id, d)| d.sync.refused.iter().map(move |r| (id.clone(), r.clone())))
+            .collect()
+    }
+
+    fn has_all(&self, id: &DocId, heads: &[Hash]) -> bool {
+        match self.docs.get(id) {
+            Some(rd) => heads
+                .iter()
+                .all(|h| rd.doc.get_change_by_hash(&ChangeHash(*h)).is_some()),
+            None => heads.is_empty(),
+        }
+    }
+}
+
+/// What happened, for the application and the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The server accepted the credentials.
+    Welcomed,
+    /// Changes from the server were applied to a document.
+    Updated {
+        /// The document.
+        doc: DocId,
+        /// How many changes arrived.
+        changes: usize,
+    },
+    /// The server confirmed holding local changes.
+    Acked {
+        /// The document.
+        doc: DocId,
+    },
+    /// The server refused changes or access.
+    Refused {
+        /// The document.
+        doc: DocId,
+        /// Why.
+        reason: RefusalReason,
+        /// The server's message.
+        message: String,
+    },
+}
+
+/// What the driver must do after a call.
+#[derive(Debug, Default)]
+pub struct ClientOutput {
+    /// Messages to send, in order.
+    pub send: Vec<ClientMsg>,
+    /// Documents whose content changed (persist before their sync state).
+    pub docs_changed: BTreeSet<DocId>,
+    /// Documents whose sync state changed.
+    pub sync_changed: BTreeSet<DocId>,
+    /// Events for the application.
+    pub events: Vec<ClientEvent>,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The server sent an error and closes the stream.
+    #[error("{code}: {message}")]
+    Server {
+        /// The code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server sent something that is not valid.
+    #[error("server sent an invalid message: {0}")]
+    BadServerMessage(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingWelcome,
+    Ready,
+}
+
+/// The protocol state of one connection, on the device side.
+#[derive(Debug)]
+pub struct ClientSession {
+    event: EventId,
+    token: String,
+    phase: Phase,
+    in_flight: HashMap<DocId, HashSet<ChangeHash>>,
+    resyncing: HashSet<DocId>,
+}
+
+impl ClientSession {
+    /// Starts a session: returns it and the first messages (Hello, then the
+    /// pending changes pipelined behind it, so a sync takes one round trip).
+    pub fn start(event: EventId, token: String, replica: &Replica) -> (Self, Vec<ClientMsg>) {
+        let mut s = ClientSession {
+            event,
+            token,
+            phase: Phase::AwaitingWelcome,
+            in_flight: HashMap::new(),
+            resyncing: HashSet::new(),
+        };
+        let docs = replica
+            .docs
+            .iter()
+            .map(|(id, rd)| DocDigest {
+                doc: id.clone(),
+                heads: rd.doc.get_heads().iter().map(|h| h.0).collect(),
+                base: rd.sync.base.clone(),
+            })
+            .collect();
+        let mut msgs = vec![ClientMsg::Hello {
+            event: s.event.clone(),
+            token: s.token.clone(),
+            docs,
+        }];
+        for id in replica.doc_ids() {
+            msgs.extend(s.push_pending(replica, &id));
+        }
+        (s, msgs)
+    }
+
+    /// Whether the server has welcomed this session.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// Whether everything is settled: welcomed, nothing in flight, no resync
+    /// outstanding, and no pending local change.
+    pub fn is_settled(&self, replica: &Replica) -> bool {
+        self.phase == Phase::Ready
+            && self.in_flight.values().all(HashSet::is_empty)
+            && self.resyncing.is_empty()
+            && replica.pending_count() == 0
+    }
+
+    /// Call after a local edit of `doc`: returns the push to send, if any.
+    pub fn local_change(&mut self, replica: &Replica, doc: &DocId) -> Vec<ClientMsg> {
+        self.push_pending(replica, doc).into_iter().collect()
+    }
+
+    fn push_pending(&mut self, replica: &Replica, doc: &DocId) -> Option<ClientMsg> {
+        let flight = self.in_flight.entry(doc.clone()).or_default();
+        let changes: Vec<Vec<u8>> = replica
+            .pending(doc)
+            .into_iter()
+            .filter(|c| flight.insert(c.hash()))
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        (!changes.is_empty()).then(|| ClientMsg::Push {
+            doc: doc.clone(),
+            changes,
+        })
+    }
+
+    /// Handles one message from the server.
+    pub fn handle(
+        &mut self,
+        replica: &mut Replica,
+        msg: ServerMsg,
+    ) -> Result<ClientOutput, SessionError> {
+        let mut out = ClientOutput::default();
+        match msg {
+            ServerMsg::Welcome { docs } => {
+                self.phase = Phase::Ready;
+                out.events.push(ClientEvent::Welcomed);
+                for u in docs {
+                    self.update(replica, u, &mut out)?;
+                }
+            }
+            ServerMsg::Update(u) => self.update(replica, u, &mut out)?,
+            ServerMsg::Ack { doc, heads } => {
+                self.confirm(replica, &doc, &heads, &mut out);
+                out.events.push(ClientEvent::Acked { doc });
+            }
+            ServerMsg::Refused {
+                doc,
+                changes,
+                reason,
+                message,
+                heads,
+            } => {
+                let flight = self.in_flight.entry(doc.clone()).or_default();
+                for h in &changes {
+                    flight.remove(&ChangeHash(*h));
+                }
+                if reason.is_permanent() {
+                    if let Some(rd) = replica.docs.get_mut(&doc) {
+                        for h in &changes {
+                            let known = rd.doc.get_change_by_hash(&ChangeHash(*h)).is_some();
+                            if known && !rd.sync.refused.iter().any(|r| r.change == *h) {
+                                rd.sync.refused.push(Refusal {
+                                    change: *h,
+                                    reason,
+                                    message: message.clone(),
+                                });
+                            }
+                        }
+                        out.sync_changed.insert(doc.clone());
+                    }
+                } else {
+                    // Transient: move the base to what the server holds and resend from there.
+                    self.confirm(replica, &doc, &heads, &mut out);
+                    self.in_flight.remove(&doc);
+                    out.send.extend(self.push_pending(replica, &doc));
+                }
+                out.events.push(ClientEvent::Refused {
+                    doc,
+                    reason,
+                    message,
+                });
+            }
+            ServerMsg::Error { code, message } => {
+                return Err(SessionError::Server { code, message });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that the server holds `heads` of `doc`.
+    fn confirm(&mut self, replica: &mut Replica, doc: &DocId, heads: &[Hash], out: &mut ClientOutput) {
+        if !replica.has_all(doc, heads) {
+            self.request_resync(replica, doc, out);
+            return;
+        }
+        let Some(rd) = replica.docs.get_mut(doc) else {
+            return;
+        };
+        let mut a = heads.to_vec();
+        let mut b = rd.sync.base.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        if a != b {
+            rd.sync.base = heads.to_vec();
+            out.sync_changed.insert(doc.clone());
+        }
+        let unconfirmed: HashSet<ChangeHash> = rd
+            .doc
+            .get_changes(&hashes(heads))
+            .iter()
+            .map(Change::hash)
+            .collect();
+        if let Some(f) = self.in_flight.get_mut(doc) {
+            f.retain(|h| unconfirmed.contains(h));
+        }
+    }
+
+    fn request_resync(&mut self, replica: &Replica, doc: &DocId, out: &mut ClientOutput) {
+        if !self.resyncing.insert(doc.clone()) {
+            return;
+        }
+        let mut have: Vec<Hash> = Vec::new();
+        if let Some(rd) = replica.docs.get(doc) {
+            have.extend(rd.doc.get_heads().iter().map(|h| h.0));
+            have.extend(rd.sync.base.iter().copied());
+        }
+        out.send.push(ClientMsg::Resync {
+            doc: doc.clone(),
+            have,
+        });
+    }
+
+    fn update(
+        &mut self,
+        replica: &mut Replica,
+        u: DocUpdate,
+        out: &mut ClientOutput,
+    ) -> Result<(), SessionError> {
+        self.resyncing.remove(&u.doc);
+        if u.changes.is_empty() && u.heads.is_empty() && replica.get(&u.doc).is_none() {
+            return Ok(());
+        }
+        let mut decoded = Vec::with_capacity(u.changes.len());
+        for bytes in &u.changes {
+            let c = Change::try_from(bytes.as_slice())
+                .map_err(|e| SessionError::BadServerMessage(format!("{}: {e}", u.doc)))?;
+            decoded.push(c);
+        }
+        let n = decoded.len();
+        let rd = replica.get_or_create(&u.doc);
+        if n > 0 {
+            rd.doc
+                .apply_changes(decoded)
+                .map_err(|e| SessionError::BadServerMessage(format!("{}: {e}", u.doc)))?;
+            out.docs_changed.insert(u.doc.clone());
+            out.events.push(ClientEvent::Updated {
+                doc: u.doc.clone(),
+                changes: n,
+            });
+        }
+        self.confirm(replica, &u.doc, &u.heads, out);
+        out.send.extend(self.push_pending(replica, &u.doc));
+        Ok(())
+    }
+}

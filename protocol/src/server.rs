@@ -1,0 +1,548 @@
+//! The sans-IO server: documents in memory, one [`ServerSession`] per device
+//! stream, authorization, and fan-out.
+//!
+//! The driver feeds it `(now, connection, frame)` and executes the returned
+//! [`ServerAction`]s **in order**. A `Send` that follows a `Persist` must not be
+//! transmitted before that `Persist` is durable: that is how "acknowledged only
+//! after it is flushed" is kept.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use automerge::{Automerge, Change, ChangeHash, ReadDoc as _};
+use bytes::Bytes;
+
+use crate::ids::DocId;
+use crate::token::{self, TokenClaims, TokenError};
+use crate::wire::{
+    self, ClientMsg, DocDigest, DocUpdate, ErrorCode, FrameError, Hash, Limits, RefusalReason,
+    ServerMsg,
+};
+
+/// Identifies one device session (one QUIC stream) inside the driver.
+pub type ConnId = u64;
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAction {
+    /// Send one encoded frame to a session.
+    Send {
+        /// The session.
+        conn: ConnId,
+        /// The whole frame (header and body); shared between sessions on fan-out.
+        frame: Bytes,
+    },
+    /// Store these raw changes durably before executing any later action.
+    Persist {
+        /// The document.
+        doc: DocId,
+        /// Raw Automerge changes, in causal order.
+        changes: Vec<Vec<u8>>,
+    },
+    /// Close the session's stream with this code (after sending what precedes).
+    Close {
+        /// The session.
+        conn: ConnId,
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The Ed25519 public key tokens must be signed with.
+    pub token_key: Vec<u8>,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// Why a stored document could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The bytes are not an Automerge document or change chunks.
+    #[error("document {doc} is corrupt: {source}")]
+    Corrupt {
+        /// The document.
+        doc: DocId,
+        /// Automerge's error.
+        source: automerge::AutomergeError,
+    },
+}
+
+/// Per-device state the server keeps while the device is connected.
+#[derive(Debug, Default)]
+pub struct ServerSession {
+    claims: Option<TokenClaims>,
+    /// The heads this device is known to hold, per subscribed document.
+    known: HashMap<DocId, Vec<ChangeHash>>,
+}
+
+impl ServerSession {
+    /// The authenticated claims, once `Hello` was accepted.
+    pub fn claims(&self) -> Option<&TokenClaims> {
+        self.claims.as_ref()
+    }
+}
+
+/// Counters a driver can export.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Frames encoded once and sent to several devices.
+    pub broadcast_frames: u64,
+    /// Per-device sends of a shared broadcast frame.
+    pub broadcast_sends: u64,
+    /// Changes accepted from devices.
+    pub changes_accepted: u64,
+    /// Changes refused.
+    pub changes_refused: u64,
+}
+
+/// The server state machine.
+#[derive(Debug)]
+pub struct ServerCore {
+    config: ServerConfig,
+    docs: BTreeMap<DocId, Automerge>,
+    sessions: HashMap<ConnId, ServerSession>,
+    subscribers: HashMap<DocId, HashSet<ConnId>>,
+    /// Bytes of changes held per document, for the document size limit.
+    sizes: HashMap<DocId, usize>,
+    stats: ServerStats,
+}
+
+fn to_wire(h: &[ChangeHash]) -> Vec<Hash> {
+    h.iter().map(|h| h.0).collect()
+}
+
+fn from_wire(h: &[Hash]) -> Vec<ChangeHash> {
+    h.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+fn frame(msg: &ServerMsg) -> Bytes {
+    Bytes::from(wire::encode(msg))
+}
+
+impl ServerCore {
+    /// An empty server.
+    pub fn new(config: ServerConfig) -> Self {
+        ServerCore {
+            config,
+            docs: BTreeMap::new(),
+            sessions: HashMap::new(),
+            subscribers: HashMap::new(),
+            sizes: HashMap::new(),
+            stats: ServerStats::default(),
+        }
+    }
+
+    /// Loads a stored document (Automerge save or concatenated change chunks).
+    pub fn load_doc(&mut self, doc: DocId, bytes: &[u8]) -> Result<(), LoadError> {
+        let am = Automerge::load(bytes).map_err(|source| LoadError::Corrupt {
+            doc: doc.clone(),
+            source,
+        })?;
+        self.sizes.insert(doc.clone(), bytes.len());
+        self.docs.insert(doc, am);
+        Ok(())
+    }
+
+    /// A document, if the server holds it.
+    pub fn doc(&self, doc: &DocId) -> Option<&Automerge> {
+        self.docs.get(doc)
+    }
+
+    /// All documents held.
+    pub fn doc_ids(&self) -> impl Iterator<Item = &DocId> {
+        self.docs.keys()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A new device stream opened.
+    pub fn connect(&mut self, conn: ConnId) {
+        self.sessions.insert(conn, ServerSession::default());
+    }
+
+    /// A device stream closed.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.remove(&conn) {
+            for doc in s.known.keys() {
+                if let Some(subs) = self.subscribers.get_mut(doc) {
+                    subs.remove(&conn);
+                }
+            }
+        }
+    }
+
+    /// The session state of a connection.
+    pub fn session(&self, conn: ConnId) -> Option<&ServerSession> {
+        self.sessions.get(&conn)
+    }
+
+    /// Handles one received frame body. Malformed input closes the session, never panics.
+    pub fn handle_frame(&mut self, now_unix: u64, conn: ConnId, body: &[u8]) -> Vec<ServerAction> {
+        match wire::decode::<ClientMsg>(body) {
+            Ok(msg) => self.handle(now_unix, conn, msg),
+            Err(e) => self.fatal(conn, &e),
+        }
+    }
+
+    /// Closes a session because of a framing error seen by the driver.
+    pub fn fatal(&mut self, conn: ConnId, err: &FrameError) -> Vec<ServerAction> {
+        self.fail(conn, err.code(), err.to_string())
+    }
+
+    fn fail(&mut self, conn: ConnId, code: ErrorCode, message: String) -> Vec<ServerAction> {
+        self.disconnect(conn);
+        vec![
+            ServerAction::Send {
+                conn,
+                frame: frame(&ServerMsg::Error { code, message }),
+            },
+            ServerAction::Close { conn, code },
+        ]
+    }
+
+    /// Handles one decoded message.
+    pub fn handle(&mut self, now_unix: u64, conn: ConnId, msg: ClientMsg) -> Vec<ServerAction> {
+        let Some(session) = self.sessions.get(&conn) else {
+            return Vec::new();
+        };
+        let authed = session.claims.is_some();
+        match msg {
+            ClientMsg::Hello { event, token, docs } => {
+                if authed {
+                    return self.fail(conn, ErrorCode::Protocol, "second Hello".into());
+                }
+                self.hello(now_unix, conn, event, &token, docs)
+            }
+            _ if !authed => self.fail(conn, ErrorCode::Protocol, "Hello must come first".into()),
+            ClientMsg::Push { doc, changes } => self.push(conn, doc, changes),
+            ClientMsg::Resync { doc, have } => self.resync(conn, doc, &have),
+        }
+    }
+
+    fn hello(
+        &mut self,
+        now_unix: u64,
+        conn: ConnId,
+        event: crate::ids::EventId,
+        token: &str,
+        digests: Vec<DocDigest>,
+    ) -> Vec<ServerAction> {
+        let claims = match token::verify(token, &self.config.token_key, now_unix) {
+            Ok(c) if c.event != event => Err(TokenError::WrongEvent {
+                token_event: c.event.to_string(),
+                wanted: event.to_string(),
+            }),
+            other => other,
+        };
+        let claims = match claims {
+            Ok(c) => c,
+            Err(e) => {
+                let code = match e {
+                    TokenError::Expired { .. } => ErrorCode::TokenExpired,
+                    TokenError::WrongEvent { .. } => ErrorCode::WrongEvent,
+                    _ => ErrorCode::Unauthorized,
+                };
+                return self.fail(conn, code, e.to_string());
+            }
+        };
+        let mut out = Vec::new();
+        let mut digest_of: HashMap<DocId, DocDigest> = HashMap::new();
+        for d in digests {
+            if claims.may_read(&d.doc) {
+                digest_of.insert(d.doc.clone(), d);
+            } else {
+                out.push(ServerAction::Send {
+                    conn,
+                    frame: frame(&ServerMsg::Refused {
+                        message: format!("{}: not readable with this token", d.doc),
+                        doc: d.doc,
+                        changes: Vec::new(),
+                        reason: RefusalReason::Forbidden,
+                        heads: Vec::new(),
+                    }),
+                });
+            }
+        }
+        let mut updates = Vec::new();
+        let mut known = HashMap::new();
+        for doc in claims.readable_docs() {
+            let (changes, heads) = match (self.docs.get(&doc), digest_of.get(&doc)) {
+                (Some(am), Some(d)) => {
+                    let mut have = from_wire(&d.heads);
+                    have.extend(from_wire(&d.base));
+                    (missing_for(am, &have), am.get_heads())
+                }
+                (Some(am), None) => (missing_for(am, &[]), am.get_heads()),
+                (None, _) => (Vec::new(), Vec::new()),
+            };
+            updates.push(DocUpdate {
+                doc: doc.clone(),
+                changes,
+                heads: to_wire(&heads),
+            });
+            self.subscribers.entry(doc.clone()).or_default().insert(conn);
+            known.insert(doc, heads);
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.claims = Some(claims);
+            s.known = known;
+        }
+        out.push(ServerAction::Send {
+            conn,
+            frame: frame(&ServerMsg::Welcome { docs: updates }),
+        });
+        out
+    }
+
+    fn resync(&mut self, conn: ConnId, doc: DocId, have: &[Hash]) -> Vec<ServerAction> {
+        let readable = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.claims.as_ref())
+            .is_some_and(|c| c.may_read(&doc));
+        if !readable {
+            return vec![refusal(conn, doc, Vec::new(), RefusalReason::Forbidden, Vec::new())];
+        }
+        let (changes, heads) = match self.docs.get(&doc) {
+            Some(am) => (missing_for(am, &from_wire(have)), am.get_heads()),
+            None => (Vec::new(), Vec::new()),
+        };
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.known.insert(doc.clone(), heads.clone());
+        }
+        vec![ServerAction::Send {
+            conn,
+            frame: frame(&ServerMsg::Update(DocUpdate {
+                doc,
+                changes,
+                heads: to_wire(&heads),
+            })),
+        }]
+    }
+
+    fn push(&mut self, conn: ConnId, doc: DocId, raw: Vec<Vec<u8>>) -> Vec<ServerAction> {
+        let Some(claims) = self.sessions.get(&conn).and_then(|s| s.claims.clone()) else {
+            return Vec::new();
+        };
+        let limits = self.config.limits;
+        let heads_now = |core: &Self| {
+            if claims.may_read(&doc) {
+                core.docs.get(&doc).map(|d| to_wire(&d.get_heads())).unwrap_or_default()
+            } else {
+                Vec::new()
+            }
+        };
+        // Decode everything first: hashes for the refusal message.
+        let mut decoded = Vec::with_capacity(raw.len().min(limits.max_changes_per_push));
+        let mut malformed = false;
+        let incoming: usize = raw.iter().map(Vec::len).sum();
+        let held = self.sizes.get(&doc).copied().unwrap_or(0);
+        if raw.len() > limits.max_changes_per_push
+            || raw.iter().any(|c| c.len() > limits.max_change)
+            || held + incoming > limits.max_doc
+        {
+            self.stats.changes_refused += raw.len() as u64;
+            let heads = heads_now(self);
+            return vec![refusal(conn, doc, Vec::new(), RefusalReason::TooLarge, heads)];
+        }
+        for bytes in &raw {
+            match Change::try_from(bytes.as_slice()) {
+                Ok(c) => decoded.push(c),
+                Err(_) => malformed = true,
+            }
+        }
+        if !claims.may_write(&doc) {
+            self.stats.changes_refused += raw.len() as u64;
+            let hashes = decoded.iter().map(|c| c.hash().0).collect();
+            let heads = heads_now(self);
+            return vec![refusal(conn, doc, hashes, RefusalReason::Forbidden, heads)];
+        }
+        let mut out = Vec::new();
+        if malformed {
+            self.stats.changes_refused += 1;
+            out.push(refusal(conn, doc.clone(), Vec::new(), RefusalReason::Malformed, Vec::new()));
+        }
+        let am = self.docs.entry(doc.clone()).or_default();
+        let heads_before = am.get_heads();
+        let mut accepted: Vec<Change> = Vec::new();
+        let mut accepted_set: HashSet<ChangeHash> = HashSet::new();
+        let mut missing = Vec::new();
+        let mut bad = Vec::new();
+        for c in decoded {
+            let h = c.hash();
+            if am.get_change_by_hash(&h).is_some() || accepted_set.contains(&h) {
+                continue;
+            }
+            let deps_ok = c
+                .deps()
+                .iter()
+                .all(|d| accepted_set.contains(d) || am.get_change_by_hash(d).is_some());
+            if !deps_ok {
+                missing.push(h.0);
+                continue;
+            }
+            // Apply one by one so a change automerge rejects leaves the rest intact.
+            match am.apply_changes([c.clone()]) {
+                Ok(()) if am.get_change_by_hash(&h).is_some() => {
+                    accepted_set.insert(h);
+                    accepted.push(c);
+                }
+                _ => bad.push(h.0),
+            }
+        }
+        let heads_after = am.get_heads();
+        self.stats.changes_accepted += accepted.len() as u64;
+        self.stats.changes_refused += (missing.len() + bad.len()) as u64;
+        let new_raw: Vec<Vec<u8>> = accepted.iter().map(|c| c.raw_bytes().to_vec()).collect();
+        *self.sizes.entry(doc.clone()).or_default() += new_raw.iter().map(Vec::len).sum::<usize>();
+        if !new_raw.is_empty() {
+            out.push(ServerAction::Persist {
+                doc: doc.clone(),
+                changes: new_raw.clone(),
+            });
+        }
+        let wire_heads = to_wire(&heads_after);
+        out.push(ServerAction::Send {
+            conn,
+            frame: frame(&ServerMsg::Ack {
+                doc: doc.clone(),
+                heads: wire_heads.clone(),
+            }),
+        });
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.known.insert(doc.clone(), heads_after.clone());
+        }
+        if !bad.is_empty() {
+            out.push(refusal(conn, doc.clone(), bad, RefusalReason::Malformed, wire_heads.clone()));
+        }
+        if !missing.is_empty() {
+            out.push(refusal(
+                conn,
+                doc.clone(),
+                missing,
+                RefusalReason::MissingDeps,
+                wire_heads.clone(),
+            ));
+        }
+        if !new_raw.is_empty() {
+            self.fan_out(conn, &doc, &heads_before, new_raw, &mut out);
+        }
+        out
+    }
+
+    /// Sends new changes to every other subscriber: one shared frame for devices
+    /// that were up to date, a computed catch-up for the rest.
+    fn fan_out(
+        &mut self,
+        origin: ConnId,
+        doc: &DocId,
+        heads_before: &[ChangeHash],
+        new_raw: Vec<Vec<u8>>,
+        out: &mut Vec<ServerAction>,
+    ) {
+        let Some(subs) = self.subscribers.get(doc) else {
+            return;
+        };
+        let Some(am) = self.docs.get(doc) else {
+            return;
+        };
+        let heads = am.get_heads();
+        let wire_heads = to_wire(&heads);
+        let mut shared: Option<Bytes> = None;
+        let mut shared_uses = 0u64;
+        let mut targets: Vec<ConnId> = subs.iter().copied().filter(|c| *c != origin).collect();
+        targets.sort_unstable();
+        for conn in targets {
+            let Some(s) = self.sessions.get_mut(&conn) else {
+                continue;
+            };
+            let known = s.known.get(doc).cloned().unwrap_or_default();
+            let f = if known.as_slice() == heads_before {
+                shared_uses += 1;
+                shared
+                    .get_or_insert_with(|| {
+                        frame(&ServerMsg::Update(DocUpdate {
+                            doc: doc.clone(),
+                            changes: new_raw.clone(),
+                            heads: wire_heads.clone(),
+                        }))
+                    })
+                    .clone()
+            } else {
+                frame(&ServerMsg::Update(DocUpdate {
+                    doc: doc.clone(),
+                    changes: missing_for(am, &known),
+                    heads: wire_heads.clone(),
+                }))
+            };
+            s.known.insert(doc.clone(), heads.clone());
+            out.push(ServerAction::Send { conn, frame: f });
+        }
+        if shared.is_some() {
+            self.stats.broadcast_frames += 1;
+            self.stats.broadcast_sends += shared_uses;
+        }
+    }
+}
+
+fn refusal(
+    conn: ConnId,
+    doc: DocId,
+    changes: Vec<Hash>,
+    reason: RefusalReason,
+    heads: Vec<Hash>,
+) -> ServerAction {
+    let message = match reason {
+        RefusalReason::Forbidden => match &doc {
+            DocId::Agenda(_) => format!("{doc}: only organizers may change the agenda"),
+            DocId::Attendee(..) => format!("{doc}: not your document"),
+        },
+        RefusalReason::Malformed => format!("{doc}: change could not be decoded or applied"),
+        RefusalReason::MissingDeps => format!("{doc}: change depends on changes the server lacks"),
+        RefusalReason::TooLarge => format!("{doc}: push over the size limits"),
+    };
+    ServerAction::Send {
+        conn,
+        frame: frame(&ServerMsg::Refused {
+            doc,
+            changes,
+            reason,
+            message,
+            heads,
+        }),
+    }
+}
+
+/// Raw changes of `am` that a holder of `have` lacks. Unknown hashes in `have` are ignored.
+fn missing_for(am: &Automerge, have: &[ChangeHash]) -> Vec<Vec<u8>> {
+    let known: Vec<ChangeHash> = have
+        .iter()
+        .filter(|h| am.get_change_by_hash(h).is_some())
+        .copied()
+        .collect();
+    if known.len() == have.len() && !have.is_empty() {
+        let mut a = known.clone();
+        let mut b = am.get_heads();
+        a.sort();
+        b.sort();
+        a.dedup();
+        if a == b {
+            return Vec::new();
+        }
+    }
+    am.get_changes(&known)
+        .into_iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect()
+}

@@ -1,0 +1,394 @@
+//! Wire messages and framing.
+//!
+//! Every message travels as one frame: a 4-byte big-endian length, then the
+//! message in postcard encoding. The length is checked against the limit
+//! *before* any buffer is allocated for the body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DocId, EventId};
+
+/// ALPN protocol name; the version lives here, so a client speaking another
+/// version fails the TLS handshake with `no_application_protocol`.
+pub const ALPN: &[u8] = b"lanyard/1";
+
+/// Protocol version number carried in [`ALPN`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Size limits, all checked before allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body accepted, in bytes.
+    pub max_frame: usize,
+    /// Largest single Automerge change accepted, in bytes.
+    pub max_change: usize,
+    /// Most changes in one push.
+    pub max_changes_per_push: usize,
+    /// Largest document the server keeps, in bytes of changes.
+    pub max_doc: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 8 * 1024 * 1024,
+            max_change: 1024 * 1024,
+            max_changes_per_push: 10_000,
+            max_doc: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A change hash (SHA-256 of an Automerge change).
+pub type Hash = [u8; 32];
+
+/// What a device holds of one document, sent on connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocDigest {
+    /// The document.
+    pub doc: DocId,
+    /// The device's current heads.
+    pub heads: Vec<Hash>,
+    /// The last heads the server confirmed (everything under them is on the server).
+    pub base: Vec<Hash>,
+}
+
+/// Changes and the sender's heads for one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocUpdate {
+    /// The document.
+    pub doc: DocId,
+    /// Raw Automerge changes, in causal order.
+    pub changes: Vec<Vec<u8>>,
+    /// The server's heads after these changes.
+    pub heads: Vec<Hash>,
+}
+
+/// Messages from a device to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First message: credentials and a digest of every document held.
+    Hello {
+        /// The event the device wants (from its join link).
+        event: EventId,
+        /// The signed access token.
+        token: String,
+        /// What the device holds.
+        docs: Vec<DocDigest>,
+    },
+    /// New local changes to one document.
+    Push {
+        /// The document.
+        doc: DocId,
+        /// Raw Automerge changes, in causal order.
+        changes: Vec<Vec<u8>>,
+    },
+    /// The device misses changes (it saw heads it cannot reach): send all after `have`.
+    Resync {
+        /// The document.
+        doc: DocId,
+        /// Hashes the device holds (its heads and its base).
+        have: Vec<Hash>,
+    },
+}
+
+/// Why the server refused changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalReason {
+    /// The token's role or user may not write (or read) this document.
+    Forbidden,
+    /// A change did not decode or could not be applied.
+    Malformed,
+    /// A change depends on changes the server does not have.
+    MissingDeps,
+    /// Too many or too large changes.
+    TooLarge,
+}
+
+impl RefusalReason {
+    /// Whether the device should keep retrying (only missing dependencies are transient).
+    pub fn is_permanent(self) -> bool {
+        !matches!(self, RefusalReason::MissingDeps)
+    }
+}
+
+/// Messages from the server to a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// Answer to `Hello`: for every readable document, what the device misses and the server's heads.
+    Welcome {
+        /// One entry per document the device may read.
+        docs: Vec<DocUpdate>,
+    },
+    /// New changes (pushed, or the answer to `Resync`).
+    Update(DocUpdate),
+    /// The server holds, flushed to disk, everything under `heads`.
+    Ack {
+        /// The document.
+        doc: DocId,
+        /// The server's heads after applying the push.
+        heads: Vec<Hash>,
+    },
+    /// Changes refused; the server's copy is unchanged by them.
+    Refused {
+        /// The document the refusal is about.
+        doc: DocId,
+        /// The refused changes (empty when a whole request was refused).
+        changes: Vec<Hash>,
+        /// Why.
+        reason: RefusalReason,
+        /// A human-readable explanation naming the document.
+        message: String,
+        /// The server's heads for the document, when the device may read it.
+        heads: Vec<Hash>,
+    },
+    /// A fatal error: the server closes the stream after this.
+    Error {
+        /// One of the [`ErrorCode`] values.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+/// Error codes used in `Error` messages and as QUIC stream/connection codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A frame or message could not be decoded, or came out of order.
+    Protocol,
+    /// A frame was larger than the limit.
+    FrameTooLarge,
+    /// The stream ended in the middle of a frame.
+    Truncated,
+    /// The token was malformed or not signed by this server.
+    Unauthorized,
+    /// The token has expired.
+    TokenExpired,
+    /// The token is for another event.
+    WrongEvent,
+    /// The server is shutting down.
+    Shutdown,
+    /// The server failed internally (e.g. its disk).
+    Internal,
+    /// The server is over its limits; come back later.
+    Overloaded,
+}
+
+impl ErrorCode {
+    /// The numeric code used on the QUIC wire.
+    pub fn to_u32(self) -> u32 {
+        match self {
+            ErrorCode::Protocol => 1,
+            ErrorCode::FrameTooLarge => 2,
+            ErrorCode::Truncated => 3,
+            ErrorCode::Unauthorized => 4,
+            ErrorCode::TokenExpired => 5,
+            ErrorCode::WrongEvent => 6,
+            ErrorCode::Shutdown => 7,
+            ErrorCode::Internal => 8,
+            ErrorCode::Overloaded => 9,
+        }
+    }
+
+    /// The code for a numeric value, if known.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => ErrorCode::Protocol,
+            2 => ErrorCode::FrameTooLarge,
+            3 => ErrorCode::Truncated,
+            4 => ErrorCode::Unauthorized,
+            5 => ErrorCode::TokenExpired,
+            6 => ErrorCode::WrongEvent,
+            7 => ErrorCode::Shutdown,
+            8 => ErrorCode::Internal,
+            9 => ErrorCode::Overloaded,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ErrorCode::Protocol => "protocol error",
+            ErrorCode::FrameTooLarge => "frame too large",
+            ErrorCode::Truncated => "truncated frame",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token expired",
+            ErrorCode::WrongEvent => "token for another event",
+            ErrorCode::Shutdown => "server shutting down",
+            ErrorCode::Internal => "internal server error",
+            ErrorCode::Overloaded => "server overloaded",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The announced length is over the limit.
+    #[error("frame of {len} bytes is over the {limit}-byte limit")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The input ended in the middle of a frame.
+    #[error("input ended inside a frame")]
+    Truncated,
+    /// The body is not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl FrameError {
+    /// The error code to close the stream with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            FrameError::Truncated => ErrorCode::Truncated,
+            FrameError::Malformed(_) => ErrorCode::Protocol,
+        }
+    }
+}
+
+/// Length of the frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// Reads a frame header and checks the length against `limit`.
+pub fn body_len(header: [u8; HEADER_LEN], limit: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    Ok(len)
+}
+
+/// Encodes a message as one frame (header + body).
+pub fn encode<M: Serialize>(msg: &M) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN];
+    // Serializing into a Vec only fails for types serde cannot express; ours can.
+    let mut out = postcard::to_extend(msg, std::mem::take(&mut out)).unwrap_or_default();
+    let len = (out.len() - HEADER_LEN) as u32;
+    out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// Decodes one message body (without header).
+pub fn decode<'a, M: Deserialize<'a>>(body: &'a [u8]) -> Result<M, FrameError> {
+    postcard::from_bytes(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Incremental frame splitter for byte streams (sans-IO).
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting bodies up to `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Takes the next complete frame body, if one is buffered.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[..HEADER_LEN]);
+        let len = body_len(h, self.limit)?;
+        if self.buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let body = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.buf.drain(..HEADER_LEN + len);
+        Ok(Some(body))
+    }
+
+    /// Call at end of input: an error if a partial frame is buffered.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> ClientMsg {
+        ClientMsg::Push {
+            doc: DocId::Agenda(EventId::new("e").unwrap()),
+            changes: vec![vec![1, 2, 3], vec![]],
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let f = encode(&sample());
+        let mut d = FrameDecoder::new(1024);
+        d.push(&f[..3]);
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert_eq!(d.finish(), Err(FrameError::Truncated));
+        d.push(&f[3..]);
+        let body = d.next_frame().unwrap().unwrap();
+        assert_eq!(decode::<ClientMsg>(&body).unwrap(), sample());
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn oversized_header_is_refused_before_reading_the_body() {
+        let mut d = FrameDecoder::new(16);
+        d.push(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::TooLarge {
+                len: u32::MAX as usize,
+                limit: 16
+            })
+        );
+        assert_eq!(body_len(17u32.to_be_bytes(), 16).unwrap_err().code(), ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for v in 0..20 {
+            if let Some(c) = ErrorCode::from_u32(v) {
+                assert_eq!(c.to_u32(), v);
+            }
+        }
+        assert_eq!(ErrorCode::from_u32(4), Some(ErrorCode::Unauthorized));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<ClientMsg>(&bytes);
+            let _ = decode::<ServerMsg>(&bytes);
+            let mut d = FrameDecoder::new(256);
+            d.push(&bytes);
+            while let Ok(Some(body)) = d.next_frame() {
+                let _ = decode::<ClientMsg>(&body);
+            }
+        }
+    }
+}
