@@ -6,6 +6,7 @@
 //! simulation in this crate's tests.
 //!
 //! * [`ids`]: validated identifiers and [`DocId`].
+//! * [`link`]: join links and certificate pins.
 //! * [`token`]: Ed25519-signed access tokens with [`TokenClaims`].
 //! * [`wire`]: messages, framing and limits.
 //! * [`client`]: the device side: a [`Replica`] and a [`ClientSession`].
@@ -75,11 +76,13 @@
 
 pub mod client;
 pub mod ids;
+pub mod link;
 pub mod server;
 pub mod token;
 pub mod wire;
 
 pub use client::{ClientEvent, ClientOutput, ClientSession, DocSyncState, Refusal, Replica, ReplicaDoc, SessionError};
+pub use link::{cert_pin, JoinLink, LinkError};
 pub use ids::{DeviceId, DocId, EventId, IdError, UserId};
 pub use server::{ConnId, LoadError, ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats};
 pub use token::{Role, TokenClaims, TokenError};

@@ -1,1 +1,25 @@
-//! placeholder
+//! # lanyard-server
+//!
+//! The Lanyard sync server: a quinn endpoint in front of the sans-IO
+//! [`lanyard_protocol::ServerCore`], with sled storage, a self-signed
+//! certificate and an Ed25519 token key created on first start.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use lanyard_server::{Server, ServerOptions};
+//! let server = Server::start(ServerOptions {
+//!     data_dir: "./lanyard-data".into(),
+//!     listen: "127.0.0.1:4433".parse()?,
+//!     limits: Default::default(),
+//! })
+//! .await?;
+//! println!("listening on {} pin {}", server.local_addr()?, server.pin());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod driver;
+pub mod identity;
+
+pub use driver::{transport_config, Server, ServerOptions, StartError};
+pub use identity::{Identity, IdentityError, Invite};

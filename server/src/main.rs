@@ -1,1 +1,138 @@
-fn main() {}
+//! `lanyard-server`: serve an event's documents over QUIC, and issue invites.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use lanyard_protocol::{DeviceId, EventId, Role, UserId};
+use lanyard_server::{Identity, Invite, Server, ServerOptions};
+
+#[derive(Parser)]
+#[command(name = "lanyard-server", version, about = "Lanyard sync server for conference apps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve over QUIC until SIGINT or SIGTERM.
+    Serve {
+        /// Data directory (created on first start).
+        #[arg(long, default_value = "./lanyard-data")]
+        data: PathBuf,
+        /// UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        listen: SocketAddr,
+    },
+    /// Print a join link for one user and device.
+    Invite {
+        /// Data directory of the server (holds the signing key).
+        #[arg(long)]
+        data: PathBuf,
+        /// Event id.
+        #[arg(long)]
+        event: String,
+        /// organizer or attendee.
+        #[arg(long)]
+        role: Role,
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Device name.
+        #[arg(long, default_value = "default")]
+        device: String,
+        /// HOST:PORT devices will connect to.
+        #[arg(long, default_value = "localhost:4433")]
+        server: String,
+        /// How long the token is valid (e.g. 30d, 12h).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "lanyard_server=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lanyard-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { data, listen } => {
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(serve(data, listen))
+        }
+        Command::Invite {
+            data,
+            event,
+            role,
+            user,
+            device,
+            server,
+            ttl,
+        } => {
+            let identity = Identity::load_or_create(&data)?;
+            let link = identity.invite(&Invite {
+                event: EventId::new(event)?,
+                role,
+                user: UserId::new(user)?,
+                device: DeviceId::new(device)?,
+                server,
+                ttl,
+            });
+            println!("{link}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(data: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let server = Server::start(ServerOptions {
+        data_dir: data.clone(),
+        listen,
+        limits: Default::default(),
+    })
+    .await?;
+    println!("lanyard-server listening on {} (udp/quic)", server.local_addr()?);
+    println!("data directory: {}", data.display());
+    println!("certificate pin (sha-256): {}", server.pin());
+    println!(
+        "invite a device: lanyard-server invite --data {} --event EVENT --role attendee --user USER",
+        data.display()
+    );
+    wait_for_signal().await?;
+    println!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")
+}

@@ -1,0 +1,357 @@
+//! The tokio + quinn driver around [`ServerCore`].
+//!
+//! Each bidirectional stream a device opens is one protocol session. A reader
+//! task per stream feeds frames to the core; the core's actions are executed in
+//! order under its lock: `Persist` writes and flushes to sled before any later
+//! `Send` is queued, so a device is acknowledged only after the flush.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lanyard_protocol::wire::{self, ErrorCode, FrameError, HEADER_LEN};
+use lanyard_protocol::{ConnId, DocId, Limits, ServerAction, ServerConfig, ServerCore, ServerStats};
+use lanyard_store::{SledStore, Store, StoreError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::identity::{Identity, IdentityError};
+
+/// Options for [`Server::start`].
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Data directory (sled database, certificate, keys).
+    pub data_dir: PathBuf,
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Certificate or keys.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored document is corrupt.
+    #[error(transparent)]
+    Load(#[from] lanyard_protocol::LoadError),
+    /// A stored document id is not valid.
+    #[error("the database holds an unknown document id: {0}")]
+    BadDocId(String),
+    /// TLS configuration.
+    #[error("TLS configuration failed: {0}")]
+    Tls(String),
+    /// Binding the UDP socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+enum Outbound {
+    Frame(Bytes),
+    Close,
+}
+
+struct Shared {
+    core: Mutex<ServerCore>,
+    store: SledStore,
+    outboxes: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
+    next_conn: AtomicU64,
+    limits: Limits,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Runs `f` on the core and executes its actions in order, still under the lock.
+    fn run(&self, f: impl FnOnce(&mut ServerCore) -> Vec<ServerAction>) {
+        let mut core = lock(&self.core);
+        let actions = f(&mut core);
+        let outboxes = lock(&self.outboxes);
+        let mut failed_persist = false;
+        for action in actions {
+            match action {
+                ServerAction::Persist { doc, changes } if !failed_persist => {
+                    if let Err(e) = self.store.append_chunks(&doc.to_string(), &changes) {
+                        warn!(%doc, error = %e, "could not persist changes: rolling back");
+                        failed_persist = true;
+                        self.rollback(&mut core, &doc);
+                    }
+                }
+                ServerAction::Persist { .. } => {}
+                // Nothing after a failed write may be acknowledged or fanned out.
+                ServerAction::Send { .. } if failed_persist => {}
+                ServerAction::Send { conn, frame } => {
+                    if let Some(tx) = outboxes.get(&conn) {
+                        let _ = tx.send(Outbound::Frame(frame));
+                    }
+                }
+                ServerAction::Close { conn, .. } => {
+                    if let Some(tx) = outboxes.get(&conn) {
+                        let _ = tx.send(Outbound::Close);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts the in-memory copy of `doc` back to what is on disk.
+    fn rollback(&self, core: &mut ServerCore, doc: &DocId) {
+        let bytes = match self.store.load_doc(&doc.to_string()) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                warn!(%doc, error = %e, "cannot reload the document from disk");
+                return;
+            }
+        };
+        if let Err(e) = core.load_doc(doc.clone(), &bytes) {
+            warn!(%doc, error = %e, "cannot reload the document from disk");
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    pin: String,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.endpoint.local_addr().ok())
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// QUIC transport settings for many slow clients on WiFi.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(4u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .stream_receive_window((1u32 << 20).into())
+        .receive_window((2u32 << 20).into())
+        .send_window(2 << 20);
+    if let Ok(idle) = Duration::from_secs(30).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+impl Server {
+    /// Opens the data directory, loads every document and starts listening.
+    pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
+        let identity = Identity::load_or_create(&opts.data_dir)?;
+        let store = SledStore::open(opts.data_dir.join("db"))?;
+        let mut core = ServerCore::new(ServerConfig {
+            token_key: identity.token_public_key(),
+            limits: opts.limits,
+        });
+        for id in store.doc_ids()? {
+            let doc = DocId::parse(&id).map_err(|_| StartError::BadDocId(id.clone()))?;
+            let bytes = store.load_doc(&id)?.unwrap_or_default();
+            core.load_doc(doc, &bytes)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| StartError::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(identity.cert_chain(), identity.private_key())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+        tls.max_early_data_size = 0;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(Arc::new(transport_config()));
+        let endpoint = quinn::Endpoint::server(config, opts.listen).map_err(|source| {
+            StartError::Bind {
+                addr: opts.listen,
+                source,
+            }
+        })?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            store,
+            outboxes: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            limits: opts.limits,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), rx));
+        Ok(Server {
+            endpoint,
+            shared,
+            shutdown,
+            accept,
+            pin: identity.pin(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The certificate pin.
+    pub fn pin(&self) -> &str {
+        &self.pin
+    }
+
+    /// Core counters.
+    pub fn stats(&self) -> ServerStats {
+        lock(&self.shared.core).stats()
+    }
+
+    /// Reads a document as the server holds it.
+    pub fn with_doc<R>(&self, doc: &DocId, f: impl FnOnce(Option<&automerge::Automerge>) -> R) -> R {
+        f(lock(&self.shared.core).doc(doc))
+    }
+
+    /// Stops accepting, closes every connection, waits briefly for them to go, flushes.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint
+            .close(ErrorCode::Shutdown.to_u32().into(), b"server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+        let _ = self.accept.await;
+        info!("server stopped");
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = stop.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, shared).await,
+                Err(e) => debug!(%remote, error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
+    let remote = conn.remote_address();
+    debug!(%remote, "connection");
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(serve_stream(id, send, recv, shared.clone()));
+            }
+            Err(e) => {
+                debug!(%remote, error = %e, "connection ended");
+                break;
+            }
+        }
+    }
+}
+
+async fn serve_stream(id: ConnId, send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    lock(&shared.outboxes).insert(id, tx);
+    lock(&shared.core).connect(id);
+    let writer = tokio::spawn(write_loop(send, rx));
+    let limit = shared.limits.max_frame;
+    let code = loop {
+        match read_frame(&mut recv, limit).await {
+            Ok(Some(body)) => shared.run(|core| core.handle_frame(now_unix(), id, &body)),
+            Ok(None) => break None,
+            Err(ReadFailure::Frame(e)) => {
+                debug!(conn = id, error = %e, "bad frame");
+                let code = e.code();
+                shared.run(|core| core.fatal(id, &e));
+                break Some(code);
+            }
+            Err(ReadFailure::Gone) => break None,
+        }
+    };
+    if let Some(code) = code {
+        let _ = recv.stop(code.to_u32().into());
+    }
+    lock(&shared.core).disconnect(id);
+    lock(&shared.outboxes).remove(&id);
+    let _ = writer.await;
+}
+
+async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Outbound::Frame(f) => {
+                if send.write_chunk(f).await.is_err() {
+                    return;
+                }
+            }
+            Outbound::Close => break,
+        }
+    }
+    // Deliver what was written (the error frame, if any), then end the stream.
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+}
+
+enum ReadFailure {
+    Frame(FrameError),
+    Gone,
+}
+
+/// Reads one frame: `Ok(None)` at a clean end of stream.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, ReadFailure> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match recv.read(&mut header[got..]).await {
+            Ok(Some(n)) => got += n,
+            Ok(None) if got == 0 => return Ok(None),
+            Ok(None) => return Err(ReadFailure::Frame(FrameError::Truncated)),
+            Err(_) => return Err(ReadFailure::Gone),
+        }
+    }
+    let len = wire::body_len(header, limit).map_err(ReadFailure::Frame)?;
+    let mut body = vec![0u8; len];
+    match recv.read_exact(&mut body).await {
+        Ok(()) => Ok(Some(body)),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(ReadFailure::Frame(FrameError::Truncated)),
+        Err(quinn::ReadExactError::ReadError(_)) => Err(ReadFailure::Gone),
+    }
+}
