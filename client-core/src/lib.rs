@@ -1,1 +1,40 @@
-//! placeholder
+//! # lanyard-client-core
+//!
+//! The core that attendee and organizer apps embed. It keeps the agenda and
+//! the user's notes and bookmarks on the device as Automerge documents in a
+//! [`Store`] (sled by default), works fully offline, and syncs with a
+//! `lanyard-server` over QUIC whenever the network allows.
+//!
+//! The API is FFI-friendly: a cloneable [`Client`] handle, owned types, no
+//! lifetimes, error enums ([`ClientError`], [`SyncError`]).
+//!
+//! ```
+//! use lanyard_client_core::Client;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::in_memory()?;
+//! // Without joining an event there is nothing to show.
+//! assert!(client.sessions().is_err());
+//! assert_eq!(client.status().pending_changes, 0);
+//! # Ok(()) }
+//! ```
+//!
+//! After `join(link)` with an invite link, `sessions()`, `set_note()`,
+//! `set_bookmark()` and (for organizers) `move_session()` work offline;
+//! `sync()` or `start_background()` exchange changes with the server.
+
+mod client;
+pub mod docs;
+mod error;
+pub mod model;
+mod sync;
+pub mod time;
+pub mod tls;
+
+pub use client::Client;
+pub use error::{ClientError, SyncError};
+pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};
+pub use model::{
+    Announcement, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionStatus,
+    SessionUpdate, SyncReport, SyncStatus,
+};
+pub use sync::{BackgroundOptions, BackgroundSync};

@@ -114,6 +114,12 @@ id_type!(
     "device"
 );
 
+id_type!(
+    /// A session of the agenda (a talk, a workshop), e.g. a schedule's GUID.
+    SessionId,
+    "session"
+);
+
 /// A synchronized document.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum DocId {

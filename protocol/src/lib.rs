@@ -71,7 +71,7 @@
 //! }
 //! assert!(session.is_settled(&replica));
 //! let held = server.doc(&agenda).unwrap();
-//! assert_eq!(held.get(ROOT, "name").unwrap().unwrap().0.to_str(), Some("RustConf"));
+//! assert_eq!(held.get(ROOT, "name").unwrap().unwrap().0.as_str(), Some("RustConf"));
 //! ```
 
 pub mod client;
@@ -83,7 +83,7 @@ pub mod wire;
 
 pub use client::{ClientEvent, ClientOutput, ClientSession, DocSyncState, Refusal, Replica, ReplicaDoc, SessionError};
 pub use link::{cert_pin, JoinLink, LinkError};
-pub use ids::{DeviceId, DocId, EventId, IdError, UserId};
+pub use ids::{DeviceId, DocId, EventId, IdError, SessionId, UserId};
 pub use server::{ConnId, LoadError, ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats};
 pub use token::{Role, TokenClaims, TokenError};
 pub use wire::{ClientMsg, DocDigest, DocUpdate, ErrorCode, FrameError, Limits, RefusalReason, ServerMsg, ALPN};

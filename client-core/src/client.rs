@@ -1,0 +1,502 @@
+//! The [`Client`]: the device's documents, on disk, behind an FFI-friendly API.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use automerge::{ActorId, Automerge, ChangeHash};
+use lanyard_protocol::token::decode_unverified;
+use lanyard_protocol::{DocId, DocSyncState, JoinLink, Replica, Role, SessionId, TokenClaims};
+use lanyard_store::{MemoryStore, SledStore, Store};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use crate::docs::{AgendaDoc, NotesDoc};
+use crate::error::ClientError;
+use crate::model::{
+    Announcement, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionUpdate,
+    SyncStatus,
+};
+use crate::time;
+
+/// Compact a document's chunks into one save after this many appends.
+const COMPACT_AFTER_CHUNKS: usize = 64;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredCredentials {
+    link: String,
+}
+
+/// Join credentials held in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    pub(crate) link: JoinLink,
+    pub(crate) claims: TokenClaims,
+}
+
+impl Credentials {
+    fn agenda(&self) -> DocId {
+        DocId::Agenda(self.claims.event.clone())
+    }
+    fn own(&self) -> DocId {
+        self.claims.own_doc()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) replica: Replica,
+    pub(crate) creds: Option<Credentials>,
+    saved_heads: HashMap<DocId, Vec<ChangeHash>>,
+    pub(crate) last_sync: Option<i64>,
+    pub(crate) connected: bool,
+    pub(crate) last_error: Option<String>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) state: Mutex<State>,
+    /// Wakes the background sync after a local edit.
+    pub(crate) local_edit: Notify,
+    /// Counts changes received from the server (for UIs and tests to wait on).
+    pub(crate) remote: watch::Sender<u64>,
+}
+
+/// The device's Lanyard client: agenda, notes and bookmarks, offline-first.
+///
+/// Cheap to clone (a handle). Every local edit is on disk when the call returns.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn sync_key(doc: &DocId) -> String {
+    format!("sync/{doc}")
+}
+
+fn corrupt(doc: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Corrupt {
+        doc: doc.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl Client {
+    /// Opens (or creates) the sled database in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        Self::with_store(Arc::new(SledStore::open(path)?))
+    }
+
+    /// A client whose documents live only in memory.
+    pub fn in_memory() -> Result<Client, ClientError> {
+        Self::with_store(Arc::new(MemoryStore::default()))
+    }
+
+    /// A client over any [`Store`].
+    pub fn with_store(store: Arc<dyn Store>) -> Result<Client, ClientError> {
+        let actor = match store.get_meta("actor")? {
+            Some(a) if !a.is_empty() => ActorId::from(a.as_slice()),
+            _ => {
+                let bytes: [u8; 16] = rand::random();
+                store.put_meta("actor", &bytes)?;
+                ActorId::from(&bytes[..])
+            }
+        };
+        let creds = match store.get_meta("credentials")? {
+            Some(bytes) => {
+                let stored: StoredCredentials =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt("credentials", e))?;
+                Some(parse_credentials(&stored.link)?)
+            }
+            None => None,
+        };
+        let last_sync = match store.get_meta("last_sync")? {
+            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| corrupt("last_sync", e))?),
+            None => None,
+        };
+        let mut replica = Replica::new(actor);
+        let mut saved_heads = HashMap::new();
+        for id in store.doc_ids()? {
+            let doc_id = DocId::parse(&id)?;
+            let bytes = store.load_doc(&id)?.unwrap_or_default();
+            let doc = Automerge::load(&bytes).map_err(|e| corrupt(&id, e))?;
+            let sync = match store.get_meta(&sync_key(&doc_id))? {
+                Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt(&id, e))?,
+                None => DocSyncState::default(),
+            };
+            saved_heads.insert(doc_id.clone(), doc.get_heads());
+            replica.insert(doc_id, doc, sync);
+        }
+        let (remote, _) = watch::channel(0);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                store,
+                state: Mutex::new(State {
+                    replica,
+                    creds,
+                    saved_heads,
+                    last_sync,
+                    connected: false,
+                    last_error: None,
+                }),
+                local_edit: Notify::new(),
+                remote,
+            }),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the credentials of a join link (no network).
+    pub fn join(&self, link: &str) -> Result<Identity, ClientError> {
+        let creds = parse_credentials(link)?;
+        let stored = StoredCredentials {
+            link: creds.link.to_string(),
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| corrupt("credentials", e))?;
+        self.inner.store.put_meta("credentials", &bytes)?;
+        let id = identity_of(&creds);
+        self.lock().creds = Some(creds);
+        Ok(id)
+    }
+
+    /// Who this device is, once joined.
+    pub fn identity(&self) -> Option<Identity> {
+        self.lock().creds.as_ref().map(identity_of)
+    }
+
+    fn creds(&self) -> Result<Credentials, ClientError> {
+        self.lock().creds.clone().ok_or(ClientError::NotJoined)
+    }
+
+    /// Reads a document (an empty one if not held yet).
+    fn read<R>(&self, doc: &DocId, f: impl FnOnce(&Automerge) -> R) -> R {
+        let st = self.lock();
+        match st.replica.get(doc) {
+            Some(rd) => f(&rd.doc),
+            None => f(&Automerge::new()),
+        }
+    }
+
+    /// Applies a local edit and makes it durable before returning. On a storage
+    /// failure the in-memory document goes back to what is on disk.
+    fn edit(
+        &self,
+        doc: &DocId,
+        f: impl FnOnce(&mut Automerge, &str) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        {
+            let mut st = self.lock();
+            let id = doc.to_string();
+            f(&mut st.replica.get_or_create(doc).doc, &id)?;
+            if let Err(e) = persist_doc(&self.inner.store, &mut st, doc) {
+                reload_doc(&self.inner.store, &mut st, doc);
+                return Err(e);
+            }
+        }
+        self.inner.local_edit.notify_one();
+        Ok(())
+    }
+
+    fn organizer_edit(
+        &self,
+        f: impl FnOnce(&mut Automerge, &str) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        let creds = self.creds()?;
+        if creds.claims.role != Role::Organizer {
+            return Err(ClientError::OrganizersOnly);
+        }
+        self.edit(&creds.agenda(), f)
+    }
+
+    // ----- agenda: reading -----
+
+    /// The event's name and time zone.
+    pub fn event_info(&self) -> Result<EventInfo, ClientError> {
+        let creds = self.creds()?;
+        let (name, tz) = self.read(&creds.agenda(), AgendaDoc::event);
+        Ok(EventInfo {
+            id: creds.claims.event.to_string(),
+            name: name.unwrap_or_else(|| creds.claims.event.to_string()),
+            time_zone: tz.unwrap_or_else(|| "UTC".into()),
+        })
+    }
+
+    /// Every session, by start time.
+    pub fn sessions(&self) -> Result<Vec<Session>, ClientError> {
+        let creds = self.creds()?;
+        Ok(self.read(&creds.agenda(), AgendaDoc::sessions))
+    }
+
+    /// Sessions starting on `day` (`YYYY-MM-DD`) in the event's time zone.
+    pub fn sessions_on(&self, day: &str) -> Result<Vec<Session>, ClientError> {
+        let tz = self.event_info()?.time_zone;
+        let (from, to) = time::day_bounds(day, &tz)?;
+        Ok(self
+            .sessions()?
+            .into_iter()
+            .filter(|s| s.start_unix >= from && s.start_unix < to)
+            .collect())
+    }
+
+    /// Sessions in one room, by start time.
+    pub fn sessions_in_room(&self, room: &str) -> Result<Vec<Session>, ClientError> {
+        Ok(self.sessions()?.into_iter().filter(|s| s.room == room).collect())
+    }
+
+    /// The days (`YYYY-MM-DD`, event time zone) that have sessions.
+    pub fn days(&self) -> Result<Vec<String>, ClientError> {
+        let tz = self.event_info()?.time_zone;
+        let mut days: Vec<String> = self
+            .sessions()?
+            .iter()
+            .map(|s| time::day_of(s.start_unix, &tz))
+            .collect::<Result<_, _>>()?;
+        days.dedup();
+        Ok(days)
+    }
+
+    /// One session.
+    pub fn session(&self, id: &str) -> Result<Option<Session>, ClientError> {
+        let creds = self.creds()?;
+        Ok(self.read(&creds.agenda(), |d| AgendaDoc::session(d, id)))
+    }
+
+    /// Rooms.
+    pub fn rooms(&self) -> Result<Vec<Room>, ClientError> {
+        let creds = self.creds()?;
+        Ok(self.read(&creds.agenda(), AgendaDoc::rooms))
+    }
+
+    /// Announcements, oldest first.
+    pub fn announcements(&self) -> Result<Vec<Announcement>, ClientError> {
+        let creds = self.creds()?;
+        Ok(self.read(&creds.agenda(), AgendaDoc::announcements))
+    }
+
+    // ----- agenda: organizer edits -----
+
+    /// Sets the event's display name and IANA time zone (organizers only).
+    pub fn set_event(&self, name: &str, time_zone: &str) -> Result<(), ClientError> {
+        time::check_zone(time_zone)?;
+        self.organizer_edit(|d, id| AgendaDoc::set_event(d, id, name, time_zone, now_ms()))
+    }
+
+    /// Adds a room or changes its capacity (organizers only).
+    pub fn put_room(&self, room: Room) -> Result<(), ClientError> {
+        if room.name.trim().is_empty() || room.name.len() > lanyard_protocol::ids::MAX_ID_LEN {
+            return Err(ClientError::Invalid("a room name is 1 to 128 bytes".into()));
+        }
+        self.organizer_edit(|d, id| AgendaDoc::put_room(d, id, &room, now_ms()))
+    }
+
+    /// Adds a session (organizers only).
+    pub fn add_session(&self, session: NewSession) -> Result<(), ClientError> {
+        SessionId::new(session.id.as_str())?;
+        self.organizer_edit(|d, id| AgendaDoc::add_session(d, id, &session, now_ms()))
+    }
+
+    /// Changes a session's title, abstract, track or speakers (organizers only).
+    pub fn update_session(&self, id: &str, update: SessionUpdate) -> Result<(), ClientError> {
+        self.organizer_edit(|d, _| AgendaDoc::update_session(d, id, &update, now_ms()))
+    }
+
+    /// Moves a session to another room and/or time (organizers only).
+    pub fn move_session(
+        &self,
+        id: &str,
+        room: Option<String>,
+        start_unix: Option<i64>,
+        end_unix: Option<i64>,
+    ) -> Result<(), ClientError> {
+        let times = match (start_unix, end_unix) {
+            (Some(s), Some(e)) => Some((s, e)),
+            (None, None) => None,
+            _ => return Err(ClientError::Invalid("give both start and end, or neither".into())),
+        };
+        if room.is_none() && times.is_none() {
+            return Err(ClientError::Invalid("nothing to move: give a room or times".into()));
+        }
+        self.organizer_edit(|d, _| AgendaDoc::move_session(d, id, room.as_deref(), times, now_ms()))
+    }
+
+    /// Cancels a session (organizers only).
+    pub fn cancel_session(&self, id: &str) -> Result<(), ClientError> {
+        self.organizer_edit(|d, _| AgendaDoc::cancel_session(d, id, now_ms()))
+    }
+
+    /// Posts an announcement (organizers only).
+    pub fn announce(&self, text: &str) -> Result<(), ClientError> {
+        if text.trim().is_empty() {
+            return Err(ClientError::Invalid("empty announcement".into()));
+        }
+        self.organizer_edit(|d, id| AgendaDoc::announce(d, id, text, now_ms()))
+    }
+
+    // ----- notes and bookmarks -----
+
+    /// The note of a session ("" if none).
+    pub fn note(&self, session: &str) -> Result<String, ClientError> {
+        let creds = self.creds()?;
+        Ok(self.read(&creds.own(), |d| NotesDoc::note(d, session)))
+    }
+
+    /// Every non-empty note, as (session id, text).
+    pub fn notes(&self) -> Result<Vec<(String, String)>, ClientError> {
+        let creds = self.creds()?;
+        Ok(self.read(&creds.own(), NotesDoc::notes))
+    }
+
+    /// Replaces a note (stored as the minimal splice from the old text).
+    pub fn set_note(&self, session: &str, text: &str) -> Result<(), ClientError> {
+        SessionId::new(session)?;
+        let own = self.creds()?.own();
+        self.edit(&own, |d, id| NotesDoc::set(d, id, session, text, now_ms()))
+    }
+
+    /// Appends to a note.
+    pub fn append_note(&self, session: &str, text: &str) -> Result<(), ClientError> {
+        SessionId::new(session)?;
+        let own = self.creds()?.own();
+        self.edit(&own, |d, id| NotesDoc::append(d, id, session, text, now_ms()))
+    }
+
+    /// Splices a note at a character position.
+    pub fn splice_note(&self, session: &str, pos: u64, delete: u64, insert: &str) -> Result<(), ClientError> {
+        SessionId::new(session)?;
+        let to_usize = |v: u64| usize::try_from(v).map_err(|_| ClientError::Invalid("position too large".into()));
+        let (pos, delete) = (to_usize(pos)?, to_usize(delete)?);
+        let own = self.creds()?.own();
+        self.edit(&own, |d, id| NotesDoc::splice(d, id, session, pos, delete, insert, now_ms()))
+    }
+
+    /// Sets or clears a bookmark.
+    pub fn set_bookmark(&self, session: &str, on: bool) -> Result<(), ClientError> {
+        SessionId::new(session)?;
+        let own = self.creds()?.own();
+        self.edit(&own, |d, id| NotesDoc::set_bookmark(d, id, session, on, now_ms()))
+    }
+
+    /// Bookmarked session ids.
+    pub fn bookmarks(&self) -> Result<Vec<String>, ClientError> {
+        let creds = self.creds()?;
+        Ok(self.read(&creds.own(), NotesDoc::bookmarks))
+    }
+
+    // ----- status -----
+
+    /// Pending changes, last successful sync, refused changes.
+    pub fn status(&self) -> SyncStatus {
+        let st = self.lock();
+        SyncStatus {
+            pending_changes: st.replica.pending_count() as u64,
+            last_sync_unix: st.last_sync,
+            refused: refused_of(&st.replica),
+            connected: st.connected,
+            last_error: st.last_error.clone(),
+        }
+    }
+
+    /// A receiver that changes whenever changes from the server were applied.
+    pub fn remote_changes(&self) -> watch::Receiver<u64> {
+        self.inner.remote.subscribe()
+    }
+}
+
+pub(crate) fn refused_of(replica: &Replica) -> Vec<RefusedChange> {
+    replica
+        .refusals()
+        .into_iter()
+        .map(|(doc, r)| RefusedChange {
+            doc: doc.to_string(),
+            change: r.change.iter().map(|b| format!("{b:02x}")).collect(),
+            message: r.message,
+        })
+        .collect()
+}
+
+fn parse_credentials(link: &str) -> Result<Credentials, ClientError> {
+    let link = JoinLink::parse(link)?;
+    let claims = decode_unverified(&link.token)
+        .map_err(|e| ClientError::Invalid(format!("the join link's token: {e}")))?;
+    if claims.event != link.event {
+        return Err(ClientError::Invalid(format!(
+            "the join link is for event {} but its token for {}",
+            link.event, claims.event
+        )));
+    }
+    Ok(Credentials { link, claims })
+}
+
+fn identity_of(c: &Credentials) -> Identity {
+    Identity {
+        server: c.link.server.clone(),
+        event: c.claims.event.to_string(),
+        user: c.claims.user.to_string(),
+        role: c.claims.role.to_string(),
+        device: c.claims.device.to_string(),
+        expires_at_unix: c.claims.expires_at,
+    }
+}
+
+/// Appends what changed in `doc` since the last save, durably; compacts now and then.
+pub(crate) fn persist_doc(store: &Arc<dyn Store>, st: &mut State, doc: &DocId) -> Result<(), ClientError> {
+    let Some(rd) = st.replica.get(doc) else {
+        return Ok(());
+    };
+    let id = doc.to_string();
+    let heads = rd.doc.get_heads();
+    let saved = st.saved_heads.get(doc).cloned().unwrap_or_default();
+    if saved == heads {
+        return Ok(());
+    }
+    if saved.is_empty() {
+        store.replace_doc(&id, &rd.doc.save())?;
+    } else {
+        store.append_chunks(&id, &[rd.doc.save_after(&saved)])?;
+        if store.chunk_count(&id)? > COMPACT_AFTER_CHUNKS {
+            store.replace_doc(&id, &rd.doc.save())?;
+        }
+    }
+    st.saved_heads.insert(doc.clone(), heads);
+    Ok(())
+}
+
+/// Stores the sync bookkeeping of `doc`.
+pub(crate) fn persist_sync(store: &Arc<dyn Store>, st: &State, doc: &DocId) -> Result<(), ClientError> {
+    if let Some(rd) = st.replica.get(doc) {
+        let bytes = serde_json::to_vec(&rd.sync).map_err(|e| corrupt(&doc.to_string(), e))?;
+        store.put_meta(&sync_key(doc), &bytes)?;
+    }
+    Ok(())
+}
+
+/// Puts the in-memory copy of `doc` back to what is on disk.
+pub(crate) fn reload_doc(store: &Arc<dyn Store>, st: &mut State, doc: &DocId) {
+    let on_disk = store
+        .load_doc(&doc.to_string())
+        .ok()
+        .flatten()
+        .and_then(|b| Automerge::load(&b).ok())
+        .unwrap_or_default();
+    let sync = st.replica.get(doc).map(|rd| rd.sync.clone()).unwrap_or_default();
+    st.saved_heads.insert(doc.clone(), on_disk.get_heads());
+    st.replica.insert(doc.clone(), on_disk, sync);
+}

@@ -1,0 +1,549 @@
+//! The two document kinds: [`AgendaDoc`] and [`NotesDoc`], as functions over an
+//! Automerge document.
+//!
+//! Containers that several devices could create concurrently (the root maps,
+//! and the text of each note) are created by *genesis changes*: changes built
+//! deterministically (fixed actor derived from the ids, time 0, fixed deps), so
+//! every device makes the byte-identical change and Automerge sees one object
+//! instead of two conflicting ones. That is what lets two devices that start
+//! the same note offline merge character by character.
+//!
+//! Agenda fields only organizers write (title, room, times) are plain scalars:
+//! last writer wins per field, and the agenda stays a few thousand operations.
+
+use automerge::transaction::{CommitOptions, Transactable as _};
+use automerge::{ActorId, Automerge, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use ring::digest::{digest, SHA256};
+
+use crate::error::ClientError;
+use crate::model::{Announcement, NewSession, Room, Session, SessionStatus, SessionUpdate};
+
+fn derived_actor(parts: &[&str]) -> ActorId {
+    let d = digest(&SHA256, parts.join("\u{0}").as_bytes());
+    ActorId::from(&d.as_ref()[..16])
+}
+
+fn genesis_change(doc_id: &str, maps: &[&str], lists: &[&str]) -> Result<Change, ClientError> {
+    let mut d = Automerge::new().with_actor(derived_actor(&["lanyard-genesis", doc_id]));
+    let mut tx = d.transaction();
+    for m in maps {
+        tx.put_object(ROOT, *m, ObjType::Map)?;
+    }
+    for l in lists {
+        tx.put_object(ROOT, *l, ObjType::List)?;
+    }
+    tx.commit_with(CommitOptions::default().with_time(0));
+    d.get_last_local_change()
+        .ok_or_else(|| ClientError::Invalid("empty genesis".into()))
+}
+
+fn ensure_applied(doc: &mut Automerge, change: Change) -> Result<(), ClientError> {
+    if doc.get_change_by_hash(&change.hash()).is_none() {
+        doc.apply_changes([change])?;
+    }
+    Ok(())
+}
+
+fn map_of(doc: &Automerge, parent: &ObjId, key: &str) -> Option<ObjId> {
+    match doc.get(parent, key) {
+        Ok(Some((Value::Object(_), id))) => Some(id),
+        _ => None,
+    }
+}
+
+fn str_of(doc: &Automerge, obj: &ObjId, key: &str) -> String {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Str(s) => s.to_string(),
+            _ => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+fn int_of(doc: &Automerge, obj: &ObjId, key: &str) -> i64 {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Int(i) => *i,
+            ScalarValue::Uint(u) => i64::try_from(*u).unwrap_or(i64::MAX),
+            ScalarValue::Timestamp(t) => *t,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+fn commit(tx: automerge::transaction::Transaction<'_>, now_ms: i64) {
+    tx.commit_with(CommitOptions::default().with_time(now_ms));
+}
+
+/// The agenda of one event.
+pub struct AgendaDoc;
+
+impl AgendaDoc {
+    /// The genesis change of the agenda `doc_id`.
+    pub fn genesis(doc_id: &str) -> Result<Change, ClientError> {
+        genesis_change(doc_id, &["event", "rooms", "sessions"], &["announcements"])
+    }
+
+    fn ensure(doc: &mut Automerge, doc_id: &str) -> Result<(), ClientError> {
+        ensure_applied(doc, Self::genesis(doc_id)?)
+    }
+
+    fn root_obj(doc: &Automerge, key: &str) -> Result<ObjId, ClientError> {
+        map_of(doc, &ROOT, key).ok_or_else(|| ClientError::Invalid(format!("agenda has no {key}")))
+    }
+
+    /// Event name and time zone (`None` where never set).
+    pub fn event(doc: &Automerge) -> (Option<String>, Option<String>) {
+        let Some(ev) = map_of(doc, &ROOT, "event") else {
+            return (None, None);
+        };
+        let name = str_of(doc, &ev, "name");
+        let tz = str_of(doc, &ev, "time_zone");
+        ((!name.is_empty()).then_some(name), (!tz.is_empty()).then_some(tz))
+    }
+
+    /// Sets the event's name and time zone.
+    pub fn set_event(doc: &mut Automerge, doc_id: &str, name: &str, tz: &str, now_ms: i64) -> Result<(), ClientError> {
+        Self::ensure(doc, doc_id)?;
+        let ev = Self::root_obj(doc, "event")?;
+        let mut tx = doc.transaction();
+        tx.put(&ev, "name", name)?;
+        tx.put(&ev, "time_zone", tz)?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// All sessions, sorted by start, room and id.
+    pub fn sessions(doc: &Automerge) -> Vec<Session> {
+        let Some(sessions) = map_of(doc, &ROOT, "sessions") else {
+            return Vec::new();
+        };
+        let mut out: Vec<Session> = doc
+            .keys(&sessions)
+            .filter_map(|id| Self::read_session(doc, &sessions, &id))
+            .collect();
+        out.sort_by(|a, b| (a.start_unix, &a.room, &a.id).cmp(&(b.start_unix, &b.room, &b.id)));
+        out
+    }
+
+    /// One session.
+    pub fn session(doc: &Automerge, id: &str) -> Option<Session> {
+        let sessions = map_of(doc, &ROOT, "sessions")?;
+        Self::read_session(doc, &sessions, id)
+    }
+
+    fn read_session(doc: &Automerge, sessions: &ObjId, id: &str) -> Option<Session> {
+        let s = map_of(doc, sessions, id)?;
+        let speakers = match map_of(doc, &s, "speakers") {
+            Some(list) => (0..doc.length(&list))
+                .filter_map(|i| match doc.get(&list, i) {
+                    Ok(Some((v, _))) => v.as_str().map(str::to_owned),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Some(Session {
+            id: id.to_owned(),
+            title: str_of(doc, &s, "title"),
+            abstract_text: str_of(doc, &s, "abstract"),
+            room: str_of(doc, &s, "room"),
+            start_unix: int_of(doc, &s, "start"),
+            end_unix: int_of(doc, &s, "end"),
+            track: str_of(doc, &s, "track"),
+            speakers,
+            status: SessionStatus::parse(&str_of(doc, &s, "status")),
+        })
+    }
+
+    /// Adds a session.
+    pub fn add_session(doc: &mut Automerge, doc_id: &str, s: &NewSession, now_ms: i64) -> Result<(), ClientError> {
+        if s.end_unix < s.start_unix {
+            return Err(ClientError::Invalid(format!("session {} ends before it starts", s.id)));
+        }
+        Self::ensure(doc, doc_id)?;
+        if Self::session(doc, &s.id).is_some() {
+            return Err(ClientError::SessionExists(s.id.clone()));
+        }
+        let sessions = Self::root_obj(doc, "sessions")?;
+        let mut tx = doc.transaction();
+        let obj = tx.put_object(&sessions, s.id.as_str(), ObjType::Map)?;
+        tx.put(&obj, "title", s.title.as_str())?;
+        tx.put(&obj, "abstract", s.abstract_text.as_str())?;
+        tx.put(&obj, "room", s.room.as_str())?;
+        tx.put(&obj, "start", s.start_unix)?;
+        tx.put(&obj, "end", s.end_unix)?;
+        tx.put(&obj, "track", s.track.as_str())?;
+        tx.put(&obj, "status", SessionStatus::Scheduled.as_str())?;
+        let list = tx.put_object(&obj, "speakers", ObjType::List)?;
+        for (i, sp) in s.speakers.iter().enumerate() {
+            tx.insert(&list, i, sp.as_str())?;
+        }
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    fn session_obj(doc: &Automerge, id: &str) -> Result<ObjId, ClientError> {
+        map_of(doc, &ROOT, "sessions")
+            .and_then(|s| map_of(doc, &s, id))
+            .ok_or_else(|| ClientError::NoSuchSession(id.to_owned()))
+    }
+
+    /// Changes title, abstract, track or speakers.
+    pub fn update_session(doc: &mut Automerge, id: &str, u: &SessionUpdate, now_ms: i64) -> Result<(), ClientError> {
+        let obj = Self::session_obj(doc, id)?;
+        let mut tx = doc.transaction();
+        if let Some(t) = &u.title {
+            tx.put(&obj, "title", t.as_str())?;
+        }
+        if let Some(a) = &u.abstract_text {
+            tx.put(&obj, "abstract", a.as_str())?;
+        }
+        if let Some(t) = &u.track {
+            tx.put(&obj, "track", t.as_str())?;
+        }
+        if let Some(sp) = &u.speakers {
+            let list = tx.put_object(&obj, "speakers", ObjType::List)?;
+            for (i, s) in sp.iter().enumerate() {
+                tx.insert(&list, i, s.as_str())?;
+            }
+        }
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// Moves a session to another room and/or time; marks it moved.
+    pub fn move_session(
+        doc: &mut Automerge,
+        id: &str,
+        room: Option<&str>,
+        times: Option<(i64, i64)>,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
+        let obj = Self::session_obj(doc, id)?;
+        if let Some((s, e)) = times {
+            if e < s {
+                return Err(ClientError::Invalid(format!("session {id} would end before it starts")));
+            }
+        }
+        let mut tx = doc.transaction();
+        if let Some(r) = room {
+            tx.put(&obj, "room", r)?;
+        }
+        if let Some((s, e)) = times {
+            tx.put(&obj, "start", s)?;
+            tx.put(&obj, "end", e)?;
+        }
+        tx.put(&obj, "status", SessionStatus::Moved.as_str())?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// Cancels a session.
+    pub fn cancel_session(doc: &mut Automerge, id: &str, now_ms: i64) -> Result<(), ClientError> {
+        let obj = Self::session_obj(doc, id)?;
+        let mut tx = doc.transaction();
+        tx.put(&obj, "status", SessionStatus::Cancelled.as_str())?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// Rooms, by name.
+    pub fn rooms(doc: &Automerge) -> Vec<Room> {
+        let Some(rooms) = map_of(doc, &ROOT, "rooms") else {
+            return Vec::new();
+        };
+        doc.keys(&rooms)
+            .filter_map(|name| {
+                let r = map_of(doc, &rooms, &name)?;
+                Some(Room {
+                    capacity: u32::try_from(int_of(doc, &r, "capacity")).unwrap_or(0),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds or updates a room.
+    pub fn put_room(doc: &mut Automerge, doc_id: &str, room: &Room, now_ms: i64) -> Result<(), ClientError> {
+        Self::ensure(doc, doc_id)?;
+        let rooms = Self::root_obj(doc, "rooms")?;
+        let existing = map_of(doc, &rooms, &room.name);
+        let mut tx = doc.transaction();
+        let r = match existing {
+            Some(r) => r,
+            None => tx.put_object(&rooms, room.name.as_str(), ObjType::Map)?,
+        };
+        tx.put(&r, "capacity", i64::from(room.capacity))?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// Announcements, oldest first.
+    pub fn announcements(doc: &Automerge) -> Vec<Announcement> {
+        let Some(list) = map_of(doc, &ROOT, "announcements") else {
+            return Vec::new();
+        };
+        let items: Vec<ObjId> = (0..doc.length(&list))
+            .filter_map(|i| match doc.get(&list, i) {
+                Ok(Some((Value::Object(_), id))) => Some(id),
+                _ => None,
+            })
+            .collect();
+        items
+            .iter()
+            .map(|a| Announcement {
+                text: str_of(doc, a, "text"),
+                at_unix: int_of(doc, a, "at"),
+            })
+            .collect()
+    }
+
+    /// Posts an announcement.
+    pub fn announce(doc: &mut Automerge, doc_id: &str, text: &str, now_ms: i64) -> Result<(), ClientError> {
+        Self::ensure(doc, doc_id)?;
+        let list = Self::root_obj(doc, "announcements")?;
+        let len = doc.length(&list);
+        let mut tx = doc.transaction();
+        let a = tx.insert_object(&list, len, ObjType::Map)?;
+        tx.put(&a, "text", text)?;
+        tx.put(&a, "at", now_ms / 1000)?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+}
+
+/// An attendee's private document: notes and bookmarks.
+pub struct NotesDoc;
+
+impl NotesDoc {
+    /// The genesis change of the attendee document `doc_id`.
+    pub fn genesis(doc_id: &str) -> Result<Change, ClientError> {
+        genesis_change(doc_id, &["notes", "bookmarks"], &[])
+    }
+
+    fn root_obj(doc: &mut Automerge, doc_id: &str, key: &str) -> Result<ObjId, ClientError> {
+        ensure_applied(doc, Self::genesis(doc_id)?)?;
+        map_of(doc, &ROOT, key).ok_or_else(|| ClientError::Invalid(format!("attendee document has no {key}")))
+    }
+
+    /// The text object of a note, created by its own genesis change if absent.
+    fn note_obj(doc: &mut Automerge, doc_id: &str, session: &str) -> Result<ObjId, ClientError> {
+        let genesis = Self::genesis(doc_id)?;
+        let notes = Self::root_obj(doc, doc_id, "notes")?;
+        if let Some(obj) = map_of(doc, &notes, session) {
+            return Ok(obj);
+        }
+        let mut d = Automerge::new();
+        d.apply_changes([genesis])?;
+        d.set_actor(derived_actor(&["lanyard-note", doc_id, session]));
+        let notes_in_d = map_of(&d, &ROOT, "notes")
+            .ok_or_else(|| ClientError::Invalid("genesis without notes".into()))?;
+        let mut tx = d.transaction();
+        tx.put_object(&notes_in_d, session, ObjType::Text)?;
+        tx.commit_with(CommitOptions::default().with_time(0));
+        let change = d
+            .get_last_local_change()
+            .ok_or_else(|| ClientError::Invalid("empty note genesis".into()))?;
+        ensure_applied(doc, change)?;
+        map_of(doc, &notes, session).ok_or_else(|| ClientError::Invalid("note not created".into()))
+    }
+
+    /// The note of a session ("" if none).
+    pub fn note(doc: &Automerge, session: &str) -> String {
+        map_of(doc, &ROOT, "notes")
+            .and_then(|n| map_of(doc, &n, session))
+            .and_then(|t| doc.text(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// All non-empty notes, by session id.
+    pub fn notes(doc: &Automerge) -> Vec<(String, String)> {
+        let Some(notes) = map_of(doc, &ROOT, "notes") else {
+            return Vec::new();
+        };
+        doc.keys(&notes)
+            .map(|k| {
+                let text = Self::note(doc, &k);
+                (k, text)
+            })
+            .filter(|(_, t)| !t.is_empty())
+            .collect()
+    }
+
+    /// Splices a note: delete `delete` characters at `pos`, insert `insert`.
+    pub fn splice(
+        doc: &mut Automerge,
+        doc_id: &str,
+        session: &str,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
+        let obj = Self::note_obj(doc, doc_id, session)?;
+        let len = doc.length(&obj);
+        if pos > len || pos + delete > len {
+            return Err(ClientError::Invalid(format!(
+                "splice {pos}+{delete} is outside the note of {len} characters"
+            )));
+        }
+        let del = isize::try_from(delete).map_err(|_| ClientError::Invalid("delete too large".into()))?;
+        let mut tx = doc.transaction();
+        tx.splice_text(&obj, pos, del, insert)?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// Replaces the whole note, as the minimal splice between old and new text
+    /// (common prefix and suffix are kept, so concurrent edits elsewhere survive).
+    pub fn set(doc: &mut Automerge, doc_id: &str, session: &str, text: &str, now_ms: i64) -> Result<(), ClientError> {
+        let old: Vec<char> = Self::note(doc, session).chars().collect();
+        let new: Vec<char> = text.chars().collect();
+        let prefix = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
+        let max_suffix = old.len().min(new.len()) - prefix;
+        let suffix = old
+            .iter()
+            .rev()
+            .zip(new.iter().rev())
+            .take(max_suffix)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let delete = old.len() - prefix - suffix;
+        let insert: String = new[prefix..new.len() - suffix].iter().collect();
+        if delete == 0 && insert.is_empty() && map_of(doc, &ROOT, "notes").is_some() {
+            return Ok(());
+        }
+        Self::splice(doc, doc_id, session, prefix, delete, &insert, now_ms)
+    }
+
+    /// Appends to a note.
+    pub fn append(doc: &mut Automerge, doc_id: &str, session: &str, text: &str, now_ms: i64) -> Result<(), ClientError> {
+        let len = Self::note(doc, session).chars().count();
+        Self::splice(doc, doc_id, session, len, 0, text, now_ms)
+    }
+
+    /// Bookmarked session ids, sorted.
+    pub fn bookmarks(doc: &Automerge) -> Vec<String> {
+        let Some(b) = map_of(doc, &ROOT, "bookmarks") else {
+            return Vec::new();
+        };
+        doc.keys(&b)
+            .filter(|k| matches!(doc.get(&b, k.as_str()), Ok(Some((Value::Scalar(v), _))) if matches!(v.as_ref(), ScalarValue::Boolean(true))))
+            .collect()
+    }
+
+    /// Sets or clears a bookmark.
+    pub fn set_bookmark(doc: &mut Automerge, doc_id: &str, session: &str, on: bool, now_ms: i64) -> Result<(), ClientError> {
+        let b = Self::root_obj(doc, doc_id, "bookmarks")?;
+        let mut tx = doc.transaction();
+        tx.put(&b, session, on)?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "attendee/conf/ann";
+
+    fn device(n: u8) -> Automerge {
+        Automerge::new().with_actor(ActorId::from(&[n; 16][..]))
+    }
+
+    fn sync(a: &mut Automerge, b: &mut Automerge) {
+        a.merge(b).unwrap();
+        b.merge(a).unwrap();
+    }
+
+    #[test]
+    fn two_devices_starting_the_same_note_offline_keep_both_texts() {
+        let mut a = device(1);
+        let mut b = device(2);
+        NotesDoc::set(&mut a, DOC, "s1", "alpha", 1).unwrap();
+        NotesDoc::set(&mut b, DOC, "s1", "beta", 2).unwrap();
+        sync(&mut a, &mut b);
+        let text = NotesDoc::note(&a, "s1");
+        assert!(text.contains("alpha") && text.contains("beta"), "{text}");
+        assert_eq!(text, NotesDoc::note(&b, "s1"));
+    }
+
+    #[test]
+    fn replacing_a_note_is_a_minimal_splice() {
+        let mut a = device(1);
+        NotesDoc::set(&mut a, DOC, "s", "hello world", 1).unwrap();
+        let mut b = a.fork().with_actor(ActorId::from(&[2u8; 16][..]));
+        // a rewrites the end, b edits the start concurrently: both survive.
+        NotesDoc::set(&mut a, DOC, "s", "hello there world!", 2).unwrap();
+        NotesDoc::set(&mut b, DOC, "s", "Hello world", 3).unwrap();
+        sync(&mut a, &mut b);
+        assert_eq!(NotesDoc::note(&a, "s"), "Hello there world!");
+        // Setting the same text makes no change.
+        let heads = a.get_heads();
+        NotesDoc::set(&mut a, DOC, "s", "Hello there world!", 4).unwrap();
+        assert_eq!(a.get_heads(), heads);
+    }
+
+    #[test]
+    fn splice_outside_the_note_is_an_error() {
+        let mut a = device(1);
+        NotesDoc::append(&mut a, DOC, "s", "abc", 1).unwrap();
+        NotesDoc::append(&mut a, DOC, "s", "def", 1).unwrap();
+        assert_eq!(NotesDoc::note(&a, "s"), "abcdef");
+        assert!(NotesDoc::splice(&mut a, DOC, "s", 5, 3, "", 1).is_err());
+        NotesDoc::splice(&mut a, DOC, "s", 1, 2, "XY", 1).unwrap();
+        assert_eq!(NotesDoc::note(&a, "s"), "aXYdef");
+    }
+
+    #[test]
+    fn bookmarks_merge() {
+        let mut a = device(1);
+        let mut b = device(2);
+        NotesDoc::set_bookmark(&mut a, DOC, "s1", true, 1).unwrap();
+        NotesDoc::set_bookmark(&mut b, DOC, "s2", true, 1).unwrap();
+        NotesDoc::set_bookmark(&mut b, DOC, "s3", true, 1).unwrap();
+        NotesDoc::set_bookmark(&mut b, DOC, "s3", false, 2).unwrap();
+        sync(&mut a, &mut b);
+        assert_eq!(NotesDoc::bookmarks(&a), vec!["s1", "s2"]);
+    }
+
+    #[test]
+    fn agenda_edits() {
+        let id = "agenda/conf";
+        let mut a = device(1);
+        AgendaDoc::set_event(&mut a, id, "Conf", "Europe/Berlin", 1).unwrap();
+        AgendaDoc::put_room(&mut a, id, &Room { name: "Hall A".into(), capacity: 300 }, 1).unwrap();
+        let s = NewSession {
+            id: "t1".into(),
+            title: "Talk".into(),
+            room: "Hall A".into(),
+            start_unix: 100,
+            end_unix: 200,
+            speakers: vec!["Ann".into(), "Bob".into()],
+            ..Default::default()
+        };
+        AgendaDoc::add_session(&mut a, id, &s, 1).unwrap();
+        assert!(matches!(AgendaDoc::add_session(&mut a, id, &s, 1), Err(ClientError::SessionExists(_))));
+        AgendaDoc::move_session(&mut a, "t1", Some("Hall B"), Some((300, 400)), 2).unwrap();
+        let got = AgendaDoc::session(&a, "t1").unwrap();
+        assert_eq!((got.room.as_str(), got.start_unix, got.end_unix, got.status), ("Hall B", 300, 400, SessionStatus::Moved));
+        assert_eq!(got.speakers, vec!["Ann", "Bob"]);
+        AgendaDoc::cancel_session(&mut a, "t1", 3).unwrap();
+        assert_eq!(AgendaDoc::session(&a, "t1").unwrap().status, SessionStatus::Cancelled);
+        assert!(matches!(AgendaDoc::cancel_session(&mut a, "nope", 3), Err(ClientError::NoSuchSession(_))));
+        AgendaDoc::announce(&mut a, id, "Lunch moved", 5000).unwrap();
+        assert_eq!(AgendaDoc::announcements(&a), vec![Announcement { text: "Lunch moved".into(), at_unix: 5 }]);
+        assert_eq!(AgendaDoc::rooms(&a), vec![Room { name: "Hall A".into(), capacity: 300 }]);
+        assert_eq!(AgendaDoc::event(&a), (Some("Conf".into()), Some("Europe/Berlin".into())));
+        // Two organizers creating the agenda concurrently share the containers.
+        let mut b = device(2);
+        AgendaDoc::add_session(&mut b, id, &NewSession { id: "t2".into(), ..s.clone() }, 1).unwrap();
+        sync(&mut a, &mut b);
+        assert_eq!(AgendaDoc::sessions(&a).len(), 2);
+    }
+}

@@ -1,0 +1,106 @@
+//! Error enums, one per failure domain.
+
+use lanyard_protocol::{ErrorCode, IdError, LinkError};
+use lanyard_store::StoreError;
+
+/// Errors of the local API (no network involved).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The device has not joined an event yet.
+    #[error("not joined to an event yet: run `join` with an invite link first")]
+    NotJoined,
+    /// An organizer-only operation was attempted with an attendee token.
+    #[error("organizers only: this device joined as an attendee")]
+    OrganizersOnly,
+    /// The join link is invalid.
+    #[error("invalid join link: {0}")]
+    Link(#[from] LinkError),
+    /// An id is invalid.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// The session does not exist.
+    #[error("no session with id {0}")]
+    NoSuchSession(String),
+    /// The session exists already.
+    #[error("a session with id {0} exists already")]
+    SessionExists(String),
+    /// A time or time zone is invalid.
+    #[error("invalid time: {0}")]
+    Time(String),
+    /// A value is out of range (e.g. end before start).
+    #[error("invalid value: {0}")]
+    Invalid(String),
+    /// The local store failed; the edit was not made.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored document is corrupt.
+    #[error("stored document {doc} is corrupt: {message}")]
+    Corrupt {
+        /// The document.
+        doc: String,
+        /// What failed.
+        message: String,
+    },
+    /// Automerge refused an operation.
+    #[error("document error: {0}")]
+    Document(#[from] automerge::AutomergeError),
+}
+
+/// Errors of a sync with the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The device has not joined an event yet.
+    #[error("not joined to an event yet: run `join` with an invite link first")]
+    NotJoined,
+    /// No connection could be made.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    /// The sync did not finish in time.
+    #[error("sync did not finish within {0} s")]
+    Timeout(u64),
+    /// The token has expired.
+    #[error("token expired: {0}")]
+    TokenExpired(String),
+    /// The token was refused.
+    #[error("token refused: {0}")]
+    Unauthorized(String),
+    /// The server does not speak this protocol version.
+    #[error("the server does not speak protocol {0}")]
+    UnsupportedVersion(String),
+    /// The server's certificate does not match the pin of the join link.
+    #[error("the server's certificate does not match the pin in the join link")]
+    PinMismatch,
+    /// The server ended the session with an error.
+    #[error("server error ({code}): {message}")]
+    Server {
+        /// The code.
+        code: ErrorCode,
+        /// The message.
+        message: String,
+    },
+    /// The connection was lost mid-sync.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The server sent something invalid.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SyncError {
+    /// Whether retrying later can help (false for bad or expired tokens).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            SyncError::NotJoined
+                | SyncError::TokenExpired(_)
+                | SyncError::Unauthorized(_)
+                | SyncError::UnsupportedVersion(_)
+                | SyncError::PinMismatch
+        )
+    }
+}

@@ -1,0 +1,174 @@
+//! Owned, FFI-friendly domain types.
+
+use serde::{Deserialize, Serialize};
+
+/// Status of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// As planned.
+    Scheduled,
+    /// Moved to another room or time.
+    Moved,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl SessionStatus {
+    /// `scheduled`, `moved` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Scheduled => "scheduled",
+            SessionStatus::Moved => "moved",
+            SessionStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Self {
+        match s {
+            "moved" => SessionStatus::Moved,
+            "cancelled" => SessionStatus::Cancelled,
+            _ => SessionStatus::Scheduled,
+        }
+    }
+}
+
+/// One session of the agenda.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Stable id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Abstract.
+    pub abstract_text: String,
+    /// Room name.
+    pub room: String,
+    /// Start, seconds since the Unix epoch (UTC).
+    pub start_unix: i64,
+    /// End, seconds since the Unix epoch (UTC).
+    pub end_unix: i64,
+    /// Track, empty if none.
+    pub track: String,
+    /// Speaker names.
+    pub speakers: Vec<String>,
+    /// Status.
+    pub status: SessionStatus,
+}
+
+/// A new session (organizer).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewSession {
+    /// Stable id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Abstract.
+    pub abstract_text: String,
+    /// Room name.
+    pub room: String,
+    /// Start, Unix seconds.
+    pub start_unix: i64,
+    /// End, Unix seconds.
+    pub end_unix: i64,
+    /// Track, empty if none.
+    pub track: String,
+    /// Speakers.
+    pub speakers: Vec<String>,
+}
+
+/// Fields to change on a session; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionUpdate {
+    /// New title.
+    pub title: Option<String>,
+    /// New abstract.
+    pub abstract_text: Option<String>,
+    /// New track.
+    pub track: Option<String>,
+    /// New speakers.
+    pub speakers: Option<Vec<String>>,
+}
+
+/// A room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// Name (also its id).
+    pub name: String,
+    /// Seats, 0 if unknown.
+    pub capacity: u32,
+}
+
+/// An organizer's announcement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Text.
+    pub text: String,
+    /// When it was posted, Unix seconds.
+    pub at_unix: i64,
+}
+
+/// The event's own facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// Event id.
+    pub id: String,
+    /// Display name (the id until an organizer sets one).
+    pub name: String,
+    /// IANA time zone all times are shown in.
+    pub time_zone: String,
+}
+
+/// Who this device is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Server `HOST:PORT`.
+    pub server: String,
+    /// Event id.
+    pub event: String,
+    /// User id.
+    pub user: String,
+    /// `organizer` or `attendee`.
+    pub role: String,
+    /// Device name.
+    pub device: String,
+    /// Token expiry, Unix seconds.
+    pub expires_at_unix: u64,
+}
+
+/// A change the server refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedChange {
+    /// The document.
+    pub doc: String,
+    /// The change hash, hex.
+    pub change: String,
+    /// The server's explanation.
+    pub message: String,
+}
+
+/// Sync status for the UI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    /// Local changes the server has not confirmed yet.
+    pub pending_changes: u64,
+    /// Last time every document was in sync, Unix seconds.
+    pub last_sync_unix: Option<i64>,
+    /// Changes the server refused (kept on the device).
+    pub refused: Vec<RefusedChange>,
+    /// Whether a background connection is up.
+    pub connected: bool,
+    /// The last sync error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// What a one-shot sync did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// Changes received from the server.
+    pub received_changes: u64,
+    /// Local changes the server confirmed in this sync.
+    pub acknowledged_changes: u64,
+    /// Changes refused by the server (all of them, including earlier ones).
+    pub refused: Vec<RefusedChange>,
+}

@@ -1,0 +1,377 @@
+//! The tokio + quinn driver around the protocol's [`ClientSession`]: a one-shot
+//! [`Client::sync`] and a background mode that stays connected, receives
+//! pushes and reconnects with exponential backoff and full jitter.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lanyard_protocol::wire::{self, FrameDecoder, ALPN};
+use lanyard_protocol::{ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, ServerMsg, SessionError};
+use rand::Rng as _;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::client::{now_ms, persist_doc, persist_sync, refused_of, Client, Credentials};
+use crate::error::{ClientError, SyncError};
+use crate::model::SyncReport;
+use crate::tls::pinned_client_config;
+
+/// Reconnection settings of the background sync.
+#[derive(Debug, Clone)]
+pub struct BackgroundOptions {
+    /// First retry delay (before jitter).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_cap: Duration,
+    /// A connection that lasted this long resets the backoff.
+    pub stable_after: Duration,
+}
+
+impl Default for BackgroundOptions {
+    fn default() -> Self {
+        BackgroundOptions {
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running background sync; stop it with [`BackgroundSync::stop`].
+#[derive(Debug)]
+pub struct BackgroundSync {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl BackgroundSync {
+    /// Stops syncing and waits for the connection to close.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+impl From<ClientError> for SyncError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::NotJoined => SyncError::NotJoined,
+            ClientError::Store(s) => SyncError::Store(s),
+            other => SyncError::Protocol(other.to_string()),
+        }
+    }
+}
+
+fn conn_error(server: &str, e: &quinn::ConnectionError) -> SyncError {
+    use quinn::ConnectionError as C;
+    let text = e.to_string();
+    match e {
+        C::TimedOut => SyncError::Unreachable(format!("no answer from {server}")),
+        C::ApplicationClosed(c) if c.error_code == ErrorCode::Shutdown.to_u32().into() => {
+            SyncError::ConnectionLost("the server is shutting down".into())
+        }
+        _ if text.contains("no_application_protocol") || text.contains("NoApplicationProtocol") => {
+            SyncError::UnsupportedVersion(String::from_utf8_lossy(ALPN).into_owned())
+        }
+        _ if text.contains("ApplicationVerificationFailure") || text.contains("invalid peer certificate") => {
+            SyncError::PinMismatch
+        }
+        _ => SyncError::ConnectionLost(text),
+    }
+}
+
+fn session_error(e: SessionError) -> SyncError {
+    match e {
+        SessionError::Server { code, message } => match code {
+            ErrorCode::TokenExpired => SyncError::TokenExpired(message),
+            ErrorCode::Unauthorized | ErrorCode::WrongEvent => SyncError::Unauthorized(message),
+            ErrorCode::Shutdown => SyncError::ConnectionLost(message),
+            code => SyncError::Server { code, message },
+        },
+        SessionError::BadServerMessage(m) => SyncError::Protocol(m),
+        other => SyncError::Protocol(other.to_string()),
+    }
+}
+
+/// Connects to the server named in the credentials.
+async fn connect(creds: &Credentials) -> Result<(quinn::Endpoint, quinn::Connection), SyncError> {
+    let server = creds.link.server.as_str();
+    let addr: SocketAddr = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| SyncError::Unreachable(format!("cannot resolve {server}: {e}")))?
+        .next()
+        .ok_or_else(|| SyncError::Unreachable(format!("{server} has no address")))?;
+    let bind: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::client(bind)
+        .map_err(|e| SyncError::Unreachable(format!("cannot open a UDP socket: {e}")))?;
+    endpoint.set_default_client_config(
+        pinned_client_config(&creds.link.pin).map_err(|e| SyncError::Protocol(e.to_string()))?,
+    );
+    let host = server
+        .rsplit_once(':')
+        .map_or(server, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let connecting = endpoint
+        .connect(addr, host)
+        .map_err(|e| SyncError::Unreachable(e.to_string()))?;
+    let conn = connecting.await.map_err(|e| conn_error(server, &e))?;
+    Ok((endpoint, conn))
+}
+
+async fn write_msgs(send: &mut quinn::SendStream, msgs: &[ClientMsg]) -> Result<(), SyncError> {
+    for m in msgs {
+        send.write_all(&wire::encode(m))
+            .await
+            .map_err(|e| SyncError::ConnectionLost(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Vec<u8>, SyncError>>) {
+    let mut decoder = FrameDecoder::new(Limits::default().max_frame);
+    loop {
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => {
+                decoder.push(&chunk.bytes);
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(body)) => {
+                            if tx.send(Ok(body)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(SyncError::Protocol(e.to_string()))).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            Ok(None) => {
+                let err = match decoder.finish() {
+                    Ok(()) => SyncError::ConnectionLost("the server ended the stream".into()),
+                    Err(e) => SyncError::Protocol(e.to_string()),
+                };
+                let _ = tx.send(Err(err)).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(SyncError::ConnectionLost(e.to_string()))).await;
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Return once everything is in sync.
+    OneShot,
+    /// Stay connected until stopped or the connection drops.
+    Stay,
+}
+
+impl Client {
+    /// Connects, exchanges everything, and returns once every document is in
+    /// sync and every local change is acknowledged (or refused), or fails.
+    pub async fn sync(&self, timeout: Duration) -> Result<SyncReport, SyncError> {
+        let creds = self.lock().creds.clone().ok_or(SyncError::NotJoined)?;
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let work = async {
+            let (endpoint, conn) = connect(&creds).await?;
+            let r = self.run_session(&creds, &conn, Mode::OneShot, stop_rx).await;
+            conn.close(0u32.into(), b"done");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            r
+        };
+        let result = match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(SyncError::Timeout(timeout.as_secs())),
+        };
+        self.lock().last_error = result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    /// Starts syncing in the background: stays connected, applies pushed
+    /// changes, sends local edits as they happen, reconnects with backoff.
+    /// Needs a tokio runtime.
+    pub fn start_background(&self, opts: BackgroundOptions) -> BackgroundSync {
+        let (stop, mut stop_rx) = watch::channel(false);
+        let client = self.clone();
+        let task = tokio::spawn(async move {
+            let mut attempt: u32 = 0;
+            loop {
+                if *stop_rx.borrow() {
+                    break;
+                }
+                let Some(creds) = client.lock().creds.clone() else {
+                    client.lock().last_error = Some(SyncError::NotJoined.to_string());
+                    break;
+                };
+                let started = Instant::now();
+                let result = match connect(&creds).await {
+                    Ok((_endpoint, conn)) => {
+                        client.lock().connected = true;
+                        let r = client
+                            .run_session(&creds, &conn, Mode::Stay, stop_rx.clone())
+                            .await;
+                        client.lock().connected = false;
+                        conn.close(0u32.into(), b"bye");
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(_) => break,
+                    Err(e) => {
+                        debug!(error = %e, "background sync interrupted");
+                        let fatal = !e.is_retryable();
+                        client.lock().last_error = Some(e.to_string());
+                        if fatal {
+                            break;
+                        }
+                    }
+                }
+                if started.elapsed() >= opts.stable_after {
+                    attempt = 0;
+                }
+                let delay = full_jitter(&opts, attempt);
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop_rx.changed() => break,
+                }
+            }
+        });
+        BackgroundSync { stop, task }
+    }
+
+    async fn run_session(
+        &self,
+        creds: &Credentials,
+        conn: &quinn::Connection,
+        mode: Mode,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<SyncReport, SyncError> {
+        let server = creds.link.server.as_str();
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| conn_error(server, &e))?;
+        let pending_before = self.lock().replica.pending_count() as u64;
+        let (mut session, first) = {
+            let st = self.lock();
+            ClientSession::start(creds.link.event.clone(), creds.link.token.clone(), &st.replica)
+        };
+        write_msgs(&mut send, &first).await?;
+        let (tx, mut rx) = mpsc::channel(64);
+        let reader = tokio::spawn(read_loop(recv, tx));
+        let mut report = SyncReport::default();
+        let result = loop {
+            let frame = tokio::select! {
+                f = rx.recv() => f,
+                _ = self.inner.local_edit.notified() => {
+                    let msgs = {
+                        let st = self.lock();
+                        st.replica
+                            .doc_ids()
+                            .iter()
+                            .flat_map(|d| session.local_change(&st.replica, d))
+                            .collect::<Vec<_>>()
+                    };
+                    write_msgs(&mut send, &msgs).await?;
+                    continue;
+                }
+                _ = stop.changed() => break Ok(()),
+            };
+            let body = match frame {
+                Some(Ok(body)) => body,
+                Some(Err(e)) => break Err(e),
+                None => break Err(SyncError::ConnectionLost("reader stopped".into())),
+            };
+            let msg: ServerMsg = match wire::decode(&body) {
+                Ok(m) => m,
+                Err(e) => break Err(SyncError::Protocol(e.to_string())),
+            };
+            let (send_now, settled) = {
+                let mut st = self.lock();
+                let out = match session.handle(&mut st.replica, msg) {
+                    Ok(o) => o,
+                    Err(e) => break Err(session_error(e)),
+                };
+                for doc in &out.docs_changed {
+                    persist_doc(&self.inner.store, &mut st, doc)?;
+                }
+                for doc in &out.sync_changed {
+                    persist_sync(&self.inner.store, &st, doc)?;
+                }
+                let mut received = 0;
+                for ev in &out.events {
+                    if let ClientEvent::Updated { changes, .. } = ev {
+                        received += *changes as u64;
+                    }
+                }
+                report.received_changes += received;
+                if received > 0 {
+                    self.inner.remote.send_modify(|n| *n += received);
+                }
+                let settled = session.is_settled(&st.replica);
+                if settled {
+                    let now = now_ms() / 1000;
+                    st.last_sync = Some(now);
+                    st.last_error = None;
+                    let bytes = serde_json::to_vec(&now).unwrap_or_default();
+                    self.inner.store.put_meta("last_sync", &bytes)?;
+                }
+                (out.send, settled)
+            };
+            write_msgs(&mut send, &send_now).await?;
+            if settled && mode == Mode::OneShot {
+                break Ok(());
+            }
+        };
+        reader.abort();
+        let _ = send.finish();
+        result?;
+        let st = self.lock();
+        let pending_after = st.replica.pending_count() as u64;
+        report.acknowledged_changes = pending_before.saturating_sub(pending_after);
+        report.refused = refused_of(&st.replica);
+        Ok(report)
+    }
+}
+
+fn full_jitter(opts: &BackgroundOptions, attempt: u32) -> Duration {
+    let exp = opts
+        .backoff_base
+        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+        .min(opts.backoff_cap);
+    let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(rand::rng().random_range(0..=ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_full_jitter() {
+        let opts = BackgroundOptions {
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(2),
+            stable_after: Duration::from_secs(1),
+        };
+        for attempt in 0..30 {
+            let d = full_jitter(&opts, attempt);
+            let bound = (100u64 << attempt.min(20)).min(2000);
+            assert!(d <= Duration::from_millis(bound), "attempt {attempt}: {d:?} > {bound} ms");
+        }
+        // Jitter: many draws at the cap are not all equal.
+        let draws: std::collections::HashSet<_> = (0..50).map(|_| full_jitter(&opts, 10)).collect();
+        assert!(draws.len() > 10);
+    }
+}

@@ -1,0 +1,99 @@
+//! TLS for devices: the server is authenticated by the certificate pin from the
+//! join link (SHA-256 of its self-signed certificate), not by a CA.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanyard_protocol::{cert_pin, wire::ALPN};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+#[derive(Debug)]
+struct PinVerifier {
+    pin: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if cert_pin(end_entity.as_ref()) == self.pin {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Why a client TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS configuration failed: {0}")]
+pub struct TlsError(String);
+
+/// QUIC transport settings for a phone on venue WiFi: keep-alives well under
+/// NAT timeouts, and an idle timeout that notices a dead path quickly.
+pub fn client_transport() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = Duration::from_secs(30).try_into() {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// A quinn client configuration that trusts only the certificate with `pin`
+/// and offers the ALPN `alpn` (normally [`ALPN`]).
+pub fn pinned_client_config_with_alpn(pin: &str, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinVerifier {
+            pin: pin.to_ascii_lowercase(),
+            provider,
+        }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(client_transport()));
+    Ok(config)
+}
+
+/// A quinn client configuration that trusts only the certificate with `pin`.
+pub fn pinned_client_config(pin: &str) -> Result<quinn::ClientConfig, TlsError> {
+    pinned_client_config_with_alpn(pin, ALPN)
+}
