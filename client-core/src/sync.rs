@@ -65,19 +65,32 @@ impl From<ClientError> for SyncError {
 
 fn conn_error(server: &str, e: &quinn::ConnectionError) -> SyncError {
     use quinn::ConnectionError as C;
-    let text = e.to_string();
+    /// TLS alert `no_application_protocol`: the server speaks another ALPN version.
+    const NO_APPLICATION_PROTOCOL: u8 = 120;
+    /// TLS alert `bad_certificate`.
+    const BAD_CERTIFICATE: u8 = 42;
+    let tls_alert = |close: &quinn::ConnectionClose, alert: u8| {
+        close.error_code == quinn::TransportErrorCode::crypto(alert)
+    };
     match e {
         C::TimedOut => SyncError::Unreachable(format!("no answer from {server}")),
         C::ApplicationClosed(c) if c.error_code == ErrorCode::Shutdown.to_u32().into() => {
             SyncError::ConnectionLost("the server is shutting down".into())
         }
-        _ if text.contains("no_application_protocol") || text.contains("NoApplicationProtocol") => {
+        C::ConnectionClosed(c) if tls_alert(c, NO_APPLICATION_PROTOCOL) => {
             SyncError::UnsupportedVersion(String::from_utf8_lossy(ALPN).into_owned())
         }
-        _ if text.contains("ApplicationVerificationFailure") || text.contains("invalid peer certificate") => {
+        C::TransportError(t) if t.code == quinn::TransportErrorCode::crypto(BAD_CERTIFICATE) => {
             SyncError::PinMismatch
         }
-        _ => SyncError::ConnectionLost(text),
+        other => {
+            let text = other.to_string();
+            if text.contains("invalid peer certificate") {
+                SyncError::PinMismatch
+            } else {
+                SyncError::ConnectionLost(text)
+            }
+        }
     }
 }
 
@@ -357,6 +370,20 @@ fn full_jitter(opts: &BackgroundOptions, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_errors_become_clear_sync_errors() {
+        let closed = |alert: u8| {
+            quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+                error_code: quinn::TransportErrorCode::crypto(alert),
+                frame_type: None,
+                reason: Default::default(),
+            })
+        };
+        assert!(matches!(conn_error("s:1", &closed(120)), SyncError::UnsupportedVersion(_)));
+        assert!(matches!(conn_error("s:1", &quinn::ConnectionError::TimedOut), SyncError::Unreachable(_)));
+        assert!(matches!(conn_error("s:1", &closed(40)), SyncError::ConnectionLost(_)));
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_with_full_jitter() {

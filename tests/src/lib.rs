@@ -1,1 +1,285 @@
-//! placeholder
+//! # lanyard-tests
+//!
+//! Helpers for cross-crate tests over real QUIC on loopback: a [`TestServer`]
+//! (a real `lanyard-server` on a temporary sled directory), devices (real
+//! client cores on their own sled directories), a [`RawClient`] that speaks
+//! the wire protocol directly (to play a forged or broken client), and
+//! [`wait_for`], which polls a condition under a generous deadline instead of
+//! sleeping a fixed time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use lanyard_client_core::Client;
+use lanyard_protocol::wire::{self, FrameDecoder};
+use lanyard_protocol::{ClientMsg, DeviceId, EventId, JoinLink, Role, ServerMsg, TokenClaims, UserId};
+use lanyard_server::{Identity, Server, ServerOptions};
+use tempfile::TempDir;
+
+/// Deadline for conditions in tests: generous, for a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The event every test uses unless it says otherwise.
+pub const EVENT: &str = "conf";
+
+/// A real server on loopback with its own data directory.
+pub struct TestServer {
+    dir: TempDir,
+    server: Option<Server>,
+    addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Starts a server on a free loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let server = Server::start(ServerOptions {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse()?,
+            limits: Default::default(),
+        })
+        .await?;
+        let addr = server.local_addr()?;
+        Ok(TestServer {
+            dir,
+            server: Some(server),
+            addr,
+        })
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server is running")
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server (graceful shutdown).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// Starts the server again on the same data directory and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match Server::start(ServerOptions {
+                data_dir: self.dir.path().to_path_buf(),
+                listen: self.addr,
+                limits: Default::default(),
+            })
+            .await
+            {
+                Ok(s) => {
+                    self.server = Some(s);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restart: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The server's identity (certificate and token key) from its data directory.
+    pub fn identity(&self) -> anyhow::Result<Identity> {
+        Ok(Identity::load_or_create(self.dir.path())?)
+    }
+
+    /// Claims for `user` valid for an hour.
+    pub fn claims(role: Role, user: &str, device: &str) -> TokenClaims {
+        TokenClaims {
+            event: EventId::new(EVENT).expect("valid event"),
+            user: UserId::new(user).expect("valid user"),
+            role,
+            device: DeviceId::new(device).expect("valid device"),
+            expires_at: unix_now() + 3600,
+        }
+    }
+
+    /// A join link for arbitrary claims, signed by this server.
+    pub fn link_for(&self, claims: &TokenClaims) -> anyhow::Result<String> {
+        let id = self.identity()?;
+        Ok(JoinLink {
+            server: self.addr.to_string(),
+            event: claims.event.clone(),
+            token: id.sign(claims),
+            pin: id.pin(),
+        }
+        .to_string())
+    }
+
+    /// A join link for `user` on `device`.
+    pub fn link(&self, role: Role, user: &str, device: &str) -> anyhow::Result<String> {
+        self.link_for(&Self::claims(role, user, device))
+    }
+
+    /// A device: a client core on its own sled directory, joined as `user`.
+    pub fn device(&self, role: Role, user: &str, device: &str) -> anyhow::Result<Device> {
+        let dir = tempfile::tempdir()?;
+        let client = Client::open(dir.path().join("db"))?;
+        client.join(&self.link(role, user, device)?)?;
+        Ok(Device { client, dir })
+    }
+}
+
+/// A device under test: its client and its data directory.
+pub struct Device {
+    /// The client core.
+    pub client: Client,
+    /// Where its sled database lives.
+    pub dir: TempDir,
+}
+
+impl Device {
+    /// Syncs once with a generous timeout.
+    pub async fn sync(&self) -> anyhow::Result<lanyard_client_core::SyncReport> {
+        Ok(self.client.sync(DEADLINE).await?)
+    }
+
+    /// Closes the client and opens it again from disk (a device restart).
+    pub fn reopen(&mut self) -> anyhow::Result<()> {
+        let path = self.dir.path().join("db");
+        // Drop the old handle first: sled holds a lock on the directory.
+        self.client = Client::in_memory()?;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match Client::open(&path) {
+                Ok(c) => {
+                    self.client = c;
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("reopen: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Polls `cond` until it holds or [`DEADLINE`] passes.
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        if Instant::now() > deadline {
+            bail!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A client that speaks the wire protocol directly over real QUIC.
+pub struct RawClient {
+    /// The connection (for stats).
+    pub conn: quinn::Connection,
+    /// The endpoint.
+    pub endpoint: quinn::Endpoint,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder,
+}
+
+impl RawClient {
+    /// Connects to the test server and opens one stream.
+    pub async fn connect(server: &TestServer) -> anyhow::Result<Self> {
+        Self::connect_alpn(server, wire::ALPN).await
+    }
+
+    /// Connects offering ALPN `alpn`.
+    pub async fn connect_alpn(server: &TestServer, alpn: &[u8]) -> anyhow::Result<Self> {
+        let pin = server.identity()?.pin();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        endpoint.set_default_client_config(lanyard_client_core::tls::pinned_client_config_with_alpn(&pin, alpn)?);
+        let conn = endpoint.connect(server.addr(), "localhost")?.await?;
+        let (send, recv) = conn.open_bi().await?;
+        Ok(RawClient {
+            conn,
+            endpoint,
+            send,
+            recv,
+            decoder: FrameDecoder::new(64 << 20),
+        })
+    }
+
+    /// Opens a second stream on the same connection (a second session).
+    pub async fn another_stream(&self) -> anyhow::Result<RawClient> {
+        let (send, recv) = self.conn.open_bi().await?;
+        Ok(RawClient {
+            conn: self.conn.clone(),
+            endpoint: self.endpoint.clone(),
+            send,
+            recv,
+            decoder: FrameDecoder::new(64 << 20),
+        })
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &ClientMsg) -> anyhow::Result<()> {
+        self.send.write_all(&wire::encode(msg)).await?;
+        Ok(())
+    }
+
+    /// Sends raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.send.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Ends the sending side.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        self.send.finish()?;
+        Ok(())
+    }
+
+    /// Receives the next message; `None` when the server ended the stream.
+    pub async fn recv(&mut self) -> anyhow::Result<Option<ServerMsg>> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(body) = self.decoder.next_frame()? {
+                return Ok(Some(wire::decode(&body)?));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.recv.read_chunk(1 << 16, true))
+                .await
+                .context("timed out waiting for the server")??;
+            match chunk {
+                Some(c) => self.decoder.push(&c.bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Receives messages until `pick` returns something.
+    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> anyhow::Result<T> {
+        loop {
+            match self.recv().await? {
+                Some(m) => {
+                    if let Some(t) = pick(&m) {
+                        return Ok(t);
+                    }
+                }
+                None => bail!("stream ended before the expected message"),
+            }
+        }
+    }
+}
