@@ -165,8 +165,20 @@ impl Client {
     }
 
     /// Stores the credentials of a join link (no network).
+    ///
+    /// A device holds one user's documents: joining again (e.g. with a fresh
+    /// token) must be for the same event and user.
     pub fn join(&self, link: &str) -> Result<Identity, ClientError> {
         let creds = parse_credentials(link)?;
+        if let Some(old) = &self.lock().creds {
+            let (o, n) = (&old.claims, &creds.claims);
+            if o.event != n.event || o.user != n.user {
+                return Err(ClientError::Invalid(format!(
+                    "this device already holds {} of event {}; use another home directory for {} of event {}",
+                    o.user, o.event, n.user, n.event
+                )));
+            }
+        }
         let stored = StoredCredentials {
             link: creds.link.to_string(),
         };
@@ -499,4 +511,92 @@ pub(crate) fn reload_doc(store: &Arc<dyn Store>, st: &mut State, doc: &DocId) {
     let sync = st.replica.get(doc).map(|rd| rd.sync.clone()).unwrap_or_default();
     st.saved_heads.insert(doc.clone(), on_disk.get_heads());
     st.replica.insert(doc.clone(), on_disk, sync);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use lanyard_protocol::{cert_pin, token, DeviceId, EventId, UserId};
+    use ring::signature::Ed25519KeyPair;
+
+    fn link(role: Role, user: &str) -> String {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[3; 32]).unwrap();
+        let claims = TokenClaims {
+            event: EventId::new("conf").unwrap(),
+            user: UserId::new(user).unwrap(),
+            role,
+            device: DeviceId::new("d").unwrap(),
+            expires_at: 4_000_000_000,
+        };
+        JoinLink {
+            server: "127.0.0.1:9".into(),
+            event: claims.event.clone(),
+            token: token::sign(&claims, &key),
+            pin: cert_pin(b"c"),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn everything_needs_a_join_first() {
+        let c = Client::in_memory().unwrap();
+        assert!(matches!(c.sessions(), Err(ClientError::NotJoined)));
+        assert!(matches!(c.set_note("s", "x"), Err(ClientError::NotJoined)));
+        assert!(matches!(c.join("lanyard://nope"), Err(ClientError::Link(_))));
+    }
+
+    #[test]
+    fn attendees_cannot_edit_the_agenda_and_nothing_changes() {
+        let c = Client::in_memory().unwrap();
+        c.join(&link(Role::Attendee, "ann")).unwrap();
+        let s = NewSession {
+            id: "t1".into(),
+            start_unix: 0,
+            end_unix: 1,
+            ..Default::default()
+        };
+        assert!(matches!(c.add_session(s), Err(ClientError::OrganizersOnly)));
+        assert!(matches!(c.announce("hi"), Err(ClientError::OrganizersOnly)));
+        assert!(c.sessions().unwrap().is_empty());
+        assert_eq!(c.status().pending_changes, 0);
+    }
+
+    #[test]
+    fn a_device_holds_one_user() {
+        let c = Client::in_memory().unwrap();
+        c.join(&link(Role::Attendee, "ann")).unwrap();
+        c.join(&link(Role::Attendee, "ann")).unwrap();
+        let err = c.join(&link(Role::Attendee, "bob")).unwrap_err();
+        assert!(err.to_string().contains("already holds ann"), "{err}");
+        assert_eq!(c.identity().unwrap().user, "ann");
+    }
+
+    #[test]
+    fn edits_are_on_disk_when_the_call_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let c = Client::open(&path).unwrap();
+            c.join(&link(Role::Organizer, "org")).unwrap();
+            c.set_event("Conf", "Europe/Paris").unwrap();
+            for i in 0..(COMPACT_AFTER_CHUNKS + 10) {
+                c.append_note("t1", &format!("{i},")).unwrap();
+            }
+            c.set_bookmark("t1", true).unwrap();
+        }
+        let c = Client::open(&path).unwrap();
+        assert_eq!(c.event_info().unwrap().time_zone, "Europe/Paris");
+        assert!(c.note("t1").unwrap().ends_with("73,"));
+        assert_eq!(c.bookmarks().unwrap(), vec!["t1"]);
+        assert!(c.status().pending_changes > 0);
+    }
+
+    #[test]
+    fn a_corrupt_document_is_a_clear_error() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        store.append_chunks("agenda/conf", &[b"not automerge".to_vec()]).unwrap();
+        let err = Client::with_store(store).unwrap_err();
+        assert!(err.to_string().contains("agenda/conf is corrupt"), "{err}");
+    }
 }
