@@ -270,7 +270,11 @@ impl Client {
 
     /// Sessions in one room, by start time.
     pub fn sessions_in_room(&self, room: &str) -> Result<Vec<Session>, ClientError> {
-        Ok(self.sessions()?.into_iter().filter(|s| s.room == room).collect())
+        Ok(self
+            .sessions()?
+            .into_iter()
+            .filter(|s| s.room == room)
+            .collect())
     }
 
     /// The days (`YYYY-MM-DD`, event time zone) that have sessions.
@@ -341,10 +345,16 @@ impl Client {
         let times = match (start_unix, end_unix) {
             (Some(s), Some(e)) => Some((s, e)),
             (None, None) => None,
-            _ => return Err(ClientError::Invalid("give both start and end, or neither".into())),
+            _ => {
+                return Err(ClientError::Invalid(
+                    "give both start and end, or neither".into(),
+                ))
+            }
         };
         if room.is_none() && times.is_none() {
-            return Err(ClientError::Invalid("nothing to move: give a room or times".into()));
+            return Err(ClientError::Invalid(
+                "nothing to move: give a room or times".into(),
+            ));
         }
         self.organizer_edit(|d, _| AgendaDoc::move_session(d, id, room.as_deref(), times, now_ms()))
     }
@@ -387,23 +397,37 @@ impl Client {
     pub fn append_note(&self, session: &str, text: &str) -> Result<(), ClientError> {
         SessionId::new(session)?;
         let own = self.creds()?.own();
-        self.edit(&own, |d, id| NotesDoc::append(d, id, session, text, now_ms()))
+        self.edit(&own, |d, id| {
+            NotesDoc::append(d, id, session, text, now_ms())
+        })
     }
 
     /// Splices a note at a character position.
-    pub fn splice_note(&self, session: &str, pos: u64, delete: u64, insert: &str) -> Result<(), ClientError> {
+    pub fn splice_note(
+        &self,
+        session: &str,
+        pos: u64,
+        delete: u64,
+        insert: &str,
+    ) -> Result<(), ClientError> {
         SessionId::new(session)?;
-        let to_usize = |v: u64| usize::try_from(v).map_err(|_| ClientError::Invalid("position too large".into()));
+        let to_usize = |v: u64| {
+            usize::try_from(v).map_err(|_| ClientError::Invalid("position too large".into()))
+        };
         let (pos, delete) = (to_usize(pos)?, to_usize(delete)?);
         let own = self.creds()?.own();
-        self.edit(&own, |d, id| NotesDoc::splice(d, id, session, pos, delete, insert, now_ms()))
+        self.edit(&own, |d, id| {
+            NotesDoc::splice(d, id, session, pos, delete, insert, now_ms())
+        })
     }
 
     /// Sets or clears a bookmark.
     pub fn set_bookmark(&self, session: &str, on: bool) -> Result<(), ClientError> {
         SessionId::new(session)?;
         let own = self.creds()?.own();
-        self.edit(&own, |d, id| NotesDoc::set_bookmark(d, id, session, on, now_ms()))
+        self.edit(&own, |d, id| {
+            NotesDoc::set_bookmark(d, id, session, on, now_ms())
+        })
     }
 
     /// Bookmarked session ids.
@@ -469,7 +493,11 @@ fn identity_of(c: &Credentials) -> Identity {
 }
 
 /// Appends what changed in `doc` since the last save, durably; compacts now and then.
-pub(crate) fn persist_doc(store: &Arc<dyn Store>, st: &mut State, doc: &DocId) -> Result<(), ClientError> {
+pub(crate) fn persist_doc(
+    store: &Arc<dyn Store>,
+    st: &mut State,
+    doc: &DocId,
+) -> Result<(), ClientError> {
     let Some(rd) = st.replica.get(doc) else {
         return Ok(());
     };
@@ -492,7 +520,11 @@ pub(crate) fn persist_doc(store: &Arc<dyn Store>, st: &mut State, doc: &DocId) -
 }
 
 /// Stores the sync bookkeeping of `doc`.
-pub(crate) fn persist_sync(store: &Arc<dyn Store>, st: &State, doc: &DocId) -> Result<(), ClientError> {
+pub(crate) fn persist_sync(
+    store: &Arc<dyn Store>,
+    st: &State,
+    doc: &DocId,
+) -> Result<(), ClientError> {
     if let Some(rd) = st.replica.get(doc) {
         let bytes = serde_json::to_vec(&rd.sync).map_err(|e| corrupt(&doc.to_string(), e))?;
         store.put_meta(&sync_key(doc), &bytes)?;
@@ -508,7 +540,11 @@ pub(crate) fn reload_doc(store: &Arc<dyn Store>, st: &mut State, doc: &DocId) {
         .flatten()
         .and_then(|b| Automerge::load(&b).ok())
         .unwrap_or_default();
-    let sync = st.replica.get(doc).map(|rd| rd.sync.clone()).unwrap_or_default();
+    let sync = st
+        .replica
+        .get(doc)
+        .map(|rd| rd.sync.clone())
+        .unwrap_or_default();
     st.saved_heads.insert(doc.clone(), on_disk.get_heads());
     st.replica.insert(doc.clone(), on_disk, sync);
 }
@@ -543,7 +579,10 @@ mod tests {
         let c = Client::in_memory().unwrap();
         assert!(matches!(c.sessions(), Err(ClientError::NotJoined)));
         assert!(matches!(c.set_note("s", "x"), Err(ClientError::NotJoined)));
-        assert!(matches!(c.join("lanyard://nope"), Err(ClientError::Link(_))));
+        assert!(matches!(
+            c.join("lanyard://nope"),
+            Err(ClientError::Link(_))
+        ));
     }
 
     #[test]
@@ -595,7 +634,9 @@ mod tests {
     #[test]
     fn a_corrupt_document_is_a_clear_error() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-        store.append_chunks("agenda/conf", &[b"not automerge".to_vec()]).unwrap();
+        store
+            .append_chunks("agenda/conf", &[b"not automerge".to_vec()])
+            .unwrap();
         let err = Client::with_store(store).unwrap_err();
         assert!(err.to_string().contains("agenda/conf is corrupt"), "{err}");
     }

@@ -101,11 +101,20 @@ impl AgendaDoc {
         };
         let name = str_of(doc, &ev, "name");
         let tz = str_of(doc, &ev, "time_zone");
-        ((!name.is_empty()).then_some(name), (!tz.is_empty()).then_some(tz))
+        (
+            (!name.is_empty()).then_some(name),
+            (!tz.is_empty()).then_some(tz),
+        )
     }
 
     /// Sets the event's name and time zone.
-    pub fn set_event(doc: &mut Automerge, doc_id: &str, name: &str, tz: &str, now_ms: i64) -> Result<(), ClientError> {
+    pub fn set_event(
+        doc: &mut Automerge,
+        doc_id: &str,
+        name: &str,
+        tz: &str,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         Self::ensure(doc, doc_id)?;
         let ev = Self::root_obj(doc, "event")?;
         let mut tx = doc.transaction();
@@ -159,9 +168,17 @@ impl AgendaDoc {
     }
 
     /// Adds a session.
-    pub fn add_session(doc: &mut Automerge, doc_id: &str, s: &NewSession, now_ms: i64) -> Result<(), ClientError> {
+    pub fn add_session(
+        doc: &mut Automerge,
+        doc_id: &str,
+        s: &NewSession,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         if s.end_unix < s.start_unix {
-            return Err(ClientError::Invalid(format!("session {} ends before it starts", s.id)));
+            return Err(ClientError::Invalid(format!(
+                "session {} ends before it starts",
+                s.id
+            )));
         }
         Self::ensure(doc, doc_id)?;
         if Self::session(doc, &s.id).is_some() {
@@ -192,7 +209,12 @@ impl AgendaDoc {
     }
 
     /// Changes title, abstract, track or speakers.
-    pub fn update_session(doc: &mut Automerge, id: &str, u: &SessionUpdate, now_ms: i64) -> Result<(), ClientError> {
+    pub fn update_session(
+        doc: &mut Automerge,
+        id: &str,
+        u: &SessionUpdate,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         let obj = Self::session_obj(doc, id)?;
         let mut tx = doc.transaction();
         if let Some(t) = &u.title {
@@ -225,7 +247,9 @@ impl AgendaDoc {
         let obj = Self::session_obj(doc, id)?;
         if let Some((s, e)) = times {
             if e < s {
-                return Err(ClientError::Invalid(format!("session {id} would end before it starts")));
+                return Err(ClientError::Invalid(format!(
+                    "session {id} would end before it starts"
+                )));
             }
         }
         let mut tx = doc.transaction();
@@ -267,7 +291,12 @@ impl AgendaDoc {
     }
 
     /// Adds or updates a room.
-    pub fn put_room(doc: &mut Automerge, doc_id: &str, room: &Room, now_ms: i64) -> Result<(), ClientError> {
+    pub fn put_room(
+        doc: &mut Automerge,
+        doc_id: &str,
+        room: &Room,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         Self::ensure(doc, doc_id)?;
         let rooms = Self::root_obj(doc, "rooms")?;
         let existing = map_of(doc, &rooms, &room.name);
@@ -302,7 +331,12 @@ impl AgendaDoc {
     }
 
     /// Posts an announcement.
-    pub fn announce(doc: &mut Automerge, doc_id: &str, text: &str, now_ms: i64) -> Result<(), ClientError> {
+    pub fn announce(
+        doc: &mut Automerge,
+        doc_id: &str,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         Self::ensure(doc, doc_id)?;
         let list = Self::root_obj(doc, "announcements")?;
         let len = doc.length(&list);
@@ -326,7 +360,8 @@ impl NotesDoc {
 
     fn root_obj(doc: &mut Automerge, doc_id: &str, key: &str) -> Result<ObjId, ClientError> {
         ensure_applied(doc, Self::genesis(doc_id)?)?;
-        map_of(doc, &ROOT, key).ok_or_else(|| ClientError::Invalid(format!("attendee document has no {key}")))
+        map_of(doc, &ROOT, key)
+            .ok_or_else(|| ClientError::Invalid(format!("attendee document has no {key}")))
     }
 
     /// The text object of a note, created by its own genesis change if absent.
@@ -390,7 +425,8 @@ impl NotesDoc {
                 "splice {pos}+{delete} is outside the note of {len} characters"
             )));
         }
-        let del = isize::try_from(delete).map_err(|_| ClientError::Invalid("delete too large".into()))?;
+        let del =
+            isize::try_from(delete).map_err(|_| ClientError::Invalid("delete too large".into()))?;
         let mut tx = doc.transaction();
         tx.splice_text(&obj, pos, del, insert)?;
         commit(tx, now_ms);
@@ -399,7 +435,13 @@ impl NotesDoc {
 
     /// Replaces the whole note, as the minimal splice between old and new text
     /// (common prefix and suffix are kept, so concurrent edits elsewhere survive).
-    pub fn set(doc: &mut Automerge, doc_id: &str, session: &str, text: &str, now_ms: i64) -> Result<(), ClientError> {
+    pub fn set(
+        doc: &mut Automerge,
+        doc_id: &str,
+        session: &str,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         let old: Vec<char> = Self::note(doc, session).chars().collect();
         let new: Vec<char> = text.chars().collect();
         let prefix = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
@@ -420,7 +462,13 @@ impl NotesDoc {
     }
 
     /// Appends to a note.
-    pub fn append(doc: &mut Automerge, doc_id: &str, session: &str, text: &str, now_ms: i64) -> Result<(), ClientError> {
+    pub fn append(
+        doc: &mut Automerge,
+        doc_id: &str,
+        session: &str,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         let len = Self::note(doc, session).chars().count();
         Self::splice(doc, doc_id, session, len, 0, text, now_ms)
     }
@@ -436,7 +484,13 @@ impl NotesDoc {
     }
 
     /// Sets or clears a bookmark.
-    pub fn set_bookmark(doc: &mut Automerge, doc_id: &str, session: &str, on: bool, now_ms: i64) -> Result<(), ClientError> {
+    pub fn set_bookmark(
+        doc: &mut Automerge,
+        doc_id: &str,
+        session: &str,
+        on: bool,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
         let b = Self::root_obj(doc, doc_id, "bookmarks")?;
         let mut tx = doc.transaction();
         tx.put(&b, session, on)?;
@@ -517,7 +571,16 @@ mod tests {
         let id = "agenda/conf";
         let mut a = device(1);
         AgendaDoc::set_event(&mut a, id, "Conf", "Europe/Berlin", 1).unwrap();
-        AgendaDoc::put_room(&mut a, id, &Room { name: "Hall A".into(), capacity: 300 }, 1).unwrap();
+        AgendaDoc::put_room(
+            &mut a,
+            id,
+            &Room {
+                name: "Hall A".into(),
+                capacity: 300,
+            },
+            1,
+        )
+        .unwrap();
         let s = NewSession {
             id: "t1".into(),
             title: "Talk".into(),
@@ -528,21 +591,57 @@ mod tests {
             ..Default::default()
         };
         AgendaDoc::add_session(&mut a, id, &s, 1).unwrap();
-        assert!(matches!(AgendaDoc::add_session(&mut a, id, &s, 1), Err(ClientError::SessionExists(_))));
+        assert!(matches!(
+            AgendaDoc::add_session(&mut a, id, &s, 1),
+            Err(ClientError::SessionExists(_))
+        ));
         AgendaDoc::move_session(&mut a, "t1", Some("Hall B"), Some((300, 400)), 2).unwrap();
         let got = AgendaDoc::session(&a, "t1").unwrap();
-        assert_eq!((got.room.as_str(), got.start_unix, got.end_unix, got.status), ("Hall B", 300, 400, SessionStatus::Moved));
+        assert_eq!(
+            (got.room.as_str(), got.start_unix, got.end_unix, got.status),
+            ("Hall B", 300, 400, SessionStatus::Moved)
+        );
         assert_eq!(got.speakers, vec!["Ann", "Bob"]);
         AgendaDoc::cancel_session(&mut a, "t1", 3).unwrap();
-        assert_eq!(AgendaDoc::session(&a, "t1").unwrap().status, SessionStatus::Cancelled);
-        assert!(matches!(AgendaDoc::cancel_session(&mut a, "nope", 3), Err(ClientError::NoSuchSession(_))));
+        assert_eq!(
+            AgendaDoc::session(&a, "t1").unwrap().status,
+            SessionStatus::Cancelled
+        );
+        assert!(matches!(
+            AgendaDoc::cancel_session(&mut a, "nope", 3),
+            Err(ClientError::NoSuchSession(_))
+        ));
         AgendaDoc::announce(&mut a, id, "Lunch moved", 5000).unwrap();
-        assert_eq!(AgendaDoc::announcements(&a), vec![Announcement { text: "Lunch moved".into(), at_unix: 5 }]);
-        assert_eq!(AgendaDoc::rooms(&a), vec![Room { name: "Hall A".into(), capacity: 300 }]);
-        assert_eq!(AgendaDoc::event(&a), (Some("Conf".into()), Some("Europe/Berlin".into())));
+        assert_eq!(
+            AgendaDoc::announcements(&a),
+            vec![Announcement {
+                text: "Lunch moved".into(),
+                at_unix: 5
+            }]
+        );
+        assert_eq!(
+            AgendaDoc::rooms(&a),
+            vec![Room {
+                name: "Hall A".into(),
+                capacity: 300
+            }]
+        );
+        assert_eq!(
+            AgendaDoc::event(&a),
+            (Some("Conf".into()), Some("Europe/Berlin".into()))
+        );
         // Two organizers creating the agenda concurrently share the containers.
         let mut b = device(2);
-        AgendaDoc::add_session(&mut b, id, &NewSession { id: "t2".into(), ..s.clone() }, 1).unwrap();
+        AgendaDoc::add_session(
+            &mut b,
+            id,
+            &NewSession {
+                id: "t2".into(),
+                ..s.clone()
+            },
+            1,
+        )
+        .unwrap();
         sync(&mut a, &mut b);
         assert_eq!(AgendaDoc::sessions(&a).len(), 2);
     }

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lanyard_protocol::wire::{self, FrameDecoder, ALPN};
-use lanyard_protocol::{ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, ServerMsg, SessionError};
+use lanyard_protocol::{
+    ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, ServerMsg, SessionError,
+};
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -199,7 +201,9 @@ impl Client {
         let (_stop_tx, stop_rx) = watch::channel(false);
         let work = async {
             let (endpoint, conn) = connect(&creds).await?;
-            let r = self.run_session(&creds, &conn, Mode::OneShot, stop_rx).await;
+            let r = self
+                .run_session(&creds, &conn, Mode::OneShot, stop_rx)
+                .await;
             conn.close(0u32.into(), b"done");
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
             r
@@ -278,7 +282,11 @@ impl Client {
         let pending_before = self.lock().replica.pending_count() as u64;
         let (mut session, first) = {
             let st = self.lock();
-            ClientSession::start(creds.link.event.clone(), creds.link.token.clone(), &st.replica)
+            ClientSession::start(
+                creds.link.event.clone(),
+                creds.link.token.clone(),
+                &st.replica,
+            )
         };
         write_msgs(&mut send, &first).await?;
         let (tx, mut rx) = mpsc::channel(64);
@@ -380,9 +388,18 @@ mod tests {
                 reason: Default::default(),
             })
         };
-        assert!(matches!(conn_error("s:1", &closed(120)), SyncError::UnsupportedVersion(_)));
-        assert!(matches!(conn_error("s:1", &quinn::ConnectionError::TimedOut), SyncError::Unreachable(_)));
-        assert!(matches!(conn_error("s:1", &closed(40)), SyncError::ConnectionLost(_)));
+        assert!(matches!(
+            conn_error("s:1", &closed(120)),
+            SyncError::UnsupportedVersion(_)
+        ));
+        assert!(matches!(
+            conn_error("s:1", &quinn::ConnectionError::TimedOut),
+            SyncError::Unreachable(_)
+        ));
+        assert!(matches!(
+            conn_error("s:1", &closed(40)),
+            SyncError::ConnectionLost(_)
+        ));
     }
 
     #[test]
@@ -395,7 +412,10 @@ mod tests {
         for attempt in 0..30 {
             let d = full_jitter(&opts, attempt);
             let bound = (100u64 << attempt.min(20)).min(2000);
-            assert!(d <= Duration::from_millis(bound), "attempt {attempt}: {d:?} > {bound} ms");
+            assert!(
+                d <= Duration::from_millis(bound),
+                "attempt {attempt}: {d:?} > {bound} ms"
+            );
         }
         // Jitter: many draws at the cap are not all equal.
         let draws: std::collections::HashSet<_> = (0..50).map(|_| full_jitter(&opts, 10)).collect();

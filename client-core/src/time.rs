@@ -76,9 +76,18 @@ mod tests {
     fn times_are_shown_in_the_event_zone() {
         // 13:00 UTC on a summer day is 09:00 in New York.
         let t = parse_time("2026-06-10T13:00:00Z", "UTC").unwrap();
-        assert_eq!(format_rfc3339(t, "America/New_York").unwrap(), "2026-06-10T09:00:00-04:00");
-        assert_eq!(parse_time("2026-06-10T09:00", "America/New_York").unwrap(), t);
-        assert_eq!(parse_time("2026-06-10 09:00", "America/New_York").unwrap(), t);
+        assert_eq!(
+            format_rfc3339(t, "America/New_York").unwrap(),
+            "2026-06-10T09:00:00-04:00"
+        );
+        assert_eq!(
+            parse_time("2026-06-10T09:00", "America/New_York").unwrap(),
+            t
+        );
+        assert_eq!(
+            parse_time("2026-06-10 09:00", "America/New_York").unwrap(),
+            t
+        );
         assert_eq!(format_clock(t, "Asia/Tokyo").unwrap(), "22:00");
         assert_eq!(day_of(t, "Asia/Tokyo").unwrap(), "2026-06-10");
     }

@@ -103,8 +103,12 @@ impl Replica {
         if rd.sync.refused.is_empty() {
             return unconfirmed;
         }
-        let mut tainted: HashSet<ChangeHash> =
-            rd.sync.refused.iter().map(|r| ChangeHash(r.change)).collect();
+        let mut tainted: HashSet<ChangeHash> = rd
+            .sync
+            .refused
+            .iter()
+            .map(|r| ChangeHash(r.change))
+            .collect();
         loop {
             let before = tainted.len();
             for c in &unconfirmed {
@@ -348,7 +352,13 @@ impl ClientSession {
     }
 
     /// Records that the server holds `heads` of `doc`.
-    fn confirm(&mut self, replica: &mut Replica, doc: &DocId, heads: &[Hash], out: &mut ClientOutput) {
+    fn confirm(
+        &mut self,
+        replica: &mut Replica,
+        doc: &DocId,
+        heads: &[Hash],
+        out: &mut ClientOutput,
+    ) {
         if !replica.has_all(doc, heads) {
             self.request_resync(replica, doc, out);
             return;

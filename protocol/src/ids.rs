@@ -174,7 +174,10 @@ mod tests {
     fn bad_ids_are_refused() {
         assert!(matches!(EventId::new(""), Err(IdError::Empty { .. })));
         assert!(matches!(UserId::new("a/b"), Err(IdError::BadChar { .. })));
-        assert!(matches!(UserId::new("x".repeat(200)), Err(IdError::TooLong { .. })));
+        assert!(matches!(
+            UserId::new("x".repeat(200)),
+            Err(IdError::TooLong { .. })
+        ));
         assert!(DocId::parse("notes/x").is_err());
         assert!(DocId::parse("attendee/e").is_err());
     }

@@ -81,9 +81,16 @@ pub mod server;
 pub mod token;
 pub mod wire;
 
-pub use client::{ClientEvent, ClientOutput, ClientSession, DocSyncState, Refusal, Replica, ReplicaDoc, SessionError};
-pub use link::{cert_pin, JoinLink, LinkError};
+pub use client::{
+    ClientEvent, ClientOutput, ClientSession, DocSyncState, Refusal, Replica, ReplicaDoc,
+    SessionError,
+};
 pub use ids::{DeviceId, DocId, EventId, IdError, SessionId, UserId};
-pub use server::{ConnId, LoadError, ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats};
+pub use link::{cert_pin, JoinLink, LinkError};
+pub use server::{
+    ConnId, LoadError, ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats,
+};
 pub use token::{Role, TokenClaims, TokenError};
-pub use wire::{ClientMsg, DocDigest, DocUpdate, ErrorCode, FrameError, Limits, RefusalReason, ServerMsg, ALPN};
+pub use wire::{
+    ClientMsg, DocDigest, DocUpdate, ErrorCode, FrameError, Limits, RefusalReason, ServerMsg, ALPN,
+};

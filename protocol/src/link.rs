@@ -116,20 +116,32 @@ mod tests {
             pin: cert_pin(b"cert"),
         };
         assert_eq!(JoinLink::parse(&l.to_string()).unwrap(), l);
-        let v6 = JoinLink { server: "[::1]:4433".into(), ..l };
+        let v6 = JoinLink {
+            server: "[::1]:4433".into(),
+            ..l
+        };
         assert_eq!(JoinLink::parse(&v6.to_string()).unwrap(), v6);
     }
 
     #[test]
     fn bad_links_say_what_is_wrong() {
         let pin = cert_pin(b"x");
-        assert_eq!(JoinLink::parse("http://x:1/e?token=a&pin=b"), Err(LinkError::Scheme));
-        assert_eq!(JoinLink::parse("lanyard://x/e?token=a"), Err(LinkError::Server));
+        assert_eq!(
+            JoinLink::parse("http://x:1/e?token=a&pin=b"),
+            Err(LinkError::Scheme)
+        );
+        assert_eq!(
+            JoinLink::parse("lanyard://x/e?token=a"),
+            Err(LinkError::Server)
+        );
         assert_eq!(
             JoinLink::parse(&format!("lanyard://x:1/e?pin={pin}")),
             Err(LinkError::Missing("token"))
         );
-        assert_eq!(JoinLink::parse("lanyard://x:1/e?token=a&pin=zz"), Err(LinkError::Pin));
+        assert_eq!(
+            JoinLink::parse("lanyard://x:1/e?token=a&pin=zz"),
+            Err(LinkError::Pin)
+        );
         assert!(matches!(
             JoinLink::parse(&format!("lanyard://x:1/?token=a&pin={pin}")),
             Err(LinkError::Event(_))

@@ -61,12 +61,12 @@ pub struct ServerConfig {
 #[non_exhaustive]
 pub enum LoadError {
     /// The bytes are not an Automerge document or change chunks.
-    #[error("document {doc} is corrupt: {source}")]
+    #[error("document {doc} is corrupt: {message}")]
     Corrupt {
         /// The document.
         doc: DocId,
         /// Automerge's error.
-        source: automerge::AutomergeError,
+        message: String,
     },
 }
 
@@ -137,9 +137,9 @@ impl ServerCore {
 
     /// Loads a stored document (Automerge save or concatenated change chunks).
     pub fn load_doc(&mut self, doc: DocId, bytes: &[u8]) -> Result<(), LoadError> {
-        let am = Automerge::load(bytes).map_err(|source| LoadError::Corrupt {
+        let am = Automerge::load(bytes).map_err(|e| LoadError::Corrupt {
             doc: doc.clone(),
-            source,
+            message: e.to_string(),
         })?;
         self.sizes.insert(doc.clone(), bytes.len());
         self.docs.insert(doc, am);
@@ -291,7 +291,10 @@ impl ServerCore {
                 changes,
                 heads: to_wire(&heads),
             });
-            self.subscribers.entry(doc.clone()).or_default().insert(conn);
+            self.subscribers
+                .entry(doc.clone())
+                .or_default()
+                .insert(conn);
             known.insert(doc, heads);
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
@@ -312,7 +315,13 @@ impl ServerCore {
             .and_then(|s| s.claims.as_ref())
             .is_some_and(|c| c.may_read(&doc));
         if !readable {
-            return vec![refusal(conn, doc, Vec::new(), RefusalReason::Forbidden, Vec::new())];
+            return vec![refusal(
+                conn,
+                doc,
+                Vec::new(),
+                RefusalReason::Forbidden,
+                Vec::new(),
+            )];
         }
         let (changes, heads) = match self.docs.get(&doc) {
             Some(am) => (missing_for(am, &from_wire(have)), am.get_heads()),
@@ -338,7 +347,10 @@ impl ServerCore {
         let limits = self.config.limits;
         let heads_now = |core: &Self| {
             if claims.may_read(&doc) {
-                core.docs.get(&doc).map(|d| to_wire(&d.get_heads())).unwrap_or_default()
+                core.docs
+                    .get(&doc)
+                    .map(|d| to_wire(&d.get_heads()))
+                    .unwrap_or_default()
             } else {
                 Vec::new()
             }
@@ -354,7 +366,13 @@ impl ServerCore {
         {
             self.stats.changes_refused += raw.len() as u64;
             let heads = heads_now(self);
-            return vec![refusal(conn, doc, Vec::new(), RefusalReason::TooLarge, heads)];
+            return vec![refusal(
+                conn,
+                doc,
+                Vec::new(),
+                RefusalReason::TooLarge,
+                heads,
+            )];
         }
         for bytes in &raw {
             match Change::try_from(bytes.as_slice()) {
@@ -363,15 +381,41 @@ impl ServerCore {
             }
         }
         if !claims.may_write(&doc) {
-            self.stats.changes_refused += raw.len() as u64;
-            let hashes = decoded.iter().map(|c| c.hash().0).collect();
+            // Only *new* changes are refused: a reader whose base lags (e.g. after
+            // reordered updates) re-sends changes it received from this server, and
+            // must not mark them as its own refused changes.
+            let held = |c: &Change| {
+                claims.may_read(&doc)
+                    && self
+                        .docs
+                        .get(&doc)
+                        .is_some_and(|am| am.get_change_by_hash(&c.hash()).is_some())
+            };
+            let hashes: Vec<Hash> = decoded
+                .iter()
+                .filter(|c| !held(c))
+                .map(|c| c.hash().0)
+                .collect();
             let heads = heads_now(self);
+            if hashes.is_empty() && !malformed {
+                return vec![ServerAction::Send {
+                    conn,
+                    frame: frame(&ServerMsg::Ack { doc, heads }),
+                }];
+            }
+            self.stats.changes_refused += raw.len() as u64;
             return vec![refusal(conn, doc, hashes, RefusalReason::Forbidden, heads)];
         }
         let mut out = Vec::new();
         if malformed {
             self.stats.changes_refused += 1;
-            out.push(refusal(conn, doc.clone(), Vec::new(), RefusalReason::Malformed, Vec::new()));
+            out.push(refusal(
+                conn,
+                doc.clone(),
+                Vec::new(),
+                RefusalReason::Malformed,
+                Vec::new(),
+            ));
         }
         let am = self.docs.entry(doc.clone()).or_default();
         let heads_before = am.get_heads();
@@ -424,7 +468,13 @@ impl ServerCore {
             s.known.insert(doc.clone(), heads_after.clone());
         }
         if !bad.is_empty() {
-            out.push(refusal(conn, doc.clone(), bad, RefusalReason::Malformed, wire_heads.clone()));
+            out.push(refusal(
+                conn,
+                doc.clone(),
+                bad,
+                RefusalReason::Malformed,
+                wire_heads.clone(),
+            ));
         }
         if !missing.is_empty() {
             out.push(refusal(

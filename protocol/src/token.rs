@@ -8,7 +8,7 @@ use base64::Engine as _;
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DocId, EventId, UserId, DeviceId};
+use crate::ids::{DeviceId, DocId, EventId, UserId};
 
 /// Longest token accepted, checked before decoding.
 pub const MAX_TOKEN_LEN: usize = 2048;
@@ -143,8 +143,12 @@ fn split(token: &str) -> Result<(TokenClaims, Vec<u8>, Vec<u8>), TokenError> {
         return Err(TokenError::TooLong);
     }
     let (p, s) = token.split_once('.').ok_or(TokenError::Malformed)?;
-    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
-    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| TokenError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| TokenError::Malformed)?;
     let claims = postcard::from_bytes(&payload).map_err(|_| TokenError::Malformed)?;
     Ok((claims, payload, sig))
 }
@@ -202,9 +206,15 @@ mod tests {
             verify(&t, k.public_key().as_ref(), 1000),
             Err(TokenError::Expired { expired_at: 1000 })
         );
-        assert_eq!(verify("nope", k.public_key().as_ref(), 1), Err(TokenError::Malformed));
+        assert_eq!(
+            verify("nope", k.public_key().as_ref(), 1),
+            Err(TokenError::Malformed)
+        );
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(verify(&long, k.public_key().as_ref(), 1), Err(TokenError::TooLong));
+        assert_eq!(
+            verify(&long, k.public_key().as_ref(), 1),
+            Err(TokenError::TooLong)
+        );
         // A tampered payload fails the signature check.
         let (p, s) = t.split_once('.').unwrap();
         let mut c = claims();

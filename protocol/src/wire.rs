@@ -366,7 +366,10 @@ mod tests {
                 limit: 16
             })
         );
-        assert_eq!(body_len(17u32.to_be_bytes(), 16).unwrap_err().code(), ErrorCode::FrameTooLarge);
+        assert_eq!(
+            body_len(17u32.to_be_bytes(), 16).unwrap_err().code(),
+            ErrorCode::FrameTooLarge
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lanyard_protocol::wire::{self, ErrorCode, FrameError, HEADER_LEN};
-use lanyard_protocol::{ConnId, DocId, Limits, ServerAction, ServerConfig, ServerCore, ServerStats};
+use lanyard_protocol::{
+    ConnId, DocId, Limits, ServerAction, ServerConfig, ServerCore, ServerStats,
+};
 use lanyard_store::{SledStore, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -194,12 +196,11 @@ impl Server {
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config()));
-        let endpoint = quinn::Endpoint::server(config, opts.listen).map_err(|source| {
-            StartError::Bind {
+        let endpoint =
+            quinn::Endpoint::server(config, opts.listen).map_err(|source| StartError::Bind {
                 addr: opts.listen,
                 source,
-            }
-        })?;
+            })?;
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             store,
@@ -234,7 +235,11 @@ impl Server {
     }
 
     /// Reads a document as the server holds it.
-    pub fn with_doc<R>(&self, doc: &DocId, f: impl FnOnce(Option<&automerge::Automerge>) -> R) -> R {
+    pub fn with_doc<R>(
+        &self,
+        doc: &DocId,
+        f: impl FnOnce(Option<&automerge::Automerge>) -> R,
+    ) -> R {
         f(lock(&self.shared.core).doc(doc))
     }
 
@@ -249,7 +254,11 @@ impl Server {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
@@ -284,7 +293,12 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     }
 }
 
-async fn serve_stream(id: ConnId, send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+async fn serve_stream(
+    id: ConnId,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     lock(&shared.outboxes).insert(id, tx);
     lock(&shared.core).connect(id);
@@ -351,7 +365,9 @@ async fn read_frame(
     let mut body = vec![0u8; len];
     match recv.read_exact(&mut body).await {
         Ok(()) => Ok(Some(body)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => Err(ReadFailure::Frame(FrameError::Truncated)),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => {
+            Err(ReadFailure::Frame(FrameError::Truncated))
+        }
         Err(quinn::ReadExactError::ReadError(_)) => Err(ReadFailure::Gone),
     }
 }

@@ -47,7 +47,9 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("pin", &self.pin()).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("pin", &self.pin())
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +71,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     };
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes).map_err(io)?;
-    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
     fs::rename(&tmp, path).map_err(io)
 }
 

@@ -11,7 +11,11 @@ use lanyard_protocol::{DeviceId, EventId, Role, UserId};
 use lanyard_server::{Identity, Invite, Server, ServerOptions};
 
 #[derive(Parser)]
-#[command(name = "lanyard-server", version, about = "Lanyard sync server for conference apps")]
+#[command(
+    name = "lanyard-server",
+    version,
+    about = "Lanyard sync server for conference apps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,7 +112,10 @@ async fn serve(data: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
         limits: Default::default(),
     })
     .await?;
-    println!("lanyard-server listening on {} (udp/quic)", server.local_addr()?);
+    println!(
+        "lanyard-server listening on {} (udp/quic)",
+        server.local_addr()?
+    );
     println!("data directory: {}", data.display());
     println!("certificate pin (sha-256): {}", server.pin());
     println!(
@@ -134,5 +141,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 #[cfg(not(unix))]
 async fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")
 }

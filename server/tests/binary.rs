@@ -50,7 +50,10 @@ fn serve_then_signal(signal: &str) {
     std::thread::spawn(move || {
         let _ = done_tx.send(child.wait());
     });
-    let exit = done_rx.recv_timeout(DEADLINE).expect("server exits after the signal").unwrap();
+    let exit = done_rx
+        .recv_timeout(DEADLINE)
+        .expect("server exits after the signal")
+        .unwrap();
     assert!(exit.success(), "graceful exit, got {exit:?}");
     let mut rest = Vec::new();
     while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
@@ -86,12 +89,26 @@ fn invite_prints_one_join_link() {
         .args(["invite", "--data"])
         .arg(dir.path())
         .args([
-            "--event", "rustconf", "--role", "organizer", "--user", "org", "--device", "laptop",
-            "--server", "example.org:4433", "--ttl", "2h",
+            "--event",
+            "rustconf",
+            "--role",
+            "organizer",
+            "--user",
+            "org",
+            "--device",
+            "laptop",
+            "--server",
+            "example.org:4433",
+            "--ttl",
+            "2h",
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let link = JoinLink::parse(stdout.trim()).unwrap();
@@ -113,7 +130,14 @@ fn bad_invite_arguments_are_clear_errors() {
     let out = Command::new(BIN)
         .args(["invite", "--data"])
         .arg(dir.path())
-        .args(["--event", "has space", "--role", "attendee", "--user", "ann"])
+        .args([
+            "--event",
+            "has space",
+            "--role",
+            "attendee",
+            "--user",
+            "ann",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

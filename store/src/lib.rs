@@ -139,11 +139,9 @@ impl Store for SledStore {
     }
 
     fn append_chunks(&self, doc: &str, chunks: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut seq = self.next_seq(doc)?;
         let mut batch = sled::Batch::default();
-        for c in chunks {
+        for (seq, c) in (self.next_seq(doc)?..).zip(chunks) {
             batch.insert(chunk_key(doc, seq), c.as_slice());
-            seq += 1;
         }
         self.chunks.apply_batch(batch)?;
         self.flush()
@@ -225,7 +223,9 @@ impl Store for MemoryStore {
     }
 
     fn replace_doc(&self, doc: &str, whole: &[u8]) -> Result<(), StoreError> {
-        self.lock().docs.insert(doc.to_owned(), vec![whole.to_vec()]);
+        self.lock()
+            .docs
+            .insert(doc.to_owned(), vec![whole.to_vec()]);
         Ok(())
     }
 
@@ -336,6 +336,9 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, b"not a db").unwrap();
         let err = SledStore::open(&file).unwrap_err();
-        assert!(err.to_string().contains("cannot open the database"), "{err}");
+        assert!(
+            err.to_string().contains("cannot open the database"),
+            "{err}"
+        );
     }
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use lanyard_client_core::Client;
 use lanyard_protocol::wire::{self, FrameDecoder};
-use lanyard_protocol::{ClientMsg, DeviceId, EventId, JoinLink, Role, ServerMsg, TokenClaims, UserId};
+use lanyard_protocol::{
+    ClientMsg, DeviceId, EventId, JoinLink, Role, ServerMsg, TokenClaims, UserId,
+};
 use lanyard_server::{Identity, Server, ServerOptions};
 use tempfile::TempDir;
 
@@ -209,7 +211,9 @@ impl RawClient {
     pub async fn connect_alpn(server: &TestServer, alpn: &[u8]) -> anyhow::Result<Self> {
         let pin = server.identity()?.pin();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        endpoint.set_default_client_config(lanyard_client_core::tls::pinned_client_config_with_alpn(&pin, alpn)?);
+        endpoint.set_default_client_config(
+            lanyard_client_core::tls::pinned_client_config_with_alpn(&pin, alpn)?,
+        );
         let conn = endpoint.connect(server.addr(), "localhost")?.await?;
         let (send, recv) = conn.open_bi().await?;
         Ok(RawClient {
@@ -270,7 +274,10 @@ impl RawClient {
     }
 
     /// Receives messages until `pick` returns something.
-    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> anyhow::Result<T> {
+    pub async fn recv_until<T>(
+        &mut self,
+        mut pick: impl FnMut(&ServerMsg) -> Option<T>,
+    ) -> anyhow::Result<T> {
         loop {
             match self.recv().await? {
                 Some(m) => {

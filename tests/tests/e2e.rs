@@ -52,7 +52,9 @@ async fn organizer_change_reaches_a_connected_attendee_without_a_sync_call() {
     .await
     .unwrap();
 
-    org.client.move_session("t1", Some("Hall B".into()), None, None).unwrap();
+    org.client
+        .move_session("t1", Some("Hall B".into()), None, None)
+        .unwrap();
     org.sync().await.unwrap();
     wait_for("the move to be pushed", || {
         ann.client
@@ -74,7 +76,10 @@ async fn notes_written_offline_reach_the_second_device_after_reconnect() {
     let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
     srv.stop().await;
     // Offline: the server is gone; edits still land on disk.
-    phone.client.set_note("t1", "Bring questions about sled").unwrap();
+    phone
+        .client
+        .set_note("t1", "Bring questions about sled")
+        .unwrap();
     phone.client.set_bookmark("t1", true).unwrap();
     let err = phone.client.sync(Duration::from_secs(2)).await.unwrap_err();
     assert!(
@@ -87,7 +92,10 @@ async fn notes_written_offline_reach_the_second_device_after_reconnect() {
     phone.sync().await.unwrap();
     assert_eq!(phone.client.status().pending_changes, 0);
     tablet.sync().await.unwrap();
-    assert_eq!(tablet.client.note("t1").unwrap(), "Bring questions about sled");
+    assert_eq!(
+        tablet.client.note("t1").unwrap(),
+        "Bring questions about sled"
+    );
     assert_eq!(tablet.client.bookmarks().unwrap(), vec!["t1"]);
 }
 
@@ -103,7 +111,10 @@ async fn concurrent_offline_edits_of_one_note_merge_keeping_both() {
     b.sync().await.unwrap();
     a.sync().await.unwrap();
     let text = a.client.note("t1").unwrap();
-    assert!(text.contains("from the phone.") && text.contains("from the tablet."), "{text}");
+    assert!(
+        text.contains("from the phone.") && text.contains("from the tablet."),
+        "{text}"
+    );
     assert_eq!(text, b.client.note("t1").unwrap());
 
     // Then both edit different ends of the shared text offline.
@@ -157,7 +168,8 @@ async fn a_forged_attendee_agenda_change_is_refused_and_the_server_copy_is_uncha
         .unwrap();
     let mut doc = automerge::Automerge::new();
     for c in &server_changes {
-        doc.apply_changes([automerge::Change::try_from(c.as_slice()).unwrap()]).unwrap();
+        doc.apply_changes([automerge::Change::try_from(c.as_slice()).unwrap()])
+            .unwrap();
     }
     let mut tx = doc.transaction();
     let sessions = match tx.get(automerge::ROOT, "sessions").unwrap() {
@@ -175,16 +187,22 @@ async fn a_forged_attendee_agenda_change_is_refused_and_the_server_copy_is_uncha
     .unwrap();
     let (reason, message, refused) = raw
         .recv_until(|m| match m {
-            ServerMsg::Refused { reason, message, changes, .. } => {
-                Some((*reason, message.clone(), changes.clone()))
-            }
+            ServerMsg::Refused {
+                reason,
+                message,
+                changes,
+                ..
+            } => Some((*reason, message.clone(), changes.clone())),
             ServerMsg::Ack { doc, .. } if *doc == agenda() => panic!("forged change acknowledged"),
             _ => None,
         })
         .await
         .unwrap();
     assert_eq!(reason, RefusalReason::Forbidden);
-    assert!(message.contains("agenda/conf"), "refusal names the document: {message}");
+    assert!(
+        message.contains("agenda/conf"),
+        "refusal names the document: {message}"
+    );
     assert_eq!(refused, vec![forged.hash().0]);
     let heads_after = srv.server().with_doc(&agenda(), |d| d.unwrap().get_heads());
     assert_eq!(heads_before, heads_after);
@@ -209,7 +227,10 @@ async fn attendee_b_never_receives_attendee_a_document() {
 
     // A hostile B asks for A's document in every way the protocol allows.
     let mut raw = RawClient::connect(&srv).await.unwrap();
-    let token = srv.identity().unwrap().sign(&TestServer::claims(Role::Attendee, "bob", "x"));
+    let token = srv
+        .identity()
+        .unwrap()
+        .sign(&TestServer::claims(Role::Attendee, "bob", "x"));
     raw.send(&ClientMsg::Hello {
         event: EventId::new(EVENT).unwrap(),
         token,
@@ -221,7 +242,12 @@ async fn attendee_b_never_receives_attendee_a_document() {
     })
     .await
     .unwrap();
-    raw.send(&ClientMsg::Resync { doc: a_doc.clone(), have: vec![] }).await.unwrap();
+    raw.send(&ClientMsg::Resync {
+        doc: a_doc.clone(),
+        have: vec![],
+    })
+    .await
+    .unwrap();
     let mut refusals = 0;
     while refusals < 2 {
         match raw.recv().await.unwrap().expect("stream open") {
@@ -240,7 +266,12 @@ async fn attendee_b_never_receives_attendee_a_document() {
     // A's later edits are not pushed to B either.
     a.client.append_note("t1", " more").unwrap();
     a.sync().await.unwrap();
-    raw.send(&ClientMsg::Resync { doc: agenda(), have: vec![] }).await.unwrap();
+    raw.send(&ClientMsg::Resync {
+        doc: agenda(),
+        have: vec![],
+    })
+    .await
+    .unwrap();
     let got = raw
         .recv_until(|m| match m {
             ServerMsg::Update(u) => Some(u.doc.clone()),
@@ -248,7 +279,11 @@ async fn attendee_b_never_receives_attendee_a_document() {
         })
         .await
         .unwrap();
-    assert_eq!(got, agenda(), "the next update B gets is the agenda, not A's notes");
+    assert_eq!(
+        got,
+        agenda(),
+        "the next update B gets is the agenda, not A's notes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +335,10 @@ async fn expired_wrongly_signed_and_other_event_tokens_are_refused_clearly() {
         }
         other => panic!("expected an error, got {other:?}"),
     }
-    assert!(raw.recv().await.unwrap().is_none(), "the stream is closed after the error");
+    assert!(
+        raw.recv().await.unwrap().is_none(),
+        "the stream is closed after the error"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +369,9 @@ async fn truncated_or_oversized_frames_close_that_stream_and_the_server_keeps_se
 
     // Garbage that frames correctly but is no message.
     let mut junk = big.another_stream().await.unwrap();
-    junk.send_raw(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();
+    junk.send_raw(&[0, 0, 0, 3, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     match junk.recv().await.unwrap() {
         Some(ServerMsg::Error { code, .. }) => assert_eq!(code, ErrorCode::Protocol),
         other => panic!("expected a protocol error, got {other:?}"),
@@ -349,7 +389,9 @@ async fn a_server_restart_loses_no_acknowledged_change() {
     let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
     let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
     for i in 0..20 {
-        org.client.add_session(talk(&format!("t{i}"), "Hall A", T0 + i * 3600)).unwrap();
+        org.client
+            .add_session(talk(&format!("t{i}"), "Hall A", T0 + i * 3600))
+            .unwrap();
     }
     org.client.announce("Welcome!").unwrap();
     ann.client.set_note("t3", "great talk").unwrap();
@@ -359,7 +401,9 @@ async fn a_server_restart_loses_no_acknowledged_change() {
     let agenda_heads = srv.server().with_doc(&agenda(), |d| d.unwrap().get_heads());
 
     srv.restart().await.unwrap();
-    let after = srv.server().with_doc(&agenda(), |d| d.map(|d| d.get_heads()));
+    let after = srv
+        .server()
+        .with_doc(&agenda(), |d| d.map(|d| d.get_heads()));
     assert_eq!(after, Some(agenda_heads));
     let fresh = srv.device(Role::Attendee, "ann", "tablet").unwrap();
     fresh.sync().await.unwrap();
@@ -377,7 +421,10 @@ async fn a_client_of_another_protocol_version_gets_a_clear_error() {
     };
     // TLS alert 120, no_application_protocol: the client core maps it to
     // SyncError::UnsupportedVersion (unit-tested in client-core's sync module).
-    assert!(err.contains("error 120") && err.contains("known protocol"), "{err}");
+    assert!(
+        err.contains("error 120") && err.contains("known protocol"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,22 +445,37 @@ async fn bytes_on_the_wire_for_one_room_change_pushed_to_one_attendee() {
     let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
     org.client.set_event("Conf", "America/New_York").unwrap();
     for i in 0..30 {
-        org.client.add_session(talk(&format!("t{i}"), "Hall A", T0 + i * 3600)).unwrap();
+        org.client
+            .add_session(talk(&format!("t{i}"), "Hall A", T0 + i * 3600))
+            .unwrap();
     }
     org.sync().await.unwrap();
 
     let mut raw = RawClient::connect(&srv).await.unwrap();
-    let token = srv.identity().unwrap().sign(&TestServer::claims(Role::Attendee, "ann", "phone"));
-    raw.send(&ClientMsg::Hello { event: EventId::new(EVENT).unwrap(), token, docs: vec![] })
+    let token = srv
+        .identity()
+        .unwrap()
+        .sign(&TestServer::claims(Role::Attendee, "ann", "phone"));
+    raw.send(&ClientMsg::Hello {
+        event: EventId::new(EVENT).unwrap(),
+        token,
+        docs: vec![],
+    })
+    .await
+    .unwrap();
+    raw.recv_until(|m| matches!(m, ServerMsg::Welcome { .. }).then_some(()))
         .await
         .unwrap();
-    raw.recv_until(|m| matches!(m, ServerMsg::Welcome { .. }).then_some(())).await.unwrap();
     // Let the handshake's trailing packets and ACKs settle before measuring.
     let settled = raw.conn.stats().udp_rx.bytes;
-    wait_for("quiet link", || raw.conn.stats().udp_rx.bytes == settled).await.unwrap();
+    wait_for("quiet link", || raw.conn.stats().udp_rx.bytes == settled)
+        .await
+        .unwrap();
     let before = raw.conn.stats();
 
-    org.client.move_session("t7", Some("Hall B".into()), None, None).unwrap();
+    org.client
+        .move_session("t7", Some("Hall B".into()), None, None)
+        .unwrap();
     org.sync().await.unwrap();
     let update = raw
         .recv_until(|m| match m {
@@ -431,8 +493,15 @@ async fn bytes_on_the_wire_for_one_room_change_pushed_to_one_attendee() {
          frame {frame_bytes} B, UDP payload received {udp_bytes} B in {} datagrams",
         after.udp_rx.datagrams - before.udp_rx.datagrams
     );
-    assert_eq!(update.changes.len(), 1, "one change, not the whole document");
-    assert!(frame_bytes < change_bytes + 120, "framing overhead stays small");
+    assert_eq!(
+        update.changes.len(),
+        1,
+        "one change, not the whole document"
+    );
+    assert!(
+        frame_bytes < change_bytes + 120,
+        "framing overhead stays small"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
