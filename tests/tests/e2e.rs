@@ -522,3 +522,92 @@ async fn a_server_whose_certificate_does_not_match_the_pin_is_refused() {
     assert!(matches!(err, SyncError::PinMismatch), "{err:?}");
     assert_eq!(c.note("t1").unwrap(), "kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_sync_reconnects_after_a_server_restart_and_keeps_receiving_pushes() {
+    let mut srv = TestServer::start().await.unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    org.client.add_session(talk("t1", "Hall A", T0)).unwrap();
+    org.sync().await.unwrap();
+    let bg = ann.client.start_background(BackgroundOptions {
+        backoff_base: Duration::from_millis(100),
+        backoff_cap: Duration::from_secs(1),
+        stable_after: Duration::from_secs(5),
+    });
+    wait_for("first sync", || ann.client.session("t1").unwrap().is_some())
+        .await
+        .unwrap();
+
+    srv.restart().await.unwrap();
+    // A note typed while the connection was down is uploaded after reconnecting.
+    ann.client
+        .set_note("t1", "typed during the outage")
+        .unwrap();
+    org.client.cancel_session("t1").unwrap();
+    org.sync().await.unwrap();
+    wait_for("the cancellation to be pushed after the reconnect", || {
+        ann.client
+            .session("t1")
+            .unwrap()
+            .is_some_and(|s| s.status == SessionStatus::Cancelled)
+    })
+    .await
+    .unwrap();
+    wait_for("the note to be acknowledged", || {
+        ann.client.status().pending_changes == 0
+    })
+    .await
+    .unwrap();
+    let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
+    tablet.sync().await.unwrap();
+    assert_eq!(tablet.client.note("t1").unwrap(), "typed during the outage");
+    bg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_to_date_device_costs_one_exchange() {
+    let srv = TestServer::start().await.unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    for i in 0..10 {
+        org.client
+            .add_session(talk(&format!("t{i}"), "Hall A", T0 + i * 3600))
+            .unwrap();
+    }
+    org.sync().await.unwrap();
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    let first = ann.sync().await.unwrap();
+    assert!(first.received_changes > 0);
+
+    // Replay what the device would send on its next connect, over a raw stream,
+    // and count what comes back: one Welcome with no changes.
+    let agenda_heads = srv.server().with_doc(&agenda(), |d| d.unwrap().get_heads());
+    let mut raw = RawClient::connect(&srv).await.unwrap();
+    let token = srv
+        .identity()
+        .unwrap()
+        .sign(&TestServer::claims(Role::Attendee, "ann", "phone"));
+    let heads: Vec<[u8; 32]> = agenda_heads.iter().map(|h| h.0).collect();
+    raw.send(&ClientMsg::Hello {
+        event: EventId::new(EVENT).unwrap(),
+        token,
+        docs: vec![lanyard_protocol::DocDigest {
+            doc: agenda(),
+            heads: heads.clone(),
+            base: heads,
+        }],
+    })
+    .await
+    .unwrap();
+    match raw.recv().await.unwrap() {
+        Some(ServerMsg::Welcome { docs }) => {
+            assert!(
+                docs.iter().all(|d| d.changes.is_empty()),
+                "nothing to send: {docs:?}"
+            );
+        }
+        other => panic!("expected one Welcome, got {other:?}"),
+    }
+    let second = ann.sync().await.unwrap();
+    assert_eq!(second.received_changes, 0);
+}
