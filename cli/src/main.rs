@@ -1,1 +1,540 @@
-fn main() {}
+//! `lanyard`: the command-line client of Lanyard, for organizers and attendees.
+//!
+//! It keeps this device's copy of an event's agenda and the user's notes and
+//! bookmarks in a local database (`HOME/db`, through
+//! [`lanyard_client_core::Client`]) and works fully offline; `lanyard sync`
+//! exchanges changes with the event's server.
+//!
+//! ```text
+//! lanyard join 'lanyard://HOST:PORT/EVENT?token=…&pin=…'
+//! lanyard agenda [--day YYYY-MM-DD] [--json]
+//! lanyard note ID [TEXT | --append TEXT]
+//! lanyard bookmark ID [--off]
+//! lanyard session add --id ID --title T --room R --start T --end T   (organizers)
+//! lanyard sync [--timeout SECS]
+//! lanyard status [--json]
+//! ```
+//!
+//! Errors are printed as one line (`lanyard: …`) on stderr with exit code 1
+//! (2 for usage errors). Diagnostics go to stderr only when `RUST_LOG` is set.
+
+mod args;
+mod show;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Parser as _;
+use lanyard_client_core::time::{day_of, format_clock, format_rfc3339, parse_time};
+use lanyard_client_core::{
+    Client, ClientError, Identity, NewSession, Room, Session, SyncError, SyncReport,
+};
+use serde_json::Value;
+
+use crate::args::{AddSession, Cli, Command, RoomCommand, SessionCommand};
+use crate::show::count;
+
+/// File (in the home directory) remembering why the last `sync` failed, so a
+/// later `status` can report it: the client core keeps it only in memory.
+const LAST_ERROR_FILE: &str = "last-sync-error";
+
+fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("lanyard: {}", one_line(&msg));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Collapses a message onto one line.
+fn one_line(msg: &str) -> String {
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The home directory: `--home`, `LANYARD_HOME`, or the platform data directory.
+fn home_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(home) = arg.filter(|h| !h.as_os_str().is_empty()) {
+        return Ok(home);
+    }
+    directories::ProjectDirs::from("org", "lanyard", "lanyard")
+        .map(|p| p.data_dir().to_path_buf())
+        .context("cannot find a data directory for this user: pass --home DIR or set LANYARD_HOME")
+}
+
+/// Opens the client database. Only `join` creates it: other commands on a
+/// home without a database fail with "not joined" and leave no trace.
+fn open_client(home: &Path, create: bool) -> anyhow::Result<Client> {
+    let db = home.join("db");
+    if !create && !db.exists() {
+        return Err(ClientError::NotJoined.into());
+    }
+    std::fs::create_dir_all(home)
+        .with_context(|| format!("cannot create the directory {}", home.display()))?;
+    Client::open(&db).with_context(|| format!("cannot open the database {}", db.display()))
+}
+
+fn identity(client: &Client) -> anyhow::Result<Identity> {
+    client
+        .identity()
+        .ok_or_else(|| ClientError::NotJoined.into())
+}
+
+/// Fails early (before parsing anything else) unless this device is an organizer's.
+fn require_organizer(client: &Client) -> anyhow::Result<Identity> {
+    let id = identity(client)?;
+    if id.role != "organizer" {
+        return Err(ClientError::OrganizersOnly.into());
+    }
+    Ok(id)
+}
+
+fn time_zone(client: &Client) -> anyhow::Result<String> {
+    Ok(client.event_info()?.time_zone)
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `; 2 changes waiting for `lanyard sync``, for confirmations of local edits.
+fn pending_note(client: &Client) -> String {
+    match client.status().pending_changes {
+        0 => String::new(),
+        n => format!(" ({} waiting for `lanyard sync`)", count(n, "change")),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let home = home_dir(cli.home)?;
+    let create = matches!(cli.command, Command::Join { .. });
+    let client = open_client(&home, create)?;
+    match cli.command {
+        Command::Join { link } => join(&client, &link),
+        Command::Sync { timeout } => sync(&client, &home, timeout),
+        Command::Agenda { day, json } => agenda(&client, day.as_deref(), json),
+        Command::Session { command } => session(&client, command),
+        Command::Event { name, timezone } => event(&client, name, timezone),
+        Command::Room { command } => room(&client, command),
+        Command::Announce { text } => {
+            require_organizer(&client)?;
+            client.announce(&text)?;
+            println!("announcement posted{}", pending_note(&client));
+            Ok(())
+        }
+        Command::Announcements { json } => {
+            let tz = time_zone(&client)?;
+            let list = client.announcements()?;
+            if json {
+                print_json(&show::announcements_json(&list, &tz)?)
+            } else if list.is_empty() {
+                println!("No announcements.");
+                Ok(())
+            } else {
+                print!("{}", show::announcements_text(&list, &tz)?);
+                Ok(())
+            }
+        }
+        Command::Note { id, text, append } => note(&client, &id, text, append),
+        Command::Notes { json } => notes(&client, json),
+        Command::Bookmark { id, off } => {
+            identity(&client)?;
+            client.set_bookmark(&id, !off)?;
+            let what = if off {
+                "removed the bookmark of"
+            } else {
+                "bookmarked"
+            };
+            println!("{what} {id}{}", pending_note(&client));
+            Ok(())
+        }
+        Command::Bookmarks { json } => bookmarks(&client, json),
+        Command::Status { json } => status(&client, &home, json),
+    }
+}
+
+fn join(client: &Client, link: &str) -> anyhow::Result<()> {
+    let id = client.join(link)?;
+    println!(
+        "joined event {} as {} ({}) on server {}; device {}",
+        id.event, id.user, id.role, id.server, id.device
+    );
+    let expires = i64::try_from(id.expires_at_unix).unwrap_or(i64::MAX);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    if let Ok(at) = format_rfc3339(expires, "UTC") {
+        if expires <= now {
+            eprintln!("lanyard: warning: this invite's token expired at {at}; ask for a new link");
+        } else {
+            println!("token valid until {at}");
+        }
+    }
+    Ok(())
+}
+
+fn sync(client: &Client, home: &Path, timeout: u64) -> anyhow::Result<()> {
+    let id = identity(client)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(client.sync(Duration::from_secs(timeout)));
+    match sync_outcome(client, &id, result) {
+        Ok(summary) => {
+            remember_error(home, None);
+            println!("{summary}");
+            Ok(())
+        }
+        Err(reason) => {
+            remember_error(home, Some(&reason));
+            bail!("{reason}")
+        }
+    }
+}
+
+/// The success summary, or the one-line reason the sync is not complete.
+fn sync_outcome(
+    client: &Client,
+    id: &Identity,
+    result: Result<SyncReport, SyncError>,
+) -> Result<String, String> {
+    let pending = client.status().pending_changes;
+    let kept = match pending {
+        0 => String::new(),
+        n => format!(
+            "; {} kept on this device for the next sync",
+            count(n, "local change")
+        ),
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(SyncError::Timeout(secs)) => return Err(format!(
+            "server unreachable or too slow: the sync with {} did not finish within {secs} s{kept}",
+            id.server
+        )),
+        Err(e) => return Err(format!("{e}{kept}")),
+    };
+    if let Some(first) = report.refused.first() {
+        let more = match report.refused.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more; see `lanyard status`)"),
+        };
+        // The server's message usually names the document already.
+        let message = if first.message.starts_with(&format!("{}:", first.doc)) {
+            first.message.clone()
+        } else {
+            format!("{}: {}", first.doc, first.message)
+        };
+        return Err(format!("change refused: {message}{more}"));
+    }
+    if pending > 0 {
+        return Err(format!(
+            "not in sync: {} not acknowledged by the server",
+            count(pending, "local change")
+        ));
+    }
+    Ok(format!(
+        "in sync with {}: received {}, {} acknowledged",
+        id.server,
+        count(report.received_changes, "change"),
+        report.acknowledged_changes
+    ))
+}
+
+/// Records (or clears) the last sync error for `status`; failing to do so
+/// must not hide the sync's own outcome, so it is only logged.
+fn remember_error(home: &Path, reason: Option<&str>) {
+    let path = home.join(LAST_ERROR_FILE);
+    let result = match reason {
+        Some(r) => std::fs::write(&path, r),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(e) = result {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record the last sync error");
+    }
+}
+
+fn agenda(client: &Client, day: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let info = client.event_info()?;
+    let tz = &info.time_zone;
+    let sessions = match day {
+        Some(d) => client.sessions_on(d)?,
+        None => client.sessions()?,
+    };
+    if json {
+        let items = sessions
+            .iter()
+            .map(|s| show::session_json(s, tz))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return print_json(&Value::Array(items));
+    }
+    println!("{} - times in {tz}", info.name);
+    println!();
+    if sessions.is_empty() {
+        match day {
+            Some(d) => println!("No sessions on {d}."),
+            None => println!("No sessions yet (run `lanyard sync` to fetch the agenda)."),
+        }
+        return Ok(());
+    }
+    print!("{}", show::agenda_table(&sessions, tz)?);
+    Ok(())
+}
+
+fn parse_at(input: &str, tz: &str, what: &str) -> anyhow::Result<i64> {
+    parse_time(input, tz).with_context(|| format!("--{what}"))
+}
+
+/// `2026-06-10 09:00-10:00 (America/New_York), room Hall A`
+fn when_where(s: &Session, tz: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "{} {}-{} ({tz}), room {}",
+        day_of(s.start_unix, tz)?,
+        format_clock(s.start_unix, tz)?,
+        format_clock(s.end_unix, tz)?,
+        s.room
+    ))
+}
+
+fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
+    match command {
+        SessionCommand::Add(add) => add_session(client, add),
+        SessionCommand::Show { id, json } => {
+            let tz = time_zone(client)?;
+            let s = client
+                .session(&id)?
+                .ok_or_else(|| ClientError::NoSuchSession(id.clone()))?;
+            if json {
+                let mut v = show::session_json(&s, &tz)?;
+                if let Value::Object(map) = &mut v {
+                    map.insert("abstract".into(), Value::String(s.abstract_text.clone()));
+                }
+                print_json(&v)
+            } else {
+                print!("{}", show::session_detail(&s, &tz)?);
+                Ok(())
+            }
+        }
+        SessionCommand::Move {
+            id,
+            room,
+            start,
+            end,
+        } => {
+            require_organizer(client)?;
+            let tz = time_zone(client)?;
+            let start = start.map(|t| parse_at(&t, &tz, "start")).transpose()?;
+            let end = end.map(|t| parse_at(&t, &tz, "end")).transpose()?;
+            client.move_session(&id, room, start, end)?;
+            let s = client
+                .session(&id)?
+                .ok_or_else(|| ClientError::NoSuchSession(id.clone()))?;
+            println!(
+                "moved {id}: now {}{}",
+                when_where(&s, &tz)?,
+                pending_note(client)
+            );
+            Ok(())
+        }
+        SessionCommand::Cancel { id } => {
+            require_organizer(client)?;
+            client.cancel_session(&id)?;
+            println!("cancelled {id}{}", pending_note(client));
+            Ok(())
+        }
+    }
+}
+
+fn add_session(client: &Client, add: AddSession) -> anyhow::Result<()> {
+    require_organizer(client)?;
+    let tz = time_zone(client)?;
+    let start_unix = parse_at(&add.start, &tz, "start")?;
+    let end_unix = parse_at(&add.end, &tz, "end")?;
+    let id = add.id.clone();
+    client.add_session(NewSession {
+        id: add.id,
+        title: add.title,
+        abstract_text: add.abstract_text,
+        room: add.room,
+        start_unix,
+        end_unix,
+        track: add.track,
+        speakers: add.speakers,
+    })?;
+    let s = client
+        .session(&id)?
+        .ok_or_else(|| ClientError::NoSuchSession(id.clone()))?;
+    println!(
+        "added session {id}: {}{}",
+        when_where(&s, &tz)?,
+        pending_note(client)
+    );
+    Ok(())
+}
+
+fn event(client: &Client, name: Option<String>, timezone: Option<String>) -> anyhow::Result<()> {
+    let info = client.event_info()?;
+    if name.is_none() && timezone.is_none() {
+        println!("event:     {}", info.id);
+        println!("name:      {}", info.name);
+        println!("time zone: {}", info.time_zone);
+        return Ok(());
+    }
+    require_organizer(client)?;
+    let name = name.unwrap_or(info.name);
+    let tz = timezone.unwrap_or(info.time_zone);
+    client.set_event(&name, &tz)?;
+    println!(
+        "event {}: name {name:?}, time zone {tz}{}",
+        info.id,
+        pending_note(client)
+    );
+    Ok(())
+}
+
+fn room(client: &Client, command: RoomCommand) -> anyhow::Result<()> {
+    match command {
+        RoomCommand::Add { name, capacity } => {
+            require_organizer(client)?;
+            client.put_room(Room {
+                name: name.clone(),
+                capacity,
+            })?;
+            println!("room {name} saved{}", pending_note(client));
+            Ok(())
+        }
+        RoomCommand::List { json } => {
+            let rooms = client.rooms()?;
+            if json {
+                let items: Vec<Value> = rooms
+                    .iter()
+                    .map(|r| serde_json::json!({ "name": r.name, "capacity": r.capacity }))
+                    .collect();
+                print_json(&Value::Array(items))
+            } else if rooms.is_empty() {
+                println!("No rooms yet.");
+                Ok(())
+            } else {
+                print!("{}", show::rooms_text(&rooms));
+                Ok(())
+            }
+        }
+    }
+}
+
+fn note(
+    client: &Client,
+    id: &str,
+    text: Option<String>,
+    append: Option<String>,
+) -> anyhow::Result<()> {
+    identity(client)?;
+    match (text, append) {
+        (Some(text), _) => {
+            client.set_note(id, &text)?;
+            println!("note on {id} saved{}", pending_note(client));
+        }
+        (None, Some(more)) => {
+            client.append_note(id, &more)?;
+            println!("note on {id} saved{}", pending_note(client));
+        }
+        (None, None) => {
+            let text = client.note(id)?;
+            if !text.is_empty() {
+                if text.ends_with('\n') {
+                    print!("{text}");
+                } else {
+                    println!("{text}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn notes(client: &Client, json: bool) -> anyhow::Result<()> {
+    let notes = client.notes()?;
+    if json {
+        let items: Vec<Value> = notes
+            .iter()
+            .map(|(id, text)| serde_json::json!({ "id": id, "note": text }))
+            .collect();
+        return print_json(&Value::Array(items));
+    }
+    if notes.is_empty() {
+        println!("No notes yet.");
+    }
+    for (i, (id, text)) in notes.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let title = client.session(id)?.map(|s| s.title).unwrap_or_default();
+        println!("{}", format!("== {id} {title}").trim_end());
+        println!("{}", text.trim_end_matches('\n'));
+    }
+    Ok(())
+}
+
+fn bookmarks(client: &Client, json: bool) -> anyhow::Result<()> {
+    let tz = time_zone(client)?;
+    let ids = client.bookmarks()?;
+    let mut entries = Vec::with_capacity(ids.len());
+    for id in &ids {
+        entries.push((id, client.session(id)?));
+    }
+    if json {
+        let items = entries
+            .iter()
+            .map(|(id, s)| show::bookmark_json(id, s.as_ref(), &tz))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return print_json(&Value::Array(items));
+    }
+    if entries.is_empty() {
+        println!("No bookmarks.");
+    }
+    for (id, s) in &entries {
+        println!("{}", show::bookmark_line(id, s.as_ref(), &tz)?);
+    }
+    Ok(())
+}
+
+fn status(client: &Client, home: &Path, json: bool) -> anyhow::Result<()> {
+    let id = identity(client)?;
+    let tz = time_zone(client)?;
+    let status = client.status();
+    let remembered = std::fs::read_to_string(home.join(LAST_ERROR_FILE)).ok();
+    let last_error = status
+        .last_error
+        .clone()
+        .or(remembered)
+        .map(|e| one_line(&e))
+        .filter(|e| !e.is_empty());
+    if json {
+        return print_json(&show::status_json(&status, last_error.as_deref(), &tz)?);
+    }
+    println!(
+        "event {} as {} ({}), server {}",
+        id.event, id.user, id.role, id.server
+    );
+    print!(
+        "{}",
+        show::status_text(&status, last_error.as_deref(), &tz)?
+    );
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The command line, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The `lanyard` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lanyard",
+    version,
+    about = "Conference agenda, notes and bookmarks that work offline, synced with a Lanyard server",
+    long_about = "Conference agenda, notes and bookmarks that work offline, synced with a Lanyard server.\n\n\
+        Start with `lanyard join LINK` using the invite link from your badge or the organizers. \
+        Every command except `sync` works without a network; `sync` exchanges changes with the server.\n\n\
+        Times are always shown in the event's time zone. Errors are printed as one line on stderr \
+        and the exit code is non-zero. Set RUST_LOG (e.g. RUST_LOG=debug) for diagnostics on stderr."
+)]
+pub struct Cli {
+    /// Directory holding this device's Lanyard data (the database is DIR/db).
+    ///
+    /// Defaults to the platform's data directory for Lanyard (for example
+    /// ~/.local/share/lanyard on Linux).
+    #[arg(long, global = true, env = "LANYARD_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Join an event with an invite link (stores the credentials; no network).
+    Join {
+        /// The invite link: lanyard://HOST:PORT/EVENT?token=TOKEN&pin=PIN
+        link: String,
+    },
+    /// Exchange changes with the server once and report whether everything is in sync.
+    ///
+    /// Exits 0 only when every document is in sync and every local change was
+    /// acknowledged by the server. A refused change, an unreachable server, an
+    /// expired token or a timeout exit non-zero with a one-line reason.
+    Sync {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECS",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
+    },
+    /// Show the agenda, grouped by day, in the event's time zone.
+    ///
+    /// --json prints an array of objects with the keys id, title, room, start,
+    /// end (RFC 3339 with the event zone's offset), status (scheduled, moved or
+    /// cancelled), track ("" if none) and speakers (array of strings).
+    Agenda {
+        /// Only sessions starting on this day (YYYY-MM-DD, event time zone).
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        day: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add, show, move or cancel a session (changes are for organizers only).
+    Session {
+        /// What to do with the session.
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// Show the event, or set its name and time zone (setting is for organizers only).
+    ///
+    /// Without options, prints the event's id, name and time zone. With
+    /// --name and/or --timezone, changes them; an option left out keeps its
+    /// current value.
+    Event {
+        /// The event's display name.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The event's IANA time zone, e.g. Europe/Berlin or America/New_York.
+        #[arg(long, value_name = "TZ")]
+        timezone: Option<String>,
+    },
+    /// Add or list rooms (adding is for organizers only).
+    Room {
+        /// What to do with rooms.
+        #[command(subcommand)]
+        command: RoomCommand,
+    },
+    /// Post an announcement to every attendee (organizers only).
+    Announce {
+        /// The announcement's text.
+        text: String,
+    },
+    /// List the organizers' announcements, oldest first.
+    Announcements {
+        /// Print JSON: an array of {text, at} objects (at in RFC 3339, event time zone).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print, replace or append to your note on a session.
+    ///
+    /// `lanyard note ID` prints the note; `lanyard note ID TEXT` replaces it
+    /// (an empty TEXT clears it); `lanyard note ID --append TEXT` appends TEXT
+    /// exactly as given (include a leading space or newline if you want one).
+    /// Notes are private to you and shared between your devices.
+    Note {
+        /// The session's id.
+        id: String,
+        /// The new text of the note (replaces the whole note).
+        #[arg(conflicts_with = "append")]
+        text: Option<String>,
+        /// Text to add at the end of the note.
+        #[arg(long, value_name = "TEXT")]
+        append: Option<String>,
+    },
+    /// List all your non-empty notes.
+    Notes {
+        /// Print JSON: an array of {id, note} objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bookmark a session, or remove the bookmark with --off.
+    Bookmark {
+        /// The session's id.
+        id: String,
+        /// Remove the bookmark instead of setting it.
+        #[arg(long)]
+        off: bool,
+    },
+    /// List your bookmarked sessions.
+    ///
+    /// --json prints an array of objects: {id, title, start, end, room} for a
+    /// session in the local agenda (start and end in RFC 3339, event time
+    /// zone), or just {id} for a bookmark whose session is not known on this
+    /// device (e.g. before the agenda was synced, or after it was removed).
+    Bookmarks {
+        /// Print JSON instead of a list.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show sync status: pending changes, last sync, refused changes, last error.
+    ///
+    /// --json prints an object with the keys pending_changes (number),
+    /// last_sync (RFC 3339 string, or null if never), refused (array of
+    /// {doc, change, message}) and last_error (string or null).
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `lanyard session …`
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Add a session (organizers only).
+    ///
+    /// Times are RFC 3339 with an offset (2026-05-12T13:00:00Z) or a local
+    /// date and time in the event's time zone (2026-05-12T09:00).
+    Add(AddSession),
+    /// Show one session in detail.
+    Show {
+        /// The session's id.
+        id: String,
+        /// Print JSON (the same keys as `agenda --json`, plus abstract).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a session to another room and/or time (organizers only).
+    ///
+    /// Give --room, or --start and --end together, or all three.
+    Move {
+        /// The session's id.
+        id: String,
+        /// The new room.
+        #[arg(long, value_name = "ROOM")]
+        room: Option<String>,
+        /// The new start (RFC 3339, or local event time like 2026-05-12T09:00).
+        #[arg(long, value_name = "TIME", requires = "end")]
+        start: Option<String>,
+        /// The new end (RFC 3339, or local event time like 2026-05-12T10:00).
+        #[arg(long, value_name = "TIME", requires = "start")]
+        end: Option<String>,
+    },
+    /// Cancel a session (organizers only); it stays in the agenda marked cancelled.
+    Cancel {
+        /// The session's id.
+        id: String,
+    },
+}
+
+/// The options of `lanyard session add`.
+#[derive(Debug, Args)]
+pub struct AddSession {
+    /// A stable id for the session (e.g. the schedule's own GUID).
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// The title.
+    #[arg(long, value_name = "TITLE")]
+    pub title: String,
+    /// The room's name.
+    #[arg(long, value_name = "ROOM")]
+    pub room: String,
+    /// The start (RFC 3339, or local event time like 2026-05-12T09:00).
+    #[arg(long, value_name = "TIME")]
+    pub start: String,
+    /// The end (RFC 3339, or local event time like 2026-05-12T10:00).
+    #[arg(long, value_name = "TIME")]
+    pub end: String,
+    /// The track, if any.
+    #[arg(long, value_name = "TRACK", default_value = "")]
+    pub track: String,
+    /// A speaker's name (repeat for several speakers).
+    #[arg(long = "speaker", value_name = "NAME")]
+    pub speakers: Vec<String>,
+    /// The session's abstract.
+    #[arg(long = "abstract", value_name = "TEXT", default_value = "")]
+    pub abstract_text: String,
+}
+
+/// `lanyard room …`
+#[derive(Debug, Subcommand)]
+pub enum RoomCommand {
+    /// Add a room, or change an existing room's capacity (organizers only).
+    Add {
+        /// The room's name (also its id).
+        name: String,
+        /// Number of seats (0 if unknown).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        capacity: u32,
+    },
+    /// List the rooms.
+    List {
+        /// Print JSON: an array of {name, capacity} objects.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,261 @@
+//! Turning client-core values into human text and JSON.
+
+use anyhow::Context as _;
+use lanyard_client_core::time::{day_of, format_clock, format_rfc3339};
+use lanyard_client_core::{Announcement, Room, Session, SessionStatus, SyncStatus};
+use serde_json::{json, Value};
+
+/// `1 change`, `2 changes`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A session as the agenda's JSON object (exactly the documented keys).
+pub fn session_json(s: &Session, tz: &str) -> anyhow::Result<Value> {
+    Ok(json!({
+        "id": s.id,
+        "title": s.title,
+        "room": s.room,
+        "start": format_rfc3339(s.start_unix, tz)?,
+        "end": format_rfc3339(s.end_unix, tz)?,
+        "status": s.status.as_str(),
+        "track": s.track,
+        "speakers": s.speakers,
+    }))
+}
+
+/// `Wednesday 2026-06-10` for a `YYYY-MM-DD` day.
+fn day_heading(day: &str) -> String {
+    match day.parse::<jiff::civil::Date>() {
+        Ok(d) => format!("{} {day}", d.strftime("%A")),
+        Err(_) => day.to_owned(),
+    }
+}
+
+/// `09:00-10:00` in the zone, with `(ends YYYY-MM-DD)` when it ends on a later day.
+fn time_range(s: &Session, tz: &str) -> anyhow::Result<String> {
+    let mut out = format!(
+        "{}-{}",
+        format_clock(s.start_unix, tz)?,
+        format_clock(s.end_unix, tz)?
+    );
+    // A session ending at midnight ends on its own day.
+    let last_second = s.end_unix.saturating_sub(1).max(s.start_unix);
+    let (d0, d1) = (day_of(s.start_unix, tz)?, day_of(last_second, tz)?);
+    if d0 != d1 {
+        out.push_str(&format!(" (ends {d1})"));
+    }
+    Ok(out)
+}
+
+fn status_marker(status: SessionStatus) -> &'static str {
+    match status {
+        SessionStatus::Scheduled => "",
+        SessionStatus::Moved => "[MOVED] ",
+        SessionStatus::Cancelled => "[CANCELLED] ",
+    }
+}
+
+/// The agenda as a table grouped by day (sessions must be sorted by start).
+pub fn agenda_table(sessions: &[Session], tz: &str) -> anyhow::Result<String> {
+    let mut rows = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        rows.push((day_of(s.start_unix, tz)?, time_range(s, tz)?, s));
+    }
+    let time_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    let id_w = sessions
+        .iter()
+        .map(|s| s.id.chars().count())
+        .max()
+        .unwrap_or(0);
+    let room_w = sessions
+        .iter()
+        .map(|s| s.room.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    let mut current: Option<&str> = None;
+    for (day, time, s) in &rows {
+        if current != Some(day.as_str()) {
+            if current.is_some() {
+                out.push('\n');
+            }
+            out.push_str(&day_heading(day));
+            out.push('\n');
+            current = Some(day.as_str());
+        }
+        let mut line = format!(
+            "  {time:<time_w$}  {:<id_w$}  {:<room_w$}  {}{}",
+            s.id,
+            s.room,
+            status_marker(s.status),
+            s.title
+        );
+        if !s.speakers.is_empty() {
+            line.push_str(" - ");
+            line.push_str(&s.speakers.join(", "));
+        }
+        if !s.track.is_empty() {
+            line.push_str(&format!(" [{}]", s.track));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// One session in detail.
+pub fn session_detail(s: &Session, tz: &str) -> anyhow::Result<String> {
+    let mut out = format!("{} ({})\n", s.title, s.id);
+    out.push_str(&format!(
+        "  when:     {} {} ({tz})\n",
+        day_of(s.start_unix, tz)?,
+        time_range(s, tz)?
+    ));
+    out.push_str(&format!("  room:     {}\n", s.room));
+    out.push_str(&format!("  status:   {}\n", s.status.as_str()));
+    if !s.track.is_empty() {
+        out.push_str(&format!("  track:    {}\n", s.track));
+    }
+    if !s.speakers.is_empty() {
+        out.push_str(&format!("  speakers: {}\n", s.speakers.join(", ")));
+    }
+    if !s.abstract_text.is_empty() {
+        out.push('\n');
+        out.push_str(&s.abstract_text);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A bookmark: the session's summary if known, else just its id.
+pub fn bookmark_json(id: &str, session: Option<&Session>, tz: &str) -> anyhow::Result<Value> {
+    Ok(match session {
+        Some(s) => json!({
+            "id": s.id,
+            "title": s.title,
+            "start": format_rfc3339(s.start_unix, tz)?,
+            "end": format_rfc3339(s.end_unix, tz)?,
+            "room": s.room,
+        }),
+        None => json!({ "id": id }),
+    })
+}
+
+/// A bookmark as one line of text.
+pub fn bookmark_line(id: &str, session: Option<&Session>, tz: &str) -> anyhow::Result<String> {
+    Ok(match session {
+        Some(s) => format!(
+            "{}  {} {}  {}  {}{}",
+            s.id,
+            day_of(s.start_unix, tz)?,
+            time_range(s, tz)?,
+            s.room,
+            status_marker(s.status),
+            s.title
+        ),
+        None => format!("{id}  (not in the agenda on this device)"),
+    })
+}
+
+/// Rooms as text.
+pub fn rooms_text(rooms: &[Room]) -> String {
+    let mut out = String::new();
+    for r in rooms {
+        if r.capacity > 0 {
+            out.push_str(&format!("{} ({} seats)\n", r.name, r.capacity));
+        } else {
+            out.push_str(&format!("{}\n", r.name));
+        }
+    }
+    out
+}
+
+/// Announcements as JSON.
+pub fn announcements_json(list: &[Announcement], tz: &str) -> anyhow::Result<Value> {
+    let items = list
+        .iter()
+        .map(|a| Ok(json!({ "text": a.text, "at": format_rfc3339(a.at_unix, tz)? })))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Value::Array(items))
+}
+
+/// Announcements as text.
+pub fn announcements_text(list: &[Announcement], tz: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for a in list {
+        out.push_str(&format!(
+            "{} {}  {}\n",
+            day_of(a.at_unix, tz)?,
+            format_clock(a.at_unix, tz)?,
+            a.text
+        ));
+    }
+    Ok(out)
+}
+
+/// The sync status as JSON (exactly the documented keys).
+pub fn status_json(
+    status: &SyncStatus,
+    last_error: Option<&str>,
+    tz: &str,
+) -> anyhow::Result<Value> {
+    let last_sync = status
+        .last_sync_unix
+        .map(|t| format_rfc3339(t, tz))
+        .transpose()
+        .context("the last sync time")?;
+    let refused: Vec<Value> = status
+        .refused
+        .iter()
+        .map(|r| json!({ "doc": r.doc, "change": r.change, "message": r.message }))
+        .collect();
+    Ok(json!({
+        "pending_changes": status.pending_changes,
+        "last_sync": last_sync,
+        "refused": refused,
+        "last_error": last_error,
+    }))
+}
+
+/// The sync status as text.
+pub fn status_text(
+    status: &SyncStatus,
+    last_error: Option<&str>,
+    tz: &str,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let pending = status.pending_changes;
+    if pending > 0 {
+        out.push_str(&format!(
+            "pending changes: {pending} (not yet acknowledged by the server; run `lanyard sync`)\n"
+        ));
+    } else {
+        out.push_str("pending changes: 0\n");
+    }
+    let last = match status.last_sync_unix {
+        Some(t) => format_rfc3339(t, tz)?,
+        None => "never".to_owned(),
+    };
+    out.push_str(&format!("last sync:       {last}\n"));
+    if status.refused.is_empty() {
+        out.push_str("refused changes: none\n");
+    } else {
+        out.push_str(&format!("refused changes: {}\n", status.refused.len()));
+        for r in &status.refused {
+            out.push_str(&format!(
+                "  {} (change {}): {}\n",
+                r.doc, r.change, r.message
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "last error:      {}\n",
+        last_error.unwrap_or("none")
+    ));
+    Ok(out)
+}

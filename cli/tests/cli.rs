@@ -1,0 +1,714 @@
+//! End-to-end tests of the `lanyard` binary that need no server: join links
+//! are signed here with a throwaway key, and `sync` is pointed at an address
+//! nothing listens on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lanyard_protocol::{DeviceId, EventId, JoinLink, Role, TokenClaims, UserId};
+use ring::signature::Ed25519KeyPair;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
+
+/// Nothing listens on the discard port of localhost.
+const DEAD_SERVER: &str = "127.0.0.1:9";
+
+fn link_with(role: Role, user: &str, event: &str, expires_at: u64) -> String {
+    let key = Ed25519KeyPair::from_seed_unchecked(&[1; 32]).unwrap();
+    let event = EventId::new(event).unwrap();
+    let claims = TokenClaims {
+        event: event.clone(),
+        user: UserId::new(user).unwrap(),
+        role,
+        device: DeviceId::new("laptop").unwrap(),
+        expires_at,
+    };
+    JoinLink {
+        server: DEAD_SERVER.into(),
+        event,
+        token: lanyard_protocol::token::sign(&claims, &key),
+        pin: lanyard_protocol::cert_pin(b"x"),
+    }
+    .to_string()
+}
+
+fn link(role: Role, user: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    link_with(role, user, "conf", now + 30 * 24 * 3600)
+}
+
+/// A device: a temporary home directory.
+struct Device {
+    dir: TempDir,
+}
+
+impl Device {
+    fn new() -> Self {
+        Device {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .env_remove("LANYARD_HOME")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            out.status.success(),
+            "lanyard {args:?} failed ({:?}): {stderr}",
+            out.status.code()
+        );
+        stdout
+    }
+
+    /// Runs a command that must fail with exit code 1 and a one-line reason;
+    /// returns that line.
+    fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "lanyard {args:?} should fail with code 1; stdout: {}; stderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_one_line_error(&stderr);
+        stderr.trim_end().to_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("lanyard {args:?}: {e}: {out}"))
+    }
+
+    fn join(&self, role: Role, user: &str) -> String {
+        self.ok(&["join", &link(role, user)])
+    }
+
+    fn agenda_json(&self, extra: &[&str]) -> Vec<Value> {
+        let mut args = vec!["agenda", "--json"];
+        args.extend_from_slice(extra);
+        match self.json(&args) {
+            Value::Array(items) => items,
+            other => panic!("agenda --json is not an array: {other}"),
+        }
+    }
+
+    fn pending(&self) -> u64 {
+        self.json(&["status", "--json"])["pending_changes"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+fn assert_one_line_error(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got {stderr:?}"
+    );
+    assert!(lines[0].starts_with("lanyard: "), "{stderr:?}");
+}
+
+fn keys(v: &Value) -> BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+fn set(keys: &[&'static str]) -> BTreeSet<&'static str> {
+    keys.iter().copied().collect()
+}
+
+/// An organizer device with an event in New York and three sessions.
+fn organizer_with_agenda() -> Device {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    d.ok(&[
+        "event",
+        "--name",
+        "RustConf",
+        "--timezone",
+        "America/New_York",
+    ]);
+    d.ok(&["room", "add", "Hall A", "--capacity", "300"]);
+    d.ok(&[
+        "session",
+        "add",
+        "--id",
+        "keynote",
+        "--title",
+        "Opening keynote",
+        "--room",
+        "Hall A",
+        "--start",
+        "2026-06-10T09:00",
+        "--end",
+        "2026-06-10T10:00",
+        "--track",
+        "Core",
+        "--speaker",
+        "Ada Lovelace",
+        "--speaker",
+        "Grace Hopper",
+    ]);
+    // RFC 3339 in UTC: 18:00Z is 14:00 in New York in June.
+    d.ok(&[
+        "session",
+        "add",
+        "--id",
+        "rust",
+        "--title",
+        "Rust at scale",
+        "--room",
+        "Room 2",
+        "--start",
+        "2026-06-10T18:00:00Z",
+        "--end",
+        "2026-06-10T19:00:00Z",
+    ]);
+    // 02:00Z on the 11th is still the evening of the 10th in New York.
+    d.ok(&[
+        "session",
+        "add",
+        "--id",
+        "party",
+        "--title",
+        "Evening party",
+        "--room",
+        "Hall A",
+        "--start",
+        "2026-06-11T02:00:00Z",
+        "--end",
+        "2026-06-11T04:00:00Z",
+    ]);
+    d.ok(&[
+        "session",
+        "add",
+        "--id",
+        "closing",
+        "--title",
+        "Closing",
+        "--room",
+        "Hall A",
+        "--start",
+        "2026-06-11 17:00",
+        "--end",
+        "2026-06-11 18:00",
+    ]);
+    d
+}
+
+fn ids(items: &[Value]) -> Vec<&str> {
+    items.iter().map(|s| s["id"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn join_prints_who_joined_and_keeps_the_credentials() {
+    let d = Device::new();
+    let out = d.join(Role::Organizer, "ann");
+    for word in ["conf", "ann", "organizer", DEAD_SERVER] {
+        assert!(out.contains(word), "{word:?} missing from {out:?}");
+    }
+    // A later process sees the credentials.
+    let status = d.json(&["status", "--json"]);
+    assert_eq!(status["pending_changes"], json!(0));
+    assert_eq!(status["last_sync"], Value::Null);
+    let event = d.ok(&["event"]);
+    assert!(event.contains("conf"), "{event}");
+}
+
+#[test]
+fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
+    let d = organizer_with_agenda();
+    let items = d.agenda_json(&[]);
+    assert_eq!(
+        ids(&items),
+        ["keynote", "rust", "party", "closing"],
+        "sorted by start"
+    );
+    let want = set(&[
+        "id", "title", "room", "start", "end", "status", "track", "speakers",
+    ]);
+    for item in &items {
+        assert_eq!(keys(item), want);
+        assert_eq!(item["status"], json!("scheduled"));
+    }
+    assert_eq!(
+        items[0],
+        json!({
+            "id": "keynote",
+            "title": "Opening keynote",
+            "room": "Hall A",
+            "start": "2026-06-10T09:00:00-04:00",
+            "end": "2026-06-10T10:00:00-04:00",
+            "status": "scheduled",
+            "track": "Core",
+            "speakers": ["Ada Lovelace", "Grace Hopper"],
+        })
+    );
+    assert_eq!(items[1]["start"], json!("2026-06-10T14:00:00-04:00"));
+    assert_eq!(items[1]["speakers"], json!([]));
+    assert_eq!(items[1]["track"], json!(""));
+    assert_eq!(items[2]["start"], json!("2026-06-10T22:00:00-04:00"));
+    assert_eq!(items[3]["end"], json!("2026-06-11T18:00:00-04:00"));
+
+    // Winter time in the same zone.
+    d.ok(&[
+        "session",
+        "add",
+        "--id",
+        "winter",
+        "--title",
+        "Winter meetup",
+        "--room",
+        "Hall A",
+        "--start",
+        "2027-01-15T09:00",
+        "--end",
+        "2027-01-15T10:00",
+    ]);
+    let winter = d.agenda_json(&["--day", "2027-01-15"]);
+    assert_eq!(winter.len(), 1);
+    assert_eq!(winter[0]["start"], json!("2027-01-15T09:00:00-05:00"));
+}
+
+#[test]
+fn agenda_day_filters_by_the_event_day() {
+    let d = organizer_with_agenda();
+    // The party starts on the 11th in UTC but on the 10th in New York.
+    assert_eq!(
+        ids(&d.agenda_json(&["--day", "2026-06-10"])),
+        ["keynote", "rust", "party"]
+    );
+    assert_eq!(ids(&d.agenda_json(&["--day", "2026-06-11"])), ["closing"]);
+    assert!(d.agenda_json(&["--day", "2026-06-12"]).is_empty());
+
+    let err = d.fail(&["agenda", "--day", "2026-13-01"]);
+    assert!(err.contains("YYYY-MM-DD"), "{err}");
+
+    let table = d.ok(&["agenda"]);
+    assert!(table.contains("America/New_York"), "{table}");
+    let day1 = table
+        .find("Wednesday 2026-06-10")
+        .expect("first day heading");
+    let day2 = table
+        .find("Thursday 2026-06-11")
+        .expect("second day heading");
+    assert!(day1 < day2, "{table}");
+    let keynote = table.find("09:00-10:00").expect("keynote in event time");
+    let party = table.find("22:00-00:00").expect("party in event time");
+    let closing = table.find("17:00-18:00").expect("closing in event time");
+    assert!(
+        day1 < keynote && keynote < party && party < day2 && day2 < closing,
+        "{table}"
+    );
+    assert!(
+        table.contains("Opening keynote") && table.contains("Ada Lovelace"),
+        "{table}"
+    );
+
+    let one_day = d.ok(&["agenda", "--day", "2026-06-11"]);
+    assert!(
+        one_day.contains("Closing") && !one_day.contains("Opening keynote"),
+        "{one_day}"
+    );
+}
+
+#[test]
+fn organizers_move_and_cancel_sessions() {
+    let d = organizer_with_agenda();
+    d.ok(&["session", "move", "rust", "--room", "Hall A"]);
+    d.ok(&[
+        "session",
+        "move",
+        "keynote",
+        "--start",
+        "2026-06-10T09:30",
+        "--end",
+        "2026-06-10T10:30",
+    ]);
+    d.ok(&["session", "cancel", "closing"]);
+    let items = d.agenda_json(&[]);
+    let by_id = |id: &str| items.iter().find(|s| s["id"] == json!(id)).unwrap().clone();
+    assert_eq!(by_id("rust")["room"], json!("Hall A"));
+    assert_eq!(by_id("rust")["status"], json!("moved"));
+    assert_eq!(
+        by_id("keynote")["start"],
+        json!("2026-06-10T09:30:00-04:00")
+    );
+    assert_eq!(by_id("keynote")["end"], json!("2026-06-10T10:30:00-04:00"));
+    assert_eq!(by_id("keynote")["status"], json!("moved"));
+    assert_eq!(by_id("closing")["status"], json!("cancelled"));
+    assert_eq!(by_id("party")["status"], json!("scheduled"));
+    let table = d.ok(&["agenda"]);
+    assert!(
+        table.contains("CANCELLED") && table.contains("MOVED"),
+        "{table}"
+    );
+
+    let err = d.fail(&["session", "cancel", "nope"]);
+    assert!(err.contains("nope"), "{err}");
+    let err = d.fail(&["session", "move", "rust"]);
+    assert!(err.contains("nothing to move"), "{err}");
+    // --start without --end is a usage error.
+    let out = d.run(&["session", "move", "rust", "--start", "2026-06-10T09:00"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn organizer_input_is_checked() {
+    let d = organizer_with_agenda();
+    let before = d.agenda_json(&[]);
+    let add = |id: &'static str, start: &'static str, end: &'static str| {
+        vec![
+            "session", "add", "--id", id, "--title", "T", "--room", "R", "--start", start, "--end",
+            end,
+        ]
+    };
+    let err = d.fail(&add("x", "tomorrow", "2026-06-10T10:00"));
+    assert!(err.contains("not a time"), "{err}");
+    let err = d.fail(&add("x", "2026-06-10T10:00", "2026-06-10T09:00"));
+    assert!(err.contains("ends before it starts"), "{err}");
+    let err = d.fail(&add("keynote", "2026-06-10T10:00", "2026-06-10T11:00"));
+    assert!(err.contains("exists already"), "{err}");
+    let err = d.fail(&["event", "--timezone", "Mars/Olympus"]);
+    assert!(err.contains("Mars/Olympus"), "{err}");
+    let err = d.fail(&["announce", "   "]);
+    assert!(err.contains("empty"), "{err}");
+    assert_eq!(d.agenda_json(&[]), before);
+    let event = d.ok(&["event"]);
+    assert!(event.contains("America/New_York"), "{event}");
+}
+
+#[test]
+fn attendees_cannot_change_the_agenda() {
+    // The organizer's device is re-joined with an attendee token for the same
+    // user, so the attendee has a real agenda that must stay as it is.
+    let d = organizer_with_agenda();
+    d.ok(&["announce", "Lunch is served in Hall B"]);
+    let out = d.join(Role::Attendee, "ann");
+    assert!(out.contains("attendee"), "{out}");
+    let agenda = d.agenda_json(&[]);
+    let announcements = d.json(&["announcements", "--json"]);
+    let rooms = d.json(&["room", "list", "--json"]);
+    let pending = d.pending();
+
+    let attempts: [&[&str]; 6] = [
+        &[
+            "session",
+            "add",
+            "--id",
+            "mine",
+            "--title",
+            "Mine",
+            "--room",
+            "Hall A",
+            "--start",
+            "2026-06-10T11:00",
+            "--end",
+            "2026-06-10T12:00",
+        ],
+        &["session", "move", "rust", "--room", "Hall A"],
+        &["session", "cancel", "keynote"],
+        &["announce", "Free beer"],
+        &["event", "--name", "BobConf", "--timezone", "UTC"],
+        &["room", "add", "Bob's room"],
+    ];
+    for args in attempts {
+        let err = d.fail(args);
+        assert!(err.contains("organizers only"), "{args:?}: {err}");
+    }
+    assert_eq!(d.agenda_json(&[]), agenda);
+    assert_eq!(d.json(&["announcements", "--json"]), announcements);
+    assert_eq!(d.json(&["room", "list", "--json"]), rooms);
+    assert_eq!(d.pending(), pending);
+    let event = d.ok(&["event"]);
+    assert!(
+        event.contains("RustConf") && event.contains("America/New_York"),
+        "{event}"
+    );
+
+    // An attendee's fresh device likewise.
+    let fresh = Device::new();
+    fresh.join(Role::Attendee, "carol");
+    let err = fresh.fail(attempts[0]);
+    assert!(err.contains("organizers only"), "{err}");
+    assert!(fresh.agenda_json(&[]).is_empty());
+}
+
+#[test]
+fn announcements_are_listed_in_event_time() {
+    let d = organizer_with_agenda();
+    d.ok(&["announce", "Doors open at 8"]);
+    d.ok(&["announce", "Lunch is served"]);
+    let list = d.json(&["announcements", "--json"]);
+    let texts: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["Doors open at 8", "Lunch is served"]);
+    let at = list[0]["at"].as_str().unwrap();
+    assert!(at.ends_with("-04:00") || at.ends_with("-05:00"), "{at}");
+    let text = d.ok(&["announcements"]);
+    assert!(text.contains("Doors open at 8"), "{text}");
+}
+
+#[test]
+fn notes_are_printed_replaced_and_appended() {
+    let d = Device::new();
+    d.join(Role::Attendee, "bob");
+    assert_eq!(d.ok(&["note", "keynote"]), "");
+    d.ok(&["note", "keynote", "Great talk"]);
+    assert_eq!(d.ok(&["note", "keynote"]), "Great talk\n");
+    d.ok(&["note", "keynote", "--append", ", ask about CRDTs"]);
+    assert_eq!(d.ok(&["note", "keynote"]), "Great talk, ask about CRDTs\n");
+    d.ok(&["note", "keynote", "Rewritten"]);
+    assert_eq!(d.ok(&["note", "keynote"]), "Rewritten\n");
+    d.ok(&["note", "rust", "--append", "first words"]);
+    assert_eq!(d.ok(&["note", "rust"]), "first words\n");
+    assert_eq!(d.ok(&["note", "other"]), "");
+    assert_eq!(
+        d.json(&["notes", "--json"]),
+        json!([{"id": "keynote", "note": "Rewritten"}, {"id": "rust", "note": "first words"}])
+    );
+    // Text and --append together make no sense.
+    let out = d.run(&["note", "keynote", "x", "--append", "y"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(d.ok(&["note", "keynote"]), "Rewritten\n");
+}
+
+#[test]
+fn bookmarks_are_set_cleared_and_listed() {
+    let d = organizer_with_agenda();
+    assert_eq!(d.json(&["bookmarks", "--json"]), json!([]));
+    d.ok(&["bookmark", "keynote"]);
+    d.ok(&["bookmark", "unknown-session"]);
+    let list = d.json(&["bookmarks", "--json"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let keynote = list.iter().find(|b| b["id"] == json!("keynote")).unwrap();
+    assert_eq!(
+        *keynote,
+        json!({
+            "id": "keynote",
+            "title": "Opening keynote",
+            "start": "2026-06-10T09:00:00-04:00",
+            "end": "2026-06-10T10:00:00-04:00",
+            "room": "Hall A",
+        })
+    );
+    let unknown = list
+        .iter()
+        .find(|b| b["id"] == json!("unknown-session"))
+        .unwrap();
+    assert_eq!(*unknown, json!({"id": "unknown-session"}));
+    let text = d.ok(&["bookmarks"]);
+    assert!(
+        text.contains("Opening keynote") && text.contains("unknown-session"),
+        "{text}"
+    );
+
+    d.ok(&["bookmark", "keynote", "--off"]);
+    assert_eq!(
+        d.json(&["bookmarks", "--json"]),
+        json!([{"id": "unknown-session"}])
+    );
+}
+
+#[test]
+fn status_shows_offline_edits_as_pending() {
+    let d = Device::new();
+    d.join(Role::Attendee, "bob");
+    assert_eq!(d.pending(), 0);
+    d.ok(&["note", "keynote", "offline thoughts"]);
+    let status = d.json(&["status", "--json"]);
+    assert_eq!(
+        keys(&status),
+        set(&["pending_changes", "last_sync", "refused", "last_error"])
+    );
+    assert!(status["pending_changes"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["last_sync"], Value::Null);
+    assert_eq!(status["refused"], json!([]));
+    assert_eq!(status["last_error"], Value::Null);
+    let text = d.ok(&["status"]);
+    assert!(text.contains("never"), "{text}");
+}
+
+#[test]
+fn sync_with_an_unreachable_server_fails_in_one_line_and_keeps_edits() {
+    let d = Device::new();
+    d.join(Role::Attendee, "bob");
+    d.ok(&["note", "keynote", "kept while offline"]);
+    let pending = d.pending();
+    assert!(pending > 0);
+
+    let out = d.run(&["sync", "--timeout", "2"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout on failure");
+    assert_one_line_error(&stderr);
+    assert!(stderr.contains(DEAD_SERVER), "{stderr}");
+
+    let status = d.json(&["status", "--json"]);
+    assert_eq!(status["pending_changes"].as_u64(), Some(pending));
+    assert_eq!(status["last_sync"], Value::Null);
+    let last_error = status["last_error"]
+        .as_str()
+        .expect("the failure is remembered");
+    assert!(last_error.contains(DEAD_SERVER), "{last_error}");
+    assert_eq!(d.ok(&["note", "keynote"]), "kept while offline\n");
+
+    let out = d.run(&["sync", "--timeout", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a zero timeout is a usage error"
+    );
+}
+
+#[test]
+fn bad_links_are_refused_clearly() {
+    let d = Device::new();
+    let err = d.fail(&["join", "https://example.com/conf"]);
+    assert!(err.contains("invalid join link"), "{err}");
+    let good = link(Role::Attendee, "bob");
+    let bad_pin = good.replace(&lanyard_protocol::cert_pin(b"x"), "abc");
+    let err = d.fail(&["join", &bad_pin]);
+    assert!(err.contains("pin"), "{err}");
+    let bad_token = format!(
+        "lanyard://{DEAD_SERVER}/conf?token=garbage&pin={}",
+        lanyard_protocol::cert_pin(b"x")
+    );
+    let err = d.fail(&["join", &bad_token]);
+    assert!(err.contains("token"), "{err}");
+    // A token for another event than the link's.
+    let other = link_with(Role::Attendee, "bob", "other", u64::MAX / 2);
+    let mismatched = other.replace("/other?", "/conf?");
+    let err = d.fail(&["join", &mismatched]);
+    assert!(err.contains("other"), "{err}");
+
+    let err = d.fail(&["status"]);
+    assert!(err.contains("not joined"), "{err}");
+}
+
+#[test]
+fn a_device_holds_one_user() {
+    let d = Device::new();
+    d.join(Role::Attendee, "bob");
+    d.ok(&["note", "keynote", "bob's note"]);
+    let err = d.fail(&["join", &link(Role::Attendee, "carol")]);
+    assert!(err.contains("another home directory"), "{err}");
+    let status = d.ok(&["status"]);
+    assert!(
+        status.contains("bob") && !status.contains("carol"),
+        "{status}"
+    );
+    assert_eq!(d.ok(&["note", "keynote"]), "bob's note\n");
+}
+
+#[test]
+fn commands_before_join_say_not_joined() {
+    let d = Device::new();
+    let commands: [&[&str]; 12] = [
+        &["agenda"],
+        &["agenda", "--json"],
+        &["sync", "--timeout", "2"],
+        &["status", "--json"],
+        &["note", "keynote"],
+        &["note", "keynote", "text"],
+        &["bookmark", "keynote"],
+        &["bookmarks"],
+        &["announcements"],
+        &["event"],
+        &["session", "cancel", "keynote"],
+        &["room", "list"],
+    ];
+    for args in commands {
+        let err = d.fail(args);
+        assert!(err.contains("not joined"), "{args:?}: {err}");
+    }
+    assert!(!d.home().join("db").exists(), "no database before join");
+
+    // Also once the database exists but holds no credentials (a failed join).
+    d.fail(&["join", "lanyard://nope"]);
+    let err = d.fail(&["agenda"]);
+    assert!(err.contains("not joined"), "{err}");
+}
+
+#[test]
+fn home_can_come_from_the_environment() {
+    let d = Device::new();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("LANYARD_HOME", d.home())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["join", &link(Role::Attendee, "bob")])
+        .status
+        .success());
+    assert!(run(&["note", "keynote", "via env"]).status.success());
+    assert_eq!(d.ok(&["note", "keynote"]), "via env\n");
+}
+
+#[test]
+fn help_describes_every_command() {
+    let d = Device::new();
+    let help = d.ok(&["--help"]);
+    for cmd in [
+        "join",
+        "sync",
+        "agenda",
+        "session",
+        "event",
+        "room",
+        "announce",
+        "announcements",
+        "note",
+        "bookmark",
+        "bookmarks",
+        "status",
+    ] {
+        assert!(help.contains(cmd), "{cmd} missing from --help");
+        let sub = d.ok(&[cmd, "--help"]);
+        assert!(sub.lines().count() > 2, "{cmd} --help: {sub}");
+    }
+    let bookmarks = d.ok(&["bookmarks", "--help"]);
+    assert!(
+        bookmarks.contains("{id}"),
+        "bookmarks --help documents its JSON: {bookmarks}"
+    );
+}
