@@ -38,7 +38,6 @@ use crate::show::count;
 
 /// File (in the home directory) remembering why the last `sync` failed, so a
 /// later `status` can report it: the client core keeps it only in memory.
-const LAST_ERROR_FILE: &str = "last-sync-error";
 
 fn main() -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -122,7 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let client = open_client(&home, create)?;
     match cli.command {
         Command::Join { link } => join(&client, &link),
-        Command::Sync { timeout } => sync(&client, &home, timeout),
+        Command::Sync { timeout } => sync(&client, timeout),
         Command::Agenda { day, json } => agenda(&client, day.as_deref(), json),
         Command::Session { command } => session(&client, command),
         Command::Event { name, timezone } => event(&client, name, timezone),
@@ -160,7 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bookmarks { json } => bookmarks(&client, json),
-        Command::Status { json } => status(&client, &home, json),
+        Command::Status { json } => status(&client, json),
     }
 }
 
@@ -185,7 +184,7 @@ fn join(client: &Client, link: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sync(client: &Client, home: &Path, timeout: u64) -> anyhow::Result<()> {
+fn sync(client: &Client, timeout: u64) -> anyhow::Result<()> {
     let id = identity(client)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -194,14 +193,10 @@ fn sync(client: &Client, home: &Path, timeout: u64) -> anyhow::Result<()> {
     let result = runtime.block_on(client.sync(Duration::from_secs(timeout)));
     match sync_outcome(client, &id, result) {
         Ok(summary) => {
-            remember_error(home, None);
             println!("{summary}");
             Ok(())
         }
-        Err(reason) => {
-            remember_error(home, Some(&reason));
-            bail!("{reason}")
-        }
+        Err(reason) => bail!("{reason}"),
     }
 }
 
@@ -221,10 +216,7 @@ fn sync_outcome(
     };
     let report = match result {
         Ok(r) => r,
-        Err(SyncError::Timeout(secs)) => return Err(format!(
-            "server unreachable or too slow: the sync with {} did not finish within {secs} s{kept}",
-            id.server
-        )),
+        Err(e @ SyncError::Timeout { .. }) => return Err(format!("server too slow: {e}{kept}")),
         Err(e) => return Err(format!("{e}{kept}")),
     };
     if let Some(first) = report.refused.first() {
@@ -252,22 +244,6 @@ fn sync_outcome(
         count(report.received_changes, "change"),
         report.acknowledged_changes
     ))
-}
-
-/// Records (or clears) the last sync error for `status`; failing to do so
-/// must not hide the sync's own outcome, so it is only logged.
-fn remember_error(home: &Path, reason: Option<&str>) {
-    let path = home.join(LAST_ERROR_FILE);
-    let result = match reason {
-        Some(r) => std::fs::write(&path, r),
-        None => match std::fs::remove_file(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        },
-    };
-    if let Err(e) = result {
-        tracing::warn!(path = %path.display(), error = %e, "cannot record the last sync error");
-    }
 }
 
 fn agenda(client: &Client, day: Option<&str>, json: bool) -> anyhow::Result<()> {
@@ -514,15 +490,13 @@ fn bookmarks(client: &Client, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(client: &Client, home: &Path, json: bool) -> anyhow::Result<()> {
+fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     let id = identity(client)?;
     let tz = time_zone(client)?;
     let status = client.status();
-    let remembered = std::fs::read_to_string(home.join(LAST_ERROR_FILE)).ok();
     let last_error = status
         .last_error
         .clone()
-        .or(remembered)
         .map(|e| one_line(&e))
         .filter(|e| !e.is_empty());
     if json {

@@ -129,6 +129,10 @@ impl Client {
             Some(b) => Some(serde_json::from_slice(&b).map_err(|e| corrupt("last_sync", e))?),
             None => None,
         };
+        let last_error: Option<String> = match store.get_meta("last_error")? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt("last_error", e))?,
+            None => None,
+        };
         let mut replica = Replica::new(actor);
         let mut saved_heads = HashMap::new();
         for id in store.doc_ids()? {
@@ -152,7 +156,7 @@ impl Client {
                     saved_heads,
                     last_sync,
                     connected: false,
-                    last_error: None,
+                    last_error,
                 }),
                 local_edit: Notify::new(),
                 remote,
@@ -448,6 +452,19 @@ impl Client {
             connected: st.connected,
             last_error: st.last_error.clone(),
         }
+    }
+
+    /// Records the outcome of a sync attempt for [`Client::status`], across restarts.
+    pub(crate) fn record_outcome(&self, error: Option<String>) {
+        let mut st = self.lock();
+        if st.last_error == error {
+            return;
+        }
+        let bytes = serde_json::to_vec(&error).unwrap_or_default();
+        if let Err(e) = self.inner.store.put_meta("last_error", &bytes) {
+            tracing::warn!(error = %e, "cannot store the last sync error");
+        }
+        st.last_error = error;
     }
 
     /// A receiver that changes whenever changes from the server were applied.

@@ -57,9 +57,14 @@ pub enum SyncError {
     /// No connection could be made.
     #[error("server unreachable: {0}")]
     Unreachable(String),
-    /// The sync did not finish in time.
-    #[error("sync did not finish within {0} s")]
-    Timeout(u64),
+    /// The server answered but the sync did not finish in time.
+    #[error("the sync with {server} did not finish within {secs} s")]
+    Timeout {
+        /// `HOST:PORT`.
+        server: String,
+        /// The time allowed.
+        secs: u64,
+    },
     /// The token has expired.
     #[error("token expired: {0}")]
     TokenExpired(String),

@@ -199,20 +199,29 @@ impl Client {
     pub async fn sync(&self, timeout: Duration) -> Result<SyncReport, SyncError> {
         let creds = self.lock().creds.clone().ok_or(SyncError::NotJoined)?;
         let (_stop_tx, stop_rx) = watch::channel(false);
-        let work = async {
-            let (endpoint, conn) = connect(&creds).await?;
-            let r = self
-                .run_session(&creds, &conn, Mode::OneShot, stop_rx)
-                .await;
-            conn.close(0u32.into(), b"done");
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-            r
+        let deadline = tokio::time::Instant::now() + timeout;
+        let server = creds.link.server.clone();
+        let result = match tokio::time::timeout_at(deadline, connect(&creds)).await {
+            Err(_) => Err(SyncError::Unreachable(format!(
+                "no answer from {server} within {} s",
+                timeout.as_secs()
+            ))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((endpoint, conn))) => {
+                let run = self.run_session(&creds, &conn, Mode::OneShot, stop_rx);
+                let r = match tokio::time::timeout_at(deadline, run).await {
+                    Ok(r) => r,
+                    Err(_) => Err(SyncError::Timeout {
+                        server: server.clone(),
+                        secs: timeout.as_secs(),
+                    }),
+                };
+                conn.close(0u32.into(), b"done");
+                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+                r
+            }
         };
-        let result = match tokio::time::timeout(timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(SyncError::Timeout(timeout.as_secs())),
-        };
-        self.lock().last_error = result.as_ref().err().map(ToString::to_string);
+        self.record_outcome(result.as_ref().err().map(ToString::to_string));
         result
     }
 
@@ -229,7 +238,7 @@ impl Client {
                     break;
                 }
                 let Some(creds) = client.lock().creds.clone() else {
-                    client.lock().last_error = Some(SyncError::NotJoined.to_string());
+                    client.record_outcome(Some(SyncError::NotJoined.to_string()));
                     break;
                 };
                 let started = Instant::now();
@@ -250,7 +259,7 @@ impl Client {
                     Err(e) => {
                         debug!(error = %e, "background sync interrupted");
                         let fatal = !e.is_retryable();
-                        client.lock().last_error = Some(e.to_string());
+                        client.record_outcome(Some(e.to_string()));
                         if fatal {
                             break;
                         }
@@ -344,12 +353,14 @@ impl Client {
                 if settled {
                     let now = now_ms() / 1000;
                     st.last_sync = Some(now);
-                    st.last_error = None;
                     let bytes = serde_json::to_vec(&now).unwrap_or_default();
                     self.inner.store.put_meta("last_sync", &bytes)?;
                 }
                 (out.send, settled)
             };
+            if settled {
+                self.record_outcome(None);
+            }
             write_msgs(&mut send, &send_now).await?;
             if settled && mode == Mode::OneShot {
                 break Ok(());
