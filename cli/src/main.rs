@@ -36,9 +36,6 @@ use serde_json::Value;
 use crate::args::{AddSession, Cli, Command, RoomCommand, SessionCommand};
 use crate::show::count;
 
-/// File (in the home directory) remembering why the last `sync` failed, so a
-/// later `status` can report it: the client core keeps it only in memory.
-
 fn main() -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()

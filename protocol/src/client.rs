@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{DocId, EventId};
 use crate::wire::{ClientMsg, DocDigest, DocUpdate, ErrorCode, Hash, RefusalReason, ServerMsg};
 
+/// Most changes in one push (the server accepts up to `Limits::max_changes_per_push`).
+pub const MAX_PUSH_CHANGES: usize = 1000;
+/// Most bytes of changes in one push (well under `Limits::max_frame`).
+pub const MAX_PUSH_BYTES: usize = 4 * 1024 * 1024;
+
 /// A change the server refused, kept on the device and shown in its status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
@@ -93,37 +98,62 @@ impl Replica {
         self.docs.keys().cloned().collect()
     }
 
-    /// Local changes of `id` not yet confirmed by the server, excluding refused
-    /// changes and everything built on them, in causal order.
-    pub fn pending(&self, id: &DocId) -> Vec<Change> {
+    /// Splits the unconfirmed changes of `id` into those to push and those built
+    /// on a refused change (reported with the refusal they depend on).
+    fn classify(&self, id: &DocId) -> (Vec<Change>, Vec<Refusal>) {
         let Some(rd) = self.docs.get(id) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let unconfirmed = rd.doc.get_changes(&hashes(&rd.sync.base));
         if rd.sync.refused.is_empty() {
-            return unconfirmed;
+            return (unconfirmed, Vec::new());
         }
-        let mut tainted: HashSet<ChangeHash> = rd
+        // Which refusal each tainted change goes back to.
+        let mut root: HashMap<ChangeHash, usize> = rd
             .sync
             .refused
             .iter()
-            .map(|r| ChangeHash(r.change))
+            .enumerate()
+            .map(|(i, r)| (ChangeHash(r.change), i))
             .collect();
         loop {
-            let before = tainted.len();
+            let before = root.len();
             for c in &unconfirmed {
-                if c.deps().iter().any(|d| tainted.contains(d)) {
-                    tainted.insert(c.hash());
+                if root.contains_key(&c.hash()) {
+                    continue;
+                }
+                if let Some(i) = c.deps().iter().find_map(|d| root.get(d).copied()) {
+                    root.insert(c.hash(), i);
                 }
             }
-            if tainted.len() == before {
+            if root.len() == before {
                 break;
             }
         }
-        unconfirmed
-            .into_iter()
-            .filter(|c| !tainted.contains(&c.hash()))
-            .collect()
+        let mut pending = Vec::new();
+        let mut blocked = Vec::new();
+        for c in unconfirmed {
+            match root.get(&c.hash()) {
+                None => pending.push(c),
+                Some(&i) => {
+                    let r = &rd.sync.refused[i];
+                    if r.change != c.hash().0 {
+                        blocked.push(Refusal {
+                            change: c.hash().0,
+                            reason: r.reason,
+                            message: format!("built on a refused change: {}", r.message),
+                        });
+                    }
+                }
+            }
+        }
+        (pending, blocked)
+    }
+
+    /// Local changes of `id` not yet confirmed by the server, excluding refused
+    /// changes and everything built on them, in causal order.
+    pub fn pending(&self, id: &DocId) -> Vec<Change> {
+        self.classify(id).0
     }
 
     /// Number of pending local changes over all documents.
@@ -131,12 +161,15 @@ impl Replica {
         self.docs.keys().map(|id| self.pending(id).len()).sum()
     }
 
-    /// All refusals over all documents.
+    /// Every change the server refused, and every local change built on one
+    /// (those cannot be sent either), over all documents.
     pub fn refusals(&self) -> Vec<(DocId, Refusal)> {
-        self.docs
-            .iter()
-            .flat_map(|(id, d)| d.sync.refused.iter().map(move |r| (id.clone(), r.clone())))
-            .collect()
+        let mut out = Vec::new();
+        for (id, d) in &self.docs {
+            out.extend(d.sync.refused.iter().map(|r| (id.clone(), r.clone())));
+            out.extend(self.classify(id).1.into_iter().map(|r| (id.clone(), r)));
+        }
+        out
     }
 
     fn has_all(&self, id: &DocId, heads: &[Hash]) -> bool {
@@ -268,23 +301,46 @@ impl ClientSession {
             && replica.pending_count() == 0
     }
 
-    /// Call after a local edit of `doc`: returns the push to send, if any.
+    /// Call after a local edit of `doc`: returns the pushes to send, if any.
     pub fn local_change(&mut self, replica: &Replica, doc: &DocId) -> Vec<ClientMsg> {
-        self.push_pending(replica, doc).into_iter().collect()
+        self.push_pending(replica, doc)
     }
 
-    fn push_pending(&mut self, replica: &Replica, doc: &DocId) -> Option<ClientMsg> {
+    /// Pushes of the pending changes not in flight yet, split to stay within the
+    /// server's limits. Nothing while a resync of `doc` is outstanding: the base
+    /// is about to move, and what is pending may be the server's own changes.
+    fn push_pending(&mut self, replica: &Replica, doc: &DocId) -> Vec<ClientMsg> {
+        if self.resyncing.contains(doc) {
+            return Vec::new();
+        }
         let flight = self.in_flight.entry(doc.clone()).or_default();
-        let changes: Vec<Vec<u8>> = replica
-            .pending(doc)
-            .into_iter()
-            .filter(|c| flight.insert(c.hash()))
-            .map(|c| c.raw_bytes().to_vec())
-            .collect();
-        (!changes.is_empty()).then(|| ClientMsg::Push {
-            doc: doc.clone(),
-            changes,
-        })
+        let mut pushes = Vec::new();
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut batch_bytes = 0;
+        for c in replica.pending(doc) {
+            if !flight.insert(c.hash()) {
+                continue;
+            }
+            let bytes = c.raw_bytes().to_vec();
+            if !batch.is_empty()
+                && (batch.len() >= MAX_PUSH_CHANGES || batch_bytes + bytes.len() > MAX_PUSH_BYTES)
+            {
+                pushes.push(ClientMsg::Push {
+                    doc: doc.clone(),
+                    changes: std::mem::take(&mut batch),
+                });
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes.len();
+            batch.push(bytes);
+        }
+        if !batch.is_empty() {
+            pushes.push(ClientMsg::Push {
+                doc: doc.clone(),
+                changes: batch,
+            });
+        }
+        pushes
     }
 
     /// Handles one message from the server.
@@ -366,20 +422,41 @@ impl ClientSession {
         let Some(rd) = replica.docs.get_mut(doc) else {
             return;
         };
-        let mut a = heads.to_vec();
-        let mut b = rd.sync.base.clone();
-        a.sort_unstable();
-        b.sort_unstable();
-        if a != b {
-            rd.sync.base = heads.to_vec();
+        // The base never moves backwards: a late or duplicated message may carry
+        // older heads. When neither covers the other, the union is still a set the
+        // server holds everything under.
+        let since = |base: &[Hash]| -> HashSet<ChangeHash> {
+            rd.doc
+                .get_changes(&hashes(base))
+                .iter()
+                .map(Change::hash)
+                .collect()
+        };
+        let covered_by = |older: &[Hash], newer_since: &HashSet<ChangeHash>| {
+            older.iter().all(|h| !newer_since.contains(&ChangeHash(*h)))
+        };
+        let since_new = since(heads);
+        let (mut new_base, unconfirmed) = if covered_by(&rd.sync.base, &since_new) {
+            (heads.to_vec(), since_new)
+        } else {
+            let since_old = since(&rd.sync.base);
+            if covered_by(heads, &since_old) {
+                (rd.sync.base.clone(), since_old)
+            } else {
+                let mut union = heads.to_vec();
+                union.extend(rd.sync.base.iter().copied());
+                let since_union = since(&union);
+                (union, since_union)
+            }
+        };
+        new_base.sort_unstable();
+        new_base.dedup();
+        let mut old = rd.sync.base.clone();
+        old.sort_unstable();
+        if new_base != old {
+            rd.sync.base = new_base;
             out.sync_changed.insert(doc.clone());
         }
-        let unconfirmed: HashSet<ChangeHash> = rd
-            .doc
-            .get_changes(&hashes(heads))
-            .iter()
-            .map(Change::hash)
-            .collect();
         if let Some(f) = self.in_flight.get_mut(doc) {
             f.retain(|h| unconfirmed.contains(h));
         }

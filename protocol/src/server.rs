@@ -358,12 +358,7 @@ impl ServerCore {
         // Decode everything first: hashes for the refusal message.
         let mut decoded = Vec::with_capacity(raw.len().min(limits.max_changes_per_push));
         let mut malformed = false;
-        let incoming: usize = raw.iter().map(Vec::len).sum();
-        let held = self.sizes.get(&doc).copied().unwrap_or(0);
-        if raw.len() > limits.max_changes_per_push
-            || raw.iter().any(|c| c.len() > limits.max_change)
-            || held + incoming > limits.max_doc
-        {
+        if raw.len() > limits.max_changes_per_push {
             self.stats.changes_refused += raw.len() as u64;
             let heads = heads_now(self);
             return vec![refusal(
@@ -407,6 +402,14 @@ impl ServerCore {
             return vec![refusal(conn, doc, hashes, RefusalReason::Forbidden, heads)];
         }
         let mut out = Vec::new();
+        let incoming: usize = raw.iter().map(Vec::len).sum();
+        let held = self.sizes.get(&doc).copied().unwrap_or(0);
+        if held + incoming > limits.max_doc {
+            self.stats.changes_refused += raw.len() as u64;
+            let hashes = decoded.iter().map(|c| c.hash().0).collect();
+            let heads = heads_now(self);
+            return vec![refusal(conn, doc, hashes, RefusalReason::TooLarge, heads)];
+        }
         if malformed {
             self.stats.changes_refused += 1;
             out.push(refusal(
@@ -423,9 +426,14 @@ impl ServerCore {
         let mut accepted_set: HashSet<ChangeHash> = HashSet::new();
         let mut missing = Vec::new();
         let mut bad = Vec::new();
+        let mut oversized = Vec::new();
         for c in decoded {
             let h = c.hash();
             if am.get_change_by_hash(&h).is_some() || accepted_set.contains(&h) {
+                continue;
+            }
+            if c.raw_bytes().len() > limits.max_change {
+                oversized.push(h.0);
                 continue;
             }
             let deps_ok = c
@@ -447,7 +455,7 @@ impl ServerCore {
         }
         let heads_after = am.get_heads();
         self.stats.changes_accepted += accepted.len() as u64;
-        self.stats.changes_refused += (missing.len() + bad.len()) as u64;
+        self.stats.changes_refused += (missing.len() + bad.len() + oversized.len()) as u64;
         let new_raw: Vec<Vec<u8>> = accepted.iter().map(|c| c.raw_bytes().to_vec()).collect();
         *self.sizes.entry(doc.clone()).or_default() += new_raw.iter().map(Vec::len).sum::<usize>();
         if !new_raw.is_empty() {
@@ -466,6 +474,17 @@ impl ServerCore {
         });
         if let Some(s) = self.sessions.get_mut(&conn) {
             s.known.insert(doc.clone(), heads_after.clone());
+        }
+        // Permanent refusals go first: the device then knows that the changes
+        // refused below for missing dependencies are built on them.
+        if !oversized.is_empty() {
+            out.push(refusal(
+                conn,
+                doc.clone(),
+                oversized,
+                RefusalReason::TooLarge,
+                wire_heads.clone(),
+            ));
         }
         if !bad.is_empty() {
             out.push(refusal(
@@ -560,7 +579,7 @@ fn refusal(
         },
         RefusalReason::Malformed => format!("{doc}: change could not be decoded or applied"),
         RefusalReason::MissingDeps => format!("{doc}: change depends on changes the server lacks"),
-        RefusalReason::TooLarge => format!("{doc}: push over the size limits"),
+        RefusalReason::TooLarge => format!("{doc}: change or document over the size limits"),
     };
     ServerAction::Send {
         conn,

@@ -1505,10 +1505,22 @@ impl Sim {
                         "{ctx}: {name} misses server changes of {id}"
                     );
                     let t = tainted(&mine, &refused);
+                    // Status lists every change that cannot reach the server.
+                    let listed: HashSet<ChangeHash> = d
+                        .replica
+                        .refusals()
+                        .into_iter()
+                        .filter(|(doc, _)| *doc == id)
+                        .map(|(_, r)| ChangeHash(r.change))
+                        .collect();
                     for h in have.difference(&theirs) {
                         assert!(
                             t.contains(h),
                             "{ctx}: {name} holds {h} on {id}, neither on the server nor refused"
+                        );
+                        assert!(
+                            listed.contains(h),
+                            "{ctx}: {name} does not report {h} on {id} as refused"
                         );
                     }
                 }

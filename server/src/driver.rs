@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lanyard_protocol::wire::{self, ErrorCode, FrameError, HEADER_LEN};
 use lanyard_protocol::{
-    ConnId, DocId, Limits, ServerAction, ServerConfig, ServerCore, ServerStats,
+    ConnId, DocId, Limits, ServerAction, ServerConfig, ServerCore, ServerMsg, ServerStats,
 };
 use lanyard_store::{SledStore, Store, StoreError};
 use tokio::sync::{mpsc, watch};
@@ -71,7 +71,7 @@ enum Outbound {
 
 struct Shared {
     core: Mutex<ServerCore>,
-    store: SledStore,
+    store: Arc<dyn Store>,
     outboxes: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
     next_conn: AtomicU64,
     limits: Limits,
@@ -94,19 +94,35 @@ impl Shared {
         let mut core = lock(&self.core);
         let actions = f(&mut core);
         let outboxes = lock(&self.outboxes);
-        let mut failed_persist = false;
+        let mut failed: Option<String> = None;
+        let mut told_originator = false;
         for action in actions {
             match action {
-                ServerAction::Persist { doc, changes } if !failed_persist => {
+                ServerAction::Persist { doc, changes } if failed.is_none() => {
                     if let Err(e) = self.store.append_chunks(&doc.to_string(), &changes) {
                         warn!(%doc, error = %e, "could not persist changes: rolling back");
-                        failed_persist = true;
+                        failed = Some(format!("{doc}: the server could not store the change: {e}"));
                         self.rollback(&mut core, &doc);
                     }
                 }
                 ServerAction::Persist { .. } => {}
-                // Nothing after a failed write may be acknowledged or fanned out.
-                ServerAction::Send { .. } if failed_persist => {}
+                // Nothing after a failed write may be acknowledged or fanned out. The
+                // first send after it is the pusher's Ack: that device gets an error
+                // and keeps its changes pending.
+                ServerAction::Send { conn, .. } if failed.is_some() => {
+                    if !told_originator {
+                        told_originator = true;
+                        if let Some(tx) = outboxes.get(&conn) {
+                            let message = failed.clone().unwrap_or_default();
+                            let frame = Bytes::from(wire::encode(&ServerMsg::Error {
+                                code: ErrorCode::Internal,
+                                message,
+                            }));
+                            let _ = tx.send(Outbound::Frame(frame));
+                            let _ = tx.send(Outbound::Close);
+                        }
+                    }
+                }
                 ServerAction::Send { conn, frame } => {
                     if let Some(tx) = outboxes.get(&conn) {
                         let _ = tx.send(Outbound::Frame(frame));
@@ -172,8 +188,17 @@ pub fn transport_config() -> quinn::TransportConfig {
 impl Server {
     /// Opens the data directory, loads every document and starts listening.
     pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
-        let identity = Identity::load_or_create(&opts.data_dir)?;
         let store = SledStore::open(opts.data_dir.join("db"))?;
+        Self::start_with_store(opts, Arc::new(store)).await
+    }
+
+    /// Like [`Server::start`] but on any [`Store`] (the data directory still
+    /// holds the certificate and keys).
+    pub async fn start_with_store(
+        opts: ServerOptions,
+        store: Arc<dyn Store>,
+    ) -> Result<Server, StartError> {
+        let identity = Identity::load_or_create(&opts.data_dir)?;
         let mut core = ServerCore::new(ServerConfig {
             token_key: identity.token_public_key(),
             limits: opts.limits,

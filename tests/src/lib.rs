@@ -36,12 +36,28 @@ impl TestServer {
     /// Starts a server on a free loopback port.
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let server = Server::start(ServerOptions {
+        let server = Server::start(Self::options(&dir)?).await?;
+        Self::finish_start(dir, server)
+    }
+
+    /// Starts a server on a free loopback port over `store`.
+    pub async fn start_with_store(
+        store: std::sync::Arc<dyn lanyard_store::Store>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let server = Server::start_with_store(Self::options(&dir)?, store).await?;
+        Self::finish_start(dir, server)
+    }
+
+    fn options(dir: &TempDir) -> anyhow::Result<ServerOptions> {
+        Ok(ServerOptions {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse()?,
             limits: Default::default(),
         })
-        .await?;
+    }
+
+    fn finish_start(dir: TempDir, server: Server) -> anyhow::Result<Self> {
         let addr = server.local_addr()?;
         Ok(TestServer {
             dir,
@@ -288,5 +304,56 @@ impl RawClient {
                 None => bail!("stream ended before the expected message"),
             }
         }
+    }
+}
+
+/// A store that fails its writes while [`FailingStore::fail`] is set, as a full
+/// disk does; reads and the rest go to an in-memory store.
+#[derive(Default)]
+pub struct FailingStore {
+    inner: lanyard_store::MemoryStore,
+    /// While true, every write fails with "no space left on device".
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+impl FailingStore {
+    fn check(&self) -> Result<(), lanyard_store::StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            let io =
+                std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device");
+            return Err(lanyard_store::StoreError::Sled(io.into()));
+        }
+        Ok(())
+    }
+}
+
+impl lanyard_store::Store for FailingStore {
+    fn load_doc(&self, doc: &str) -> Result<Option<Vec<u8>>, lanyard_store::StoreError> {
+        self.inner.load_doc(doc)
+    }
+    fn append_chunks(
+        &self,
+        doc: &str,
+        chunks: &[Vec<u8>],
+    ) -> Result<(), lanyard_store::StoreError> {
+        self.check()?;
+        self.inner.append_chunks(doc, chunks)
+    }
+    fn replace_doc(&self, doc: &str, whole: &[u8]) -> Result<(), lanyard_store::StoreError> {
+        self.check()?;
+        self.inner.replace_doc(doc, whole)
+    }
+    fn chunk_count(&self, doc: &str) -> Result<usize, lanyard_store::StoreError> {
+        self.inner.chunk_count(doc)
+    }
+    fn doc_ids(&self) -> Result<Vec<String>, lanyard_store::StoreError> {
+        self.inner.doc_ids()
+    }
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, lanyard_store::StoreError> {
+        self.inner.get_meta(key)
+    }
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), lanyard_store::StoreError> {
+        self.check()?;
+        self.inner.put_meta(key, value)
     }
 }

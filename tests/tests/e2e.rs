@@ -82,10 +82,7 @@ async fn notes_written_offline_reach_the_second_device_after_reconnect() {
         .unwrap();
     phone.client.set_bookmark("t1", true).unwrap();
     let err = phone.client.sync(Duration::from_secs(2)).await.unwrap_err();
-    assert!(
-        matches!(err, SyncError::Unreachable(_)),
-        "{err}"
-    );
+    assert!(matches!(err, SyncError::Unreachable(_)), "{err}");
     assert!(phone.client.status().pending_changes > 0);
 
     srv.restart().await.unwrap();
@@ -610,4 +607,45 @@ async fn an_up_to_date_device_costs_one_exchange() {
     }
     let second = ann.sync().await.unwrap();
     assert_eq!(second.received_changes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
+    let store = std::sync::Arc::new(lanyard_tests::FailingStore::default());
+    let srv = TestServer::start_with_store(store.clone()).await.unwrap();
+    let phone = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    phone
+        .client
+        .set_note("t1", "written while the server's disk is full")
+        .unwrap();
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = phone
+        .client
+        .sync(Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Server { code: ErrorCode::Internal, message } if message.contains("no space left")),
+        "{err:?}"
+    );
+    assert!(
+        phone.client.status().pending_changes > 0,
+        "the note stays pending"
+    );
+    let own = DocId::Attendee(EventId::new(EVENT).unwrap(), UserId::new("ann").unwrap());
+    assert!(
+        srv.server()
+            .with_doc(&own, |d| d.is_none_or(|d| d.get_heads().is_empty())),
+        "the server rolled back what it could not store"
+    );
+
+    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    phone.sync().await.unwrap();
+    assert_eq!(phone.client.status().pending_changes, 0);
+    let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
+    tablet.sync().await.unwrap();
+    assert_eq!(
+        tablet.client.note("t1").unwrap(),
+        "written while the server's disk is full"
+    );
 }
