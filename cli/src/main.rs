@@ -36,6 +36,30 @@ use serde_json::Value;
 use crate::args::{AddSession, Cli, Command, RoomCommand, SessionCommand};
 use crate::show::count;
 
+/// Writes a line to stdout. A closed pipe (`lanyard agenda | head`) ends the
+/// program quietly instead of panicking.
+macro_rules! outln {
+    () => { write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Writes to stdout without a newline; see [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("lanyard: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -100,7 +124,7 @@ fn time_zone(client: &Client) -> anyhow::Result<String> {
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -126,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Announce { text } => {
             require_organizer(&client)?;
             client.announce(&text)?;
-            println!("announcement posted{}", pending_note(&client));
+            outln!("announcement posted{}", pending_note(&client));
             Ok(())
         }
         Command::Announcements { json } => {
@@ -135,10 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 print_json(&show::announcements_json(&list, &tz)?)
             } else if list.is_empty() {
-                println!("No announcements.");
+                outln!("No announcements.");
                 Ok(())
             } else {
-                print!("{}", show::announcements_text(&list, &tz)?);
+                out!("{}", show::announcements_text(&list, &tz)?);
                 Ok(())
             }
         }
@@ -152,7 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 "bookmarked"
             };
-            println!("{what} {id}{}", pending_note(&client));
+            outln!("{what} {id}{}", pending_note(&client));
             Ok(())
         }
         Command::Bookmarks { json } => bookmarks(&client, json),
@@ -162,9 +186,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn join(client: &Client, link: &str) -> anyhow::Result<()> {
     let id = client.join(link)?;
-    println!(
+    outln!(
         "joined event {} as {} ({}) on server {}; device {}",
-        id.event, id.user, id.role, id.server, id.device
+        id.event,
+        id.user,
+        id.role,
+        id.server,
+        id.device
     );
     let expires = i64::try_from(id.expires_at_unix).unwrap_or(i64::MAX);
     let now = std::time::SystemTime::now()
@@ -175,7 +203,7 @@ fn join(client: &Client, link: &str) -> anyhow::Result<()> {
         if expires <= now {
             eprintln!("lanyard: warning: this invite's token expired at {at}; ask for a new link");
         } else {
-            println!("token valid until {at}");
+            outln!("token valid until {at}");
         }
     }
     Ok(())
@@ -190,7 +218,7 @@ fn sync(client: &Client, timeout: u64) -> anyhow::Result<()> {
     let result = runtime.block_on(client.sync(Duration::from_secs(timeout)));
     match sync_outcome(client, &id, result) {
         Ok(summary) => {
-            println!("{summary}");
+            outln!("{summary}");
             Ok(())
         }
         Err(reason) => bail!("{reason}"),
@@ -257,16 +285,16 @@ fn agenda(client: &Client, day: Option<&str>, json: bool) -> anyhow::Result<()> 
             .collect::<anyhow::Result<Vec<_>>>()?;
         return print_json(&Value::Array(items));
     }
-    println!("{} - times in {tz}", info.name);
-    println!();
+    outln!("{} - times in {tz}", info.name);
+    outln!();
     if sessions.is_empty() {
         match day {
-            Some(d) => println!("No sessions on {d}."),
-            None => println!("No sessions yet (run `lanyard sync` to fetch the agenda)."),
+            Some(d) => outln!("No sessions on {d}."),
+            None => outln!("No sessions yet (run `lanyard sync` to fetch the agenda)."),
         }
         return Ok(());
     }
-    print!("{}", show::agenda_table(&sessions, tz)?);
+    out!("{}", show::agenda_table(&sessions, tz)?);
     Ok(())
 }
 
@@ -300,7 +328,7 @@ fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
                 }
                 print_json(&v)
             } else {
-                print!("{}", show::session_detail(&s, &tz)?);
+                out!("{}", show::session_detail(&s, &tz)?);
                 Ok(())
             }
         }
@@ -318,7 +346,7 @@ fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
             let s = client
                 .session(&id)?
                 .ok_or_else(|| ClientError::NoSuchSession(id.clone()))?;
-            println!(
+            outln!(
                 "moved {id}: now {}{}",
                 when_where(&s, &tz)?,
                 pending_note(client)
@@ -328,7 +356,7 @@ fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
         SessionCommand::Cancel { id } => {
             require_organizer(client)?;
             client.cancel_session(&id)?;
-            println!("cancelled {id}{}", pending_note(client));
+            outln!("cancelled {id}{}", pending_note(client));
             Ok(())
         }
     }
@@ -353,7 +381,7 @@ fn add_session(client: &Client, add: AddSession) -> anyhow::Result<()> {
     let s = client
         .session(&id)?
         .ok_or_else(|| ClientError::NoSuchSession(id.clone()))?;
-    println!(
+    outln!(
         "added session {id}: {}{}",
         when_where(&s, &tz)?,
         pending_note(client)
@@ -364,16 +392,16 @@ fn add_session(client: &Client, add: AddSession) -> anyhow::Result<()> {
 fn event(client: &Client, name: Option<String>, timezone: Option<String>) -> anyhow::Result<()> {
     let info = client.event_info()?;
     if name.is_none() && timezone.is_none() {
-        println!("event:     {}", info.id);
-        println!("name:      {}", info.name);
-        println!("time zone: {}", info.time_zone);
+        outln!("event:     {}", info.id);
+        outln!("name:      {}", info.name);
+        outln!("time zone: {}", info.time_zone);
         return Ok(());
     }
     require_organizer(client)?;
     let name = name.unwrap_or(info.name);
     let tz = timezone.unwrap_or(info.time_zone);
     client.set_event(&name, &tz)?;
-    println!(
+    outln!(
         "event {}: name {name:?}, time zone {tz}{}",
         info.id,
         pending_note(client)
@@ -389,7 +417,7 @@ fn room(client: &Client, command: RoomCommand) -> anyhow::Result<()> {
                 name: name.clone(),
                 capacity,
             })?;
-            println!("room {name} saved{}", pending_note(client));
+            outln!("room {name} saved{}", pending_note(client));
             Ok(())
         }
         RoomCommand::List { json } => {
@@ -401,10 +429,10 @@ fn room(client: &Client, command: RoomCommand) -> anyhow::Result<()> {
                     .collect();
                 print_json(&Value::Array(items))
             } else if rooms.is_empty() {
-                println!("No rooms yet.");
+                outln!("No rooms yet.");
                 Ok(())
             } else {
-                print!("{}", show::rooms_text(&rooms));
+                out!("{}", show::rooms_text(&rooms));
                 Ok(())
             }
         }
@@ -421,19 +449,19 @@ fn note(
     match (text, append) {
         (Some(text), _) => {
             client.set_note(id, &text)?;
-            println!("note on {id} saved{}", pending_note(client));
+            outln!("note on {id} saved{}", pending_note(client));
         }
         (None, Some(more)) => {
             client.append_note(id, &more)?;
-            println!("note on {id} saved{}", pending_note(client));
+            outln!("note on {id} saved{}", pending_note(client));
         }
         (None, None) => {
             let text = client.note(id)?;
             if !text.is_empty() {
                 if text.ends_with('\n') {
-                    print!("{text}");
+                    out!("{text}");
                 } else {
-                    println!("{text}");
+                    outln!("{text}");
                 }
             }
         }
@@ -451,15 +479,15 @@ fn notes(client: &Client, json: bool) -> anyhow::Result<()> {
         return print_json(&Value::Array(items));
     }
     if notes.is_empty() {
-        println!("No notes yet.");
+        outln!("No notes yet.");
     }
     for (i, (id, text)) in notes.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
         let title = client.session(id)?.map(|s| s.title).unwrap_or_default();
-        println!("{}", format!("== {id} {title}").trim_end());
-        println!("{}", text.trim_end_matches('\n'));
+        outln!("{}", format!("== {id} {title}").trim_end());
+        outln!("{}", text.trim_end_matches('\n'));
     }
     Ok(())
 }
@@ -479,10 +507,10 @@ fn bookmarks(client: &Client, json: bool) -> anyhow::Result<()> {
         return print_json(&Value::Array(items));
     }
     if entries.is_empty() {
-        println!("No bookmarks.");
+        outln!("No bookmarks.");
     }
     for (id, s) in &entries {
-        println!("{}", show::bookmark_line(id, s.as_ref(), &tz)?);
+        outln!("{}", show::bookmark_line(id, s.as_ref(), &tz)?);
     }
     Ok(())
 }
@@ -499,11 +527,14 @@ fn status(client: &Client, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&show::status_json(&status, last_error.as_deref(), &tz)?);
     }
-    println!(
+    outln!(
         "event {} as {} ({}), server {}",
-        id.event, id.user, id.role, id.server
+        id.event,
+        id.user,
+        id.role,
+        id.server
     );
-    print!(
+    out!(
         "{}",
         show::status_text(&status, last_error.as_deref(), &tz)?
     );
