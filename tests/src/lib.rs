@@ -259,6 +259,22 @@ impl RawClient {
         Ok(())
     }
 
+    /// Sends `Hello` for the event [`EVENT`] with a token for `claims` signed by `server`.
+    pub async fn hello(
+        &mut self,
+        server: &TestServer,
+        claims: &TokenClaims,
+        docs: Vec<lanyard_protocol::DocDigest>,
+    ) -> anyhow::Result<()> {
+        let token = server.identity()?.sign(claims);
+        self.send(&ClientMsg::Hello {
+            event: EventId::new(EVENT)?,
+            token,
+            docs,
+        })
+        .await
+    }
+
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.send.write_all(bytes).await?;

@@ -142,15 +142,11 @@ async fn a_forged_attendee_agenda_change_is_refused_and_the_server_copy_is_uncha
 
     // A forged client skips that check and sends an agenda change itself.
     let mut raw = RawClient::connect(&srv).await.unwrap();
-    let token = srv
-        .identity()
-        .unwrap()
-        .sign(&TestServer::claims(Role::Attendee, "ann", "forged"));
-    raw.send(&ClientMsg::Hello {
-        event: EventId::new(EVENT).unwrap(),
-        token,
-        docs: vec![],
-    })
+    raw.hello(
+        &srv,
+        &TestServer::claims(Role::Attendee, "ann", "forged"),
+        vec![],
+    )
     .await
     .unwrap();
     let (server_changes, _heads) = raw
@@ -224,19 +220,15 @@ async fn attendee_b_never_receives_attendee_a_document() {
 
     // A hostile B asks for A's document in every way the protocol allows.
     let mut raw = RawClient::connect(&srv).await.unwrap();
-    let token = srv
-        .identity()
-        .unwrap()
-        .sign(&TestServer::claims(Role::Attendee, "bob", "x"));
-    raw.send(&ClientMsg::Hello {
-        event: EventId::new(EVENT).unwrap(),
-        token,
-        docs: vec![lanyard_protocol::DocDigest {
+    raw.hello(
+        &srv,
+        &TestServer::claims(Role::Attendee, "bob", "x"),
+        vec![lanyard_protocol::DocDigest {
             doc: a_doc.clone(),
             heads: vec![],
             base: vec![],
         }],
-    })
+    )
     .await
     .unwrap();
     raw.send(&ClientMsg::Resync {
@@ -318,13 +310,7 @@ async fn expired_wrongly_signed_and_other_event_tokens_are_refused_clearly() {
     let mut raw = RawClient::connect(&srv).await.unwrap();
     let mut other_event = TestServer::claims(Role::Organizer, "org", "laptop");
     other_event.event = EventId::new("other-conf").unwrap();
-    raw.send(&ClientMsg::Hello {
-        event: EventId::new(EVENT).unwrap(),
-        token: srv.identity().unwrap().sign(&other_event),
-        docs: vec![],
-    })
-    .await
-    .unwrap();
+    raw.hello(&srv, &other_event, vec![]).await.unwrap();
     match raw.recv().await.unwrap() {
         Some(ServerMsg::Error { code, message }) => {
             assert_eq!(code, ErrorCode::WrongEvent);
@@ -449,15 +435,11 @@ async fn bytes_on_the_wire_for_one_room_change_pushed_to_one_attendee() {
     org.sync().await.unwrap();
 
     let mut raw = RawClient::connect(&srv).await.unwrap();
-    let token = srv
-        .identity()
-        .unwrap()
-        .sign(&TestServer::claims(Role::Attendee, "ann", "phone"));
-    raw.send(&ClientMsg::Hello {
-        event: EventId::new(EVENT).unwrap(),
-        token,
-        docs: vec![],
-    })
+    raw.hello(
+        &srv,
+        &TestServer::claims(Role::Attendee, "ann", "phone"),
+        vec![],
+    )
     .await
     .unwrap();
     raw.recv_until(|m| matches!(m, ServerMsg::Welcome { .. }).then_some(()))
@@ -580,20 +562,16 @@ async fn an_up_to_date_device_costs_one_exchange() {
     // and count what comes back: one Welcome with no changes.
     let agenda_heads = srv.server().with_doc(&agenda(), |d| d.unwrap().get_heads());
     let mut raw = RawClient::connect(&srv).await.unwrap();
-    let token = srv
-        .identity()
-        .unwrap()
-        .sign(&TestServer::claims(Role::Attendee, "ann", "phone"));
     let heads: Vec<[u8; 32]> = agenda_heads.iter().map(|h| h.0).collect();
-    raw.send(&ClientMsg::Hello {
-        event: EventId::new(EVENT).unwrap(),
-        token,
-        docs: vec![lanyard_protocol::DocDigest {
+    raw.hello(
+        &srv,
+        &TestServer::claims(Role::Attendee, "ann", "phone"),
+        vec![lanyard_protocol::DocDigest {
             doc: agenda(),
             heads: heads.clone(),
             base: heads,
         }],
-    })
+    )
     .await
     .unwrap();
     match raw.recv().await.unwrap() {
