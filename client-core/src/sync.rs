@@ -149,7 +149,9 @@ async fn write_msgs(send: &mut quinn::SendStream, msgs: &[ClientMsg]) -> Result<
 }
 
 async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Vec<u8>, SyncError>>) {
-    let mut decoder = FrameDecoder::new(Limits::default().max_frame);
+    // Frames from the (pinned, authenticated) server may carry whole documents
+    // in a Welcome: allow up to two documents of the server's size limit.
+    let mut decoder = FrameDecoder::new(Limits::default().max_doc.saturating_mul(2));
     loop {
         match recv.read_chunk(64 * 1024, true).await {
             Ok(Some(chunk)) => {
