@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     pub(crate) local_edit: Notify,
     /// Counts changes received from the server (for UIs and tests to wait on).
     pub(crate) remote: watch::Sender<u64>,
+    /// Reconnection attempts of the background sync.
+    pub(crate) retries: std::sync::atomic::AtomicU64,
 }
 
 /// The device's Lanyard client: agenda, notes and bookmarks, offline-first.
@@ -160,6 +162,7 @@ impl Client {
                 }),
                 local_edit: Notify::new(),
                 remote,
+                retries: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -451,6 +454,10 @@ impl Client {
             refused: refused_of(&st.replica),
             connected: st.connected,
             last_error: st.last_error.clone(),
+            retries: self
+                .inner
+                .retries
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -85,6 +85,12 @@ pub enum SyncError {
         /// The message.
         message: String,
     },
+    /// The server is over its limits: come back after `retry_after` (when given).
+    #[error("server busy{}", match retry_after { Some(d) => format!(": retry in {:.1} s", d.as_secs_f64()), None => String::new() })]
+    Overloaded {
+        /// The server's hint.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The connection was lost mid-sync.
     #[error("connection lost: {0}")]
     ConnectionLost(String),

@@ -160,6 +160,8 @@ pub struct SyncStatus {
     pub connected: bool,
     /// The last sync error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Reconnection attempts of the background sync since the client was opened.
+    pub retries: u64,
 }
 
 /// What a one-shot sync did.

@@ -28,6 +28,8 @@ pub struct BackgroundOptions {
     pub backoff_cap: Duration,
     /// A connection that lasted this long resets the backoff.
     pub stable_after: Duration,
+    /// Full jitter on the backoff (turn off only to measure what it buys).
+    pub jitter: bool,
 }
 
 impl Default for BackgroundOptions {
@@ -36,6 +38,7 @@ impl Default for BackgroundOptions {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
+            jitter: true,
         }
     }
 }
@@ -78,6 +81,14 @@ fn conn_error(server: &str, e: &quinn::ConnectionError) -> SyncError {
         C::TimedOut => SyncError::Unreachable(format!("no answer from {server}")),
         C::ApplicationClosed(c) if c.error_code == ErrorCode::Shutdown.to_u32().into() => {
             SyncError::ConnectionLost("the server is shutting down".into())
+        }
+        C::ApplicationClosed(c) if c.error_code == ErrorCode::Overloaded.to_u32().into() => {
+            SyncError::Overloaded {
+                retry_after: wire::parse_retry_after(&c.reason),
+            }
+        }
+        C::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {
+            SyncError::Overloaded { retry_after: None }
         }
         C::ConnectionClosed(c) if tls_alert(c, NO_APPLICATION_PROTOCOL) => {
             SyncError::UnsupportedVersion(String::from_utf8_lossy(ALPN).into_owned())
@@ -139,16 +150,30 @@ async fn connect(creds: &Credentials) -> Result<(quinn::Endpoint, quinn::Connect
     Ok((endpoint, conn))
 }
 
-async fn write_msgs(send: &mut quinn::SendStream, msgs: &[ClientMsg]) -> Result<(), SyncError> {
+async fn write_msgs(
+    server: &str,
+    send: &mut quinn::SendStream,
+    msgs: &[ClientMsg],
+) -> Result<(), SyncError> {
     for m in msgs {
         send.write_all(&wire::encode(m))
             .await
-            .map_err(|e| SyncError::ConnectionLost(e.to_string()))?;
+            .map_err(|e| match &e {
+                quinn::WriteError::ConnectionLost(c) => conn_error(server, c),
+                other => SyncError::ConnectionLost(other.to_string()),
+            })?;
     }
     Ok(())
 }
 
-async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Vec<u8>, SyncError>>) {
+/// Reads frames from one server stream into `tx`. The end of the main stream
+/// ends the session; the end of a push stream does not.
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Result<Vec<u8>, SyncError>>,
+    main: bool,
+    server: String,
+) {
     // Frames from the (pinned, authenticated) server may carry whole documents
     // in a Welcome: allow up to two documents of the server's size limit.
     let mut decoder = FrameDecoder::new(Limits::default().max_doc.saturating_mul(2));
@@ -173,6 +198,7 @@ async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Vec<u8>,
             }
             Ok(None) => {
                 let err = match decoder.finish() {
+                    Ok(()) if !main => return,
                     Ok(()) => SyncError::ConnectionLost("the server ended the stream".into()),
                     Err(e) => SyncError::Protocol(e.to_string()),
                 };
@@ -180,11 +206,29 @@ async fn read_loop(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Vec<u8>,
                 return;
             }
             Err(e) => {
-                let _ = tx.send(Err(SyncError::ConnectionLost(e.to_string()))).await;
+                if main {
+                    let err = match &e {
+                        quinn::ReadError::ConnectionLost(c) => conn_error(&server, c),
+                        other => SyncError::ConnectionLost(other.to_string()),
+                    };
+                    let _ = tx.send(Err(err)).await;
+                }
                 return;
             }
         }
     }
+}
+
+/// Accepts the server's push streams (schedule changes, sent with priority).
+async fn accept_push_streams(
+    conn: quinn::Connection,
+    tx: mpsc::Sender<Result<Vec<u8>, SyncError>>,
+) {
+    let mut readers = tokio::task::JoinSet::new();
+    while let Ok(recv) = conn.accept_uni().await {
+        readers.spawn(read_loop(recv, tx.clone(), false, String::new()));
+    }
+    readers.abort_all();
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -245,20 +289,28 @@ impl Client {
                 };
                 let started = Instant::now();
                 let result = match connect(&creds).await {
-                    Ok((_endpoint, conn)) => {
+                    Ok((endpoint, conn)) => {
                         client.lock().connected = true;
                         let r = client
                             .run_session(&creds, &conn, Mode::Stay, stop_rx.clone())
                             .await;
                         client.lock().connected = false;
+                        // Tell the server at once, so it frees the connection
+                        // instead of waiting for the idle timeout.
                         conn.close(0u32.into(), b"bye");
+                        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle())
+                            .await;
                         r
                     }
                     Err(e) => Err(e),
                 };
+                let mut hint = None;
                 match result {
                     Ok(_) => break,
                     Err(e) => {
+                        if let SyncError::Overloaded { retry_after } = &e {
+                            hint = *retry_after;
+                        }
                         debug!(error = %e, "background sync interrupted");
                         let fatal = !e.is_retryable();
                         client.record_outcome(Some(e.to_string()));
@@ -270,8 +322,16 @@ impl Client {
                 if started.elapsed() >= opts.stable_after {
                     attempt = 0;
                 }
-                let delay = full_jitter(&opts, attempt);
+                // The server's hint is already jittered; otherwise back off with full jitter.
+                let delay = match hint {
+                    Some(after) => after,
+                    None => full_jitter(&opts, attempt),
+                };
                 attempt = attempt.saturating_add(1);
+                client
+                    .inner
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop_rx.changed() => break,
@@ -299,9 +359,10 @@ impl Client {
                 &st.replica,
             )
         };
-        write_msgs(&mut send, &first).await?;
+        write_msgs(server, &mut send, &first).await?;
         let (tx, mut rx) = mpsc::channel(64);
-        let reader = tokio::spawn(read_loop(recv, tx));
+        let reader = tokio::spawn(read_loop(recv, tx.clone(), true, server.to_owned()));
+        let pushes = tokio::spawn(accept_push_streams(conn.clone(), tx));
         let mut report = SyncReport::default();
         let result = loop {
             let frame = tokio::select! {
@@ -315,7 +376,7 @@ impl Client {
                             .flat_map(|d| session.local_change(&st.replica, d))
                             .collect::<Vec<_>>()
                     };
-                    write_msgs(&mut send, &msgs).await?;
+                    write_msgs(server, &mut send, &msgs).await?;
                     continue;
                 }
                 _ = stop.changed() => break Ok(()),
@@ -363,12 +424,13 @@ impl Client {
             if settled {
                 self.record_outcome(None);
             }
-            write_msgs(&mut send, &send_now).await?;
+            write_msgs(server, &mut send, &send_now).await?;
             if settled && mode == Mode::OneShot {
                 break Ok(());
             }
         };
         reader.abort();
+        pushes.abort();
         let _ = send.finish();
         result?;
         let st = self.lock();
@@ -385,6 +447,9 @@ fn full_jitter(opts: &BackgroundOptions, attempt: u32) -> Duration {
         .saturating_mul(2u32.saturating_pow(attempt.min(20)))
         .min(opts.backoff_cap);
     let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX).max(1);
+    if !opts.jitter {
+        return Duration::from_millis(ms);
+    }
     Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
@@ -421,6 +486,7 @@ mod tests {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(2),
             stable_after: Duration::from_secs(1),
+            jitter: true,
         };
         for attempt in 0..30 {
             let d = full_jitter(&opts, attempt);

@@ -74,12 +74,20 @@ impl ServerCertVerifier for PinVerifier {
 #[error("TLS configuration failed: {0}")]
 pub struct TlsError(String);
 
-/// QUIC transport settings for a phone on venue WiFi: keep-alives well under
-/// NAT timeouts, and an idle timeout that notices a dead path quickly.
+/// QUIC transport settings for a phone on venue WiFi: keep-alives every 3 s
+/// (well under NAT timeouts, and frequent enough to notice a dead path), an
+/// idle timeout of 15 s after which the device reconnects, room for the
+/// server's push streams, and small windows (phones receive little).
 pub fn client_transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    if let Ok(idle) = Duration::from_secs(30).try_into() {
+    t.keep_alive_interval(Some(Duration::from_secs(3)))
+        .max_concurrent_uni_streams(4u32.into())
+        .max_concurrent_bidi_streams(0u32.into())
+        .stream_receive_window((4u32 << 20).into())
+        .receive_window((8u32 << 20).into())
+        .send_window(1 << 20)
+        .initial_rtt(Duration::from_millis(300));
+    if let Ok(idle) = Duration::from_secs(15).try_into() {
         t.max_idle_timeout(Some(idle));
     }
     t

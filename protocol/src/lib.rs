@@ -88,7 +88,7 @@ pub use client::{
 pub use ids::{DeviceId, DocId, EventId, IdError, SessionId, UserId};
 pub use link::{cert_pin, JoinLink, LinkError};
 pub use server::{
-    ConnId, LoadError, ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats,
+    ConnId, Lane, LoadError, ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats,
 };
 pub use token::{Role, TokenClaims, TokenError};
 pub use wire::{

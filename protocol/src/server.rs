@@ -21,6 +21,15 @@ use crate::wire::{
 /// Identifies one device session (one QUIC stream) inside the driver.
 pub type ConnId = u64;
 
+/// Which lane a frame travels in: schedule pushes go before bulk traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Welcome, acknowledgements, refusals, note updates, catch-ups.
+    Bulk,
+    /// Agenda changes fanned out to connected devices (sent with priority).
+    Schedule,
+}
+
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerAction {
@@ -30,6 +39,8 @@ pub enum ServerAction {
         conn: ConnId,
         /// The whole frame (header and body); shared between sessions on fan-out.
         frame: Bytes,
+        /// The lane (the driver may use a higher-priority stream for `Schedule`).
+        lane: Lane,
     },
     /// Store these raw changes durably before executing any later action.
     Persist {
@@ -205,6 +216,7 @@ impl ServerCore {
         vec![
             ServerAction::Send {
                 conn,
+                lane: Lane::Bulk,
                 frame: frame(&ServerMsg::Error { code, message }),
             },
             ServerAction::Close { conn, code },
@@ -264,6 +276,7 @@ impl ServerCore {
             } else {
                 out.push(ServerAction::Send {
                     conn,
+                    lane: Lane::Bulk,
                     frame: frame(&ServerMsg::Refused {
                         message: format!("{}: not readable with this token", d.doc),
                         doc: d.doc,
@@ -303,6 +316,7 @@ impl ServerCore {
         }
         out.push(ServerAction::Send {
             conn,
+            lane: Lane::Bulk,
             frame: frame(&ServerMsg::Welcome { docs: updates }),
         });
         out
@@ -332,6 +346,7 @@ impl ServerCore {
         }
         vec![ServerAction::Send {
             conn,
+            lane: Lane::Bulk,
             frame: frame(&ServerMsg::Update(DocUpdate {
                 doc,
                 changes,
@@ -395,6 +410,7 @@ impl ServerCore {
             if hashes.is_empty() && !malformed {
                 return vec![ServerAction::Send {
                     conn,
+                    lane: Lane::Bulk,
                     frame: frame(&ServerMsg::Ack { doc, heads }),
                 }];
             }
@@ -467,6 +483,7 @@ impl ServerCore {
         let wire_heads = to_wire(&heads_after);
         out.push(ServerAction::Send {
             conn,
+            lane: Lane::Bulk,
             frame: frame(&ServerMsg::Ack {
                 doc: doc.clone(),
                 heads: wire_heads.clone(),
@@ -528,6 +545,10 @@ impl ServerCore {
         };
         let heads = am.get_heads();
         let wire_heads = to_wire(&heads);
+        let lane = match doc {
+            DocId::Agenda(_) => Lane::Schedule,
+            DocId::Attendee(..) => Lane::Bulk,
+        };
         let mut shared: Option<Bytes> = None;
         let mut shared_uses = 0u64;
         let mut targets: Vec<ConnId> = subs.iter().copied().filter(|c| *c != origin).collect();
@@ -556,7 +577,11 @@ impl ServerCore {
                 }))
             };
             s.known.insert(doc.clone(), heads.clone());
-            out.push(ServerAction::Send { conn, frame: f });
+            out.push(ServerAction::Send {
+                conn,
+                frame: f,
+                lane,
+            });
         }
         if shared.is_some() {
             self.stats.broadcast_frames += 1;
@@ -583,6 +608,7 @@ fn refusal(
     };
     ServerAction::Send {
         conn,
+        lane: Lane::Bulk,
         frame: frame(&ServerMsg::Refused {
             doc,
             changes,

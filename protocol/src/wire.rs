@@ -225,6 +225,23 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// The reason text of a connection closed with [`ErrorCode::Overloaded`]:
+/// `retry-after-ms=N`, when the device may come back.
+pub fn retry_after_reason(after: std::time::Duration) -> String {
+    format!("retry-after-ms={}", after.as_millis())
+}
+
+/// Reads the hint of [`retry_after_reason`].
+pub fn parse_retry_after(reason: &[u8]) -> Option<std::time::Duration> {
+    let text = std::str::from_utf8(reason).ok()?;
+    let ms = text
+        .strip_prefix("retry-after-ms=")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms))
+}
+
 /// Why a frame could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -370,6 +387,14 @@ mod tests {
             body_len(17u32.to_be_bytes(), 16).unwrap_err().code(),
             ErrorCode::FrameTooLarge
         );
+    }
+
+    #[test]
+    fn retry_after_hints_round_trip() {
+        let d = std::time::Duration::from_millis(2345);
+        assert_eq!(parse_retry_after(retry_after_reason(d).as_bytes()), Some(d));
+        assert_eq!(parse_retry_after(b"busy"), None);
+        assert_eq!(parse_retry_after(&[0xff]), None);
     }
 
     #[test]

@@ -1208,7 +1208,7 @@ impl Sim {
                     self.persist(doc, changes);
                     persisted = true;
                 }
-                ServerAction::Send { conn, frame } => {
+                ServerAction::Send { conn, frame, .. } => {
                     self.check_outgoing(conn, &frame);
                     if persisted && crash_at == Some(i + 1) {
                         self.stats.persist_without_ack += 1;
@@ -1738,7 +1738,9 @@ impl Fixture {
                     ServerAction::Persist { doc, changes } => {
                         self.disk.entry(doc).or_default().extend(changes)
                     }
-                    ServerAction::Send { conn, frame } => out.push((conn, decode_server(&frame))),
+                    ServerAction::Send { conn, frame, .. } => {
+                        out.push((conn, decode_server(&frame)))
+                    }
                     ServerAction::Close { .. } => {}
                 }
             }
@@ -1807,7 +1809,7 @@ fn a_device_with_nothing_new_gets_an_empty_welcome_in_one_exchange() {
     let actions = f.server.handle(NOW, 3, msgs[0].clone());
     // ... and exactly one Welcome comes back, with no changes in it.
     assert_eq!(actions.len(), 1, "{actions:?}");
-    let ServerAction::Send { conn: 3, frame } = &actions[0] else {
+    let ServerAction::Send { conn: 3, frame, .. } = &actions[0] else {
         panic!("expected a Send, got {actions:?}");
     };
     let ServerMsg::Welcome { docs } = decode_server(frame) else {
@@ -1862,7 +1864,7 @@ fn a_push_is_acknowledged_only_after_its_persist_action() {
             .iter()
             .enumerate()
             .filter_map(|(i, a)| match a {
-                ServerAction::Send { conn: c, frame } if *c == conn => {
+                ServerAction::Send { conn: c, frame, .. } if *c == conn => {
                     Some((i, decode_server(frame)))
                 }
                 _ => None,

@@ -8,20 +8,21 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use lanyard_protocol::wire::{self, ErrorCode, FrameError, HEADER_LEN};
 use lanyard_protocol::{
-    ConnId, DocId, Limits, ServerAction, ServerConfig, ServerCore, ServerMsg, ServerStats,
+    ConnId, DocId, Lane, Limits, ServerAction, ServerConfig, ServerCore, ServerMsg, ServerStats,
 };
 use lanyard_store::{SledStore, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::admission::{resident_memory, Admission, AdmissionConfig, AdmissionStats, Decision};
 use crate::identity::{Identity, IdentityError};
 
 /// Options for [`Server::start`].
@@ -33,6 +34,20 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Size limits.
     pub limits: Limits,
+    /// Admission control limits.
+    pub admission: AdmissionConfig,
+}
+
+impl ServerOptions {
+    /// Defaults for a data directory and listen address.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        ServerOptions {
+            data_dir: data_dir.into(),
+            listen,
+            limits: Limits::default(),
+            admission: AdmissionConfig::default(),
+        }
+    }
 }
 
 /// Why the server could not start.
@@ -65,7 +80,7 @@ pub enum StartError {
 }
 
 enum Outbound {
-    Frame(Bytes),
+    Frame(Bytes, Lane),
     Close,
 }
 
@@ -75,6 +90,13 @@ struct Shared {
     outboxes: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
     next_conn: AtomicU64,
     limits: Limits,
+    admission: Mutex<Admission>,
+    /// Connections admitted and not yet ended (handshaking or open).
+    open: AtomicUsize,
+    /// Open connections, for traffic counters.
+    live: Mutex<HashMap<usize, quinn::Connection>>,
+    /// UDP bytes sent on connections that have ended.
+    closed_tx_bytes: AtomicU64,
 }
 
 fn now_unix() -> u64 {
@@ -118,14 +140,14 @@ impl Shared {
                                 code: ErrorCode::Internal,
                                 message,
                             }));
-                            let _ = tx.send(Outbound::Frame(frame));
+                            let _ = tx.send(Outbound::Frame(frame, Lane::Bulk));
                             let _ = tx.send(Outbound::Close);
                         }
                     }
                 }
-                ServerAction::Send { conn, frame } => {
+                ServerAction::Send { conn, frame, lane } => {
                     if let Some(tx) = outboxes.get(&conn) {
-                        let _ = tx.send(Outbound::Frame(frame));
+                        let _ = tx.send(Outbound::Frame(frame, lane));
                     }
                 }
                 ServerAction::Close { conn, .. } => {
@@ -170,15 +192,19 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// QUIC transport settings for many slow clients on WiFi.
+/// QUIC transport settings for thousands of slow clients on WiFi, not one fast
+/// one: modest flow-control windows (quinn's defaults allow ~10 MB of send
+/// buffer per connection), few streams, keep-alives that keep NAT bindings, and
+/// an idle timeout that frees a dead device's state in half a minute.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(4u32.into())
         .max_concurrent_uni_streams(0u32.into())
         .keep_alive_interval(Some(Duration::from_secs(5)))
-        .stream_receive_window((1u32 << 20).into())
-        .receive_window((2u32 << 20).into())
-        .send_window(2 << 20);
+        .stream_receive_window((256u32 << 10).into())
+        .receive_window((512u32 << 10).into())
+        .send_window(1 << 20)
+        .initial_rtt(Duration::from_millis(300));
     if let Ok(idle) = Duration::from_secs(30).try_into() {
         t.max_idle_timeout(Some(idle));
     }
@@ -232,6 +258,10 @@ impl Server {
             outboxes: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             limits: opts.limits,
+            admission: Mutex::new(Admission::new(opts.admission)),
+            open: AtomicUsize::new(0),
+            live: Mutex::new(HashMap::new()),
+            closed_tx_bytes: AtomicU64::new(0),
         });
         let (shutdown, rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), rx));
@@ -259,6 +289,25 @@ impl Server {
         lock(&self.shared.core).stats()
     }
 
+    /// Admission counters.
+    pub fn admission_stats(&self) -> AdmissionStats {
+        lock(&self.shared.admission).stats()
+    }
+
+    /// UDP payload bytes the server has sent to devices (all connections, ever).
+    pub fn bytes_sent(&self) -> u64 {
+        let live: u64 = lock(&self.shared.live)
+            .values()
+            .map(|c| c.stats().udp_tx.bytes)
+            .sum();
+        live + self.shared.closed_tx_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Connections admitted and not yet ended.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
     /// Reads a document as the server holds it.
     pub fn with_doc<R>(
         &self,
@@ -284,31 +333,73 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut memory = (Instant::now(), resident_memory());
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
             _ = stop.changed() => break,
         };
         let Some(incoming) = incoming else { break };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, shared).await,
-                Err(e) => debug!(%remote, error = %e, "handshake failed"),
+        let now = Instant::now();
+        if now.duration_since(memory.0) > Duration::from_millis(100) {
+            memory = (now, resident_memory());
+        }
+        let open = shared.open.load(Ordering::SeqCst);
+        let decision = lock(&shared.admission).decide(
+            now,
+            open,
+            memory.1,
+            incoming.remote_address_validated(),
+            rand::random::<f64>(),
+        );
+        match decision {
+            Decision::Refuse => incoming.refuse(),
+            Decision::Retry => {
+                if incoming.may_retry() {
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().refuse();
+                    }
+                } else {
+                    incoming.refuse();
+                }
             }
-        });
+            Decision::Overloaded(after) => {
+                tokio::spawn(async move {
+                    if let Ok(conn) = incoming.await {
+                        conn.close(
+                            ErrorCode::Overloaded.to_u32().into(),
+                            wire::retry_after_reason(after).as_bytes(),
+                        );
+                    }
+                });
+            }
+            Decision::Accept => {
+                let shared = shared.clone();
+                shared.open.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => serve_connection(conn, shared.clone()).await,
+                        Err(e) => debug!(%remote, error = %e, "handshake failed"),
+                    }
+                    shared.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
     }
 }
 
 async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     let remote = conn.remote_address();
     debug!(%remote, "connection");
+    let key = conn.stable_id();
+    lock(&shared.live).insert(key, conn.clone());
+    lock(&shared.admission).observe_open(shared.open.load(Ordering::SeqCst));
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve_stream(id, send, recv, shared.clone()));
+                tokio::spawn(serve_stream(id, conn.clone(), send, recv, shared.clone()));
             }
             Err(e) => {
                 debug!(%remote, error = %e, "connection ended");
@@ -316,10 +407,15 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
             }
         }
     }
+    lock(&shared.live).remove(&key);
+    shared
+        .closed_tx_bytes
+        .fetch_add(conn.stats().udp_tx.bytes, Ordering::Relaxed);
 }
 
 async fn serve_stream(
     id: ConnId,
+    conn: quinn::Connection,
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     shared: Arc<Shared>,
@@ -327,7 +423,7 @@ async fn serve_stream(
     let (tx, rx) = mpsc::unbounded_channel();
     lock(&shared.outboxes).insert(id, tx);
     lock(&shared.core).connect(id);
-    let writer = tokio::spawn(write_loop(send, rx));
+    let writer = tokio::spawn(write_loop(conn, send, rx));
     let limit = shared.limits.max_frame;
     let code = loop {
         match read_frame(&mut recv, limit).await {
@@ -350,18 +446,47 @@ async fn serve_stream(
     let _ = writer.await;
 }
 
-async fn write_loop(mut send: quinn::SendStream, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+/// Writes a session's frames: bulk frames on its own stream, schedule pushes
+/// on a server-opened unidirectional stream with a higher priority, so a room
+/// change overtakes a note upload or a first download queued before it.
+async fn write_loop(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+) {
+    /// Priority of the schedule stream (bulk streams have quinn's default, 0).
+    const SCHEDULE_PRIORITY: i32 = 10;
+    let mut schedule: Option<quinn::SendStream> = None;
     while let Some(out) = rx.recv().await {
         match out {
-            Outbound::Frame(f) => {
+            Outbound::Frame(f, Lane::Bulk) => {
                 if send.write_chunk(f).await.is_err() {
-                    return;
+                    break;
+                }
+            }
+            Outbound::Frame(f, Lane::Schedule) => {
+                if schedule.is_none() {
+                    match conn.open_uni().await {
+                        Ok(s) => {
+                            let _ = s.set_priority(SCHEDULE_PRIORITY);
+                            schedule = Some(s);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Some(s) = schedule.as_mut() {
+                    if s.write_chunk(f).await.is_err() {
+                        break;
+                    }
                 }
             }
             Outbound::Close => break,
         }
     }
-    // Deliver what was written (the error frame, if any), then end the stream.
+    // Deliver what was written (the error frame, if any), then end the streams.
+    if let Some(mut s) = schedule {
+        let _ = s.finish();
+    }
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
 }

@@ -7,19 +7,16 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use lanyard_server::{Server, ServerOptions};
-//! let server = Server::start(ServerOptions {
-//!     data_dir: "./lanyard-data".into(),
-//!     listen: "127.0.0.1:4433".parse()?,
-//!     limits: Default::default(),
-//! })
-//! .await?;
+//! let server = Server::start(ServerOptions::new("./lanyard-data", "127.0.0.1:4433".parse()?)).await?;
 //! println!("listening on {} pin {}", server.local_addr()?, server.pin());
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 mod driver;
 pub mod identity;
 
+pub use admission::{AdmissionConfig, AdmissionStats};
 pub use driver::{transport_config, Server, ServerOptions, StartError};
 pub use identity::{Identity, IdentityError, Invite};

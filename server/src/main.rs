@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use lanyard_protocol::{DeviceId, EventId, Role, UserId};
-use lanyard_server::{Identity, Invite, Server, ServerOptions};
+use lanyard_server::{AdmissionConfig, Identity, Invite, Server, ServerOptions};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,18 @@ enum Command {
         /// UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: SocketAddr,
+        /// Most open connections; devices over it are told when to come back.
+        #[arg(long, default_value_t = AdmissionConfig::default().max_connections)]
+        max_connections: usize,
+        /// Most new handshakes per second; devices over it are refused at once.
+        #[arg(long, default_value_t = AdmissionConfig::default().handshakes_per_sec)]
+        handshakes_per_sec: f64,
+        /// Turn new devices away while resident memory is above this many MiB.
+        #[arg(long, default_value_t = AdmissionConfig::default().max_memory_bytes >> 20)]
+        max_memory_mib: u64,
+        /// Base of the retry-after hint given to devices turned away (jittered ±50%).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        retry_after: Duration,
     },
     /// Print a join link for one user and device.
     Invite {
@@ -77,9 +89,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data, listen } => {
+        Command::Serve {
+            data,
+            listen,
+            max_connections,
+            handshakes_per_sec,
+            max_memory_mib,
+            retry_after,
+        } => {
+            let mut opts = ServerOptions::new(data, listen);
+            opts.admission = AdmissionConfig {
+                max_connections,
+                handshakes_per_sec,
+                max_memory_bytes: max_memory_mib << 20,
+                retry_after,
+            };
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(serve(data, listen))
+            rt.block_on(serve(opts))
         }
         Command::Invite {
             data,
@@ -105,13 +131,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(data: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
-    let server = Server::start(ServerOptions {
-        data_dir: data.clone(),
-        listen,
-        limits: Default::default(),
-    })
-    .await?;
+async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
+    let data = opts.data_dir.clone();
+    let server = Server::start(opts).await?;
     println!(
         "lanyard-server listening on {} (udp/quic)",
         server.local_addr()?
@@ -124,6 +146,17 @@ async fn serve(data: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     );
     wait_for_signal().await?;
     println!("shutting down");
+    let a = server.admission_stats();
+    println!(
+        "admission: {} accepted, {} retries, {} refused (rate {}, connections {}, memory {}), peak {} connections",
+        a.accepted,
+        a.retries,
+        a.refused(),
+        a.refused_rate,
+        a.refused_connections,
+        a.refused_memory,
+        a.peak_connections
+    );
     server.shutdown().await;
     Ok(())
 }

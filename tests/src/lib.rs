@@ -7,6 +7,10 @@
 //! [`wait_for`], which polls a condition under a generous deadline instead of
 //! sleeping a fixed time.
 
+pub mod netem;
+
+pub mod venue;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,11 +54,7 @@ impl TestServer {
     }
 
     fn options(dir: &TempDir) -> anyhow::Result<ServerOptions> {
-        Ok(ServerOptions {
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse()?,
-            limits: Default::default(),
-        })
+        Ok(ServerOptions::new(dir.path(), "127.0.0.1:0".parse()?))
     }
 
     fn finish_start(dir: TempDir, server: Server) -> anyhow::Result<Self> {
@@ -88,13 +88,7 @@ impl TestServer {
         self.stop().await;
         let deadline = Instant::now() + DEADLINE;
         loop {
-            match Server::start(ServerOptions {
-                data_dir: self.dir.path().to_path_buf(),
-                listen: self.addr,
-                limits: Default::default(),
-            })
-            .await
-            {
+            match Server::start(ServerOptions::new(self.dir.path(), self.addr)).await {
                 Ok(s) => {
                     self.server = Some(s);
                     return Ok(());
@@ -143,9 +137,28 @@ impl TestServer {
 
     /// A device: a client core on its own sled directory, joined as `user`.
     pub fn device(&self, role: Role, user: &str, device: &str) -> anyhow::Result<Device> {
+        self.device_via(role, user, device, self.addr)
+    }
+
+    /// A device whose join link points at `addr` (e.g. an impairment proxy).
+    pub fn device_via(
+        &self,
+        role: Role,
+        user: &str,
+        device: &str,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Device> {
         let dir = tempfile::tempdir()?;
         let client = Client::open(dir.path().join("db"))?;
-        client.join(&self.link(role, user, device)?)?;
+        let id = self.identity()?;
+        let claims = Self::claims(role, user, device);
+        let link = JoinLink {
+            server: addr.to_string(),
+            event: claims.event.clone(),
+            token: id.sign(&claims),
+            pin: id.pin(),
+        };
+        client.join(&link.to_string())?;
         Ok(Device { client, dir })
     }
 }
@@ -215,6 +228,30 @@ pub struct RawClient {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     decoder: FrameDecoder,
+    /// Frame bodies from the server's push streams (schedule changes).
+    pushes: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+}
+
+/// Reads every push stream the server opens on `conn`, forwarding frame bodies.
+fn forward_pushes(conn: quinn::Connection) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(mut recv) = conn.accept_uni().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut decoder = FrameDecoder::new(64 << 20);
+                while let Ok(Some(chunk)) = recv.read_chunk(1 << 16, true).await {
+                    decoder.push(&chunk.bytes);
+                    while let Ok(Some(body)) = decoder.next_frame() {
+                        if tx.send(body).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    rx
 }
 
 impl RawClient {
@@ -233,6 +270,7 @@ impl RawClient {
         let conn = endpoint.connect(server.addr(), "localhost")?.await?;
         let (send, recv) = conn.open_bi().await?;
         Ok(RawClient {
+            pushes: forward_pushes(conn.clone()),
             conn,
             endpoint,
             send,
@@ -245,6 +283,7 @@ impl RawClient {
     pub async fn another_stream(&self) -> anyhow::Result<RawClient> {
         let (send, recv) = self.conn.open_bi().await?;
         Ok(RawClient {
+            pushes: tokio::sync::mpsc::unbounded_channel().1,
             conn: self.conn.clone(),
             endpoint: self.endpoint.clone(),
             send,
@@ -287,7 +326,8 @@ impl RawClient {
         Ok(())
     }
 
-    /// Receives the next message; `None` when the server ended the stream.
+    /// Receives the next message, from the session's stream or a push stream;
+    /// `None` when the server ended the session's stream.
     pub async fn recv(&mut self) -> anyhow::Result<Option<ServerMsg>> {
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -295,12 +335,19 @@ impl RawClient {
                 return Ok(Some(wire::decode(&body)?));
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left, self.recv.read_chunk(1 << 16, true))
+            let next = async {
+                tokio::select! {
+                    chunk = self.recv.read_chunk(1 << 16, true) => Ok::<_, anyhow::Error>(Err(chunk?)),
+                    Some(body) = self.pushes.recv() => Ok(Ok(body)),
+                }
+            };
+            match tokio::time::timeout(left, next)
                 .await
-                .context("timed out waiting for the server")??;
-            match chunk {
-                Some(c) => self.decoder.push(&c.bytes),
-                None => return Ok(None),
+                .context("timed out waiting for the server")??
+            {
+                Ok(push) => return Ok(Some(wire::decode(&push)?)),
+                Err(Some(c)) => self.decoder.push(&c.bytes),
+                Err(None) => return Ok(None),
             }
         }
     }

@@ -513,6 +513,7 @@ async fn background_sync_reconnects_after_a_server_restart_and_keeps_receiving_p
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_secs(1),
         stable_after: Duration::from_secs(5),
+        jitter: true,
     });
     wait_for("first sync", || ann.client.session("t1").unwrap().is_some())
         .await

@@ -1,0 +1,247 @@
+//! Admission control: how many devices the server lets in, and how fast.
+//!
+//! A reconnect storm (an access point reboots and a whole hall comes back at
+//! once) must slow down instead of tipping the server over. [`Admission`]
+//! decides for every incoming connection, before the expensive part of the
+//! handshake where quinn allows:
+//!
+//! * over the handshake rate (a token bucket): **refuse** at once — a QUIC
+//!   `CONNECTION_REFUSED`, no TLS work; the device backs off with full jitter;
+//! * busy (the bucket is more than half empty) and the address not validated:
+//!   **retry** — a stateless QUIC Retry, so spoofed floods cost nothing;
+//! * over the connection or memory limit: **accept then close** with
+//!   [`ErrorCode::Overloaded`](lanyard_protocol::ErrorCode::Overloaded) and a
+//!   jittered retry-after hint, so devices come back spread out;
+//! * otherwise **accept**.
+//!
+//! The logic is pure (time and randomness are arguments) and unit-tested; the
+//! driver applies it to quinn's `Incoming`.
+
+use std::time::{Duration, Instant};
+
+/// Limits of the admission control.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmissionConfig {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Most handshakes started per second (the bucket also allows a burst of this size).
+    pub handshakes_per_sec: f64,
+    /// Refuse new devices while the server's resident memory is above this (bytes).
+    pub max_memory_bytes: u64,
+    /// Base of the retry-after hint; the hint is jittered in [base/2, base·3/2).
+    pub retry_after: Duration,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            max_connections: 25_000,
+            handshakes_per_sec: 1_000.0,
+            max_memory_bytes: 1536 * 1024 * 1024,
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What to do with an incoming connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on with the handshake.
+    Accept,
+    /// Send a stateless Retry (address validation) first.
+    Retry,
+    /// Refuse at once (over the handshake rate).
+    Refuse,
+    /// Complete the handshake, then close with this retry-after hint.
+    Overloaded(Duration),
+}
+
+/// Why a device was turned away, for the counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionStats {
+    /// Connections let in.
+    pub accepted: u64,
+    /// Stateless retries sent.
+    pub retries: u64,
+    /// Refused for the handshake rate.
+    pub refused_rate: u64,
+    /// Closed with a hint for the connection limit.
+    pub refused_connections: u64,
+    /// Closed with a hint for the memory limit.
+    pub refused_memory: u64,
+    /// Most connections open at once.
+    pub peak_connections: u64,
+}
+
+impl AdmissionStats {
+    /// All turned away (refused or closed with a hint).
+    pub fn refused(&self) -> u64 {
+        self.refused_rate + self.refused_connections + self.refused_memory
+    }
+}
+
+/// The admission state machine.
+#[derive(Debug)]
+pub struct Admission {
+    config: AdmissionConfig,
+    tokens: f64,
+    last: Option<Instant>,
+    stats: AdmissionStats,
+}
+
+impl Admission {
+    /// A full bucket.
+    pub fn new(config: AdmissionConfig) -> Self {
+        Admission {
+            config,
+            tokens: config.handshakes_per_sec.max(1.0),
+            last: None,
+            stats: AdmissionStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AdmissionConfig {
+        &self.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> AdmissionStats {
+        self.stats
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let cap = self.config.handshakes_per_sec.max(1.0);
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.config.handshakes_per_sec).min(cap);
+        }
+        self.last = Some(now);
+    }
+
+    /// Decides for one incoming connection. `open` is the number of open
+    /// connections, `rss` the resident memory in bytes, `validated` whether
+    /// the address was validated by a Retry, `jitter` a uniform draw in [0, 1).
+    pub fn decide(
+        &mut self,
+        now: Instant,
+        open: usize,
+        rss: u64,
+        validated: bool,
+        jitter: f64,
+    ) -> Decision {
+        self.refill(now);
+        self.stats.peak_connections = self.stats.peak_connections.max(open as u64);
+        let hint = || {
+            let base = self.config.retry_after.as_secs_f64();
+            Duration::from_secs_f64(base * (0.5 + jitter.clamp(0.0, 1.0)))
+        };
+        if open >= self.config.max_connections {
+            self.stats.refused_connections += 1;
+            return Decision::Overloaded(hint());
+        }
+        if rss > self.config.max_memory_bytes {
+            self.stats.refused_memory += 1;
+            return Decision::Overloaded(hint());
+        }
+        if self.tokens < 1.0 {
+            self.stats.refused_rate += 1;
+            return Decision::Refuse;
+        }
+        let cap = self.config.handshakes_per_sec.max(1.0);
+        if !validated && self.tokens < cap / 2.0 {
+            self.stats.retries += 1;
+            return Decision::Retry;
+        }
+        self.tokens -= 1.0;
+        self.stats.accepted += 1;
+        Decision::Accept
+    }
+
+    /// Records the number of open connections (for the peak).
+    pub fn observe_open(&mut self, open: usize) {
+        self.stats.peak_connections = self.stats.peak_connections.max(open as u64);
+    }
+}
+
+/// The server's resident memory in bytes (Linux `/proc/self/statm`; 0 elsewhere).
+pub fn resident_memory() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> AdmissionConfig {
+        AdmissionConfig {
+            max_connections: 10,
+            handshakes_per_sec: 4.0,
+            max_memory_bytes: 1000,
+            retry_after: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn the_handshake_rate_is_a_token_bucket() {
+        let mut a = Admission::new(cfg());
+        let t = Instant::now();
+        // Validated devices: the burst of 4 passes, the 5th is refused.
+        let got: Vec<_> = (0..5).map(|_| a.decide(t, 0, 0, true, 0.5)).collect();
+        assert_eq!(&got[..4], &[Decision::Accept; 4]);
+        assert_eq!(got[4], Decision::Refuse);
+        // A quarter second later one token is back.
+        let t2 = t + Duration::from_millis(250);
+        assert_eq!(a.decide(t2, 0, 0, true, 0.5), Decision::Accept);
+        assert_eq!(a.decide(t2, 0, 0, true, 0.5), Decision::Refuse);
+        assert_eq!(a.stats().refused_rate, 2);
+    }
+
+    #[test]
+    fn unvalidated_addresses_get_a_retry_when_busy() {
+        let mut a = Admission::new(cfg());
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(a.decide(t, 0, 0, false, 0.5), Decision::Accept);
+        }
+        // More than half the bucket is gone: unvalidated devices must prove their address.
+        assert_eq!(a.decide(t, 0, 0, false, 0.5), Decision::Retry);
+        assert_eq!(a.decide(t, 0, 0, true, 0.5), Decision::Accept);
+        assert_eq!(a.stats().retries, 1);
+    }
+
+    #[test]
+    fn limits_send_devices_away_with_a_jittered_hint() {
+        let mut a = Admission::new(cfg());
+        let t = Instant::now();
+        let lo = a.decide(t, 10, 0, true, 0.0);
+        let hi = a.decide(t, 10, 0, true, 0.999);
+        assert_eq!(lo, Decision::Overloaded(Duration::from_secs(1)));
+        match hi {
+            Decision::Overloaded(d) => {
+                assert!(d > Duration::from_millis(2990) && d < Duration::from_secs(3))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            a.decide(t, 0, 5000, true, 0.5),
+            Decision::Overloaded(_)
+        ));
+        let s = a.stats();
+        assert_eq!((s.refused_connections, s.refused_memory), (2, 1));
+        assert_eq!(s.peak_connections, 10);
+        assert_eq!(s.refused(), 3);
+    }
+
+    #[test]
+    fn resident_memory_is_read_on_linux() {
+        assert!(resident_memory() > 0 || !cfg!(target_os = "linux"));
+    }
+}

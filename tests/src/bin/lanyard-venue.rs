@@ -1,0 +1,120 @@
+//! `lanyard-venue`: the venue simulator. Runs a real server, one organizer and
+//! N attendee devices (client cores on memory stores, real QUIC), optionally
+//! through the impairment proxy, drives the workload of `WORKLOAD.md` and
+//! prints convergence, fan-out latency, bytes, retries, refusals and lost writes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use lanyard_server::AdmissionConfig;
+use lanyard_tests::netem::Profiles;
+use lanyard_tests::venue::{run, VenueConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "lanyard-venue",
+    version,
+    about = "Simulate a conference venue against a real Lanyard server"
+)]
+struct Args {
+    /// Attendee devices.
+    #[arg(long, default_value_t = 200)]
+    attendees: usize,
+    /// Link profile from the profiles file (busy, overloaded, collapsing); loopback if absent.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Profiles file (default: the copy of shared/venue-profiles.toml in the repository).
+    #[arg(long)]
+    profiles: Option<PathBuf>,
+    /// Seed of the agenda, the changes and the link impairments.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Sessions in the agenda.
+    #[arg(long, default_value_t = 300)]
+    sessions: usize,
+    /// Schedule changes in the changes phase (one per --change-interval).
+    #[arg(long, default_value_t = 10)]
+    changes: usize,
+    /// Time between schedule changes.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    change_interval: Duration,
+    /// Scale of the profile's outage and rebind intervals (e.g. 0.1 for ten times as often).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Skip the storm phase.
+    #[arg(long)]
+    no_storm: bool,
+    /// Reconnect without jitter in the backoff (to measure what jitter buys).
+    #[arg(long)]
+    no_jitter: bool,
+    /// Server admission: most open connections.
+    #[arg(long, default_value_t = AdmissionConfig::default().max_connections)]
+    max_connections: usize,
+    /// Server admission: most handshakes per second.
+    #[arg(long, default_value_t = AdmissionConfig::default().handshakes_per_sec)]
+    handshakes_per_sec: f64,
+    /// Give up a phase after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    phase_timeout: u64,
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("lanyard-venue: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<bool> {
+    let args = Args::parse();
+    let profile = match &args.profile {
+        None => None,
+        Some(name) => {
+            let profiles = match &args.profiles {
+                Some(p) => Profiles::load(p)?,
+                None => Profiles::builtin()?,
+            };
+            Some((name.clone(), profiles.get(name)?.clone()))
+        }
+    };
+    let cfg = VenueConfig {
+        attendees: args.attendees,
+        sessions: args.sessions,
+        changes: args.changes,
+        change_interval: args.change_interval,
+        seed: args.seed,
+        profile,
+        time_scale: args.time_scale,
+        storm: !args.no_storm,
+        jitter: !args.no_jitter,
+        admission: AdmissionConfig {
+            max_connections: args.max_connections,
+            handshakes_per_sec: args.handshakes_per_sec,
+            ..AdmissionConfig::default()
+        },
+        phase_deadline: Duration::from_secs(args.phase_timeout),
+        progress: true,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let report = rt.block_on(run(cfg))?;
+    println!("{report}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("lanyard-venue: figures written to {}", path.display());
+    }
+    Ok(report.converged == report.attendees && report.lost_writes == 0)
+}

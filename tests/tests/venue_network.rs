@@ -1,0 +1,244 @@
+//! Real QUIC through the impairment proxy (`lanyard-netem`), time-scaled:
+//! every venue profile converges with no lost writes; a NAT rebind in the
+//! middle of a sync migrates the connection; a long outage recovers with no
+//! user action; a reconnect storm of 500 devices against low admission limits
+//! converges while the server stays within its limits.
+
+use std::time::Duration;
+
+use lanyard_client_core::{BackgroundOptions, NewSession, SessionStatus};
+use lanyard_protocol::Role;
+use lanyard_server::AdmissionConfig;
+use lanyard_tests::netem::{Netem, NetemConfig, Profile, Profiles};
+use lanyard_tests::venue::{run, VenueConfig};
+use lanyard_tests::{wait_for, TestServer};
+
+fn profile(name: &str) -> Profile {
+    Profiles::builtin()
+        .and_then(|p| p.get(name).cloned())
+        .unwrap_or_else(|e| panic!("profile {name}: {e:#}"))
+}
+
+async fn venue_through(name: &str, seed: u64) {
+    let cfg = VenueConfig {
+        attendees: 8,
+        sessions: 12,
+        changes: 3,
+        change_interval: Duration::from_millis(500),
+        seed,
+        profile: Some((name.to_owned(), profile(name))),
+        // Outages and rebinds 50 times as often (and outages 50 times shorter).
+        time_scale: 0.02,
+        storm: false,
+        phase_deadline: Duration::from_secs(240),
+        progress: true,
+        ..VenueConfig::default()
+    };
+    let report = run(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("profile {name} seed {seed}: {e:#}"));
+    println!("{report}");
+    assert_eq!(
+        report.converged, report.attendees,
+        "profile {name} seed {seed}"
+    );
+    assert_eq!(report.lost_writes, 0, "profile {name} seed {seed}");
+    assert_eq!(
+        report.fanout_ms.count,
+        3 * 8,
+        "every device saw every change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_busy_profile_converges_with_no_lost_writes() {
+    venue_through("busy", 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overloaded_profile_converges_with_no_lost_writes() {
+    venue_through("overloaded", 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collapsing_profile_converges_with_no_lost_writes() {
+    venue_through("collapsing", 13).await;
+}
+
+fn talk(id: &str) -> NewSession {
+    NewSession {
+        id: id.into(),
+        title: format!("Talk {id}"),
+        room: "Hall A".into(),
+        start_unix: 1_781_000_000,
+        end_unix: 1_781_001_800,
+        ..Default::default()
+    }
+}
+
+fn quick_backoff() -> BackgroundOptions {
+    BackgroundOptions {
+        backoff_base: Duration::from_millis(200),
+        backoff_cap: Duration::from_secs(2),
+        stable_after: Duration::from_secs(5),
+        jitter: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nat_rebind_in_the_middle_of_a_sync_migrates_the_connection() {
+    let srv = TestServer::start().await.unwrap();
+    // A clean link that is slow enough for a sync to take a while.
+    let mut p = Profile::clean();
+    p.rate_kbit = 400.0;
+    p.rtt_ms = 40.0;
+    let netem = Netem::start(NetemConfig {
+        seed: 5,
+        ..NetemConfig::new(srv.addr(), p)
+    })
+    .await
+    .unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.add_session(talk("t1")).unwrap();
+    org.sync().await.unwrap();
+    let phone = srv
+        .device_via(Role::Attendee, "ann", "phone", netem.local_addr())
+        .unwrap();
+    let bg = phone.client.start_background(quick_backoff());
+    wait_for("the first sync through the proxy", || {
+        phone.client.session("t1").unwrap().is_some() && phone.client.status().connected
+    })
+    .await
+    .unwrap();
+    // A large note takes seconds at 400 kbit/s: rebind while it uploads.
+    let big = "offline notes ".repeat(20_000);
+    phone.client.set_note("t1", &big).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<_> = netem.links().iter().map(|l| l.upstream_local).collect();
+    assert!(netem.rebind_all() >= 1);
+    let after: Vec<_> = netem.links().iter().map(|l| l.upstream_local).collect();
+    assert_ne!(before, after, "the server sees a new source address");
+    wait_for("the note to be acknowledged after the rebind", || {
+        phone.client.status().pending_changes == 0
+    })
+    .await
+    .unwrap();
+    // Pushes still arrive on the migrated connection.
+    org.client
+        .move_session("t1", Some("Hall C".into()), None, None)
+        .unwrap();
+    org.sync().await.unwrap();
+    wait_for("the push after the rebind", || {
+        phone
+            .client
+            .session("t1")
+            .unwrap()
+            .is_some_and(|s| s.room == "Hall C")
+    })
+    .await
+    .unwrap();
+    let status = phone.client.status();
+    assert_eq!(status.retries, 0, "migrated, not reconnected: {status:?}");
+    assert!(status.connected);
+    bg.stop().await;
+    let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
+    tablet.sync().await.unwrap();
+    assert_eq!(tablet.client.note("t1").unwrap(), big);
+    println!("{}", netem.stop().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_recovers_with_no_user_action() {
+    let srv = TestServer::start().await.unwrap();
+    let netem = Netem::start(NetemConfig {
+        seed: 6,
+        ..NetemConfig::new(srv.addr(), profile("busy"))
+    })
+    .await
+    .unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.add_session(talk("t1")).unwrap();
+    org.sync().await.unwrap();
+    let phone = srv
+        .device_via(Role::Attendee, "ann", "phone", netem.local_addr())
+        .unwrap();
+    let bg = phone.client.start_background(quick_backoff());
+    wait_for("the first sync", || {
+        phone.client.session("t1").unwrap().is_some()
+    })
+    .await
+    .unwrap();
+    // The hall's access point goes down for 30 s scaled to 20 s: longer than
+    // the 15 s idle timeout, so the device must notice and reconnect by itself.
+    netem.outage(Duration::from_secs(20));
+    phone
+        .client
+        .set_note("t1", "typed while the WiFi was down")
+        .unwrap();
+    org.client.cancel_session("t1").unwrap();
+    org.sync().await.unwrap();
+    wait_for("the cancellation after the outage", || {
+        phone
+            .client
+            .session("t1")
+            .unwrap()
+            .is_some_and(|s| s.status == SessionStatus::Cancelled)
+    })
+    .await
+    .unwrap();
+    wait_for("the note uploaded after the outage", || {
+        phone.client.status().pending_changes == 0
+    })
+    .await
+    .unwrap();
+    let counters = netem.stop().await;
+    println!("{counters}");
+    assert!(counters.outages >= 1);
+    assert!(counters.upstream.dropped() + counters.downstream.dropped() > 0);
+    bg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_of_500_devices_converges_within_the_admission_limits() {
+    // Room for every device once they are in, but few handshakes per second:
+    // the storm must be spread out by refusals and the devices' jittered backoff.
+    let admission = AdmissionConfig {
+        max_connections: 520,
+        handshakes_per_sec: 100.0,
+        retry_after: Duration::from_secs(1),
+        ..AdmissionConfig::default()
+    };
+    let cfg = VenueConfig {
+        attendees: 500,
+        sessions: 10,
+        changes: 1,
+        change_interval: Duration::from_millis(200),
+        seed: 21,
+        profile: None,
+        storm: true,
+        admission,
+        phase_deadline: Duration::from_secs(240),
+        progress: true,
+        ..VenueConfig::default()
+    };
+    let report = run(cfg).await.unwrap();
+    println!("{report}");
+    assert_eq!(report.converged, 500);
+    assert_eq!(report.lost_writes, 0);
+    assert!(
+        report.admission.peak_connections <= 520,
+        "the server exceeded its connection limit: {:?}",
+        report.admission
+    );
+    let storm_refused = report.storm_refused.unwrap();
+    assert!(
+        storm_refused > 0,
+        "the limits were exercised: {:?}",
+        report.admission
+    );
+    assert!(
+        report.refused <= 10 * 500,
+        "refused attempts stay bounded: {} for 500 devices",
+        report.refused
+    );
+}
