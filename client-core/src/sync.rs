@@ -19,6 +19,9 @@ use crate::error::{ClientError, SyncError};
 use crate::model::SyncReport;
 use crate::tls::pinned_client_config;
 
+/// Longest wait for a QUIC handshake before starting a new attempt.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Reconnection settings of the background sync.
 #[derive(Debug, Clone)]
 pub struct BackgroundOptions {
@@ -146,7 +149,19 @@ async fn connect(creds: &Credentials) -> Result<(quinn::Endpoint, quinn::Connect
     let connecting = endpoint
         .connect(addr, host)
         .map_err(|e| SyncError::Unreachable(e.to_string()))?;
-    let conn = connecting.await.map_err(|e| conn_error(server, &e))?;
+    // A handshake that has not finished in HANDSHAKE_TIMEOUT is abandoned and
+    // retried afresh: on a lossy link QUIC's probe timer doubles with every
+    // lost flight, and a new attempt probes sooner than an old one would.
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(r) => r.map_err(|e| conn_error(server, &e))?,
+        Err(_) => {
+            endpoint.close(0u32.into(), b"handshake timeout");
+            return Err(SyncError::Unreachable(format!(
+                "no answer from {server} within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )));
+        }
+    };
     Ok((endpoint, conn))
 }
 

@@ -87,7 +87,7 @@ pub fn client_transport() -> quinn::TransportConfig {
         .receive_window((8u32 << 20).into())
         .send_window(1 << 20)
         .initial_rtt(Duration::from_millis(300));
-    if let Ok(idle) = Duration::from_secs(15).try_into() {
+    if let Ok(idle) = Duration::from_secs(30).try_into() {
         t.max_idle_timeout(Some(idle));
     }
     t
