@@ -208,11 +208,20 @@ pub fn unix_now() -> u64 {
 }
 
 /// Polls `cond` until it holds or [`DEADLINE`] passes.
-pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + DEADLINE;
+pub async fn wait_for(what: &str, cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+    wait_for_within(what, DEADLINE, cond).await
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub async fn wait_for_within(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
     while !cond() {
         if Instant::now() > deadline {
-            bail!("timed out after {DEADLINE:?} waiting for {what}");
+            bail!("timed out after {limit:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

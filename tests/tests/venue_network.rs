@@ -13,7 +13,7 @@ use lanyard_protocol::Role;
 use lanyard_server::AdmissionConfig;
 use lanyard_tests::netem::{Netem, NetemConfig, Profile, Profiles};
 use lanyard_tests::venue::{run, VenueConfig};
-use lanyard_tests::{wait_for, TestServer};
+use lanyard_tests::{wait_for, wait_for_within, TestServer};
 
 fn profile(name: &str) -> Profile {
     Profiles::builtin()
@@ -174,7 +174,9 @@ async fn a_long_outage_recovers_with_no_user_action() {
         .unwrap();
     org.client.cancel_session("t1").unwrap();
     org.sync().await.unwrap();
-    wait_for("the cancellation after the outage", || {
+    // Generous: 35 s of outage, then the idle timeout, a new handshake and a sync.
+    let after_outage = Duration::from_secs(180);
+    wait_for_within("the cancellation after the outage", after_outage, || {
         phone
             .client
             .session("t1")
@@ -183,7 +185,7 @@ async fn a_long_outage_recovers_with_no_user_action() {
     })
     .await
     .unwrap();
-    wait_for("the note uploaded after the outage", || {
+    wait_for_within("the note uploaded after the outage", after_outage, || {
         phone.client.status().pending_changes == 0
     })
     .await
