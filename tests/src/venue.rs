@@ -151,41 +151,11 @@ pub struct VenueReport {
     /// Storm: connection attempts turned away during the storm.
     pub storm_refused: Option<u64>,
     /// Server admission counters at the end.
-    pub admission: AdmissionCounters,
+    pub admission: AdmissionStats,
     /// Packets dropped by the impairment proxy (0 on loopback).
     pub proxy_drops: u64,
     /// Wall time of the whole run, s.
     pub wall_s: f64,
-}
-
-/// Admission counters (a serializable copy).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct AdmissionCounters {
-    /// Let in.
-    pub accepted: u64,
-    /// Stateless retries.
-    pub retries: u64,
-    /// Refused for the handshake rate.
-    pub refused_rate: u64,
-    /// Told to come back (connection limit).
-    pub refused_connections: u64,
-    /// Told to come back (memory).
-    pub refused_memory: u64,
-    /// Most connections at once.
-    pub peak_connections: u64,
-}
-
-impl From<AdmissionStats> for AdmissionCounters {
-    fn from(a: AdmissionStats) -> Self {
-        AdmissionCounters {
-            accepted: a.accepted,
-            retries: a.retries,
-            refused_rate: a.refused_rate,
-            refused_connections: a.refused_connections,
-            refused_memory: a.refused_memory,
-            peak_connections: a.peak_connections,
-        }
-    }
 }
 
 impl std::fmt::Display for VenueReport {
@@ -707,7 +677,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         storm_ms,
         storm_device_ms,
         storm_refused,
-        admission: admission.into(),
+        admission,
         proxy_drops,
         wall_s: wall.elapsed().as_secs_f64(),
     })

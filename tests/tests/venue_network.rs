@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use lanyard_client_core::{BackgroundOptions, NewSession, SessionStatus};
+use lanyard_client_core::{BackgroundOptions, BackgroundSync, NewSession, SessionStatus};
 use lanyard_protocol::Role;
 use lanyard_server::AdmissionConfig;
 use lanyard_tests::netem::{Netem, NetemConfig, Profile, Profiles};
 use lanyard_tests::venue::{run, VenueConfig};
-use lanyard_tests::{wait_for, wait_for_within, TestServer};
+use lanyard_tests::{wait_for, wait_for_within, Device, TestServer};
 
 fn profile(name: &str) -> Profile {
     Profiles::builtin()
@@ -73,6 +73,34 @@ fn talk(id: &str) -> NewSession {
     }
 }
 
+/// A proxy with `profile` in front of `srv`, an organizer (direct) who published
+/// session t1, and an attendee phone behind the proxy, synced in the background.
+async fn organizer_and_phone_behind_proxy(
+    srv: &TestServer,
+    profile: Profile,
+    seed: u64,
+) -> (Netem, Device, Device, BackgroundSync) {
+    let netem = Netem::start(NetemConfig {
+        seed,
+        ..NetemConfig::new(srv.addr(), profile)
+    })
+    .await
+    .unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.add_session(talk("t1")).unwrap();
+    org.sync().await.unwrap();
+    let phone = srv
+        .device_via(Role::Attendee, "ann", "phone", netem.local_addr())
+        .unwrap();
+    let bg = phone.client.start_background(quick_backoff());
+    wait_for("the first sync through the proxy", || {
+        phone.client.session("t1").unwrap().is_some() && phone.client.status().connected
+    })
+    .await
+    .unwrap();
+    (netem, org, phone, bg)
+}
+
 fn quick_backoff() -> BackgroundOptions {
     BackgroundOptions {
         backoff_base: Duration::from_millis(200),
@@ -89,24 +117,7 @@ async fn a_nat_rebind_in_the_middle_of_a_sync_migrates_the_connection() {
     let mut p = Profile::clean();
     p.rate_kbit = 400.0;
     p.rtt_ms = 40.0;
-    let netem = Netem::start(NetemConfig {
-        seed: 5,
-        ..NetemConfig::new(srv.addr(), p)
-    })
-    .await
-    .unwrap();
-    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
-    org.client.add_session(talk("t1")).unwrap();
-    org.sync().await.unwrap();
-    let phone = srv
-        .device_via(Role::Attendee, "ann", "phone", netem.local_addr())
-        .unwrap();
-    let bg = phone.client.start_background(quick_backoff());
-    wait_for("the first sync through the proxy", || {
-        phone.client.session("t1").unwrap().is_some() && phone.client.status().connected
-    })
-    .await
-    .unwrap();
+    let (netem, org, phone, bg) = organizer_and_phone_behind_proxy(&srv, p, 5).await;
     // A large note takes seconds at 400 kbit/s: rebind while it uploads.
     let big = "offline notes ".repeat(20_000);
     phone.client.set_note("t1", &big).unwrap();
@@ -147,24 +158,7 @@ async fn a_nat_rebind_in_the_middle_of_a_sync_migrates_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_recovers_with_no_user_action() {
     let srv = TestServer::start().await.unwrap();
-    let netem = Netem::start(NetemConfig {
-        seed: 6,
-        ..NetemConfig::new(srv.addr(), profile("busy"))
-    })
-    .await
-    .unwrap();
-    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
-    org.client.add_session(talk("t1")).unwrap();
-    org.sync().await.unwrap();
-    let phone = srv
-        .device_via(Role::Attendee, "ann", "phone", netem.local_addr())
-        .unwrap();
-    let bg = phone.client.start_background(quick_backoff());
-    wait_for("the first sync", || {
-        phone.client.session("t1").unwrap().is_some()
-    })
-    .await
-    .unwrap();
+    let (netem, org, phone, bg) = organizer_and_phone_behind_proxy(&srv, profile("busy"), 6).await;
     // The hall's access point goes down for 35 s: longer than the 30 s idle
     // timeout, so the device must notice and reconnect by itself.
     netem.outage(Duration::from_secs(35));
