@@ -5,6 +5,7 @@
 //! middle of a sync migrates the connection; a long outage recovers with no
 //! user action; a reconnect storm of 500 devices against low admission limits
 //! converges while the server stays within its limits.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
