@@ -493,6 +493,24 @@ mod tests {
             conn_error("s:1", &closed(40)),
             SyncError::ConnectionLost(_)
         ));
+        // Refused at the handshake rate: busy, no hint; told to come back: the hint.
+        let refused = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::CONNECTION_REFUSED,
+            frame_type: None,
+            reason: Default::default(),
+        });
+        assert!(matches!(
+            conn_error("s:1", &refused),
+            SyncError::Overloaded { retry_after: None }
+        ));
+        let overloaded = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: ErrorCode::Overloaded.to_u32().into(),
+            reason: wire::retry_after_reason(Duration::from_millis(1500)).into(),
+        });
+        assert!(matches!(
+            conn_error("s:1", &overloaded),
+            SyncError::Overloaded { retry_after: Some(d) } if d == Duration::from_millis(1500)
+        ));
     }
 
     #[test]

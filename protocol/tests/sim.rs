@@ -284,14 +284,23 @@ fn reload(replica: &Replica, actor: &ActorId) -> Replica {
 // Edits
 // ---------------------------------------------------------------------------
 
-/// An organizer edit: plain scalars, as the design asks for agenda fields.
-fn edit_agenda(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> ChangeHash {
-    // Automerge makes no change for a put of the value already there: retry.
+/// Repeats `attempt` until it makes a change: Automerge makes none for a put
+/// of the value already there.
+fn until_changed(
+    rng: &mut ChaCha8Rng,
+    doc: &mut Automerge,
+    attempt: fn(&mut ChaCha8Rng, &mut Automerge) -> Option<ChangeHash>,
+) -> ChangeHash {
     loop {
-        if let Some(h) = try_edit_agenda(rng, doc) {
+        if let Some(h) = attempt(rng, doc) {
             return h;
         }
     }
+}
+
+/// An organizer edit: plain scalars, as the design asks for agenda fields.
+fn edit_agenda(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> ChangeHash {
+    until_changed(rng, doc, try_edit_agenda)
 }
 
 fn try_edit_agenda(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> Option<ChangeHash> {
@@ -324,11 +333,7 @@ fn try_edit_agenda(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> Option<ChangeHa
 
 /// An attendee edit: a bookmark scalar, or a splice in a note's text.
 fn edit_notes(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> ChangeHash {
-    loop {
-        if let Some(h) = try_edit_notes(rng, doc) {
-            return h;
-        }
-    }
+    until_changed(rng, doc, try_edit_notes)
 }
 
 fn try_edit_notes(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> Option<ChangeHash> {

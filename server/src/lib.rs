@@ -20,3 +20,26 @@ pub mod identity;
 pub use admission::{AdmissionConfig, AdmissionStats};
 pub use driver::{transport_config, Server, ServerOptions, StartError};
 pub use identity::{Identity, IdentityError, Invite};
+
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed
+/// when this returns, so a signal sent right after the startup lines is caught.
+#[cfg(unix)]
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+/// A future that resolves on Ctrl-C.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}

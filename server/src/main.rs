@@ -134,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     let data = opts.data_dir.clone();
     let server = Server::start(opts).await?;
+    let signal = lanyard_server::shutdown_signal().context("cannot install the signal handlers")?;
     println!(
         "lanyard-server listening on {} (udp/quic)",
         server.local_addr()?
@@ -144,7 +145,7 @@ async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
         "invite a device: lanyard-server invite --data {} --event EVENT --role attendee --user USER",
         data.display()
     );
-    wait_for_signal().await?;
+    signal.await;
     println!("shutting down");
     let a = server.admission_stats();
     println!(
@@ -159,22 +160,4 @@ async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     );
     server.shutdown().await;
     Ok(())
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")
 }

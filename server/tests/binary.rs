@@ -12,6 +12,16 @@ use lanyard_protocol::{token, JoinLink};
 const BIN: &str = env!("CARGO_BIN_EXE_lanyard-server");
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Runs `lanyard-server invite --data DIR ARGS…`.
+fn invite(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["invite", "--data"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn serve_then_signal(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
@@ -62,12 +72,10 @@ fn serve_then_signal(signal: &str) {
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 
     // The same data directory keeps its certificate: same pin after a restart.
-    let out = Command::new(BIN)
-        .args(["invite", "--data"])
-        .arg(dir.path())
-        .args(["--event", "conf", "--role", "attendee", "--user", "ann"])
-        .output()
-        .unwrap();
+    let out = invite(
+        dir.path(),
+        &["--event", "conf", "--role", "attendee", "--user", "ann"],
+    );
     let link = JoinLink::parse(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert_eq!(link.pin, pin);
 }
@@ -85,10 +93,9 @@ fn serve_stops_gracefully_on_sigint() {
 #[test]
 fn invite_prints_one_join_link() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["invite", "--data"])
-        .arg(dir.path())
-        .args([
+    let out = invite(
+        dir.path(),
+        &[
             "--event",
             "rustconf",
             "--role",
@@ -101,9 +108,8 @@ fn invite_prints_one_join_link() {
             "example.org:4433",
             "--ttl",
             "2h",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -127,19 +133,17 @@ fn invite_prints_one_join_link() {
 #[test]
 fn bad_invite_arguments_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["invite", "--data"])
-        .arg(dir.path())
-        .args([
+    let out = invite(
+        dir.path(),
+        &[
             "--event",
             "has space",
             "--role",
             "attendee",
             "--user",
             "ann",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("event id"), "{err}");

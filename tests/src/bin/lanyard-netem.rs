@@ -114,23 +114,6 @@ fn load_profiles(path: Option<&Path>) -> anyhow::Result<(Profiles, String)> {
     Ok((Profiles::builtin()?, "built-in copy".to_string()))
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     let (profiles, source) = load_profiles(args.profiles.as_deref())?;
     let profile = args.profile(&profiles)?;
@@ -149,6 +132,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         time_scale: args.time_scale,
     })
     .await?;
+    // Handlers first, then the line scripts wait for: a signal right after it is caught.
+    let signal = lanyard_server::shutdown_signal().context("installing the signal handlers")?;
     println!(
         "lanyard-netem listening on {} → upstream {} (profile {} from {source}: {profile}; seed {seed}; time scale {})",
         netem.local_addr(),
@@ -156,7 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.profile,
         args.time_scale
     );
-    wait_for_signal().await?;
+    signal.await;
     let counters = netem.stop().await;
     println!("{counters}");
     Ok(())
