@@ -484,21 +484,33 @@ impl ClientSession {
         out: &mut ClientOutput,
     ) -> Result<(), SessionError> {
         self.resyncing.remove(&u.doc);
-        if u.changes.is_empty() && u.heads.is_empty() && replica.get(&u.doc).is_none() {
+        if u.is_empty() && u.heads.is_empty() && replica.get(&u.doc).is_none() {
             return Ok(());
         }
+        let bad = |e: automerge::AutomergeError| {
+            SessionError::BadServerMessage(format!("{}: {e}", u.doc))
+        };
         let mut decoded = Vec::with_capacity(u.changes.len());
         for bytes in &u.changes {
             let c = Change::try_from(bytes.as_slice())
                 .map_err(|e| SessionError::BadServerMessage(format!("{}: {e}", u.doc)))?;
             decoded.push(c);
         }
-        let n = decoded.len();
         let rd = replica.get_or_create(&u.doc);
+        let mut n = decoded.len();
         if n > 0 {
-            rd.doc
-                .apply_changes(decoded)
-                .map_err(|e| SessionError::BadServerMessage(format!("{}: {e}", u.doc)))?;
+            rd.doc.apply_changes(decoded).map_err(bad)?;
+        }
+        if !u.snapshot.is_empty() {
+            // Loaded into a copy: a snapshot that fails half-way leaves the
+            // document as it was.
+            let before = rd.doc.get_heads();
+            let mut merged = rd.doc.clone();
+            merged.load_incremental(&u.snapshot).map_err(bad)?;
+            n += merged.get_changes(&before).len();
+            rd.doc = merged;
+        }
+        if n > 0 {
             out.docs_changed.insert(u.doc.clone());
             out.events.push(ClientEvent::Updated {
                 doc: u.doc.clone(),

@@ -118,7 +118,24 @@ pub struct ServerCore {
     subscribers: HashMap<DocId, HashSet<ConnId>>,
     /// Bytes of changes held per document, for the document size limit.
     sizes: HashMap<DocId, usize>,
+    /// The last snapshot sent of each document, reused while its heads hold.
+    snapshots: HashMap<DocId, Snapshot>,
     stats: ServerStats,
+}
+
+/// Largest batch of raw changes in one catch-up update: a device on a slow
+/// link that loses the connection keeps every batch it received.
+pub const CATCH_UP_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A catch-up of at least this many bytes of changes is sent as a snapshot
+/// (a compressed whole document) when that is at most half the size.
+pub const SNAPSHOT_MIN_BYTES: usize = 16 * 1024;
+
+/// A saved document and the heads it was saved at.
+#[derive(Debug)]
+struct Snapshot {
+    heads: Vec<ChangeHash>,
+    bytes: Vec<u8>,
 }
 
 fn to_wire(h: &[ChangeHash]) -> Vec<Hash> {
@@ -142,6 +159,7 @@ impl ServerCore {
             sessions: HashMap::new(),
             subscribers: HashMap::new(),
             sizes: HashMap::new(),
+            snapshots: HashMap::new(),
             stats: ServerStats::default(),
         }
     }
@@ -287,23 +305,39 @@ impl ServerCore {
                 });
             }
         }
-        let mut updates = Vec::new();
+        let mut welcome = Vec::new();
+        let mut later = Vec::new();
         let mut known = HashMap::new();
         for doc in claims.readable_docs() {
-            let (changes, heads) = match (self.docs.get(&doc), digest_of.get(&doc)) {
-                (Some(am), Some(d)) => {
-                    let mut have = from_wire(&d.heads);
-                    have.extend(from_wire(&d.base));
-                    (missing_for(am, &have), am.get_heads())
+            let (mut updates, heads) = match self.docs.get(&doc) {
+                Some(am) => {
+                    let mut have = Vec::new();
+                    if let Some(d) = digest_of.get(&doc) {
+                        have.extend(from_wire(&d.heads));
+                        have.extend(from_wire(&d.base));
+                    }
+                    let updates =
+                        catch_up(am, &mut self.snapshots, &self.config.limits, &doc, &have);
+                    (updates, am.get_heads())
                 }
-                (Some(am), None) => (missing_for(am, &[]), am.get_heads()),
-                (None, _) => (Vec::new(), Vec::new()),
+                None => (Vec::new(), Vec::new()),
             };
-            updates.push(DocUpdate {
-                doc: doc.clone(),
-                changes,
-                heads: to_wire(&heads),
-            });
+            // The Welcome stays small: a large catch-up follows it in updates the
+            // device applies (and keeps) one by one.
+            let small = updates.len() == 1
+                && updates[0].snapshot.is_empty()
+                && updates[0].payload_len() <= CATCH_UP_CHUNK_BYTES;
+            if small {
+                welcome.extend(updates.pop());
+            } else {
+                welcome.push(DocUpdate {
+                    doc: doc.clone(),
+                    changes: Vec::new(),
+                    snapshot: Vec::new(),
+                    heads: Vec::new(),
+                });
+                later.extend(updates);
+            }
             self.subscribers
                 .entry(doc.clone())
                 .or_default()
@@ -317,8 +351,13 @@ impl ServerCore {
         out.push(ServerAction::Send {
             conn,
             lane: Lane::Bulk,
-            frame: frame(&ServerMsg::Welcome { docs: updates }),
+            frame: frame(&ServerMsg::Welcome { docs: welcome }),
         });
+        out.extend(later.into_iter().map(|u| ServerAction::Send {
+            conn,
+            lane: Lane::Bulk,
+            frame: frame(&ServerMsg::Update(u)),
+        }));
         out
     }
 
@@ -337,22 +376,38 @@ impl ServerCore {
                 Vec::new(),
             )];
         }
-        let (changes, heads) = match self.docs.get(&doc) {
-            Some(am) => (missing_for(am, &from_wire(have)), am.get_heads()),
-            None => (Vec::new(), Vec::new()),
+        let (updates, heads) = match self.docs.get(&doc) {
+            Some(am) => (
+                catch_up(
+                    am,
+                    &mut self.snapshots,
+                    &self.config.limits,
+                    &doc,
+                    &from_wire(have),
+                ),
+                am.get_heads(),
+            ),
+            None => (
+                vec![DocUpdate {
+                    doc: doc.clone(),
+                    changes: Vec::new(),
+                    snapshot: Vec::new(),
+                    heads: Vec::new(),
+                }],
+                Vec::new(),
+            ),
         };
         if let Some(s) = self.sessions.get_mut(&conn) {
-            s.known.insert(doc.clone(), heads.clone());
+            s.known.insert(doc, heads);
         }
-        vec![ServerAction::Send {
-            conn,
-            lane: Lane::Bulk,
-            frame: frame(&ServerMsg::Update(DocUpdate {
-                doc,
-                changes,
-                heads: to_wire(&heads),
-            })),
-        }]
+        updates
+            .into_iter()
+            .map(|u| ServerAction::Send {
+                conn,
+                lane: Lane::Bulk,
+                frame: frame(&ServerMsg::Update(u)),
+            })
+            .collect()
     }
 
     fn push(&mut self, conn: ConnId, doc: DocId, raw: Vec<Vec<u8>>) -> Vec<ServerAction> {
@@ -558,30 +613,34 @@ impl ServerCore {
                 continue;
             };
             let known = s.known.get(doc).cloned().unwrap_or_default();
-            let f = if known.as_slice() == heads_before {
+            s.known.insert(doc.clone(), heads.clone());
+            if known.as_slice() == heads_before {
                 shared_uses += 1;
-                shared
+                let f = shared
                     .get_or_insert_with(|| {
                         frame(&ServerMsg::Update(DocUpdate {
                             doc: doc.clone(),
                             changes: new_raw.clone(),
+                            snapshot: Vec::new(),
                             heads: wire_heads.clone(),
                         }))
                     })
-                    .clone()
+                    .clone();
+                out.push(ServerAction::Send {
+                    conn,
+                    frame: f,
+                    lane,
+                });
             } else {
-                frame(&ServerMsg::Update(DocUpdate {
-                    doc: doc.clone(),
-                    changes: missing_for(am, &known),
-                    heads: wire_heads.clone(),
-                }))
-            };
-            s.known.insert(doc.clone(), heads.clone());
-            out.push(ServerAction::Send {
-                conn,
-                frame: f,
-                lane,
-            });
+                let limits = &self.config.limits;
+                for u in catch_up(am, &mut self.snapshots, limits, doc, &known) {
+                    out.push(ServerAction::Send {
+                        conn,
+                        frame: frame(&ServerMsg::Update(u)),
+                        lane,
+                    });
+                }
+            }
         }
         if shared.is_some() {
             self.stats.broadcast_frames += 1;
@@ -619,8 +678,24 @@ fn refusal(
     }
 }
 
-/// Raw changes of `am` that a holder of `have` lacks. Unknown hashes in `have` are ignored.
-fn missing_for(am: &Automerge, have: &[ChangeHash]) -> Vec<Vec<u8>> {
+/// What a holder of `have` lacks of `am`, as updates to send in order: nothing
+/// (one empty update), one snapshot, or batches of at most
+/// [`CATCH_UP_CHUNK_BYTES`] whose heads each cover every batch before them.
+/// Unknown hashes in `have` are ignored.
+fn catch_up(
+    am: &Automerge,
+    snapshots: &mut HashMap<DocId, Snapshot>,
+    limits: &Limits,
+    doc: &DocId,
+    have: &[ChangeHash],
+) -> Vec<DocUpdate> {
+    let heads = am.get_heads();
+    let update = |changes: Vec<Vec<u8>>, snapshot: Vec<u8>, heads: &[ChangeHash]| DocUpdate {
+        doc: doc.clone(),
+        changes,
+        snapshot,
+        heads: to_wire(heads),
+    };
     let known: Vec<ChangeHash> = have
         .iter()
         .filter(|h| am.get_change_by_hash(h).is_some())
@@ -628,16 +703,59 @@ fn missing_for(am: &Automerge, have: &[ChangeHash]) -> Vec<Vec<u8>> {
         .collect();
     if known.len() == have.len() && !have.is_empty() {
         let mut a = known.clone();
-        let mut b = am.get_heads();
+        let mut b = heads.clone();
         a.sort();
         b.sort();
         a.dedup();
         if a == b {
-            return Vec::new();
+            return vec![update(Vec::new(), Vec::new(), &heads)];
         }
     }
-    am.get_changes(&known)
-        .into_iter()
-        .map(|c| c.raw_bytes().to_vec())
-        .collect()
+    let missing = am.get_changes(&known);
+    let missing_bytes: usize = missing.iter().map(|c| c.raw_bytes().len()).sum();
+    if missing_bytes >= SNAPSHOT_MIN_BYTES {
+        let snap = match snapshots.get(doc) {
+            Some(s) if s.heads == heads => s,
+            _ => {
+                let fresh = Snapshot {
+                    heads: heads.clone(),
+                    bytes: am.save(),
+                };
+                snapshots.insert(doc.clone(), fresh);
+                &snapshots[doc]
+            }
+        };
+        let fits = snap.bytes.len() + CATCH_UP_CHUNK_BYTES <= limits.max_frame;
+        if fits && snap.bytes.len() * 2 <= missing_bytes {
+            return vec![update(Vec::new(), snap.bytes.clone(), &heads)];
+        }
+    }
+    // Batches; `front` is the heads of `known` plus everything batched so far.
+    let mut front: HashSet<ChangeHash> = known.iter().copied().collect();
+    let mut out = Vec::new();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch_bytes = 0;
+    let n = missing.len();
+    for (i, c) in missing.into_iter().enumerate() {
+        let raw = c.raw_bytes();
+        if !batch.is_empty() && batch_bytes + raw.len() > CATCH_UP_CHUNK_BYTES {
+            let mut prefix: Vec<ChangeHash> = front.iter().copied().collect();
+            prefix.sort();
+            out.push(update(std::mem::take(&mut batch), Vec::new(), &prefix));
+            batch_bytes = 0;
+        }
+        for d in c.deps() {
+            front.remove(d);
+        }
+        front.insert(c.hash());
+        batch_bytes += raw.len();
+        batch.push(raw.to_vec());
+        if i + 1 == n {
+            out.push(update(std::mem::take(&mut batch), Vec::new(), &heads));
+        }
+    }
+    if out.is_empty() {
+        out.push(update(Vec::new(), Vec::new(), &heads));
+    }
+    out
 }

@@ -53,15 +53,35 @@ pub struct DocDigest {
     pub base: Vec<Hash>,
 }
 
-/// Changes and the sender's heads for one document.
+/// Changes for one document, and heads the server holds everything under.
+///
+/// A large catch-up comes as several updates in causal order; the `heads` of
+/// each cover everything sent so far, so a device that loses the connection
+/// in the middle resumes from the last update it applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocUpdate {
     /// The document.
     pub doc: DocId,
     /// Raw Automerge changes, in causal order.
     pub changes: Vec<Vec<u8>>,
-    /// The server's heads after these changes.
+    /// A whole compressed Automerge document (`save` format), sent instead of
+    /// `changes` to a device that lacks most of the document; empty otherwise.
+    pub snapshot: Vec<u8>,
+    /// Heads the server holds everything under, covering these changes: the
+    /// device's new base.
     pub heads: Vec<Hash>,
+}
+
+impl DocUpdate {
+    /// Whether the update carries no change and no snapshot.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.snapshot.is_empty()
+    }
+
+    /// Bytes of document data carried (changes and snapshot).
+    pub fn payload_len(&self) -> usize {
+        self.changes.iter().map(Vec::len).sum::<usize>() + self.snapshot.len()
+    }
 }
 
 /// Messages from a device to the server.

@@ -3,12 +3,17 @@
 
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ReadDoc as _, ROOT};
+use std::collections::HashSet;
+
+use automerge::{Change, ChangeHash};
 use lanyard_protocol::client::{MAX_PUSH_BYTES, MAX_PUSH_CHANGES};
+use lanyard_protocol::server::{CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
 use lanyard_protocol::wire::{self, HEADER_LEN};
 use lanyard_protocol::{
     token, ClientMsg, ClientSession, DeviceId, DocId, EventId, Limits, RefusalReason, Replica,
     Role, ServerAction, ServerConfig, ServerCore, ServerMsg, TokenClaims, UserId,
 };
+use rand::{Rng as _, SeedableRng as _};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 const NOW: u64 = 1_700_000_000;
@@ -149,4 +154,177 @@ fn a_late_ack_with_older_heads_does_not_move_the_base_back() {
     assert!(out.send.is_empty(), "no re-push: {:?}", out.send);
     assert_eq!(replica.get(&doc).unwrap().sync.base, base);
     assert_eq!(replica.pending_count(), 0);
+}
+
+/// A replica of `ann` holding `n` changes of `bytes` each: compressible words,
+/// or seeded random letters that do not compress.
+fn big_replica(event: &EventId, n: usize, bytes: usize, compressible: bool) -> Replica {
+    let doc = own(event);
+    let mut replica = Replica::new(ActorId::from(&[1u8; 16][..]));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for i in 0..n {
+        let text: String = if compressible {
+            "session notes ".repeat(bytes / 14)
+        } else {
+            (0..bytes)
+                .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+                .collect()
+        };
+        put(&mut replica, &doc, &format!("n{i}"), &text);
+    }
+    replica
+}
+
+/// Pushes everything `replica` holds to the server on connection `conn`.
+fn upload(server: &mut ServerCore, conn: u64, token: &str, event: &EventId, replica: &mut Replica) {
+    let (mut session, msgs) = ClientSession::start(event.clone(), token.to_owned(), replica);
+    server.connect(conn);
+    for r in exchange(server, conn, msgs) {
+        session.handle(replica, r).unwrap();
+    }
+    assert!(session.is_settled(replica));
+    server.disconnect(conn);
+}
+
+fn updates_of(replies: &[ServerMsg], doc: &DocId) -> Vec<lanyard_protocol::DocUpdate> {
+    replies
+        .iter()
+        .flat_map(|m| match m {
+            ServerMsg::Welcome { docs } => docs.clone(),
+            ServerMsg::Update(u) => vec![u.clone()],
+            _ => Vec::new(),
+        })
+        .filter(|u| &u.doc == doc && !u.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_first_download_comes_as_one_compressed_snapshot() {
+    let (mut server, token, event) = setup(Limits::default());
+    let doc = own(&event);
+    let mut phone = big_replica(&event, 200, 500, true);
+    upload(&mut server, 1, &token, &event, &mut phone);
+    let raw: usize = phone
+        .get(&doc)
+        .unwrap()
+        .doc
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().len())
+        .sum();
+    assert!(raw >= SNAPSHOT_MIN_BYTES, "{raw}");
+
+    // A second device holding nothing gets the document as one snapshot,
+    // after a Welcome that stays small.
+    let mut laptop = Replica::new(ActorId::from(&[2u8; 16][..]));
+    let (mut session, msgs) = ClientSession::start(event, token, &laptop);
+    server.connect(2);
+    let replies = exchange(&mut server, 2, msgs);
+    let ServerMsg::Welcome { docs } = &replies[0] else {
+        panic!("expected a Welcome first: {replies:?}");
+    };
+    assert!(docs.iter().all(|u| u.is_empty()), "{docs:?}");
+    let updates = updates_of(&replies, &doc);
+    assert_eq!(updates.len(), 1, "one update");
+    let snap = &updates[0];
+    assert!(snap.changes.is_empty());
+    assert!(
+        snap.snapshot.len() * 2 <= raw,
+        "snapshot {} B for {raw} B of changes",
+        snap.snapshot.len()
+    );
+    for r in replies {
+        session.handle(&mut laptop, r).unwrap();
+    }
+    let server_heads = server.doc(&doc).unwrap().get_heads();
+    assert_eq!(laptop.get(&doc).unwrap().doc.get_heads(), server_heads);
+    assert!(session.is_settled(&laptop));
+    let base: Vec<ChangeHash> = laptop
+        .get(&doc)
+        .unwrap()
+        .sync
+        .base
+        .iter()
+        .map(|h| ChangeHash(*h))
+        .collect();
+    assert_eq!(base, server_heads, "the snapshot's heads become the base");
+}
+
+#[test]
+fn an_interrupted_catch_up_resumes_where_it_stopped() {
+    let (mut server, token, event) = setup(Limits::default());
+    let doc = own(&event);
+    // Incompressible notes: the catch-up comes as batches, not a snapshot.
+    let mut phone = big_replica(&event, 300, 800, false);
+    upload(&mut server, 1, &token, &event, &mut phone);
+    let all = phone.get(&doc).unwrap().doc.get_changes(&[]);
+
+    // The laptop holds the first 20 changes, never synced.
+    let mut laptop = Replica::new(ActorId::from(&[2u8; 16][..]));
+    laptop
+        .get_or_create(&doc)
+        .doc
+        .apply_changes(all[..20].iter().cloned())
+        .unwrap();
+    let (mut session, msgs) = ClientSession::start(event.clone(), token.clone(), &laptop);
+    server.connect(2);
+    let replies = exchange(&mut server, 2, msgs);
+    let batches = updates_of(&replies, &doc);
+    assert!(batches.len() >= 3, "{} batches", batches.len());
+    for b in &batches {
+        assert!(b.snapshot.is_empty());
+        assert!(
+            b.payload_len() <= CATCH_UP_CHUNK_BYTES,
+            "{}",
+            b.payload_len()
+        );
+    }
+    let first_sent: HashSet<ChangeHash> = batches
+        .iter()
+        .flat_map(|b| &b.changes)
+        .map(|raw| Change::try_from(raw.as_slice()).unwrap().hash())
+        .collect();
+    assert_eq!(
+        first_sent.len(),
+        all.len() - 20,
+        "exactly the missing changes"
+    );
+
+    // The connection drops after the Welcome and two batches.
+    let mut delivered = 0;
+    for r in replies {
+        if matches!(r, ServerMsg::Update(_)) {
+            if delivered == 2 {
+                break;
+            }
+            delivered += 1;
+        }
+        session.handle(&mut laptop, r).unwrap();
+    }
+    server.disconnect(2);
+    let got: HashSet<ChangeHash> = batches[..2]
+        .iter()
+        .flat_map(|b| &b.changes)
+        .map(|raw| Change::try_from(raw.as_slice()).unwrap().hash())
+        .collect();
+
+    // The reconnect resumes: nothing already applied is sent again.
+    let (mut session, msgs) = ClientSession::start(event, token, &laptop);
+    server.connect(3);
+    let replies = exchange(&mut server, 3, msgs);
+    let resent: Vec<ChangeHash> = updates_of(&replies, &doc)
+        .iter()
+        .flat_map(|b| b.changes.clone())
+        .map(|raw| Change::try_from(raw.as_slice()).unwrap().hash())
+        .collect();
+    assert_eq!(resent.len(), all.len() - 20 - got.len());
+    assert!(resent.iter().all(|h| !got.contains(h)));
+    for r in replies {
+        session.handle(&mut laptop, r).unwrap();
+    }
+    assert_eq!(
+        laptop.get(&doc).unwrap().doc.get_heads(),
+        server.doc(&doc).unwrap().get_heads()
+    );
+    assert!(session.is_settled(&laptop));
 }

@@ -403,6 +403,14 @@ fn short_raw(changes: &[Vec<u8>]) -> String {
         .join(",")
 }
 
+fn snapshot_note(snapshot: &[u8]) -> String {
+    if snapshot.is_empty() {
+        String::new()
+    } else {
+        format!(" snapshot({} B)", snapshot.len())
+    }
+}
+
 /// A one-line description of a server message, for traces.
 fn describe_server(m: &ServerMsg) -> String {
     match m {
@@ -411,9 +419,10 @@ fn describe_server(m: &ServerMsg) -> String {
                 .iter()
                 .map(|u| {
                     format!(
-                        "{} +[{}] heads=[{}]",
+                        "{} +[{}]{} heads=[{}]",
                         u.doc,
                         short_raw(&u.changes),
+                        snapshot_note(&u.snapshot),
                         short_all(&u.heads)
                     )
                 })
@@ -421,9 +430,10 @@ fn describe_server(m: &ServerMsg) -> String {
             format!("Welcome {}", d.join("; "))
         }
         ServerMsg::Update(u) => format!(
-            "Update {} +[{}] heads=[{}]",
+            "Update {} +[{}]{} heads=[{}]",
             u.doc,
             short_raw(&u.changes),
+            snapshot_note(&u.snapshot),
             short_all(&u.heads)
         ),
         ServerMsg::Ack { doc, heads } => format!("Ack {doc} heads=[{}]", short_all(heads)),
@@ -970,7 +980,7 @@ impl Sim {
         }
         let msg = decode_server(frame);
         if let ServerMsg::Welcome { docs } = &msg {
-            if docs.iter().all(|u| u.changes.is_empty()) {
+            if docs.iter().all(|u| u.is_empty()) {
                 self.stats.empty_welcomes += 1;
             }
         }
@@ -1326,7 +1336,7 @@ impl Sim {
                 readable(&u.doc, "Update");
                 durable(&u.doc, &u.heads, "Update");
                 assert!(
-                    !u.changes.is_empty(),
+                    !u.is_empty(),
                     "{}: empty Update to {}",
                     self.ctx(),
                     dev.name
@@ -1821,7 +1831,7 @@ fn a_device_with_nothing_new_gets_an_empty_welcome_in_one_exchange() {
         panic!("expected a Welcome");
     };
     assert_eq!(docs.len(), 2);
-    assert!(docs.iter().all(|u| u.changes.is_empty()), "{docs:?}");
+    assert!(docs.iter().all(|u| u.is_empty()), "{docs:?}");
     let out = s.handle(&mut att, ServerMsg::Welcome { docs }).unwrap();
     assert!(out.send.is_empty() && out.docs_changed.is_empty());
     assert!(s.is_settled(&att));
