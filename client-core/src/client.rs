@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) remote: watch::Sender<u64>,
     /// Reconnection attempts of the background sync.
     pub(crate) retries: std::sync::atomic::AtomicU64,
+    /// A client endpoint shared with other clients, if one was given.
+    pub(crate) endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
 }
 
 /// The device's Lanyard client: agenda, notes and bookmarks, offline-first.
@@ -163,6 +165,7 @@ impl Client {
                 local_edit: Notify::new(),
                 remote,
                 retries: std::sync::atomic::AtomicU64::new(0),
+                endpoint: std::sync::Mutex::new(None),
             }),
         })
     }

@@ -123,31 +123,54 @@ fn session_error(e: SessionError) -> SyncError {
     }
 }
 
-/// Connects to the server named in the credentials.
-async fn connect(creds: &Credentials) -> Result<(quinn::Endpoint, quinn::Connection), SyncError> {
+/// A connection and, when the client opened its own, the endpoint to close
+/// after it.
+struct Link {
+    conn: quinn::Connection,
+    owned: Option<quinn::Endpoint>,
+}
+
+impl Link {
+    /// Closes the connection and lets an owned endpoint tell the server.
+    async fn close(self, reason: &[u8]) {
+        self.conn.close(0u32.into(), reason);
+        if let Some(endpoint) = self.owned {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// Connects to the server named in the credentials, on the shared endpoint
+/// when one was given, else on a UDP socket of its own.
+async fn connect(creds: &Credentials, shared: Option<quinn::Endpoint>) -> Result<Link, SyncError> {
     let server = creds.link.server.as_str();
     let addr: SocketAddr = tokio::net::lookup_host(server)
         .await
         .map_err(|e| SyncError::Unreachable(format!("cannot resolve {server}: {e}")))?
         .next()
         .ok_or_else(|| SyncError::Unreachable(format!("{server} has no address")))?;
-    let bind: SocketAddr = if addr.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    let config =
+        pinned_client_config(&creds.link.pin).map_err(|e| SyncError::Protocol(e.to_string()))?;
+    let (endpoint, owned) = match shared {
+        Some(endpoint) => (endpoint, false),
+        None => {
+            let bind: SocketAddr = if addr.is_ipv6() {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            let endpoint = quinn::Endpoint::client(bind)
+                .map_err(|e| SyncError::Unreachable(format!("cannot open a UDP socket: {e}")))?;
+            (endpoint, true)
+        }
     };
-    let mut endpoint = quinn::Endpoint::client(bind)
-        .map_err(|e| SyncError::Unreachable(format!("cannot open a UDP socket: {e}")))?;
-    endpoint.set_default_client_config(
-        pinned_client_config(&creds.link.pin).map_err(|e| SyncError::Protocol(e.to_string()))?,
-    );
     let host = server
         .rsplit_once(':')
         .map_or(server, |(h, _)| h)
         .trim_start_matches('[')
         .trim_end_matches(']');
     let connecting = endpoint
-        .connect(addr, host)
+        .connect_with(config, addr, host)
         .map_err(|e| SyncError::Unreachable(e.to_string()))?;
     // A handshake that has not finished in HANDSHAKE_TIMEOUT is abandoned and
     // retried afresh: on a lossy link QUIC's probe timer doubles with every
@@ -155,14 +178,19 @@ async fn connect(creds: &Credentials) -> Result<(quinn::Endpoint, quinn::Connect
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(r) => r.map_err(|e| conn_error(server, &e))?,
         Err(_) => {
-            endpoint.close(0u32.into(), b"handshake timeout");
+            if owned {
+                endpoint.close(0u32.into(), b"handshake timeout");
+            }
             return Err(SyncError::Unreachable(format!(
                 "no answer from {server} within {} s",
                 HANDSHAKE_TIMEOUT.as_secs()
             )));
         }
     };
-    Ok((endpoint, conn))
+    Ok(Link {
+        conn,
+        owned: owned.then_some(endpoint),
+    })
 }
 
 async fn write_msgs(
@@ -255,6 +283,21 @@ enum Mode {
 }
 
 impl Client {
+    /// Makes every later connection of this client use `endpoint`, a quinn
+    /// client endpoint (one UDP socket) that other clients may share, instead
+    /// of opening a socket of its own per connection. For processes that run
+    /// many cores (simulators, benchmarks, a back-office app serving several
+    /// events); the endpoint stays open when this client disconnects.
+    pub fn share_endpoint(&self, endpoint: quinn::Endpoint) {
+        if let Ok(mut e) = self.inner.endpoint.lock() {
+            *e = Some(endpoint);
+        }
+    }
+
+    fn shared_endpoint(&self) -> Option<quinn::Endpoint> {
+        self.inner.endpoint.lock().ok().and_then(|e| e.clone())
+    }
+
     /// Connects, exchanges everything, and returns once every document is in
     /// sync and every local change is acknowledged (or refused), or fails.
     pub async fn sync(&self, timeout: Duration) -> Result<SyncReport, SyncError> {
@@ -262,14 +305,15 @@ impl Client {
         let (_stop_tx, stop_rx) = watch::channel(false);
         let deadline = tokio::time::Instant::now() + timeout;
         let server = creds.link.server.clone();
-        let result = match tokio::time::timeout_at(deadline, connect(&creds)).await {
+        let shared = self.shared_endpoint();
+        let result = match tokio::time::timeout_at(deadline, connect(&creds, shared)).await {
             Err(_) => Err(SyncError::Unreachable(format!(
                 "no answer from {server} within {} s",
                 timeout.as_secs()
             ))),
             Ok(Err(e)) => Err(e),
-            Ok(Ok((endpoint, conn))) => {
-                let run = self.run_session(&creds, &conn, Mode::OneShot, stop_rx);
+            Ok(Ok(link)) => {
+                let run = self.run_session(&creds, &link.conn, Mode::OneShot, stop_rx);
                 let r = match tokio::time::timeout_at(deadline, run).await {
                     Ok(r) => r,
                     Err(_) => Err(SyncError::Timeout {
@@ -277,8 +321,7 @@ impl Client {
                         secs: timeout.as_secs(),
                     }),
                 };
-                conn.close(0u32.into(), b"done");
-                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+                link.close(b"done").await;
                 r
             }
         };
@@ -303,18 +346,16 @@ impl Client {
                     break;
                 };
                 let started = Instant::now();
-                let result = match connect(&creds).await {
-                    Ok((endpoint, conn)) => {
+                let result = match connect(&creds, client.shared_endpoint()).await {
+                    Ok(link) => {
                         client.lock().connected = true;
                         let r = client
-                            .run_session(&creds, &conn, Mode::Stay, stop_rx.clone())
+                            .run_session(&creds, &link.conn, Mode::Stay, stop_rx.clone())
                             .await;
                         client.lock().connected = false;
                         // Tell the server at once, so it frees the connection
                         // instead of waiting for the idle timeout.
-                        conn.close(0u32.into(), b"bye");
-                        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle())
-                            .await;
+                        link.close(b"bye").await;
                         r
                     }
                     Err(e) => Err(e),

@@ -628,3 +628,57 @@ async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
         "written while the server's disk is full"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_sharing_one_endpoint_each_keep_their_own_session() {
+    let srv = TestServer::start().await.unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.add_session(talk("t1", "Hall A", T0)).unwrap();
+    org.sync().await.unwrap();
+
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    let bob = srv.device(Role::Attendee, "bob", "phone").unwrap();
+    for d in [&ann, &bob] {
+        d.client.share_endpoint(endpoint.clone());
+    }
+    ann.client.set_note("t1", "ann's secret").unwrap();
+    bob.client.set_note("t1", "bob's secret").unwrap();
+    let bg_ann = ann.client.start_background(BackgroundOptions::default());
+    let bg_bob = bob.client.start_background(BackgroundOptions::default());
+    wait_for("both to be connected and settled", || {
+        [&ann, &bob].iter().all(|d| {
+            let s = d.client.status();
+            s.connected && s.pending_changes == 0 && d.client.session("t1").unwrap().is_some()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        endpoint.open_connections(),
+        2,
+        "two connections on one socket"
+    );
+
+    // A one-shot sync on the shared endpoint closes its connection, not the socket.
+    ann.sync().await.unwrap();
+    org.client
+        .move_session("t1", Some("Hall B".into()), None, None)
+        .unwrap();
+    org.sync().await.unwrap();
+    wait_for("the move to reach both", || {
+        [&ann, &bob].iter().all(|d| {
+            d.client
+                .session("t1")
+                .unwrap()
+                .is_some_and(|s| s.room == "Hall B")
+        })
+    })
+    .await
+    .unwrap();
+    // Each kept its own document: no note crossed over.
+    assert_eq!(ann.client.note("t1").unwrap(), "ann's secret");
+    assert_eq!(bob.client.note("t1").unwrap(), "bob's secret");
+    bg_ann.stop().await;
+    bg_bob.stop().await;
+}
