@@ -254,6 +254,8 @@ pub struct ClientSession {
     phase: Phase,
     in_flight: HashMap<DocId, HashSet<ChangeHash>>,
     resyncing: HashSet<DocId>,
+    /// Catch-ups announced in the Welcome and still arriving: the heads they end at.
+    awaiting: HashMap<DocId, Vec<Hash>>,
 }
 
 impl ClientSession {
@@ -266,6 +268,7 @@ impl ClientSession {
             phase: Phase::AwaitingWelcome,
             in_flight: HashMap::new(),
             resyncing: HashSet::new(),
+            awaiting: HashMap::new(),
         };
         let docs = replica
             .docs
@@ -298,6 +301,7 @@ impl ClientSession {
         self.phase == Phase::Ready
             && self.in_flight.values().all(HashSet::is_empty)
             && self.resyncing.is_empty()
+            && self.awaiting.is_empty()
             && replica.pending_count() == 0
     }
 
@@ -355,6 +359,11 @@ impl ClientSession {
                 self.phase = Phase::Ready;
                 out.events.push(ClientEvent::Welcomed);
                 for u in docs {
+                    if u.is_empty() && !replica.has_all(&u.doc, &u.heads) {
+                        // The server sends this catch-up in updates that follow.
+                        self.awaiting.insert(u.doc, u.heads);
+                        continue;
+                    }
                     self.update(replica, u, &mut out)?;
                 }
             }
@@ -516,6 +525,11 @@ impl ClientSession {
                 doc: u.doc.clone(),
                 changes: n,
             });
+        }
+        if let Some(end) = self.awaiting.get(&u.doc) {
+            if replica.has_all(&u.doc, end) {
+                self.awaiting.remove(&u.doc);
+            }
         }
         self.confirm(replica, &u.doc, &u.heads, out);
         out.send.extend(self.push_pending(replica, &u.doc));

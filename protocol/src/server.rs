@@ -330,11 +330,12 @@ impl ServerCore {
             if small {
                 welcome.extend(updates.pop());
             } else {
+                // An empty entry with heads the device lacks: the catch-up follows.
                 welcome.push(DocUpdate {
                     doc: doc.clone(),
                     changes: Vec::new(),
                     snapshot: Vec::new(),
-                    heads: Vec::new(),
+                    heads: to_wire(&heads),
                 });
                 later.extend(updates);
             }
