@@ -434,11 +434,12 @@ impl ClientSession {
         // The base never moves backwards: a late or duplicated message may carry
         // older heads. When neither covers the other, the union is still a set the
         // server holds everything under.
+        // Hashes only: metadata, not whole changes (which Automerge rebuilds from its ops).
         let since = |base: &[Hash]| -> HashSet<ChangeHash> {
             rd.doc
-                .get_changes(&hashes(base))
+                .get_changes_meta(&hashes(base))
                 .iter()
-                .map(Change::hash)
+                .map(|m| m.hash)
                 .collect()
         };
         let covered_by = |older: &[Hash], newer_since: &HashSet<ChangeHash>| {
@@ -496,28 +497,31 @@ impl ClientSession {
         if u.is_empty() && u.heads.is_empty() && replica.get(&u.doc).is_none() {
             return Ok(());
         }
-        let bad = |e: automerge::AutomergeError| {
-            SessionError::BadServerMessage(format!("{}: {e}", u.doc))
+        let doc_id = u.doc.clone();
+        let bad = move |e: &dyn std::fmt::Display| {
+            SessionError::BadServerMessage(format!("{doc_id}: {e}"))
         };
         let mut decoded = Vec::with_capacity(u.changes.len());
         for bytes in &u.changes {
-            let c = Change::try_from(bytes.as_slice())
-                .map_err(|e| SessionError::BadServerMessage(format!("{}: {e}", u.doc)))?;
-            decoded.push(c);
+            decoded.push(Change::try_from(bytes.as_slice()).map_err(|e| bad(&e))?);
         }
         let rd = replica.get_or_create(&u.doc);
         let mut n = decoded.len();
         if n > 0 {
-            rd.doc.apply_changes(decoded).map_err(bad)?;
+            rd.doc.apply_changes(decoded).map_err(|e| bad(&e))?;
         }
         if !u.snapshot.is_empty() {
-            // Loaded into a copy: a snapshot that fails half-way leaves the
-            // document as it was.
+            // Loaded strictly on its own first (`load_incremental` would skip a
+            // corrupt chunk silently): a bad snapshot leaves the document as it was.
             let before = rd.doc.get_heads();
-            let mut merged = rd.doc.clone();
-            merged.load_incremental(&u.snapshot).map_err(bad)?;
-            n += merged.get_changes(&before).len();
-            rd.doc = merged;
+            let mut loaded = Automerge::load(&u.snapshot).map_err(|e| bad(&e))?;
+            if rd.doc.is_empty() {
+                loaded.set_actor(rd.doc.get_actor().clone());
+                rd.doc = loaded;
+            } else {
+                rd.doc.merge(&mut loaded).map_err(|e| bad(&e))?;
+            }
+            n += rd.doc.get_changes_meta(&before).len();
         }
         if n > 0 {
             out.docs_changed.insert(u.doc.clone());

@@ -331,12 +331,7 @@ impl ServerCore {
                 welcome.extend(updates.pop());
             } else {
                 // An empty entry with heads the device lacks: the catch-up follows.
-                welcome.push(DocUpdate {
-                    doc: doc.clone(),
-                    changes: Vec::new(),
-                    snapshot: Vec::new(),
-                    heads: to_wire(&heads),
-                });
+                welcome.push(doc_update(&doc, Vec::new(), Vec::new(), &heads));
                 later.extend(updates);
             }
             self.subscribers
@@ -389,12 +384,7 @@ impl ServerCore {
                 am.get_heads(),
             ),
             None => (
-                vec![DocUpdate {
-                    doc: doc.clone(),
-                    changes: Vec::new(),
-                    snapshot: Vec::new(),
-                    heads: Vec::new(),
-                }],
+                vec![doc_update(&doc, Vec::new(), Vec::new(), &[])],
                 Vec::new(),
             ),
         };
@@ -613,8 +603,10 @@ impl ServerCore {
             let Some(s) = self.sessions.get_mut(&conn) else {
                 continue;
             };
-            let known = s.known.get(doc).cloned().unwrap_or_default();
-            s.known.insert(doc.clone(), heads.clone());
+            let known = s
+                .known
+                .insert(doc.clone(), heads.clone())
+                .unwrap_or_default();
             if known.as_slice() == heads_before {
                 shared_uses += 1;
                 let f = shared
@@ -679,6 +671,20 @@ fn refusal(
     }
 }
 
+fn doc_update(
+    doc: &DocId,
+    changes: Vec<Vec<u8>>,
+    snapshot: Vec<u8>,
+    heads: &[ChangeHash],
+) -> DocUpdate {
+    DocUpdate {
+        doc: doc.clone(),
+        changes,
+        snapshot,
+        heads: to_wire(heads),
+    }
+}
+
 /// What a holder of `have` lacks of `am`, as updates to send in order: nothing
 /// (one empty update), one snapshot, or batches of at most
 /// [`CATCH_UP_CHUNK_BYTES`] whose heads each cover every batch before them.
@@ -691,12 +697,8 @@ fn catch_up(
     have: &[ChangeHash],
 ) -> Vec<DocUpdate> {
     let heads = am.get_heads();
-    let update = |changes: Vec<Vec<u8>>, snapshot: Vec<u8>, heads: &[ChangeHash]| DocUpdate {
-        doc: doc.clone(),
-        changes,
-        snapshot,
-        heads: to_wire(heads),
-    };
+    let update =
+        |changes, snapshot, heads: &[ChangeHash]| doc_update(doc, changes, snapshot, heads);
     let known: Vec<ChangeHash> = have
         .iter()
         .filter(|h| am.get_change_by_hash(h).is_some())

@@ -343,3 +343,70 @@ fn an_interrupted_catch_up_resumes_where_it_stopped() {
     );
     assert!(session.is_settled(&laptop));
 }
+
+#[test]
+fn a_corrupt_snapshot_is_a_clear_error_and_leaves_the_document_as_it_was() {
+    let (_, token, event) = setup(Limits::default());
+    let doc = own(&event);
+    let mut replica = Replica::new(ActorId::from(&[1u8; 16][..]));
+    put(&mut replica, &doc, "kept", "yes");
+    let before = replica.get(&doc).unwrap().doc.get_heads();
+    let (mut session, _) = ClientSession::start(event, token, &replica);
+    let err = session
+        .handle(
+            &mut replica,
+            ServerMsg::Update(lanyard_protocol::DocUpdate {
+                doc: doc.clone(),
+                changes: Vec::new(),
+                snapshot: b"not an automerge document".to_vec(),
+                heads: Vec::new(),
+            }),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, lanyard_protocol::SessionError::BadServerMessage(m) if m.contains(&doc.to_string())),
+        "{err:?}"
+    );
+    assert_eq!(replica.get(&doc).unwrap().doc.get_heads(), before);
+}
+
+#[test]
+fn a_snapshot_merges_into_a_device_that_already_holds_part_of_the_document() {
+    let (mut server, token, event) = setup(Limits::default());
+    let doc = own(&event);
+    let mut phone = big_replica(&event, 200, 500, true);
+    upload(&mut server, 1, &token, &event, &mut phone);
+    let all = phone.get(&doc).unwrap().doc.get_changes(&[]);
+    // The laptop holds a few of the changes and one of its own.
+    let mut laptop = Replica::new(ActorId::from(&[2u8; 16][..]));
+    laptop
+        .get_or_create(&doc)
+        .doc
+        .apply_changes(all[..5].iter().cloned())
+        .unwrap();
+    put(&mut laptop, &doc, "mine", "offline");
+    let (mut session, msgs) = ClientSession::start(event, token, &laptop);
+    server.connect(2);
+    let replies = exchange(&mut server, 2, msgs);
+    assert!(
+        updates_of(&replies, &doc)
+            .iter()
+            .any(|u| !u.snapshot.is_empty()),
+        "sent as a snapshot"
+    );
+    for r in replies {
+        session.handle(&mut laptop, r).unwrap();
+    }
+    let d = &laptop.get(&doc).unwrap().doc;
+    assert!(d.get(ROOT, "n199").unwrap().is_some());
+    assert!(
+        d.get(ROOT, "mine").unwrap().is_some(),
+        "its own change kept"
+    );
+    assert_eq!(d.get_actor(), &ActorId::from(&[2u8; 16][..]));
+    assert_eq!(
+        server.doc(&doc).unwrap().get_heads(),
+        d.get_heads(),
+        "its change was pushed and acknowledged"
+    );
+}
