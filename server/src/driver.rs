@@ -211,6 +211,34 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// Socket buffer the server asks the kernel for, each way. A whole hall
+/// reconnecting (or closing) at once sends hundreds of datagrams within a few
+/// milliseconds; the common 208 KiB default overflows and the kernel drops
+/// them, so a device's goodbye can be lost and its connection linger until
+/// the idle timeout. Linux caps the request at `net.core.rmem_max` /
+/// `wmem_max`; the size granted is logged.
+pub const UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// Binds the server's UDP socket with [`UDP_BUFFER_BYTES`] buffers.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Accept IPv4 too when listening on [::].
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: a smaller buffer than asked for is still a working server.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    info!(
+        recv = socket.recv_buffer_size().unwrap_or(0),
+        send = socket.send_buffer_size().unwrap_or(0),
+        "UDP socket buffers"
+    );
+    Ok(socket.into())
+}
+
 impl Server {
     /// Opens the data directory, loads every document and starts listening.
     pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
@@ -247,11 +275,20 @@ impl Server {
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config()));
-        let endpoint =
-            quinn::Endpoint::server(config, opts.listen).map_err(|source| StartError::Bind {
-                addr: opts.listen,
-                source,
-            })?;
+        let bind_error = |source| StartError::Bind {
+            addr: opts.listen,
+            source,
+        };
+        let socket = bind_udp(opts.listen).map_err(bind_error)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(config),
+            socket,
+            runtime,
+        )
+        .map_err(bind_error)?;
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             store,
@@ -306,6 +343,11 @@ impl Server {
     /// Connections admitted and not yet ended.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Protocol sessions (device streams) open in the core.
+    pub fn open_sessions(&self) -> usize {
+        lock(&self.shared.core).session_count()
     }
 
     /// Reads a document as the server holds it.
@@ -519,5 +561,34 @@ async fn read_frame(
             Err(ReadFailure::Frame(FrameError::Truncated))
         }
         Err(quinn::ReadExactError::ReadError(_)) => Err(ReadFailure::Gone),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server's socket gets the buffers it asks for, up to the kernel's cap.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_udp_socket_gets_large_buffers_up_to_the_kernel_cap() {
+        let cap = |name: &str| -> usize {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let Ok(socket) = bind_udp("127.0.0.1:0".parse().expect("address")) else {
+            panic!("cannot bind a UDP socket on loopback");
+        };
+        let socket = socket2::Socket::from(socket);
+        let recv = socket.recv_buffer_size().expect("SO_RCVBUF");
+        let send = socket.send_buffer_size().expect("SO_SNDBUF");
+        // Linux grants min(asked, cap) and reports twice that (bookkeeping).
+        let want_recv = UDP_BUFFER_BYTES.min(cap("rmem_max"));
+        let want_send = UDP_BUFFER_BYTES.min(cap("wmem_max"));
+        assert!(recv >= want_recv, "receive buffer {recv} < {want_recv}");
+        assert!(send >= want_send, "send buffer {send} < {want_send}");
+        assert!(recv > cap("rmem_default") || want_recv <= cap("rmem_default"));
     }
 }

@@ -379,9 +379,10 @@ async fn wait_all(
             say(
                 cfg,
                 format!(
-                    "{what}: {n}/{} devices; server: {} open, {} accepted, {} refused{why}",
+                    "{what}: {n}/{} devices; server: {} open ({} sessions), {} accepted, {} refused{why}",
                     devices.len(),
                     server.open_connections(),
+                    server.open_sessions(),
                     a.accepted,
                     a.refused()
                 ),
@@ -570,6 +571,14 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             }
         }
         while stops.join_next().await.is_some() {}
+        say(
+            &cfg,
+            format!(
+                "storm: every device stopped; server: {} open ({} sessions)",
+                server.open_connections(),
+                server.open_sessions()
+            ),
+        );
         let target = &sessions[sessions.len() / 2];
         let room = "Storm Hall".to_owned();
         let t = Instant::now();
