@@ -37,4 +37,4 @@ pub use model::{
     Announcement, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionStatus,
     SessionUpdate, SyncReport, SyncStatus,
 };
-pub use sync::{BackgroundOptions, BackgroundSync};
+pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync};

@@ -140,6 +140,31 @@ impl Link {
     }
 }
 
+/// Socket buffer asked for each way on a shared endpoint: one socket carries
+/// many devices' traffic, and bursts overflow the kernel's default.
+const SHARED_SOCKET_BUFFER: usize = 8 << 20;
+
+/// A client endpoint (one UDP socket bound to `bind`) for
+/// [`Client::share_endpoint`], with buffers sized for many devices' traffic
+/// (the kernel caps them at `net.core.rmem_max` / `wmem_max`). Needs a tokio
+/// runtime.
+pub fn shared_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, it only drops bursts sooner.
+    let _ = socket.set_recv_buffer_size(SHARED_SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SHARED_SOCKET_BUFFER);
+    socket.bind(&bind.into())?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime: call from within tokio"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        runtime,
+    )
+}
+
 /// Connects to the server named in the credentials, on the shared endpoint
 /// when one was given, else on a UDP socket of its own.
 async fn connect(creds: &Credentials, shared: Option<quinn::Endpoint>) -> Result<Link, SyncError> {

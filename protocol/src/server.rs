@@ -316,8 +316,15 @@ impl ServerCore {
                         have.extend(from_wire(&d.heads));
                         have.extend(from_wire(&d.base));
                     }
-                    let updates =
-                        catch_up(am, &mut self.snapshots, &self.config.limits, &doc, &have);
+                    let held = self.sizes.get(&doc).copied().unwrap_or(0);
+                    let updates = catch_up(
+                        am,
+                        &mut self.snapshots,
+                        &self.config.limits,
+                        &doc,
+                        &have,
+                        held,
+                    );
                     (updates, am.get_heads())
                 }
                 None => (Vec::new(), Vec::new()),
@@ -380,6 +387,7 @@ impl ServerCore {
                     &self.config.limits,
                     &doc,
                     &from_wire(have),
+                    self.sizes.get(&doc).copied().unwrap_or(0),
                 ),
                 am.get_heads(),
             ),
@@ -626,7 +634,8 @@ impl ServerCore {
                 });
             } else {
                 let limits = &self.config.limits;
-                for u in catch_up(am, &mut self.snapshots, limits, doc, &known) {
+                let held = self.sizes.get(doc).copied().unwrap_or(0);
+                for u in catch_up(am, &mut self.snapshots, limits, doc, &known, held) {
                     out.push(ServerAction::Send {
                         conn,
                         frame: frame(&ServerMsg::Update(u)),
@@ -688,13 +697,15 @@ fn doc_update(
 /// What a holder of `have` lacks of `am`, as updates to send in order: nothing
 /// (one empty update), one snapshot, or batches of at most
 /// [`CATCH_UP_CHUNK_BYTES`] whose heads each cover every batch before them.
-/// Unknown hashes in `have` are ignored.
+/// Unknown hashes in `have` are ignored. `held_bytes` is the size of every
+/// change of the document (an estimate is enough: it only picks the form).
 fn catch_up(
     am: &Automerge,
     snapshots: &mut HashMap<DocId, Snapshot>,
     limits: &Limits,
     doc: &DocId,
     have: &[ChangeHash],
+    held_bytes: usize,
 ) -> Vec<DocUpdate> {
     let heads = am.get_heads();
     let update =
@@ -714,9 +725,7 @@ fn catch_up(
             return vec![update(Vec::new(), Vec::new(), &heads)];
         }
     }
-    let missing = am.get_changes(&known);
-    let missing_bytes: usize = missing.iter().map(|c| c.raw_bytes().len()).sum();
-    if missing_bytes >= SNAPSHOT_MIN_BYTES {
+    let mut snapshot = |missing_bytes: usize| {
         let snap = match snapshots.get(doc) {
             Some(s) if s.heads == heads => s,
             _ => {
@@ -729,8 +738,21 @@ fn catch_up(
             }
         };
         let fits = snap.bytes.len() + CATCH_UP_CHUNK_BYTES <= limits.max_frame;
-        if fits && snap.bytes.len() * 2 <= missing_bytes {
-            return vec![update(Vec::new(), snap.bytes.clone(), &heads)];
+        (fits && snap.bytes.len() * 2 <= missing_bytes).then(|| snap.bytes.clone())
+    };
+    // A device that holds nothing needs every change: their size is known
+    // without rebuilding them (Automerge rebuilds changes from its ops, the
+    // costliest step of a first download).
+    if known.is_empty() && held_bytes >= SNAPSHOT_MIN_BYTES {
+        if let Some(bytes) = snapshot(held_bytes) {
+            return vec![update(Vec::new(), bytes, &heads)];
+        }
+    }
+    let missing = am.get_changes(&known);
+    let missing_bytes: usize = missing.iter().map(|c| c.raw_bytes().len()).sum();
+    if missing_bytes >= SNAPSHOT_MIN_BYTES {
+        if let Some(bytes) = snapshot(missing_bytes) {
+            return vec![update(Vec::new(), bytes, &heads)];
         }
     }
     // Batches; `front` is the heads of `known` plus everything batched so far.

@@ -57,7 +57,7 @@ pub enum Decision {
 }
 
 /// Why a device was turned away, for the counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AdmissionStats {
     /// Connections let in.
     pub accepted: u64,

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::{resident_memory, Admission, AdmissionConfig, AdmissionStats, Decision};
 use crate::identity::{Identity, IdentityError};
+use crate::stats::{ProcessFigures, StatsSnapshot};
 
 /// Options for [`Server::start`].
 #[derive(Debug, Clone)]
@@ -97,6 +98,8 @@ struct Shared {
     live: Mutex<HashMap<usize, quinn::Connection>>,
     /// UDP bytes sent on connections that have ended.
     closed_tx_bytes: AtomicU64,
+    /// UDP bytes received on connections that have ended.
+    closed_rx_bytes: AtomicU64,
 }
 
 fn now_unix() -> u64 {
@@ -299,6 +302,7 @@ impl Server {
             open: AtomicUsize::new(0),
             live: Mutex::new(HashMap::new()),
             closed_tx_bytes: AtomicU64::new(0),
+            closed_rx_bytes: AtomicU64::new(0),
         });
         let (shutdown, rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), rx));
@@ -338,6 +342,38 @@ impl Server {
             .map(|c| c.stats().udp_tx.bytes)
             .sum();
         live + self.shared.closed_tx_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Every counter at once, with this process's memory and CPU figures.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let (mut tx, mut rx) = (0, 0);
+        for c in lock(&self.shared.live).values() {
+            let s = c.stats();
+            tx += s.udp_tx.bytes;
+            rx += s.udp_rx.bytes;
+        }
+        let (core, sessions) = {
+            let core = lock(&self.shared.core);
+            (core.stats(), core.session_count())
+        };
+        let process = ProcessFigures::own();
+        StatsSnapshot {
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            open_connections: self.open_connections(),
+            sessions,
+            bytes_sent: tx + self.shared.closed_tx_bytes.load(Ordering::Relaxed),
+            bytes_received: rx + self.shared.closed_rx_bytes.load(Ordering::Relaxed),
+            admission: self.admission_stats(),
+            changes_accepted: core.changes_accepted,
+            changes_refused: core.changes_refused,
+            broadcast_frames: core.broadcast_frames,
+            broadcast_sends: core.broadcast_sends,
+            rss_bytes: process.rss_bytes,
+            peak_rss_bytes: process.peak_rss_bytes,
+            cpu_seconds: process.cpu_seconds,
+        }
     }
 
     /// Connections admitted and not yet ended.
@@ -450,9 +486,13 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
         }
     }
     lock(&shared.live).remove(&key);
+    let stats = conn.stats();
     shared
         .closed_tx_bytes
-        .fetch_add(conn.stats().udp_tx.bytes, Ordering::Relaxed);
+        .fetch_add(stats.udp_tx.bytes, Ordering::Relaxed);
+    shared
+        .closed_rx_bytes
+        .fetch_add(stats.udp_rx.bytes, Ordering::Relaxed);
 }
 
 async fn serve_stream(

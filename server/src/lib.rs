@@ -16,10 +16,12 @@
 pub mod admission;
 mod driver;
 pub mod identity;
+pub mod stats;
 
 pub use admission::{AdmissionConfig, AdmissionStats};
 pub use driver::{transport_config, Server, ServerOptions, StartError};
 pub use identity::{Identity, IdentityError, Invite};
+pub use stats::{ProcessFigures, StatsError, StatsSnapshot};
 
 /// A future that resolves on SIGINT or SIGTERM. The handlers are installed
 /// when this returns, so a signal sent right after the startup lines is caught.

@@ -43,6 +43,10 @@ enum Command {
         /// Base of the retry-after hint given to devices turned away (jittered ±50%).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         retry_after: Duration,
+        /// Keep a JSON file of the server's counters (connections, bytes,
+        /// admission, memory, CPU), rewritten every half second and on exit.
+        #[arg(long)]
+        stats_file: Option<PathBuf>,
     },
     /// Print a join link for one user and device.
     Invite {
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             handshakes_per_sec,
             max_memory_mib,
             retry_after,
+            stats_file,
         } => {
             let mut opts = ServerOptions::new(data, listen);
             opts.admission = AdmissionConfig {
@@ -105,7 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 retry_after,
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(serve(opts))
+            rt.block_on(serve(opts, stats_file))
         }
         Command::Invite {
             data,
@@ -131,10 +136,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
+async fn serve(opts: ServerOptions, stats_file: Option<PathBuf>) -> anyhow::Result<()> {
     let data = opts.data_dir.clone();
-    let server = Server::start(opts).await?;
+    let server = std::sync::Arc::new(Server::start(opts).await?);
     let signal = lanyard_server::shutdown_signal().context("cannot install the signal handlers")?;
+    let stats_task = stats_file.clone().map(|path| {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                if let Err(e) = server.snapshot().write(&path) {
+                    if !warned {
+                        eprintln!("lanyard-server: {e}");
+                        warned = true;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    });
     println!(
         "lanyard-server listening on {} (udp/quic)",
         server.local_addr()?
@@ -158,6 +178,16 @@ async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
         a.refused_memory,
         a.peak_connections
     );
+    if let Some(task) = stats_task {
+        task.abort();
+        let _ = task.await;
+    }
+    let final_stats = server.snapshot();
+    let server =
+        std::sync::Arc::into_inner(server).context("the stats writer still holds the server")?;
     server.shutdown().await;
+    if let Some(path) = stats_file {
+        final_stats.write(&path)?;
+    }
     Ok(())
 }

@@ -7,7 +7,10 @@
 //! [`wait_for`], which polls a condition under a generous deadline instead of
 //! sleeping a fixed time.
 
+pub mod backend;
 pub mod netem;
+pub mod plot;
+pub mod progress;
 
 pub mod venue;
 

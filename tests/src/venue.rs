@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use lanyard_client_core::{BackgroundOptions, BackgroundSync, Client, NewSession, Room};
 use lanyard_protocol::{DeviceId, DocId, EventId, JoinLink, Role, TokenClaims, UserId};
-use lanyard_server::{AdmissionConfig, AdmissionStats, Server, ServerOptions};
+use lanyard_server::{AdmissionConfig, AdmissionStats, StatsSnapshot};
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::backend::{Backend, ServerMode};
 use crate::netem::{Netem, NetemConfig, Profile};
 
 /// The event of the workload.
@@ -53,6 +54,10 @@ pub struct VenueConfig {
     pub phase_deadline: Duration,
     /// Print progress to stderr.
     pub progress: bool,
+    /// Where the server runs.
+    pub server: ServerMode,
+    /// Devices per client UDP endpoint (socket); 1 gives each device its own.
+    pub devices_per_endpoint: usize,
 }
 
 impl Default for VenueConfig {
@@ -70,6 +75,8 @@ impl Default for VenueConfig {
             admission: AdmissionConfig::default(),
             phase_deadline: Duration::from_secs(600),
             progress: true,
+            server: ServerMode::InProcess,
+            devices_per_endpoint: 1,
         }
     }
 }
@@ -154,8 +161,114 @@ pub struct VenueReport {
     pub admission: AdmissionStats,
     /// Packets dropped by the impairment proxy (0 on loopback).
     pub proxy_drops: u64,
+    /// Whether the server ran as its own process (else its memory and CPU
+    /// figures include the simulated devices').
+    pub server_process: bool,
+    /// Peak resident memory of the server process, bytes.
+    pub server_peak_rss_bytes: u64,
+    /// CPU time of the server process over the whole run, s.
+    pub server_cpu_s: f64,
+    /// Per phase: wall time, server CPU, server memory, bytes sent.
+    pub phases: Vec<PhaseFigures>,
+    /// Mean size of the organizer's Automerge change in the changes phase, bytes.
+    pub change_size_bytes: f64,
+    /// Devices that never converged (must be 0).
+    pub never_converged: usize,
+    /// The last error each device saw, counted by message.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Versions of what was measured.
+    pub versions: std::collections::BTreeMap<String, String>,
+    /// Per-device latencies of each phase, ms (for plots; not in the JSON).
+    #[serde(skip)]
+    pub samples: PhaseSamples,
     /// Wall time of the whole run, s.
     pub wall_s: f64,
+}
+
+/// Figures of one phase of the workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PhaseFigures {
+    /// publish, join, changes or storm.
+    pub phase: String,
+    /// Wall time of the phase, ms.
+    pub wall_ms: f64,
+    /// CPU time the server used in the phase, s.
+    pub server_cpu_s: f64,
+    /// Peak resident memory of the server by the end of the phase, bytes.
+    pub server_peak_rss_bytes: u64,
+    /// Bytes the server sent in the phase.
+    pub bytes_sent: u64,
+}
+
+/// Per-device latencies of each phase, ms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PhaseSamples {
+    /// Join: time for each device to hold the agenda.
+    pub join: Vec<f64>,
+    /// Changes: time from each change to each device showing it.
+    pub changes: Vec<f64>,
+    /// Storm: time for each device to hold the storm change.
+    pub storm: Vec<f64>,
+}
+
+fn ms(d: &[Duration]) -> Vec<f64> {
+    d.iter().map(|d| d.as_secs_f64() * 1000.0).collect()
+}
+
+/// Tracks phase boundaries against the server's counters.
+struct PhaseClock {
+    started: Instant,
+    at: StatsSnapshot,
+    done: Vec<PhaseFigures>,
+}
+
+impl PhaseClock {
+    async fn start(backend: &Backend) -> anyhow::Result<PhaseClock> {
+        Ok(PhaseClock {
+            started: Instant::now(),
+            at: backend.fresh_stats().await?,
+            done: Vec::new(),
+        })
+    }
+
+    /// Ends the running phase and starts the next one.
+    async fn end(&mut self, backend: &Backend, phase: &str) -> anyhow::Result<()> {
+        let wall_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let now = backend.fresh_stats().await?;
+        self.done.push(PhaseFigures {
+            phase: phase.to_owned(),
+            wall_ms,
+            server_cpu_s: now.cpu_seconds - self.at.cpu_seconds,
+            server_peak_rss_bytes: now.peak_rss_bytes,
+            bytes_sent: now.bytes_sent.saturating_sub(self.at.bytes_sent),
+        });
+        self.at = now;
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    fn bytes(&self, phase: &str) -> u64 {
+        self.done
+            .iter()
+            .find(|p| p.phase == phase)
+            .map_or(0, |p| p.bytes_sent)
+    }
+}
+
+/// Versions of what a run measures.
+pub fn versions() -> std::collections::BTreeMap<String, String> {
+    let mut v = std::collections::BTreeMap::new();
+    v.insert("lanyard".into(), env!("CARGO_PKG_VERSION").into());
+    for (name, version) in [
+        ("automerge", option_env!("LANYARD_DEP_AUTOMERGE")),
+        ("quinn", option_env!("LANYARD_DEP_QUINN")),
+        ("sled", option_env!("LANYARD_DEP_SLED")),
+        ("tokio", option_env!("LANYARD_DEP_TOKIO")),
+        ("rustls", option_env!("LANYARD_DEP_RUSTLS")),
+    ] {
+        v.insert(name.into(), version.unwrap_or("unknown").into());
+    }
+    v
 }
 
 impl std::fmt::Display for VenueReport {
@@ -208,6 +321,41 @@ impl std::fmt::Display for VenueReport {
             )?;
         }
         writeln!(f, "  proxy drops          {}", self.proxy_drops)?;
+        writeln!(
+            f,
+            "  change size          {:.0} B (Automerge change of one schedule edit)",
+            self.change_size_bytes
+        )?;
+        let whose = if self.server_process {
+            "server process"
+        } else {
+            "whole process, server in-process"
+        };
+        writeln!(
+            f,
+            "  server               peak {:.0} MiB resident, {:.1} s CPU ({whose})",
+            self.server_peak_rss_bytes as f64 / 1048576.0,
+            self.server_cpu_s
+        )?;
+        writeln!(
+            f,
+            "  {:<12} {:>10} {:>10} {:>10} {:>12}",
+            "phase", "wall s", "CPU s", "peak MiB", "bytes sent"
+        )?;
+        for p in &self.phases {
+            writeln!(
+                f,
+                "  {:<12} {:>10.1} {:>10.2} {:>10.0} {:>12}",
+                p.phase,
+                p.wall_ms / 1000.0,
+                p.server_cpu_s,
+                p.server_peak_rss_bytes as f64 / 1048576.0,
+                p.bytes_sent
+            )?;
+        }
+        for (e, n) in &self.errors {
+            writeln!(f, "  last error of {n} device(s): {e}")?;
+        }
         write!(f, "  wall time            {:.1} s", self.wall_s)
     }
 }
@@ -336,75 +484,147 @@ fn background(cfg: &VenueConfig) -> BackgroundOptions {
     }
 }
 
-/// Waits until `cond` holds for every device, polling; returns per-device times since `t0`.
-async fn wait_all(
+/// How often a device re-checks a condition without being woken by an
+/// update (for conditions such as "nothing pending" that no update signals):
+/// seldom with many devices, so the check itself never loads the machine.
+fn recheck_interval(devices: usize) -> Duration {
+    Duration::from_millis((devices as u64 / 2).clamp(500, 5000))
+}
+
+/// Per-device completion times of a phase, filled in by one watcher task per device.
+#[derive(Clone)]
+struct Tally {
+    done: Arc<std::sync::Mutex<Vec<Option<Duration>>>>,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Tally {
+    fn new(n: usize) -> Tally {
+        Tally {
+            done: Arc::new(std::sync::Mutex::new(vec![None; n])),
+            count: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    fn record(&self, i: usize, t: Duration) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if done[i].is_none() {
+            done[i] = Some(t);
+            self.count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn pending(&self) -> Vec<usize> {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        (0..done.len()).filter(|i| done[*i].is_none()).collect()
+    }
+
+    fn times(&self) -> Vec<Duration> {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.iter().flatten().copied().collect()
+    }
+}
+
+/// Waits for a tally to reach `expected`, printing progress and the server's
+/// counters; fails after the phase deadline.
+async fn watch_progress(
     cfg: &VenueConfig,
-    server: &Server,
+    server: &Backend,
     what: &str,
     devices: &[Device],
+    tally: &Tally,
+    expected: usize,
     t0: Instant,
-    cond: impl Fn(&Client) -> bool,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut done: Vec<Option<Duration>> = vec![None; devices.len()];
+) -> anyhow::Result<()> {
     let deadline = t0 + cfg.phase_deadline;
+    let bar = crate::progress::bar(cfg.progress, what, expected as u64);
     let mut last_report = Instant::now();
     loop {
-        let now = Instant::now();
-        for (i, d) in devices.iter().enumerate() {
-            if done[i].is_none() && cond(&d.client) {
-                done[i] = Some(now.duration_since(t0));
-            }
+        let n = tally.count();
+        bar.set_position(n as u64);
+        if n >= expected {
+            bar.finish_and_clear();
+            return Ok(());
         }
-        let n = done.iter().filter(|d| d.is_some()).count();
-        if n == devices.len() {
-            return Ok(done.into_iter().flatten().collect());
-        }
-        if now > deadline {
-            bail!(
-                "{what}: only {n}/{} devices after {:?}",
-                devices.len(),
-                cfg.phase_deadline
-            );
+        if Instant::now() > deadline {
+            bar.abandon();
+            bail!("{what}: only {n}/{expected} after {:?}", cfg.phase_deadline);
         }
         if last_report.elapsed() > Duration::from_secs(2) {
             // Say why a waiting device is waiting, from its own status.
-            let why = devices
-                .iter()
-                .zip(&done)
-                .filter(|(_, d)| d.is_none())
-                .find_map(|(dev, _)| dev.client.status().last_error)
+            let why = tally
+                .pending()
+                .into_iter()
+                .filter_map(|i| devices.get(i))
+                .find_map(|dev| dev.client.status().last_error)
                 .map(|e| format!(" (a waiting device's last error: {e})"))
                 .unwrap_or_default();
-            let a = server.admission_stats();
-            say(
-                cfg,
-                format!(
-                    "{what}: {n}/{} devices; server: {} open ({} sessions), {} accepted, {} refused{why}",
-                    devices.len(),
-                    server.open_connections(),
-                    server.open_sessions(),
-                    a.accepted,
-                    a.refused()
-                ),
+            let st = server.stats();
+            let line = format!(
+                "server: {} open ({} sessions), {} accepted, {} refused, {} MiB{why}",
+                st.open_connections,
+                st.sessions,
+                st.admission.accepted,
+                st.admission.refused(),
+                st.rss_bytes >> 20,
             );
+            if bar.is_hidden() {
+                say(cfg, format!("{what}: {n}/{expected}; {line}"));
+            } else {
+                bar.set_message(line);
+            }
             last_report = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until `cond` holds for every device; returns per-device times since
+/// `t0`. Each device is checked when an update from the server reaches it,
+/// and now and then regardless.
+async fn wait_all(
+    cfg: &VenueConfig,
+    server: &Backend,
+    what: &str,
+    devices: &[Device],
+    t0: Instant,
+    cond: impl Fn(&Client) -> bool + Send + Sync + 'static,
+) -> anyhow::Result<Vec<Duration>> {
+    let cond = Arc::new(cond);
+    let tally = Tally::new(devices.len());
+    let recheck = recheck_interval(devices.len());
+    let mut watchers = JoinSet::new();
+    for (i, d) in devices.iter().enumerate() {
+        let (client, cond, tally) = (d.client.clone(), cond.clone(), tally.clone());
+        watchers.spawn(async move {
+            let mut updates = client.remote_changes();
+            loop {
+                if cond(&client) {
+                    tally.record(i, t0.elapsed());
+                    return;
+                }
+                tokio::select! {
+                    r = updates.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(recheck) => {}
+                }
+            }
+        });
+    }
+    watch_progress(cfg, server, what, devices, &tally, devices.len(), t0).await?;
+    Ok(tally.times())
 }
 
 /// Runs the whole workload.
 pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     let wall = Instant::now();
     let dir = tempfile::tempdir()?;
-    let mut opts = ServerOptions::new(dir.path(), "127.0.0.1:0".parse()?);
-    opts.admission = cfg.admission;
-    // The server shares this process with every simulated device: its resident
-    // memory is not the server's, so the memory limit cannot apply here.
-    opts.admission.max_memory_bytes = u64::MAX;
-    let server = Server::start(opts).await?;
-    let server_addr = server.local_addr()?;
     let identity = lanyard_server::Identity::load_or_create(dir.path())?;
+    let (server, server_addr) = Backend::start(&cfg.server, dir.path(), cfg.admission).await?;
     let (netem, connect_addr) = match &cfg.profile {
         Some((_, profile)) => {
             let n = Netem::start(NetemConfig {
@@ -430,8 +650,12 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     );
 
     // Publish.
+    let mut clock = PhaseClock::start(&server).await?;
     let (rooms, sessions) = generate_agenda(cfg.seed, cfg.sessions);
-    let organizer = Client::in_memory()?;
+    // The organizer's store shows the size of each change it makes.
+    let organizer_store: Arc<dyn lanyard_store::Store> =
+        Arc::new(lanyard_store::MemoryStore::default());
+    let organizer = Client::with_store(organizer_store.clone())?;
     // The organizer works from the back office, straight to the server; the
     // attendees' devices go through the venue link.
     organizer.join(&link(
@@ -467,11 +691,24 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         ),
     );
     let org_sync = organizer.start_background(background(&cfg));
+    clock.end(&server, "publish").await?;
 
     // Join: every device starts syncing at once and types a note offline first.
     let mut devices = Vec::with_capacity(cfg.attendees);
+    let mut endpoint: Option<quinn::Endpoint> = None;
     for i in 0..cfg.attendees {
         let client = Client::in_memory()?;
+        if cfg.devices_per_endpoint > 1 {
+            if i % cfg.devices_per_endpoint == 0 {
+                endpoint = Some(
+                    lanyard_client_core::shared_endpoint("127.0.0.1:0".parse()?)
+                        .context("cannot open a client endpoint")?,
+                );
+            }
+            if let Some(e) = &endpoint {
+                client.share_endpoint(e.clone());
+            }
+        }
         client.join(&link(
             &identity,
             connect_addr,
@@ -483,7 +720,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         )?;
         devices.push(Device { client, sync: None });
     }
-    let bytes0 = server.bytes_sent();
+    clock.end(&server, "setup").await?;
     let t_join = Instant::now();
     for d in &mut devices {
         d.sync = Some(d.client.start_background(background(&cfg)));
@@ -492,16 +729,17 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     // The agenda arrives in one Welcome and is applied at once: its last session
     // being there means the whole agenda is (a cheap check for frequent polling).
     let last_id = sessions[n_sessions - 1].id.clone();
-    let join = wait_all(&cfg, &server, "join", &devices, t_join, |c| {
+    let join = wait_all(&cfg, &server, "join", &devices, t_join, move |c| {
         c.session(&last_id).ok().flatten().is_some()
     })
     .await?;
-    let join_total_ms = t_join.elapsed().as_secs_f64() * 1000.0;
+    let join_total_ms = join.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     wait_all(&cfg, &server, "notes uploaded", &devices, t_join, |c| {
         c.status().pending_changes == 0
     })
     .await?;
-    let join_bytes = server.bytes_sent() - bytes0;
+    clock.end(&server, "join").await?;
+    let join_bytes = clock.bytes("join");
     say(
         &cfg,
         format!(
@@ -512,49 +750,96 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
 
     // Changes: one per interval; per device, time from the change to seeing it.
     let plan = plan_changes(cfg.seed, &sessions, cfg.changes);
-    let bytes1 = server.bytes_sent();
     let mut fanout = Vec::new();
-    let mut waits: JoinSet<anyhow::Result<Vec<Duration>>> = JoinSet::new();
-    let clients: Arc<Vec<Client>> = Arc::new(devices.iter().map(|d| d.client.clone()).collect());
-    for (k, ch) in plan.iter().enumerate() {
-        let t = Instant::now();
-        organizer.move_session(
-            &ch.session,
-            Some(ch.room.clone()),
-            ch.times.map(|t| t.0),
-            ch.times.map(|t| t.1),
-        )?;
-        let clients = clients.clone();
-        let ch = ch.clone();
-        let deadline = cfg.phase_deadline;
-        waits.spawn(async move {
-            let mut seen: Vec<Option<Duration>> = vec![None; clients.len()];
+    let mut change_sizes = Vec::new();
+    let agenda_key = DocId::Agenda(EventId::new(VENUE_EVENT)?).to_string();
+    let stored = |s: &Arc<dyn lanyard_store::Store>| -> anyhow::Result<usize> {
+        Ok(s.load_doc(&agenda_key)?.map_or(0, |b| b.len()))
+    };
+    // One watcher per device checks the changes made so far whenever an
+    // update reaches it.
+    let made: Arc<std::sync::Mutex<Vec<(Change, Instant)>>> = Arc::default();
+    let (made_tx, made_rx) = tokio::sync::watch::channel(0usize);
+    let tally = Tally::new(devices.len() * plan.len());
+    let recheck = recheck_interval(devices.len());
+    let mut watchers = JoinSet::new();
+    for (i, d) in devices.iter().enumerate() {
+        let (client, made, tally) = (d.client.clone(), made.clone(), tally.clone());
+        let mut made_rx = made_rx.clone();
+        let total = plan.len();
+        watchers.spawn(async move {
+            let mut updates = client.remote_changes();
+            let mut seen = vec![false; total];
             loop {
-                for (i, c) in clients.iter().enumerate() {
-                    if seen[i].is_none()
-                        && c.session(&ch.session)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|s| s.room == ch.room)
-                    {
-                        seen[i] = Some(t.elapsed());
+                let now_made: Vec<(usize, Change, Instant)> = {
+                    let m = made.lock().unwrap_or_else(|e| e.into_inner());
+                    m.iter()
+                        .enumerate()
+                        .filter(|(k, _)| !seen[*k])
+                        .map(|(k, (c, t))| (k, c.clone(), *t))
+                        .collect()
+                };
+                for (k, ch, t) in now_made {
+                    let shown = client
+                        .session(&ch.session)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|s| s.room == ch.room);
+                    if shown {
+                        seen[k] = true;
+                        tally.record(i * total + k, t.elapsed());
                     }
                 }
-                if seen.iter().all(Option::is_some) {
-                    return Ok(seen.into_iter().flatten().collect());
+                if seen.iter().all(|s| *s) {
+                    return;
                 }
-                if t.elapsed() > deadline {
-                    bail!("change {k}: not every device saw it within {deadline:?}");
+                tokio::select! {
+                    r = updates.changed() => if r.is_err() { return },
+                    _ = made_rx.changed() => {}
+                    _ = tokio::time::sleep(recheck) => {}
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
-        tokio::time::sleep(cfg.change_interval).await;
     }
-    while let Some(r) = waits.join_next().await {
-        fanout.extend(r.context("change watcher")??);
-    }
-    let change_bytes = server.bytes_sent() - bytes1;
+    let t_changes = Instant::now();
+    let progress = watch_progress(
+        &cfg,
+        &server,
+        "changes",
+        &devices,
+        &tally,
+        devices.len() * plan.len(),
+        t_changes,
+    );
+    let organize = async {
+        for ch in &plan {
+            let before = stored(&organizer_store)?;
+            let t = Instant::now();
+            organizer.move_session(
+                &ch.session,
+                Some(ch.room.clone()),
+                ch.times.map(|t| t.0),
+                ch.times.map(|t| t.1),
+            )?;
+            // One appended chunk per edit (unless the store compacted just then).
+            if let Some(size) = stored(&organizer_store)?.checked_sub(before) {
+                change_sizes.push(size as f64);
+            }
+            made.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((ch.clone(), t));
+            made_tx.send_modify(|n| *n += 1);
+            tokio::time::sleep(cfg.change_interval).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let (progress, organized) = tokio::join!(progress, organize);
+    organized?;
+    progress?;
+    drop(watchers);
+    fanout.extend(tally.times());
+    clock.end(&server, "changes").await?;
+    let change_bytes = clock.bytes("changes");
     say(
         &cfg,
         format!("changes: {} changes seen by every device", plan.len()),
@@ -562,8 +847,8 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
 
     // Storm.
     let (mut storm_ms, mut storm_device_ms, mut storm_refused) = (None, None, None);
+    let mut storm_samples = Vec::new();
     if cfg.storm {
-        let refused_before = server.admission_stats().refused();
         let mut stops = JoinSet::new();
         for d in &mut devices {
             if let Some(s) = d.sync.take() {
@@ -571,14 +856,16 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             }
         }
         while stops.join_next().await.is_some() {}
+        let st = server.fresh_stats().await?;
         say(
             &cfg,
             format!(
                 "storm: every device stopped; server: {} open ({} sessions)",
-                server.open_connections(),
-                server.open_sessions()
+                st.open_connections, st.sessions
             ),
         );
+        let refused_before = st.admission.refused();
+        clock.end(&server, "disconnect").await?;
         let target = &sessions[sessions.len() / 2];
         let room = "Storm Hall".to_owned();
         let t = Instant::now();
@@ -601,11 +888,12 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             syncs
         });
         let id = target.id.clone();
-        let per = wait_all(&cfg, &server, "storm", &devices, t, |c| {
+        let storm_room = room.clone();
+        let per = wait_all(&cfg, &server, "storm", &devices, t, move |c| {
             c.session(&id)
                 .ok()
                 .flatten()
-                .is_some_and(|s| s.room == room)
+                .is_some_and(|s| s.room == storm_room)
         })
         .await?;
         for (d, sync) in devices
@@ -614,38 +902,36 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         {
             d.sync = sync;
         }
-        storm_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+        let storm_total = per.iter().max().copied().unwrap_or_default();
+        storm_ms = Some(storm_total.as_secs_f64() * 1000.0);
         storm_device_ms = Some(Percentiles::of(&per));
-        storm_refused = Some(server.admission_stats().refused() - refused_before);
+        clock.end(&server, "storm").await?;
+        storm_refused = Some(clock.at.admission.refused() - refused_before);
+        storm_samples = ms(&per);
         say(
             &cfg,
             format!(
                 "storm: every device holds the change after {:.0} ms",
-                t.elapsed().as_secs_f64() * 1000.0
+                storm_total.as_secs_f64() * 1000.0
             ),
         );
     }
 
     // Verdicts: a device converged when its agenda equals the organizer's and it
-    // has nothing pending; a write is lost when the server lacks a device's note.
+    // has nothing pending; a write is lost when the server did not store a
+    // device's note (read back from its database when it is a process).
     let reference = organizer.sessions()?;
     let mut converged = 0;
-    let mut lost_writes = 0;
     let mut retries = 0;
-    for (i, d) in devices.iter().enumerate() {
+    let mut errors = std::collections::BTreeMap::new();
+    for d in &devices {
         let s = d.client.status();
         retries += s.retries;
         if s.pending_changes == 0 && d.client.sessions()? == reference {
             converged += 1;
         }
-        let own = DocId::Attendee(EventId::new(VENUE_EVENT)?, UserId::new(format!("a{i:05}"))?);
-        let expected = format!("note of attendee {i}");
-        let sid = sessions[i % sessions.len()].id.clone();
-        let held = server.with_doc(&own, |doc| {
-            doc.is_some_and(|doc| lanyard_client_core::docs::NotesDoc::note(doc, &sid) == expected)
-        });
-        if !held {
-            lost_writes += 1;
+        if let Some(e) = s.last_error {
+            *errors.entry(e).or_insert(0u64) += 1;
         }
     }
     let mut stops = JoinSet::new();
@@ -656,8 +942,6 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     }
     while stops.join_next().await.is_some() {}
     org_sync.stop().await;
-    let total_bytes = server.bytes_sent();
-    let admission = server.admission_stats();
     let proxy_drops = match netem {
         Some(n) => {
             let c = n.stop().await;
@@ -665,8 +949,36 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         }
         None => 0,
     };
-    server.shutdown().await;
+    let event = EventId::new(VENUE_EVENT)?;
+    let own_docs = (0..devices.len())
+        .map(|i| {
+            Ok(DocId::Attendee(
+                event.clone(),
+                UserId::new(format!("a{i:05}"))?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let server_process = server.is_process();
+    let (last, held) = server.finish(&own_docs).await?;
+    let mut lost_writes = 0;
+    for (i, doc) in held.iter().enumerate() {
+        let expected = format!("note of attendee {i}");
+        let sid = &sessions[i % sessions.len()].id;
+        let ok = doc
+            .as_ref()
+            .is_some_and(|doc| lanyard_client_core::docs::NotesDoc::note(doc, sid) == expected);
+        if !ok {
+            lost_writes += 1;
+        }
+    }
+    let total_bytes = last.bytes_sent;
+    let admission = last.admission;
     let n = cfg.attendees.max(1) as f64;
+    let change_size_bytes = if change_sizes.is_empty() {
+        0.0
+    } else {
+        change_sizes.iter().sum::<f64>() / change_sizes.len() as f64
+    };
     Ok(VenueReport {
         attendees: cfg.attendees,
         profile: profile_name,
@@ -688,6 +1000,19 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         storm_refused,
         admission,
         proxy_drops,
+        server_process,
+        server_peak_rss_bytes: last.peak_rss_bytes,
+        server_cpu_s: last.cpu_seconds,
+        phases: clock.done,
+        change_size_bytes,
+        never_converged: cfg.attendees - converged,
+        errors,
+        versions: versions(),
+        samples: PhaseSamples {
+            join: ms(&join),
+            changes: ms(&fanout),
+            storm: storm_samples,
+        },
         wall_s: wall.elapsed().as_secs_f64(),
     })
 }

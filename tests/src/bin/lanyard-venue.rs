@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use lanyard_server::AdmissionConfig;
+use lanyard_tests::backend::ServerMode;
 use lanyard_tests::netem::Profiles;
 use lanyard_tests::venue::{run, VenueConfig};
 
@@ -35,6 +36,9 @@ struct Args {
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw the latency distribution of each phase to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Sessions in the agenda.
     #[arg(long, default_value_t = 300)]
     sessions: usize,
@@ -62,6 +66,17 @@ struct Args {
     /// Give up a phase after this many seconds.
     #[arg(long, default_value_t = 600)]
     phase_timeout: u64,
+    /// Run the server inside this process instead of as a `lanyard-server`
+    /// child process (its memory and CPU figures then include the devices').
+    #[arg(long)]
+    in_process: bool,
+    /// The `lanyard-server` binary to start (default: the one beside this binary).
+    #[arg(long, conflicts_with = "in_process")]
+    server_bin: Option<PathBuf>,
+    /// Devices sharing one UDP socket (default: 1 through a profile, where the
+    /// proxy impairs each client address separately; 100 on loopback).
+    #[arg(long)]
+    devices_per_endpoint: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +102,17 @@ fn real_main() -> anyhow::Result<bool> {
             Some((name.clone(), profiles.get(name)?.clone()))
         }
     };
+    let server = if args.in_process {
+        ServerMode::InProcess
+    } else if let Some(bin) = &args.server_bin {
+        ServerMode::Process(bin.clone())
+    } else {
+        ServerMode::beside_current_exe()?
+    };
+    let devices_per_endpoint = args
+        .devices_per_endpoint
+        .unwrap_or(if profile.is_some() { 1 } else { 100 })
+        .max(1);
     let cfg = VenueConfig {
         attendees: args.attendees,
         sessions: args.sessions,
@@ -104,6 +130,8 @@ fn real_main() -> anyhow::Result<bool> {
         },
         phase_deadline: Duration::from_secs(args.phase_timeout),
         progress: true,
+        server,
+        devices_per_endpoint,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,6 +143,22 @@ fn real_main() -> anyhow::Result<bool> {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("lanyard-venue: figures written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "Lanyard venue run: {} attendees, {}, seed {}",
+            report.attendees, report.profile, report.seed
+        );
+        lanyard_tests::plot::latency_svg(
+            path,
+            &title,
+            &[
+                ("join", &report.samples.join),
+                ("changes (fan-out)", &report.samples.changes),
+                ("storm", &report.samples.storm),
+            ],
+        )?;
+        eprintln!("lanyard-venue: latency plot written to {}", path.display());
     }
     Ok(report.converged == report.attendees && report.lost_writes == 0)
 }

@@ -1,0 +1,229 @@
+//! The server a venue run talks to: in this process (tests), or a real
+//! `lanyard-server` child process (benchmarks), seen the same way: counters
+//! as a [`StatsSnapshot`], and at the end the documents it stored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use automerge::Automerge;
+use lanyard_protocol::DocId;
+use lanyard_server::{AdmissionConfig, Identity, Server, ServerOptions, StatsSnapshot};
+use lanyard_store::{SledStore, Store as _};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// Where the server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMode {
+    /// A [`Server`] inside this process (its memory and CPU figures include the devices').
+    InProcess,
+    /// A `lanyard-server serve` child process started from this binary.
+    Process(PathBuf),
+}
+
+impl ServerMode {
+    /// The `lanyard-server` binary beside the running executable (cargo puts
+    /// every binary of a profile in one directory).
+    pub fn beside_current_exe() -> anyhow::Result<ServerMode> {
+        let exe = std::env::current_exe().context("cannot locate this executable")?;
+        let bin = exe.with_file_name(format!("lanyard-server{}", std::env::consts::EXE_SUFFIX));
+        if !bin.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release -p lanyard-server`, \
+                 or pass --server-bin PATH or --in-process",
+                bin.display()
+            );
+        }
+        Ok(ServerMode::Process(bin))
+    }
+}
+
+/// A running server.
+pub enum Backend {
+    /// In this process.
+    InProcess(Server),
+    /// A child process.
+    Process {
+        /// The child.
+        child: tokio::process::Child,
+        /// Its stats file.
+        stats: PathBuf,
+        /// Its data directory.
+        data: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::InProcess(s) => f.debug_tuple("InProcess").field(s).finish(),
+            Backend::Process { child, .. } => {
+                f.debug_struct("Process").field("pid", &child.id()).finish()
+            }
+        }
+    }
+}
+
+impl Backend {
+    /// Starts a server on loopback with data in `data` (whose identity must
+    /// already exist, so the caller can sign tokens), returning its address.
+    pub async fn start(
+        mode: &ServerMode,
+        data: &Path,
+        admission: AdmissionConfig,
+    ) -> anyhow::Result<(Backend, SocketAddr)> {
+        Identity::load_or_create(data)?;
+        match mode {
+            ServerMode::InProcess => {
+                let mut opts = ServerOptions::new(data, "127.0.0.1:0".parse()?);
+                opts.admission = admission;
+                // The server shares this process with every simulated device:
+                // its resident memory is not the server's, so no memory limit.
+                opts.admission.max_memory_bytes = u64::MAX;
+                let server = Server::start(opts).await?;
+                let addr = server.local_addr()?;
+                Ok((Backend::InProcess(server), addr))
+            }
+            ServerMode::Process(bin) => {
+                let stats = data.join("stats.json");
+                let mut child = tokio::process::Command::new(bin)
+                    .arg("serve")
+                    .arg("--data")
+                    .arg(data)
+                    .args(["--listen", "127.0.0.1:0"])
+                    .arg("--stats-file")
+                    .arg(&stats)
+                    .arg("--max-connections")
+                    .arg(admission.max_connections.to_string())
+                    .arg("--handshakes-per-sec")
+                    .arg(admission.handshakes_per_sec.to_string())
+                    .arg("--max-memory-mib")
+                    .arg((admission.max_memory_bytes >> 20).to_string())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::inherit())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .with_context(|| format!("cannot start {}", bin.display()))?;
+                let out = child.stdout.take().context("no stdout from the server")?;
+                let mut lines = BufReader::new(out).lines();
+                let addr = tokio::time::timeout(Duration::from_secs(60), async {
+                    while let Some(line) = lines.next_line().await? {
+                        if let Some(rest) = line.strip_prefix("lanyard-server listening on ") {
+                            let addr = rest.split_whitespace().next().unwrap_or_default();
+                            return Ok::<_, anyhow::Error>(Some(addr.parse::<SocketAddr>()?));
+                        }
+                    }
+                    Ok(None)
+                })
+                .await
+                .context("the server did not say where it listens within 60 s")??
+                .context("the server exited before listening")?;
+                // Keep draining its stdout so it never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                let backend = Backend::Process {
+                    child,
+                    stats,
+                    data: data.to_owned(),
+                };
+                backend.fresh_stats().await?;
+                Ok((backend, addr))
+            }
+        }
+    }
+
+    /// Whether the server is a separate process (its memory and CPU are its own).
+    pub fn is_process(&self) -> bool {
+        matches!(self, Backend::Process { .. })
+    }
+
+    /// The latest counters (a child's file is at most half a second old).
+    pub fn stats(&self) -> StatsSnapshot {
+        match self {
+            Backend::InProcess(s) => s.snapshot(),
+            Backend::Process { stats, .. } => StatsSnapshot::read(stats).unwrap_or_default(),
+        }
+    }
+
+    /// Counters taken after this call (waits for the child's next write).
+    pub async fn fresh_stats(&self) -> anyhow::Result<StatsSnapshot> {
+        let Backend::Process { stats, .. } = self else {
+            return Ok(self.stats());
+        };
+        let since = now_ms();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = StatsSnapshot::read(stats) {
+                if s.unix_ms > since {
+                    return Ok(s);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the server has not updated {} for 30 s", stats.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server (SIGTERM for a child, then its final counters) and
+    /// returns the counters and the stored copy of each of `docs`.
+    pub async fn finish(
+        self,
+        docs: &[DocId],
+    ) -> anyhow::Result<(StatsSnapshot, Vec<Option<Automerge>>)> {
+        match self {
+            Backend::InProcess(server) => {
+                let stats = server.snapshot();
+                let held = docs
+                    .iter()
+                    .map(|d| server.with_doc(d, |doc| doc.cloned()))
+                    .collect();
+                server.shutdown().await;
+                Ok((stats, held))
+            }
+            Backend::Process {
+                mut child,
+                stats,
+                data,
+            } => {
+                let pid = child.id().context("the server has already exited")?;
+                let term = tokio::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await
+                    .context("cannot run kill")?;
+                if !term.success() {
+                    bail!("kill -TERM {pid} failed");
+                }
+                let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+                    .await
+                    .context("the server did not stop within 60 s of SIGTERM")??;
+                if !status.success() {
+                    bail!("the server exited with {status}");
+                }
+                let final_stats = StatsSnapshot::read(&stats)?;
+                // What the server stored durably, read back from its database.
+                let store = SledStore::open(data.join("db"))?;
+                let mut held = Vec::with_capacity(docs.len());
+                for d in docs {
+                    let doc =
+                        match store.load_doc(&d.to_string())? {
+                            Some(bytes) => Some(Automerge::load(&bytes).with_context(|| {
+                                format!("the server stored a corrupt copy of {d}")
+                            })?),
+                            None => None,
+                        };
+                    held.push(doc);
+                }
+                Ok((final_stats, held))
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,87 @@
+//! The venue benchmark harness against a real `lanyard-server` process: the
+//! workload's four phases run, devices share client endpoints, the server's
+//! counters come from its `--stats-file`, and lost writes are checked against
+//! what the server stored in its sled database after a SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lanyard_tests::backend::ServerMode;
+use lanyard_tests::venue::{run, VenueConfig};
+
+/// The `lanyard-server` binary of this build (built here if the workspace
+/// build has not made it yet).
+fn server_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/lanyard-server
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join(format!("lanyard-server{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "lanyard-server", "--bin", "lanyard-server"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build lanyard-server");
+    }
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
+    let cfg = VenueConfig {
+        attendees: 12,
+        sessions: 40,
+        changes: 3,
+        change_interval: Duration::from_millis(300),
+        seed: 5,
+        server: ServerMode::Process(server_bin()),
+        devices_per_endpoint: 5,
+        phase_deadline: Duration::from_secs(180),
+        ..VenueConfig::default()
+    };
+    let report = run(cfg).await.unwrap_or_else(|e| panic!("seed 5: {e:#}"));
+    println!("{report}");
+    assert_eq!(report.converged, 12);
+    assert_eq!(report.never_converged, 0);
+    assert_eq!(
+        report.lost_writes, 0,
+        "notes read back from the server's sled"
+    );
+    assert!(report.server_process);
+    assert_eq!(
+        report.fanout_ms.count,
+        3 * 12,
+        "every device saw every change"
+    );
+    assert_eq!(report.storm_device_ms.map(|p| p.count), Some(12));
+    // The server's own figures, from its stats file.
+    assert!(report.server_peak_rss_bytes > 0 && report.server_cpu_s > 0.0);
+    let phases: Vec<&str> = report.phases.iter().map(|p| p.phase.as_str()).collect();
+    assert_eq!(
+        phases,
+        ["publish", "setup", "join", "changes", "disconnect", "storm"]
+    );
+    let join = &report.phases[2];
+    assert!(
+        join.bytes_sent > 12 * 1000,
+        "the join sent the agenda to every device: {join:?}"
+    );
+    assert!(report.change_size_bytes > 50.0 && report.change_size_bytes < 1000.0);
+    assert_ne!(report.versions["automerge"], "unknown");
+    let json = serde_json::to_value(&report).unwrap();
+    for key in [
+        "attendees",
+        "converged",
+        "lost_writes",
+        "refused",
+        "fanout_ms",
+        "bytes_per_device",
+        "server_peak_rss_bytes",
+        "phases",
+    ] {
+        assert!(json.get(key).is_some(), "JSON lacks {key}");
+    }
+}
