@@ -2,10 +2,14 @@
 //!
 //! Each bidirectional stream a device opens is one protocol session. A reader
 //! task per stream feeds frames to the core; the core's actions are executed in
-//! order under its lock: `Persist` writes and flushes to sled before any later
-//! `Send` is queued, so a device is acknowledged only after the flush.
+//! order under its lock. `Persist` appends to sled without waiting for the
+//! disk; from then on every `Send` (to any device) is held back until a flush
+//! covering that append has returned, so a device is acknowledged, and sees
+//! another device's change, only once it is durable. One flusher task makes
+//! all writes that arrived while the previous flush ran durable with one
+//! flush (grouped flushes), outside the core's lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -85,6 +89,16 @@ enum Outbound {
     Close,
 }
 
+/// Sends waiting for a flush, in the order they were made.
+#[derive(Default)]
+struct FlushQueue {
+    held: Vec<(ConnId, Outbound)>,
+    /// Writes appended since the last flush began.
+    dirty: u64,
+    /// A flush is running and its sends are not all out yet.
+    busy: bool,
+}
+
 struct Shared {
     core: Mutex<ServerCore>,
     store: Arc<dyn Store>,
@@ -100,6 +114,13 @@ struct Shared {
     closed_tx_bytes: AtomicU64,
     /// UDP bytes received on connections that have ended.
     closed_rx_bytes: AtomicU64,
+    /// Sends held until the writes before them are durable.
+    flushq: Mutex<FlushQueue>,
+    /// Wakes the flusher.
+    flush_wake: tokio::sync::Notify,
+    /// Flushes done, and the writes they made durable.
+    flushes: AtomicU64,
+    flushed_writes: AtomicU64,
 }
 
 fn now_unix() -> u64 {
@@ -114,20 +135,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Runs `f` on the core and executes its actions in order, still under the lock.
+    /// Runs `f` on the core and executes its actions in order, still under the
+    /// lock. Sends wait in the flush queue while any write is not yet durable.
     fn run(&self, f: impl FnOnce(&mut ServerCore) -> Vec<ServerAction>) {
         let mut core = lock(&self.core);
         let actions = f(&mut core);
         let outboxes = lock(&self.outboxes);
+        let mut q = lock(&self.flushq);
         let mut failed: Option<String> = None;
         let mut told_originator = false;
+        let out = |q: &mut FlushQueue, conn: ConnId, msg: Outbound| {
+            if q.busy || q.dirty > 0 || !q.held.is_empty() {
+                q.held.push((conn, msg));
+            } else if let Some(tx) = outboxes.get(&conn) {
+                let _ = tx.send(msg);
+            }
+        };
         for action in actions {
             match action {
                 ServerAction::Persist { doc, changes } if failed.is_none() => {
-                    if let Err(e) = self.store.append_chunks(&doc.to_string(), &changes) {
-                        warn!(%doc, error = %e, "could not persist changes: rolling back");
-                        failed = Some(format!("{doc}: the server could not store the change: {e}"));
-                        self.rollback(&mut core, &doc);
+                    match self
+                        .store
+                        .append_chunks_deferred(&doc.to_string(), &changes)
+                    {
+                        Ok(()) => q.dirty += 1,
+                        Err(e) => {
+                            warn!(%doc, error = %e, "could not persist changes: rolling back");
+                            failed =
+                                Some(format!("{doc}: the server could not store the change: {e}"));
+                            self.rollback(&mut core, &doc);
+                        }
                     }
                 }
                 ServerAction::Persist { .. } => {}
@@ -137,28 +174,25 @@ impl Shared {
                 ServerAction::Send { conn, .. } if failed.is_some() => {
                     if !told_originator {
                         told_originator = true;
-                        if let Some(tx) = outboxes.get(&conn) {
-                            let message = failed.clone().unwrap_or_default();
-                            let frame = Bytes::from(wire::encode(&ServerMsg::Error {
-                                code: ErrorCode::Internal,
-                                message,
-                            }));
-                            let _ = tx.send(Outbound::Frame(frame, Lane::Bulk));
-                            let _ = tx.send(Outbound::Close);
-                        }
+                        let message = failed.clone().unwrap_or_default();
+                        let frame = Bytes::from(wire::encode(&ServerMsg::Error {
+                            code: ErrorCode::Internal,
+                            message,
+                        }));
+                        out(&mut q, conn, Outbound::Frame(frame, Lane::Bulk));
+                        out(&mut q, conn, Outbound::Close);
                     }
                 }
                 ServerAction::Send { conn, frame, lane } => {
-                    if let Some(tx) = outboxes.get(&conn) {
-                        let _ = tx.send(Outbound::Frame(frame, lane));
-                    }
+                    out(&mut q, conn, Outbound::Frame(frame, lane));
                 }
-                ServerAction::Close { conn, .. } => {
-                    if let Some(tx) = outboxes.get(&conn) {
-                        let _ = tx.send(Outbound::Close);
-                    }
-                }
+                ServerAction::Close { conn, .. } => out(&mut q, conn, Outbound::Close),
             }
+        }
+        let wake = q.dirty > 0 || !q.held.is_empty();
+        drop(q);
+        if wake {
+            self.flush_wake.notify_one();
         }
     }
 
@@ -173,6 +207,79 @@ impl Shared {
         };
         if let Err(e) = core.load_doc(doc.clone(), &bytes) {
             warn!(%doc, error = %e, "cannot reload the document from disk");
+        }
+    }
+}
+
+/// Makes appended writes durable in groups and then releases the sends held
+/// behind them, in order. On a failed flush, every device whose messages were
+/// held gets an error and is disconnected (nothing is acknowledged); the
+/// writes stay in memory and the next flush retries them.
+async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = shared.flush_wake.notified() => {}
+            _ = stop.changed() => return,
+        }
+        loop {
+            let (items, writes) = {
+                let mut q = lock(&shared.flushq);
+                if q.held.is_empty() && q.dirty == 0 {
+                    q.busy = false;
+                    break;
+                }
+                q.busy = true;
+                (std::mem::take(&mut q.held), std::mem::take(&mut q.dirty))
+            };
+            let result = if writes > 0 {
+                let store = shared.store.clone();
+                match tokio::task::spawn_blocking(move || store.flush()).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("the flush task failed: {e}")),
+                }
+            } else {
+                Ok(())
+            };
+            let failed = {
+                let outboxes = lock(&shared.outboxes);
+                match result {
+                    Ok(()) => {
+                        if writes > 0 {
+                            shared.flushes.fetch_add(1, Ordering::Relaxed);
+                            shared.flushed_writes.fetch_add(writes, Ordering::Relaxed);
+                        }
+                        for (conn, msg) in items {
+                            if let Some(tx) = outboxes.get(&conn) {
+                                let _ = tx.send(msg);
+                            }
+                        }
+                        false
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "flush failed: disconnecting the devices waiting on it");
+                        let frame = Bytes::from(wire::encode(&ServerMsg::Error {
+                            code: ErrorCode::Internal,
+                            message: format!("the server could not store changes: {e}"),
+                        }));
+                        let mut told = HashSet::new();
+                        for (conn, _) in items {
+                            if told.insert(conn) {
+                                if let Some(tx) = outboxes.get(&conn) {
+                                    let _ = tx.send(Outbound::Frame(frame.clone(), Lane::Bulk));
+                                    let _ = tx.send(Outbound::Close);
+                                }
+                            }
+                        }
+                        true
+                    }
+                }
+            };
+            if failed {
+                // Writes that failed to flush are retried after a pause (sends
+                // stay held meanwhile).
+                lock(&shared.flushq).dirty += writes;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
 }
@@ -303,8 +410,13 @@ impl Server {
             live: Mutex::new(HashMap::new()),
             closed_tx_bytes: AtomicU64::new(0),
             closed_rx_bytes: AtomicU64::new(0),
+            flushq: Mutex::new(FlushQueue::default()),
+            flush_wake: tokio::sync::Notify::new(),
+            flushes: AtomicU64::new(0),
+            flushed_writes: AtomicU64::new(0),
         });
         let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(flusher(shared.clone(), rx.clone()));
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), rx));
         Ok(Server {
             endpoint,
@@ -370,6 +482,8 @@ impl Server {
             changes_refused: core.changes_refused,
             broadcast_frames: core.broadcast_frames,
             broadcast_sends: core.broadcast_sends,
+            flushes: self.shared.flushes.load(Ordering::Relaxed),
+            flushed_writes: self.shared.flushed_writes.load(Ordering::Relaxed),
             rss_bytes: process.rss_bytes,
             peak_rss_bytes: process.peak_rss_bytes,
             cpu_seconds: process.cpu_seconds,

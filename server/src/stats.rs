@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionStats;
 
-/// The server's counters at one moment.
+/// The server's counters at one moment. Fields missing from a file (written
+/// by another version) read as zero.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatsSnapshot {
     /// When it was taken, milliseconds since the Unix epoch.
     pub unix_ms: u64,
@@ -31,6 +33,10 @@ pub struct StatsSnapshot {
     pub broadcast_frames: u64,
     /// Per-device sends of those shared frames.
     pub broadcast_sends: u64,
+    /// Grouped flushes of the store.
+    pub flushes: u64,
+    /// Writes those flushes made durable (writes per flush = this / `flushes`).
+    pub flushed_writes: u64,
     /// Resident memory now, bytes (Linux; 0 elsewhere).
     pub rss_bytes: u64,
     /// Peak resident memory of the process, bytes (Linux; 0 elsewhere).

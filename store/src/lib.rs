@@ -7,7 +7,8 @@
 //! A document is kept as a list of *chunks* (an Automerge save followed by
 //! incremental saves or raw changes); concatenated, they load with
 //! `Automerge::load`. Appending is cheap; [`Store::replace_doc`] compacts.
-//! Every write is durable (flushed) when the call returns.
+//! Every write is durable (flushed) when the call returns, except
+//! `append_chunks_deferred`, which is durable after the next `flush`.
 //!
 //! ```
 //! use lanyard_store::{MemoryStore, Store};
@@ -58,6 +59,18 @@ pub trait Store: Send + Sync + 'static {
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets a metadata value, durably.
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Appends chunks like [`Store::append_chunks`], atomically, but may
+    /// return before they are durable: they are visible at once and durable
+    /// once a later [`Store::flush`] returns `Ok`. Lets a server make many
+    /// devices' writes durable with one flush. By default the same as
+    /// `append_chunks`.
+    fn append_chunks_deferred(&self, doc: &str, chunks: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.append_chunks(doc, chunks)
+    }
+    /// Makes every earlier write durable (by default nothing is deferred).
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The sled backend.
@@ -120,8 +133,17 @@ impl SledStore {
         }
     }
 
-    fn flush(&self) -> Result<(), StoreError> {
+    fn flush_db(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    fn append_batch(&self, doc: &str, chunks: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (seq, c) in (self.next_seq(doc)?..).zip(chunks) {
+            batch.insert(chunk_key(doc, seq), c.as_slice());
+        }
+        self.chunks.apply_batch(batch)?;
         Ok(())
     }
 }
@@ -139,12 +161,16 @@ impl Store for SledStore {
     }
 
     fn append_chunks(&self, doc: &str, chunks: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (seq, c) in (self.next_seq(doc)?..).zip(chunks) {
-            batch.insert(chunk_key(doc, seq), c.as_slice());
-        }
-        self.chunks.apply_batch(batch)?;
-        self.flush()
+        self.append_batch(doc, chunks)?;
+        self.flush_db()
+    }
+
+    fn append_chunks_deferred(&self, doc: &str, chunks: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.append_batch(doc, chunks)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.flush_db()
     }
 
     fn replace_doc(&self, doc: &str, whole: &[u8]) -> Result<(), StoreError> {
@@ -155,7 +181,7 @@ impl Store for SledStore {
         }
         batch.insert(chunk_key(doc, 0), whole);
         self.chunks.apply_batch(batch)?;
-        self.flush()
+        self.flush_db()
     }
 
     fn chunk_count(&self, doc: &str) -> Result<usize, StoreError> {
@@ -185,7 +211,7 @@ impl Store for SledStore {
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.meta.insert(key, value)?;
-        self.flush()
+        self.flush_db()
     }
 }
 
@@ -259,6 +285,18 @@ mod tests {
         replace_compacts(make());
         docs_are_separate(make());
         meta(make());
+        deferred_appends(make());
+    }
+
+    fn deferred_appends(s: Box<dyn Store>) {
+        s.append_chunks("d", &[vec![1]]).unwrap();
+        s.append_chunks_deferred("d", &[vec![2], vec![3]]).unwrap();
+        // Visible at once, in order with durable appends.
+        assert_eq!(s.load_doc("d").unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(s.chunk_count("d").unwrap(), 3);
+        s.flush().unwrap();
+        s.append_chunks("d", &[vec![4]]).unwrap();
+        assert_eq!(s.load_doc("d").unwrap(), Some(vec![1, 2, 3, 4]));
     }
 
     fn empty(s: Box<dyn Store>) {
@@ -328,6 +366,20 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert_eq!(s.load_doc("d").unwrap(), Some(vec![5]));
         assert_eq!(s.get_meta("m").unwrap(), Some(b"x".to_vec()));
+    }
+
+    #[test]
+    fn sled_deferred_appends_survive_reopen_after_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            for i in 0..50u8 {
+                s.append_chunks_deferred("d", &[vec![i]]).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.load_doc("d").unwrap(), Some((0..50u8).collect()));
     }
 
     #[test]

@@ -153,14 +153,18 @@ impl Backend {
         };
         let since = now_ms();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut last_error = String::new();
         loop {
-            if let Ok(s) = StatsSnapshot::read(stats) {
-                if s.unix_ms > since {
-                    return Ok(s);
-                }
+            match StatsSnapshot::read(stats) {
+                Ok(s) if s.unix_ms > since => return Ok(s),
+                Ok(_) => {}
+                Err(e) => last_error = format!(" ({e})"),
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("the server has not updated {} for 30 s", stats.display());
+                bail!(
+                    "the server has not updated {} for 30 s{last_error}",
+                    stats.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

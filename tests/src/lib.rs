@@ -389,6 +389,8 @@ pub struct FailingStore {
     inner: lanyard_store::MemoryStore,
     /// While true, every write fails with "no space left on device".
     pub fail: std::sync::atomic::AtomicBool,
+    /// While true, appends succeed but flushes fail (the disk fills between the two).
+    pub fail_flush: std::sync::atomic::AtomicBool,
 }
 
 impl FailingStore {
@@ -430,5 +432,12 @@ impl lanyard_store::Store for FailingStore {
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), lanyard_store::StoreError> {
         self.check()?;
         self.inner.put_meta(key, value)
+    }
+    fn flush(&self) -> Result<(), lanyard_store::StoreError> {
+        if self.fail_flush.load(std::sync::atomic::Ordering::SeqCst) {
+            let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "flush: disk full");
+            return Err(lanyard_store::StoreError::Sled(io.into()));
+        }
+        self.check()
     }
 }

@@ -168,6 +168,10 @@ pub struct VenueReport {
     pub server_peak_rss_bytes: u64,
     /// CPU time of the server process over the whole run, s.
     pub server_cpu_s: f64,
+    /// Grouped store flushes of the server, and the writes they made durable.
+    pub server_flushes: u64,
+    /// Writes made durable by those flushes.
+    pub server_flushed_writes: u64,
     /// Per phase: wall time, server CPU, server memory, bytes sent.
     pub phases: Vec<PhaseFigures>,
     /// Mean size of the organizer's Automerge change in the changes phase, bytes.
@@ -333,9 +337,11 @@ impl std::fmt::Display for VenueReport {
         };
         writeln!(
             f,
-            "  server               peak {:.0} MiB resident, {:.1} s CPU ({whose})",
+            "  server               peak {:.0} MiB resident, {:.1} s CPU ({whose}); {} writes in {} flushes",
             self.server_peak_rss_bytes as f64 / 1048576.0,
-            self.server_cpu_s
+            self.server_cpu_s,
+            self.server_flushed_writes,
+            self.server_flushes
         )?;
         writeln!(
             f,
@@ -1003,6 +1009,8 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         server_process,
         server_peak_rss_bytes: last.peak_rss_bytes,
         server_cpu_s: last.cpu_seconds,
+        server_flushes: last.flushes,
+        server_flushed_writes: last.flushed_writes,
         phases: clock.done,
         change_size_bytes,
         never_converged: cfg.attendees - converged,

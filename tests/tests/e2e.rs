@@ -630,6 +630,51 @@ async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_acknowledges_nothing_and_the_next_one_delivers() {
+    let store = std::sync::Arc::new(lanyard_tests::FailingStore::default());
+    let srv = TestServer::start_with_store(store.clone()).await.unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.add_session(talk("t1", "Hall A", T0)).unwrap();
+    org.sync().await.unwrap();
+    let phone = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    phone.sync().await.unwrap();
+    // The append succeeds, the flush behind it fails: no acknowledgement.
+    store
+        .fail_flush
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    phone
+        .client
+        .set_note("t1", "typed while the disk filled up")
+        .unwrap();
+    let err = phone
+        .client
+        .sync(Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Server { code: ErrorCode::Internal, message } if message.contains("disk full")),
+        "{err:?}"
+    );
+    assert!(
+        phone.client.status().pending_changes > 0,
+        "the note stays pending"
+    );
+    // The disk recovers: the retried flush makes the note durable and the
+    // device's next sync is acknowledged; another device of ann gets it.
+    store
+        .fail_flush
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    phone.sync().await.unwrap();
+    assert_eq!(phone.client.status().pending_changes, 0);
+    let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
+    tablet.sync().await.unwrap();
+    assert_eq!(
+        tablet.client.note("t1").unwrap(),
+        "typed while the disk filled up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_sharing_one_endpoint_each_keep_their_own_session() {
     let srv = TestServer::start().await.unwrap();
     let org = srv.device(Role::Organizer, "org", "laptop").unwrap();

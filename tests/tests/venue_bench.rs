@@ -10,21 +10,23 @@ use std::time::Duration;
 use lanyard_tests::backend::ServerMode;
 use lanyard_tests::venue::{run, VenueConfig};
 
-/// The `lanyard-server` binary of this build (built here if the workspace
-/// build has not made it yet).
+/// The `lanyard-server` binary of this build, brought up to date (cargo does
+/// not rebuild another package's binary for this test on its own).
 fn server_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/lanyard-server
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let bin = dir.join(format!("lanyard-server{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "lanyard-server", "--bin", "lanyard-server"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cannot build lanyard-server");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "-p", "lanyard-server", "--bin", "lanyard-server"]);
+    if dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
     }
+    assert!(
+        build.status().unwrap().success(),
+        "cannot build lanyard-server"
+    );
     assert!(bin.exists(), "{} missing after the build", bin.display());
     bin
 }
@@ -69,6 +71,13 @@ async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
         join.bytes_sent > 12 * 1000,
         "the join sent the agenda to every device: {join:?}"
     );
+    // Every note and schedule change was made durable by a (grouped) flush.
+    assert!(
+        report.server_flushed_writes >= 12 + 3,
+        "{} writes flushed",
+        report.server_flushed_writes
+    );
+    assert!((1..=report.server_flushed_writes).contains(&report.server_flushes));
     assert!(report.change_size_bytes > 50.0 && report.change_size_bytes < 1000.0);
     assert_ne!(report.versions["automerge"], "unknown");
     let json = serde_json::to_value(&report).unwrap();
