@@ -74,6 +74,12 @@ enum Command {
     },
 }
 
+/// mimalloc instead of the system allocator: with thousands of connections
+/// glibc's malloc spent about a tenth of the server's CPU (profiled at 10,000
+/// devices) and fragmented its memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -57,7 +57,12 @@ impl TestServer {
     }
 
     fn options(dir: &TempDir) -> anyhow::Result<ServerOptions> {
-        Ok(ServerOptions::new(dir.path(), "127.0.0.1:0".parse()?))
+        let mut opts = ServerOptions::new(dir.path(), "127.0.0.1:0".parse()?);
+        // The server shares the test process with other tests' devices and
+        // servers: the process's resident memory is not this server's, so the
+        // memory limit of admission control must not turn devices away here.
+        opts.admission.max_memory_bytes = u64::MAX;
+        Ok(opts)
     }
 
     fn finish_start(dir: TempDir, server: Server) -> anyhow::Result<Self> {

@@ -194,6 +194,13 @@ async fn a_long_outage_recovers_with_no_user_action() {
     org.sync().await.unwrap();
     // Generous: 35 s of outage, then the idle timeout, a new handshake and a sync.
     let after_outage = Duration::from_secs(180);
+    let why = || {
+        format!(
+            "phone {:?}; server admission {:?}",
+            phone.client.status(),
+            srv.server().admission_stats()
+        )
+    };
     wait_for_within("the cancellation after the outage", after_outage, || {
         phone
             .client
@@ -202,12 +209,12 @@ async fn a_long_outage_recovers_with_no_user_action() {
             .is_some_and(|s| s.status == SessionStatus::Cancelled)
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e:#}; {}", why()));
     wait_for_within("the note uploaded after the outage", after_outage, || {
         phone.client.status().pending_changes == 0
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e:#}; {}", why()));
     let counters = netem.stop().await;
     println!("{counters}");
     assert!(counters.outages >= 1);
