@@ -25,6 +25,7 @@
 mod client;
 pub mod docs;
 mod error;
+pub mod import;
 pub mod model;
 mod sync;
 pub mod time;
