@@ -150,6 +150,16 @@ pub enum ImportError {
         /// The value found, as (shortened) JSON, e.g. `"1h"`.
         got: String,
     },
+    /// An iCalendar file (see [`parse_ics`](super::parse_ics)) is malformed
+    /// or lacks what a session needs.
+    #[error("iCalendar line {line}: {message}")]
+    Ics {
+        /// 1-based physical line of the problem (for a folded property: the
+        /// line where it starts; for a whole event: its `BEGIN:VEVENT`).
+        line: usize,
+        /// What is wrong, e.g. `DTSTART: expected a date-time ...`.
+        message: String,
+    },
 }
 
 /// Parses a c3voc `schedule.json` (or schedule2) document.
