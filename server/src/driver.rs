@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::admission::{resident_memory, Admission, AdmissionConfig, AdmissionStats, Decision};
+use crate::admission::{Admission, AdmissionConfig, AdmissionStats, Decision};
 use crate::identity::{Identity, IdentityError};
 use crate::stats::{ProcessFigures, StatsSnapshot};
 
@@ -174,11 +174,7 @@ impl Shared {
                 ServerAction::Send { conn, .. } if failed.is_some() => {
                     if !told_originator {
                         told_originator = true;
-                        let message = failed.clone().unwrap_or_default();
-                        let frame = Bytes::from(wire::encode(&ServerMsg::Error {
-                            code: ErrorCode::Internal,
-                            message,
-                        }));
+                        let frame = internal_error(failed.clone().unwrap_or_default());
                         out(&mut q, conn, Outbound::Frame(frame, Lane::Bulk));
                         out(&mut q, conn, Outbound::Close);
                     }
@@ -209,6 +205,14 @@ impl Shared {
             warn!(%doc, error = %e, "cannot reload the document from disk");
         }
     }
+}
+
+/// An `Internal` error frame: the server could not store what a device sent.
+fn internal_error(message: String) -> Bytes {
+    Bytes::from(wire::encode(&ServerMsg::Error {
+        code: ErrorCode::Internal,
+        message,
+    }))
 }
 
 /// Makes appended writes durable in groups and then releases the sends held
@@ -257,10 +261,8 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                     Err(e) => {
                         warn!(error = %e, "flush failed: disconnecting the devices waiting on it");
-                        let frame = Bytes::from(wire::encode(&ServerMsg::Error {
-                            code: ErrorCode::Internal,
-                            message: format!("the server could not store changes: {e}"),
-                        }));
+                        let frame =
+                            internal_error(format!("the server could not store changes: {e}"));
                         let mut told = HashSet::new();
                         for (conn, _) in items {
                             if told.insert(conn) {
@@ -447,15 +449,6 @@ impl Server {
         lock(&self.shared.admission).stats()
     }
 
-    /// UDP payload bytes the server has sent to devices (all connections, ever).
-    pub fn bytes_sent(&self) -> u64 {
-        let live: u64 = lock(&self.shared.live)
-            .values()
-            .map(|c| c.stats().udp_tx.bytes)
-            .sum();
-        live + self.shared.closed_tx_bytes.load(Ordering::Relaxed)
-    }
-
     /// Every counter at once, with this process's memory and CPU figures.
     pub fn snapshot(&self) -> StatsSnapshot {
         let (mut tx, mut rx) = (0, 0);
@@ -495,11 +488,6 @@ impl Server {
         self.shared.open.load(Ordering::SeqCst)
     }
 
-    /// Protocol sessions (device streams) open in the core.
-    pub fn open_sessions(&self) -> usize {
-        lock(&self.shared.core).session_count()
-    }
-
     /// Reads a document as the server holds it.
     pub fn with_doc<R>(
         &self,
@@ -525,7 +513,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut memory = (Instant::now(), resident_memory());
+    let mut memory = (Instant::now(), ProcessFigures::own().rss_bytes);
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
@@ -534,7 +522,7 @@ async fn accept_loop(
         let Some(incoming) = incoming else { break };
         let now = Instant::now();
         if now.duration_since(memory.0) > Duration::from_millis(100) {
-            memory = (now, resident_memory());
+            memory = (now, ProcessFigures::own().rss_bytes);
         }
         let open = shared.open.load(Ordering::SeqCst);
         let decision = lock(&shared.admission).decide(

@@ -863,16 +863,15 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             }
         }
         while stops.join_next().await.is_some() {}
-        let st = server.fresh_stats().await?;
+        clock.end(&server, "disconnect").await?;
         say(
             &cfg,
             format!(
                 "storm: every device stopped; server: {} open ({} sessions)",
-                st.open_connections, st.sessions
+                clock.at.open_connections, clock.at.sessions
             ),
         );
-        let refused_before = st.admission.refused();
-        clock.end(&server, "disconnect").await?;
+        let refused_before = clock.at.admission.refused();
         let target = &sessions[sessions.len() / 2];
         let room = "Storm Hall".to_owned();
         let t = Instant::now();

@@ -9,7 +9,7 @@ use automerge::ReadDoc as _;
 use lanyard_client_core::{BackgroundOptions, ClientError, NewSession, SessionStatus, SyncError};
 use lanyard_protocol::wire::{self, ErrorCode};
 use lanyard_protocol::{ClientMsg, DocId, EventId, RefusalReason, Role, ServerMsg, UserId};
-use lanyard_tests::{unix_now, wait_for, RawClient, TestServer, EVENT};
+use lanyard_tests::{unix_now, wait_for, Device, RawClient, TestServer, EVENT};
 
 fn talk(id: &str, room: &str, start: i64) -> NewSession {
     NewSession {
@@ -588,6 +588,34 @@ async fn an_up_to_date_device_costs_one_exchange() {
     assert_eq!(second.received_changes, 0);
 }
 
+/// The phone's sync fails with the server's `Internal` error naming `cause`,
+/// and its note stays pending.
+async fn sync_fails_to_store(phone: &Device, cause: &str) {
+    let err = phone
+        .client
+        .sync(Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SyncError::Server { code: ErrorCode::Internal, message } if message.contains(cause)),
+        "{err:?}"
+    );
+    assert!(
+        phone.client.status().pending_changes > 0,
+        "the note stays pending"
+    );
+}
+
+/// Once the disk works again, the phone's note is acknowledged and reaches
+/// another device of the same user.
+async fn note_lands_after_recovery(srv: &TestServer, phone: &Device, note: &str) {
+    phone.sync().await.unwrap();
+    assert_eq!(phone.client.status().pending_changes, 0);
+    let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
+    tablet.sync().await.unwrap();
+    assert_eq!(tablet.client.note("t1").unwrap(), note);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
     let store = std::sync::Arc::new(lanyard_tests::FailingStore::default());
@@ -598,19 +626,7 @@ async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
         .set_note("t1", "written while the server's disk is full")
         .unwrap();
     store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-    let err = phone
-        .client
-        .sync(Duration::from_secs(60))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, SyncError::Server { code: ErrorCode::Internal, message } if message.contains("no space left")),
-        "{err:?}"
-    );
-    assert!(
-        phone.client.status().pending_changes > 0,
-        "the note stays pending"
-    );
+    sync_fails_to_store(&phone, "no space left").await;
     let own = DocId::Attendee(EventId::new(EVENT).unwrap(), UserId::new("ann").unwrap());
     assert!(
         srv.server()
@@ -619,14 +635,7 @@ async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
     );
 
     store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
-    phone.sync().await.unwrap();
-    assert_eq!(phone.client.status().pending_changes, 0);
-    let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
-    tablet.sync().await.unwrap();
-    assert_eq!(
-        tablet.client.note("t1").unwrap(),
-        "written while the server's disk is full"
-    );
+    note_lands_after_recovery(&srv, &phone, "written while the server's disk is full").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,32 +655,13 @@ async fn a_failed_flush_acknowledges_nothing_and_the_next_one_delivers() {
         .client
         .set_note("t1", "typed while the disk filled up")
         .unwrap();
-    let err = phone
-        .client
-        .sync(Duration::from_secs(60))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, SyncError::Server { code: ErrorCode::Internal, message } if message.contains("disk full")),
-        "{err:?}"
-    );
-    assert!(
-        phone.client.status().pending_changes > 0,
-        "the note stays pending"
-    );
+    sync_fails_to_store(&phone, "disk full").await;
     // The disk recovers: the retried flush makes the note durable and the
     // device's next sync is acknowledged; another device of ann gets it.
     store
         .fail_flush
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    phone.sync().await.unwrap();
-    assert_eq!(phone.client.status().pending_changes, 0);
-    let tablet = srv.device(Role::Attendee, "ann", "tablet").unwrap();
-    tablet.sync().await.unwrap();
-    assert_eq!(
-        tablet.client.note("t1").unwrap(),
-        "typed while the disk filled up"
-    );
+    note_lands_after_recovery(&srv, &phone, "typed while the disk filled up").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,3 +94,24 @@ async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
         assert!(json.get(key).is_some(), "JSON lacks {key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_binary_that_cannot_start_or_exits_is_a_clear_error() {
+    use lanyard_tests::backend::Backend;
+    let dir = tempfile::tempdir().unwrap();
+    let admission = lanyard_server::AdmissionConfig::default();
+    let missing = ServerMode::Process(dir.path().join("no-such-server"));
+    let err = Backend::start(&missing, dir.path(), admission)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("cannot start"), "{err:#}");
+    // A binary that exits without saying where it listens.
+    let exits = ServerMode::Process("/bin/false".into());
+    let err = Backend::start(&exits, dir.path(), admission)
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("exited before listening"),
+        "{err:#}"
+    );
+}

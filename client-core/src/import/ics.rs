@@ -615,26 +615,13 @@ mod tests {
 
     use std::collections::BTreeSet;
 
-    use jiff::Timestamp;
-
     use super::*;
+    use crate::import::test_util::{by_guid, ts};
 
     const PYCONUK: &[u8] = include_bytes!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/data/schedules/pyconuk2015-schedule.ics"
     ));
-
-    fn ts(rfc3339: &str) -> i64 {
-        rfc3339.parse::<Timestamp>().unwrap().as_second()
-    }
-
-    fn by_guid<'a>(schedule: &'a ImportedSchedule, guid: &str) -> &'a ImportedSession {
-        schedule
-            .sessions
-            .iter()
-            .find(|s| s.guid.as_deref() == Some(guid))
-            .unwrap()
-    }
 
     /// A one-calendar file of the given lines, joined with CRLF.
     fn ics(lines: &[&str]) -> Vec<u8> {

@@ -13,3 +13,25 @@ pub mod schedule_json;
 
 pub use ics::parse_ics;
 pub use schedule_json::{parse_schedule_json, ImportError, ImportedSchedule, ImportedSession};
+
+/// Helpers shared by the importers' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    #![allow(clippy::unwrap_used)]
+
+    use super::{ImportedSchedule, ImportedSession};
+
+    /// Seconds since the epoch of an RFC 3339 instant.
+    pub(crate) fn ts(rfc3339: &str) -> i64 {
+        rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
+    }
+
+    /// The session with this guid (the test fails if there is none).
+    pub(crate) fn by_guid<'a>(schedule: &'a ImportedSchedule, guid: &str) -> &'a ImportedSession {
+        schedule
+            .sessions
+            .iter()
+            .find(|s| s.guid.as_deref() == Some(guid))
+            .unwrap()
+    }
+}

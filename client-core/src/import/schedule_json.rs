@@ -583,6 +583,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::import::test_util::{by_guid, ts};
 
     const FRAB: &[u8] = include_bytes!(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -604,18 +605,6 @@ mod tests {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/data/schedules/invalid-example.json"
     ));
-
-    fn ts(rfc3339: &str) -> i64 {
-        rfc3339.parse::<Timestamp>().unwrap().as_second()
-    }
-
-    fn by_guid<'a>(schedule: &'a ImportedSchedule, guid: &str) -> &'a ImportedSession {
-        schedule
-            .sessions
-            .iter()
-            .find(|s| s.guid.as_deref() == Some(guid))
-            .unwrap()
-    }
 
     fn modified(bytes: &[u8], edit: impl FnOnce(&mut Value)) -> Vec<u8> {
         let mut value: Value = serde_json::from_slice(bytes).unwrap();

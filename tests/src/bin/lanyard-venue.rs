@@ -102,6 +102,18 @@ fn real_main() -> anyhow::Result<bool> {
             Some((name.clone(), profiles.get(name)?.clone()))
         }
     };
+    // Checked before the run, not after minutes of it.
+    if let Some(plot) = &args.plot {
+        if !plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
+            anyhow::bail!(
+                "--plot {}: plots are written as SVG; name the file *.svg",
+                plot.display()
+            );
+        }
+    }
     let server = if args.in_process {
         ServerMode::InProcess
     } else if let Some(bin) = &args.server_bin {
