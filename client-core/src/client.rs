@@ -1,6 +1,6 @@
 //! The [`Client`]: the device's documents, on disk, behind an FFI-friendly API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,9 +14,10 @@ use tokio::sync::{watch, Notify};
 
 use crate::docs::{AgendaDoc, NotesDoc};
 use crate::error::ClientError;
+use crate::import::ImportedSchedule;
 use crate::model::{
-    Announcement, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionUpdate,
-    SyncStatus,
+    Announcement, EventInfo, Identity, ImportSummary, NewSession, RefusedChange, Room, Session,
+    SessionUpdate, SyncStatus,
 };
 use crate::time;
 
@@ -372,6 +373,61 @@ impl Client {
     /// Cancels a session (organizers only).
     pub fn cancel_session(&self, id: &str) -> Result<(), ClientError> {
         self.organizer_edit(|d, _| AgendaDoc::cancel_session(d, id, now_ms()))
+    }
+
+    /// Imports a schedule read by one of the [`import`](crate::import)
+    /// readers into the agenda (organizers only), as one change holding only
+    /// what differs: see [`AgendaDoc::apply_import`] and, for how sessions
+    /// are matched, [`reimport`](crate::reimport). Every session of the
+    /// agenda that is not in the file is cancelled, including ones added by
+    /// hand. With `dry_run` nothing is written and the summary tells what an
+    /// import would do. `progress` is called with the number of sessions
+    /// handled so far (out of `schedule.sessions.len()`).
+    pub fn import_schedule(
+        &self,
+        schedule: &ImportedSchedule,
+        dry_run: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ImportSummary, ClientError> {
+        let creds = self.creds()?;
+        if creds.claims.role != Role::Organizer {
+            return Err(ClientError::OrganizersOnly);
+        }
+        let agenda = creds.agenda();
+        let mut apply = |d: &mut Automerge, id: &str| {
+            let counts = AgendaDoc::apply_import(d, id, schedule, now_ms(), progress)?;
+            let tz = AgendaDoc::event(d).1.unwrap_or_else(|| "UTC".into());
+            Ok::<_, ClientError>((counts, tz))
+        };
+        let (counts, time_zone) = if dry_run {
+            let mut copy = {
+                let st = self.lock();
+                st.replica
+                    .get(&agenda)
+                    .map_or_else(Automerge::new, |rd| rd.doc.fork())
+            };
+            apply(&mut copy, &agenda.to_string())?
+        } else {
+            let mut out = None;
+            self.edit(&agenda, |d, id| {
+                out = Some(apply(d, id)?);
+                Ok(())
+            })?;
+            out.ok_or_else(|| ClientError::Invalid("import made no result".into()))?
+        };
+        let days: HashSet<String> = schedule
+            .sessions
+            .iter()
+            .map(|s| time::day_of(s.start_unix, &time_zone))
+            .collect::<Result<_, _>>()?;
+        Ok(ImportSummary {
+            days: days.len() as u64,
+            rooms: schedule.rooms().len() as u64,
+            sessions: schedule.sessions.len() as u64,
+            time_zone,
+            counts,
+            dry_run,
+        })
     }
 
     /// Posts an announcement (organizers only).

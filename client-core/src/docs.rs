@@ -11,12 +11,18 @@
 //! Agenda fields only organizers write (title, room, times) are plain scalars:
 //! last writer wins per field, and the agenda stays a few thousand operations.
 
-use automerge::transaction::{CommitOptions, Transactable as _};
+use std::collections::{HashMap, HashSet};
+
+use automerge::transaction::{CommitOptions, Transactable as _, Transaction};
 use automerge::{ActorId, Automerge, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use ring::digest::{digest, SHA256};
 
 use crate::error::ClientError;
-use crate::model::{Announcement, NewSession, Room, Session, SessionStatus, SessionUpdate};
+use crate::import::{ImportedSchedule, ImportedSession};
+use crate::model::{
+    Announcement, ImportCounts, NewSession, Room, Session, SessionStatus, SessionUpdate,
+};
+use crate::reimport;
 
 fn derived_actor(parts: &[&str]) -> ActorId {
     let d = digest(&SHA256, parts.join("\u{0}").as_bytes());
@@ -75,6 +81,122 @@ fn int_of(doc: &Automerge, obj: &ObjId, key: &str) -> i64 {
 
 fn commit(tx: automerge::transaction::Transaction<'_>, now_ms: i64) {
     tx.commit_with(CommitOptions::default().with_time(now_ms));
+}
+
+/// The fields of a session as written by [`write_new_session`].
+struct NewSessionRef<'a> {
+    title: &'a str,
+    abstract_text: &'a str,
+    room: &'a str,
+    start_unix: i64,
+    end_unix: i64,
+    track: &'a str,
+    speakers: &'a [String],
+}
+
+impl<'a> From<&'a NewSession> for NewSessionRef<'a> {
+    fn from(s: &'a NewSession) -> Self {
+        NewSessionRef {
+            title: &s.title,
+            abstract_text: &s.abstract_text,
+            room: &s.room,
+            start_unix: s.start_unix,
+            end_unix: s.end_unix,
+            track: &s.track,
+            speakers: &s.speakers,
+        }
+    }
+}
+
+impl<'a> From<&'a ImportedSession> for NewSessionRef<'a> {
+    fn from(s: &'a ImportedSession) -> Self {
+        NewSessionRef {
+            title: &s.title,
+            abstract_text: &s.abstract_text,
+            room: &s.room,
+            start_unix: s.start_unix,
+            end_unix: s.end_unix,
+            track: &s.track,
+            speakers: &s.speakers,
+        }
+    }
+}
+
+fn write_new_session(
+    tx: &mut Transaction<'_>,
+    sessions: &ObjId,
+    id: &str,
+    s: &NewSessionRef<'_>,
+) -> Result<(), ClientError> {
+    let obj = tx.put_object(sessions, id, ObjType::Map)?;
+    tx.put(&obj, "title", s.title)?;
+    tx.put(&obj, "abstract", s.abstract_text)?;
+    tx.put(&obj, "room", s.room)?;
+    tx.put(&obj, "start", s.start_unix)?;
+    tx.put(&obj, "end", s.end_unix)?;
+    tx.put(&obj, "track", s.track)?;
+    tx.put(&obj, "status", SessionStatus::Scheduled.as_str())?;
+    let list = tx.put_object(&obj, "speakers", ObjType::List)?;
+    for (i, sp) in s.speakers.iter().enumerate() {
+        tx.insert(&list, i, sp.as_str())?;
+    }
+    Ok(())
+}
+
+fn map_of_tx(tx: &Transaction<'_>, parent: &ObjId, key: &str) -> Option<ObjId> {
+    match tx.get(parent, key) {
+        Ok(Some((Value::Object(_), id))) => Some(id),
+        _ => None,
+    }
+}
+
+/// Writes the fields of `new` that differ from `was`; true if any did.
+fn rewrite_session(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    was: &Session,
+    new: &ImportedSession,
+) -> Result<bool, ClientError> {
+    let mut any = false;
+    for (key, old, value) in [
+        ("title", &was.title, &new.title),
+        ("abstract", &was.abstract_text, &new.abstract_text),
+        ("room", &was.room, &new.room),
+        ("track", &was.track, &new.track),
+    ] {
+        if old != value {
+            tx.put(obj, key, value.as_str())?;
+            any = true;
+        }
+    }
+    for (key, old, value) in [
+        ("start", was.start_unix, new.start_unix),
+        ("end", was.end_unix, new.end_unix),
+    ] {
+        if old != value {
+            tx.put(obj, key, value)?;
+            any = true;
+        }
+    }
+    if was.speakers != new.speakers {
+        let list = tx.put_object(obj, "speakers", ObjType::List)?;
+        for (i, sp) in new.speakers.iter().enumerate() {
+            tx.insert(&list, i, sp.as_str())?;
+        }
+        any = true;
+    }
+    let moved =
+        was.room != new.room || was.start_unix != new.start_unix || was.end_unix != new.end_unix;
+    let status = match (was.status, moved) {
+        (_, true) => SessionStatus::Moved,
+        (SessionStatus::Cancelled, false) => SessionStatus::Scheduled,
+        (s, false) => s,
+    };
+    if status != was.status {
+        tx.put(obj, "status", status.as_str())?;
+        any = true;
+    }
+    Ok(any)
 }
 
 /// The agenda of one event.
@@ -186,20 +308,85 @@ impl AgendaDoc {
         }
         let sessions = Self::root_obj(doc, "sessions")?;
         let mut tx = doc.transaction();
-        let obj = tx.put_object(&sessions, s.id.as_str(), ObjType::Map)?;
-        tx.put(&obj, "title", s.title.as_str())?;
-        tx.put(&obj, "abstract", s.abstract_text.as_str())?;
-        tx.put(&obj, "room", s.room.as_str())?;
-        tx.put(&obj, "start", s.start_unix)?;
-        tx.put(&obj, "end", s.end_unix)?;
-        tx.put(&obj, "track", s.track.as_str())?;
-        tx.put(&obj, "status", SessionStatus::Scheduled.as_str())?;
-        let list = tx.put_object(&obj, "speakers", ObjType::List)?;
-        for (i, sp) in s.speakers.iter().enumerate() {
-            tx.insert(&list, i, sp.as_str())?;
-        }
+        write_new_session(&mut tx, &sessions, &s.id, &NewSessionRef::from(s))?;
         commit(tx, now_ms);
         Ok(())
+    }
+
+    /// Applies an imported schedule as **one** change holding only the
+    /// differences (see [`crate::reimport`] for how sessions are matched):
+    /// new sessions are added, changed fields rewritten (a new room or time
+    /// marks the session moved; a cancelled session that is back is
+    /// reinstated), sessions missing from the file are cancelled. New rooms
+    /// are added. The event's name is set from the file when it has one; its
+    /// time zone when the file names one other than UTC, or the agenda has
+    /// none yet. `progress` is called with the number of sessions handled.
+    pub fn apply_import(
+        doc: &mut Automerge,
+        doc_id: &str,
+        schedule: &ImportedSchedule,
+        now_ms: i64,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ImportCounts, ClientError> {
+        Self::ensure(doc, doc_id)?;
+        let existing = Self::sessions(doc);
+        let plan = reimport::plan(&existing, &schedule.sessions);
+        let old: HashMap<&str, &Session> = existing.iter().map(|s| (s.id.as_str(), s)).collect();
+        let sessions = Self::root_obj(doc, "sessions")?;
+        let rooms = Self::root_obj(doc, "rooms")?;
+        let ev = Self::root_obj(doc, "event")?;
+        let known_rooms: HashSet<String> = Self::rooms(doc).into_iter().map(|r| r.name).collect();
+        let (name, tz) = Self::event(doc);
+        let mut counts = ImportCounts::default();
+        let mut done = 0u64;
+        let mut tx = doc.transaction();
+        if !schedule.name.trim().is_empty() && name.as_deref() != Some(schedule.name.as_str()) {
+            tx.put(&ev, "name", schedule.name.as_str())?;
+        }
+        if tz.as_deref() != Some(schedule.time_zone.as_str())
+            && (schedule.time_zone != "UTC" || tz.is_none())
+        {
+            tx.put(&ev, "time_zone", schedule.time_zone.as_str())?;
+        }
+        for room in schedule.rooms() {
+            if !known_rooms.contains(&room) {
+                let r = tx.put_object(&rooms, room.as_str(), ObjType::Map)?;
+                tx.put(&r, "capacity", 0i64)?;
+            }
+        }
+        for (id, new) in &plan.update {
+            let (Some(was), Some(obj)) = (old.get(id.as_str()), map_of_tx(&tx, &sessions, id))
+            else {
+                continue;
+            };
+            if rewrite_session(&mut tx, &obj, was, new)? {
+                counts.changed += 1;
+            } else {
+                counts.unchanged += 1;
+            }
+            done += 1;
+            progress(done);
+        }
+        for (id, new) in &plan.add {
+            write_new_session(&mut tx, &sessions, id, &NewSessionRef::from(*new))?;
+            counts.added += 1;
+            done += 1;
+            progress(done);
+        }
+        for id in &plan.unmatched {
+            let cancelled = old
+                .get(id.as_str())
+                .is_some_and(|s| s.status == SessionStatus::Cancelled);
+            if let (false, Some(obj)) = (cancelled, map_of_tx(&tx, &sessions, id)) {
+                tx.put(&obj, "status", SessionStatus::Cancelled.as_str())?;
+                counts.removed += 1;
+            }
+        }
+        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
+        counts.change_bytes = hash
+            .and_then(|h| doc.get_change_by_hash(&h))
+            .map_or(0, |c| c.raw_bytes().len() as u64);
+        Ok(counts)
     }
 
     fn session_obj(doc: &Automerge, id: &str) -> Result<ObjId, ClientError> {

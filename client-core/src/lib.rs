@@ -27,6 +27,7 @@ pub mod docs;
 mod error;
 pub mod import;
 pub mod model;
+pub mod reimport;
 mod sync;
 pub mod time;
 pub mod tls;
@@ -35,7 +36,7 @@ pub use client::Client;
 pub use error::{ClientError, SyncError};
 pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};
 pub use model::{
-    Announcement, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionStatus,
-    SessionUpdate, SyncReport, SyncStatus,
+    Announcement, EventInfo, Identity, ImportCounts, ImportSummary, NewSession, RefusedChange,
+    Room, Session, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync};

@@ -174,3 +174,37 @@ pub struct SyncReport {
     /// Changes refused by the server (all of them, including earlier ones).
     pub refused: Vec<RefusedChange>,
 }
+
+/// What applying an imported schedule changed in the agenda.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImportCounts {
+    /// Sessions new to the agenda.
+    pub added: u64,
+    /// Agenda sessions missing from the file, now cancelled.
+    pub removed: u64,
+    /// Sessions that exist and had at least one field rewritten.
+    pub changed: u64,
+    /// Sessions that exist and were already as in the file.
+    pub unchanged: u64,
+    /// Size of the one Automerge change made (0 when nothing changed).
+    pub change_bytes: u64,
+}
+
+/// The outcome of `Client::import_schedule`: what the file holds and what
+/// importing it changed (or, for a dry run, would change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSummary {
+    /// Distinct dates, in the event's time zone, on which a session starts.
+    pub days: u64,
+    /// Distinct rooms holding at least one session.
+    pub rooms: u64,
+    /// Sessions in the file.
+    pub sessions: u64,
+    /// The event's time zone the days are counted in.
+    pub time_zone: String,
+    /// What changed in the agenda.
+    #[serde(flatten)]
+    pub counts: ImportCounts,
+    /// True when nothing was written (dry run).
+    pub dry_run: bool,
+}

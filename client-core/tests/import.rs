@@ -1,0 +1,235 @@
+//! Importing real schedules into a client's agenda: counts, minimal
+//! re-imports, cancellations, dry runs. No network: the organizer's device
+//! edits its local agenda, as it would offline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use lanyard_client_core::import::{parse_ics, parse_schedule_json, ImportedSchedule};
+use lanyard_client_core::{Client, ClientError, SessionStatus};
+use lanyard_protocol::{cert_pin, token, DeviceId, EventId, JoinLink, Role, TokenClaims, UserId};
+use ring::signature::Ed25519KeyPair;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/schedules")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn client(role: Role) -> Client {
+    let key = Ed25519KeyPair::from_seed_unchecked(&[5; 32]).unwrap();
+    let claims = TokenClaims {
+        event: EventId::new("conf").unwrap(),
+        user: UserId::new("org").unwrap(),
+        role,
+        device: DeviceId::new("laptop").unwrap(),
+        expires_at: 4_000_000_000,
+    };
+    let link = JoinLink {
+        server: "127.0.0.1:9".into(),
+        event: claims.event.clone(),
+        token: token::sign(&claims, &key),
+        pin: cert_pin(b"cert"),
+    };
+    let c = Client::in_memory().unwrap();
+    c.join(&link.to_string()).unwrap();
+    c
+}
+
+fn parse(name: &str) -> ImportedSchedule {
+    let bytes = fixture(name);
+    if name.ends_with(".ics") {
+        parse_ics(&bytes).unwrap()
+    } else {
+        parse_schedule_json(&bytes).unwrap()
+    }
+}
+
+/// Every fixture imports with the counts measured independently (Python over
+/// the raw files, see tests/data/schedules/SOURCES.md), and a second import
+/// of the same file changes nothing.
+#[test]
+fn each_real_schedule_imports_with_its_counts_and_reimports_as_a_no_op() {
+    let expected = [
+        // (file, sessions, rooms, days, time zone)
+        ("frab-camp2019.json", 79, 2, 5, "Europe/Berlin"),
+        ("pretalx-rc3.json", 48, 5, 4, "UTC"),
+        ("pretalx-democon.json", 36, 2, 3, "UTC"),
+        ("hub-schedule2.json", 2, 2, 2, "Europe/Berlin"),
+        ("invalid-example.json", 1, 1, 1, "Europe/Zurich"),
+        ("pyconuk2015-schedule.ics", 162, 11, 4, "UTC"),
+    ];
+    for (file, sessions, rooms, days, tz) in expected {
+        let c = client(Role::Organizer);
+        let schedule = parse(file);
+        let mut calls = 0;
+        let s = c
+            .import_schedule(&schedule, false, &mut |_| calls += 1)
+            .unwrap();
+        assert_eq!(
+            (s.sessions, s.rooms, s.days, s.time_zone.as_str()),
+            (sessions, rooms, days, tz),
+            "{file}"
+        );
+        assert_eq!(s.counts.added, sessions, "{file}");
+        assert_eq!(s.counts.changed + s.counts.removed, 0, "{file}");
+        assert!(s.counts.change_bytes > 0, "{file}");
+        assert_eq!(calls, sessions, "{file}: one progress call per session");
+        assert_eq!(c.sessions().unwrap().len() as u64, sessions, "{file}");
+        assert_eq!(c.days().unwrap().len() as u64, days, "{file}");
+        assert_eq!(c.event_info().unwrap().time_zone, tz, "{file}");
+        let pending = c.status().pending_changes;
+
+        let again = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+        assert_eq!(again.counts.unchanged, sessions, "{file}");
+        assert_eq!(
+            (
+                again.counts.added,
+                again.counts.changed,
+                again.counts.removed
+            ),
+            (0, 0, 0),
+            "{file}"
+        );
+        assert_eq!(again.counts.change_bytes, 0, "{file}: no change at all");
+        assert_eq!(c.status().pending_changes, pending, "{file}");
+    }
+}
+
+/// The first 300 sessions of all the real fixtures together: an agenda the
+/// size of the benchmark workload's.
+fn three_hundred() -> ImportedSchedule {
+    let mut all = parse("pyconuk2015-schedule.ics");
+    for f in [
+        "frab-camp2019.json",
+        "pretalx-rc3.json",
+        "pretalx-democon.json",
+    ] {
+        all.sessions.extend(parse(f).sessions);
+    }
+    all.sessions.truncate(300);
+    all.name = "Three hundred".into();
+    all.time_zone = "Europe/London".into();
+    all
+}
+
+#[test]
+fn moving_one_session_of_300_is_a_change_of_a_few_hundred_bytes() {
+    let c = client(Role::Organizer);
+    let mut schedule = three_hundred();
+    let first = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!(first.counts.added, 300);
+
+    let moved = &mut schedule.sessions[123];
+    let id = lanyard_client_core::reimport::key_of(moved);
+    moved.room = "Hall B".into();
+    moved.start_unix += 3600;
+    moved.end_unix += 3600;
+    let second = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!(
+        (
+            second.counts.changed,
+            second.counts.added,
+            second.counts.removed
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(second.counts.unchanged, 299);
+    println!(
+        "one-session re-import of a 300-session agenda: change_bytes={} (first import: {})",
+        second.counts.change_bytes, first.counts.change_bytes
+    );
+    assert!(
+        second.counts.change_bytes > 0 && second.counts.change_bytes < 1000,
+        "change_bytes={}",
+        second.counts.change_bytes
+    );
+    assert!(second.counts.change_bytes * 100 < first.counts.change_bytes);
+    let s = c.session(&id).unwrap().unwrap();
+    assert_eq!(s.room, "Hall B");
+    assert_eq!(s.status, SessionStatus::Moved);
+    assert!(c.rooms().unwrap().iter().any(|r| r.name == "Hall B"));
+}
+
+#[test]
+fn sessions_missing_from_a_reimport_are_cancelled_and_come_back() {
+    let c = client(Role::Organizer);
+    let mut schedule = parse("frab-camp2019.json");
+    c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let gone = schedule.sessions.remove(10);
+    let gone_id = lanyard_client_core::reimport::key_of(&gone);
+    c.set_bookmark(&gone_id, true).unwrap();
+
+    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!((s.counts.removed, s.counts.changed), (1, 0));
+    assert_eq!(s.sessions, 78);
+    let kept = c.session(&gone_id).unwrap().expect("kept, not deleted");
+    assert_eq!(kept.status, SessionStatus::Cancelled);
+    assert_eq!(c.bookmarks().unwrap(), vec![gone_id.clone()]);
+    // Cancelled once is not cancelled again.
+    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!(s.counts.removed, 0);
+    assert_eq!(s.counts.change_bytes, 0);
+    // Back in the file: reinstated.
+    schedule.sessions.push(gone);
+    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!(s.counts.changed, 1);
+    assert_eq!(
+        c.session(&gone_id).unwrap().unwrap().status,
+        SessionStatus::Scheduled
+    );
+}
+
+#[test]
+fn regenerated_guids_match_by_title_and_keep_notes() {
+    let c = client(Role::Organizer);
+    let mut schedule = parse("pretalx-rc3.json");
+    c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let id = lanyard_client_core::reimport::key_of(&schedule.sessions[5]);
+    c.set_note(&id, "bring a laptop").unwrap();
+    for (i, s) in schedule.sessions.iter_mut().enumerate() {
+        s.guid = Some(format!("regenerated-{i}"));
+    }
+    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!(
+        (s.counts.added, s.counts.removed, s.counts.changed),
+        (0, 0, 0),
+        "every session found again by its title"
+    );
+    assert_eq!(c.sessions().unwrap().len(), 48);
+    assert_eq!(c.note(&id).unwrap(), "bring a laptop");
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_attendees_cannot_import() {
+    let c = client(Role::Organizer);
+    let schedule = parse("pretalx-democon.json");
+    let dry = c.import_schedule(&schedule, true, &mut |_| {}).unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(dry.counts.added, 36);
+    assert!(dry.counts.change_bytes > 0);
+    assert!(c.sessions().unwrap().is_empty());
+    assert_eq!(c.status().pending_changes, 0);
+
+    let a = client(Role::Attendee);
+    assert!(matches!(
+        a.import_schedule(&schedule, false, &mut |_| {}),
+        Err(ClientError::OrganizersOnly)
+    ));
+    assert!(a.sessions().unwrap().is_empty());
+}
+
+/// The import's time zone wins over UTC only when the file names a zone:
+/// an all-UTC file does not erase a zone the organizer set.
+#[test]
+fn a_utc_file_keeps_the_event_zone_the_organizer_set() {
+    let c = client(Role::Organizer);
+    c.set_event("PyCon UK", "Europe/London").unwrap();
+    let s = c
+        .import_schedule(&parse("pyconuk2015-schedule.ics"), false, &mut |_| {})
+        .unwrap();
+    assert_eq!(s.time_zone, "Europe/London");
+    assert_eq!(c.event_info().unwrap().time_zone, "Europe/London");
+    assert_eq!(s.days, 4);
+}
