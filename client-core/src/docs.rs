@@ -150,6 +150,33 @@ fn map_of_tx(tx: &Transaction<'_>, parent: &ObjId, key: &str) -> Option<ObjId> {
     }
 }
 
+/// An imported session as the agenda stores it: names without surrounding
+/// blanks, text with `\n` line ends and no trailing blanks. Files carry
+/// CRLF and stray spaces that no format round-trips (iCalendar has no
+/// escape for a carriage return), so storing them tidy is what lets an
+/// export re-import as a no-op.
+fn tidy(s: &ImportedSession) -> ImportedSession {
+    let text = |t: &str| {
+        t.replace("\r\n", "\n")
+            .replace('\r', "\n")
+            .trim_end()
+            .to_owned()
+    };
+    ImportedSession {
+        title: s.title.trim().to_owned(),
+        room: s.room.trim().to_owned(),
+        track: s.track.trim().to_owned(),
+        speakers: s
+            .speakers
+            .iter()
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        abstract_text: text(&s.abstract_text),
+        ..s.clone()
+    }
+}
+
 /// Writes the fields of `new` that differ from `was`; true if any did.
 fn rewrite_session(
     tx: &mut Transaction<'_>,
@@ -330,7 +357,8 @@ impl AgendaDoc {
     ) -> Result<ImportCounts, ClientError> {
         Self::ensure(doc, doc_id)?;
         let existing = Self::sessions(doc);
-        let plan = reimport::plan(&existing, &schedule.sessions);
+        let imported: Vec<ImportedSession> = schedule.sessions.iter().map(tidy).collect();
+        let plan = reimport::plan(&existing, &imported);
         let old: HashMap<&str, &Session> = existing.iter().map(|s| (s.id.as_str(), s)).collect();
         let sessions = Self::root_obj(doc, "sessions")?;
         let rooms = Self::root_obj(doc, "rooms")?;

@@ -25,6 +25,7 @@
 mod client;
 pub mod docs;
 mod error;
+pub mod export;
 pub mod import;
 pub mod model;
 pub mod reimport;

@@ -233,3 +233,34 @@ fn a_utc_file_keeps_the_event_zone_the_organizer_set() {
     assert_eq!(c.event_info().unwrap().time_zone, "Europe/London");
     assert_eq!(s.days, 4);
 }
+
+/// An `.ics` (and a schedule.json) export of an imported real agenda gives
+/// the same sessions when imported again: into a fresh device, and as a
+/// no-op re-import into the agenda it came from.
+#[test]
+fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
+    use lanyard_client_core::export::{to_ics, to_schedule_json};
+    for file in ["frab-camp2019.json", "pyconuk2015-schedule.ics"] {
+        let c = client(Role::Organizer);
+        c.import_schedule(&parse(file), false, &mut |_| {}).unwrap();
+        let event = c.event_info().unwrap();
+        let sessions = c.sessions().unwrap();
+        let ics = to_ics(&event, &sessions, 1_700_000_000).unwrap();
+        let json = to_schedule_json(&event, &sessions).unwrap().to_string();
+        for (format, back) in [
+            ("ics", parse_ics(ics.as_bytes()).unwrap()),
+            ("json", parse_schedule_json(json.as_bytes()).unwrap()),
+        ] {
+            let again = c.import_schedule(&back, false, &mut |_| {}).unwrap();
+            assert_eq!(
+                (again.counts.unchanged, again.counts.change_bytes),
+                (sessions.len() as u64, 0),
+                "{file} via {format}: {again:?}"
+            );
+            let fresh = client(Role::Organizer);
+            fresh.import_schedule(&back, false, &mut |_| {}).unwrap();
+            assert_eq!(fresh.sessions().unwrap(), sessions, "{file} via {format}");
+            assert_eq!(fresh.event_info().unwrap().time_zone, event.time_zone);
+        }
+    }
+}

@@ -12,7 +12,11 @@
 //! | `end_unix` | `DTEND`, else `DTSTART` + `DURATION`, else `DTSTART` (one day later for an all-day `VALUE=DATE` start, as RFC 5545 says) |
 //! | `track` | the first value of the first `CATEGORIES`, else `""` |
 //! | `abstract_text` | `DESCRIPTION`, else `""` |
-//! | `speakers` | always empty (`ATTENDEE`/`ORGANIZER` are not speakers) |
+//! | `speakers` | the comma-separated list `X-LANYARD-SPEAKERS` (written by Lanyard's own export), else empty (`ATTENDEE`/`ORGANIZER` are not speakers) |
+//!
+//! A `VEVENT` with `STATUS:CANCELLED` is left out: importing the file into an
+//! agenda then cancels that session there, as for any session missing from a
+//! re-import.
 //!
 //! What is understood:
 //!
@@ -107,6 +111,11 @@ pub fn parse_ics(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
     let mut sessions = calendar
         .events
         .iter()
+        .filter(|event| {
+            !event
+                .property("STATUS")
+                .is_some_and(|p| p.value.trim().eq_ignore_ascii_case("CANCELLED"))
+        })
         .map(|event| read_event(event, &tz))
         .collect::<Result<Vec<_>, _>>()?;
     sessions.sort_by(|a, b| {
@@ -431,20 +440,29 @@ fn unescape_text(value: &str) -> String {
 
 /// The first value of a comma-separated TEXT list, unescaped and trimmed.
 fn first_list_value(value: &str) -> String {
-    let mut end = value.len();
+    list_values(value).into_iter().next().unwrap_or_default()
+}
+
+/// The values of a comma-separated TEXT list, unescaped and trimmed, empty
+/// ones dropped (an escaped `\,` stays inside its value).
+fn list_values(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut from = 0;
     let mut escaped = false;
     for (i, c) in value.char_indices() {
         match c {
             _ if escaped => escaped = false,
             '\\' => escaped = true,
             ',' => {
-                end = i;
-                break;
+                out.push(unescape_text(&value[from..i]).trim().to_owned());
+                from = i + 1;
             }
             _ => {}
         }
     }
-    unescape_text(&value[..end]).trim().to_owned()
+    out.push(unescape_text(&value[from..]).trim().to_owned());
+    out.retain(|v| !v.is_empty());
+    out
 }
 
 /// A DATE or DATE-TIME property as a zoned instant; `true` when it is a
@@ -604,10 +622,17 @@ fn read_event(event: &RawEvent, tz: &TimeZone) -> Result<ImportedSession, Import
             .property("CATEGORIES")
             .map(|p| first_list_value(&p.value))
             .unwrap_or_default(),
-        speakers: Vec::new(),
+        speakers: event
+            .property(SPEAKERS_PROPERTY)
+            .map(|p| list_values(&p.value))
+            .unwrap_or_default(),
         abstract_text: text("DESCRIPTION"),
     })
 }
+
+/// The non-standard property Lanyard's own export writes speakers to (a
+/// comma-separated TEXT list); other calendar programs ignore it.
+pub const SPEAKERS_PROPERTY: &str = "X-LANYARD-SPEAKERS";
 
 #[cfg(test)]
 mod tests {
