@@ -12,6 +12,7 @@ use lanyard_store::{MemoryStore, SledStore, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
+use crate::alerts::{Alert, AlertHub, AlertListener};
 use crate::docs::{AgendaDoc, NotesDoc};
 use crate::error::ClientError;
 use crate::import::ImportedSchedule;
@@ -66,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) retries: std::sync::atomic::AtomicU64,
     /// A client endpoint shared with other clients, if one was given.
     pub(crate) endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
+    /// Alert listeners (locked after `state` when both are needed).
+    pub(crate) alerts: Mutex<AlertHub>,
 }
 
 /// The device's Lanyard client: agenda, notes and bookmarks, offline-first.
@@ -167,6 +170,7 @@ impl Client {
                 remote,
                 retries: std::sync::atomic::AtomicU64::new(0),
                 endpoint: std::sync::Mutex::new(None),
+                alerts: Mutex::new(AlertHub::default()),
             }),
         })
     }
@@ -232,6 +236,11 @@ impl Client {
             if let Err(e) = persist_doc(&self.inner.store, &mut st, doc) {
                 reload_doc(&self.inner.store, &mut st, doc);
                 return Err(e);
+            }
+            if matches!(doc, DocId::Agenda(_)) {
+                if let Some(rd) = st.replica.get(doc) {
+                    self.alert_hub().resync(&rd.doc);
+                }
             }
         }
         self.inner.local_edit.notify_one();
@@ -531,6 +540,51 @@ impl Client {
             tracing::warn!(error = %e, "cannot store the last sync error");
         }
         st.last_error = error;
+    }
+
+    // ----- alerts -----
+
+    pub(crate) fn alert_hub(&self) -> MutexGuard<'_, AlertHub> {
+        self.inner.alerts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a listener for schedule-change [`Alert`]s raised by agenda
+    /// changes that arrive from the server from now on (see
+    /// [`alerts`](crate::alerts)). Returns an id for
+    /// [`remove_alert_listener`](Self::remove_alert_listener).
+    pub fn add_alert_listener(&self, listener: Arc<dyn AlertListener>) -> Result<u64, ClientError> {
+        let agenda = self.creds()?.agenda();
+        let st = self.lock();
+        let empty = Automerge::new();
+        let doc = st.replica.get(&agenda).map_or(&empty, |rd| &rd.doc);
+        Ok(self.alert_hub().add(listener, doc))
+    }
+
+    /// Unregisters a listener; false if `id` was not registered.
+    pub fn remove_alert_listener(&self, id: u64) -> bool {
+        self.alert_hub().remove(id)
+    }
+
+    /// After changes from the server were applied (with `state` locked):
+    /// the alerts they raise, and who to give them to.
+    pub(crate) fn alerts_after_remote(&self, st: &State) -> Vec<(Alert, Arc<dyn AlertListener>)> {
+        let mut hub = self.alert_hub();
+        let Some(creds) = st.creds.as_ref().filter(|_| hub.active()) else {
+            return Vec::new();
+        };
+        let Some(agenda) = st.replica.get(&creds.agenda()) else {
+            return Vec::new();
+        };
+        let bookmarks: HashSet<String> = st
+            .replica
+            .get(&creds.own())
+            .map(|rd| NotesDoc::bookmarks(&rd.doc).into_iter().collect())
+            .unwrap_or_default();
+        let (alerts, listeners) = hub.changed(&agenda.doc, &bookmarks);
+        alerts
+            .into_iter()
+            .flat_map(|a| listeners.iter().map(move |l| (a.clone(), Arc::clone(l))))
+            .collect()
     }
 
     /// A receiver that changes whenever changes from the server were applied.

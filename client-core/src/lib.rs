@@ -22,6 +22,7 @@
 //! `set_bookmark()` and (for organizers) `move_session()` work offline;
 //! `sync()` or `start_background()` exchange changes with the server.
 
+pub mod alerts;
 mod client;
 pub mod docs;
 mod error;
@@ -33,6 +34,7 @@ mod sync;
 pub mod time;
 pub mod tls;
 
+pub use alerts::{Alert, AlertKind, AlertListener};
 pub use client::Client;
 pub use error::{ClientError, SyncError};
 pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};

@@ -471,7 +471,7 @@ impl Client {
                 Ok(m) => m,
                 Err(e) => break Err(SyncError::Protocol(e.to_string())),
             };
-            let (send_now, settled) = {
+            let (send_now, settled, alerts) = {
                 let mut st = self.lock();
                 let out = match session.handle(&mut st.replica, msg) {
                     Ok(o) => o,
@@ -493,6 +493,15 @@ impl Client {
                 if received > 0 {
                     self.inner.remote.send_modify(|n| *n += received);
                 }
+                let alerts = if out
+                    .docs_changed
+                    .iter()
+                    .any(|d| matches!(d, lanyard_protocol::DocId::Agenda(_)))
+                {
+                    self.alerts_after_remote(&st)
+                } else {
+                    Vec::new()
+                };
                 let settled = session.is_settled(&st.replica);
                 if settled {
                     let now = now_ms() / 1000;
@@ -500,8 +509,11 @@ impl Client {
                     let bytes = serde_json::to_vec(&now).unwrap_or_default();
                     self.inner.store.put_meta("last_sync", &bytes)?;
                 }
-                (out.send, settled)
+                (out.send, settled, alerts)
             };
+            for (alert, listener) in alerts {
+                listener.on_alert(alert);
+            }
             if settled {
                 self.record_outcome(None);
             }

@@ -7,12 +7,16 @@
 //!
 //! [`ics`] reads iCalendar (RFC 5545) files, one session per `VEVENT`, just as
 //! leniently (no `DTSTAMP`, no `DTEND`, empty `SUMMARY` are all accepted).
+//!
+//! [`schedule_xml`] reads frab/pentabarf `schedule.xml` (the c3voc XSD layout and older exports without `<room>` wrappers), just as leniently.
 
 pub mod ics;
 pub mod schedule_json;
+pub mod schedule_xml;
 
 pub use ics::parse_ics;
 pub use schedule_json::{parse_schedule_json, ImportError, ImportedSchedule, ImportedSession};
+pub use schedule_xml::parse_schedule_xml;
 
 /// Helpers shared by the importers' tests.
 #[cfg(test)]

@@ -160,6 +160,18 @@ pub enum ImportError {
         /// What is wrong, e.g. `DTSTART: expected a date-time ...`.
         message: String,
     },
+    /// A `schedule.xml` file (see [`parse_schedule_xml`](super::parse_schedule_xml))
+    /// is malformed, not a schedule, or has an event that lacks what a
+    /// session needs.
+    #[error("XML line {line}: {message}")]
+    Xml {
+        /// 1-based line of the problem: where the XML parser stopped (for a
+        /// truncated file: its last line), or the line of the `<event>`
+        /// missing a required element, or of the element that is unreadable.
+        line: usize,
+        /// What is wrong, e.g. `event 123: <duration> expected HH:MM, got "1h"`.
+        message: String,
+    },
 }
 
 /// Parses a c3voc `schedule.json` (or schedule2) document.
@@ -414,7 +426,11 @@ fn read_event(
 }
 
 /// An RFC 3339 instant; without an offset, a local date-time in the zone.
-fn parse_instant(value: &Value, path: &str, tz: &TimeZone) -> Result<Timestamp, ImportError> {
+pub(super) fn parse_instant(
+    value: &Value,
+    path: &str,
+    tz: &TimeZone,
+) -> Result<Timestamp, ImportError> {
     const EXPECTED: &str = "an RFC 3339 date-time such as 2019-08-21T11:00:00+02:00";
     let s = value
         .as_str()
@@ -432,7 +448,7 @@ fn parse_instant(value: &Value, path: &str, tz: &TimeZone) -> Result<Timestamp, 
 }
 
 /// `HH:MM`, `H:MM` or `HH:MM:SS` (or ISO 8601 `PT1H30M`), in seconds.
-fn parse_duration(value: &Value, path: &str) -> Result<i64, ImportError> {
+pub(super) fn parse_duration(value: &Value, path: &str) -> Result<i64, ImportError> {
     let bad = || invalid(path, "HH:MM", value);
     let s = value.as_str().map(str::trim).ok_or_else(bad)?;
     if s.starts_with(['P', 'p']) {

@@ -1,0 +1,393 @@
+//! Schedule-change alerts: incoming agenda changes turned into typed events.
+//!
+//! When changes from the server touch the agenda, the client compares the
+//! sessions and announcements before and after and tells every
+//! [`AlertListener`] what happened, one [`Alert`] each:
+//!
+//! * [`AlertKind::Added`]: a session that was not in the agenda;
+//! * [`AlertKind::Moved`]: a new room and/or time;
+//! * [`AlertKind::Cancelled`] / [`AlertKind::Reinstated`];
+//! * [`AlertKind::Announcement`]: a new organizer announcement.
+//!
+//! Edits to a title, abstract, track or speakers alone raise no alert, nor do
+//! the sessions of an agenda's first download (into an agenda that had none). Alerts
+//! about a session the attendee bookmarked have `bookmarked` set and a
+//! message that says so; times in messages are in the event's time zone.
+//! A bookmark on a cancelled session is kept (the attendee decides).
+//!
+//! Only changes that arrive from the server raise alerts; this device's own
+//! edits do not. Nothing is computed while no listener is registered.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use automerge::Automerge;
+use serde::{Deserialize, Serialize};
+
+use crate::docs::AgendaDoc;
+use crate::model::{Announcement, Session, SessionStatus};
+use crate::time;
+
+/// What kind of change an [`Alert`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    /// A session was added to the agenda.
+    Added,
+    /// A session moved to another room and/or time.
+    Moved,
+    /// A session was cancelled.
+    Cancelled,
+    /// A cancelled session is back on.
+    Reinstated,
+    /// The organizers posted an announcement.
+    Announcement,
+}
+
+/// One schedule change, ready to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What happened.
+    pub kind: AlertKind,
+    /// The session as it is now (`None` for announcements).
+    pub session: Option<Session>,
+    /// For a move: the room before, when the room changed.
+    pub previous_room: Option<String>,
+    /// For a move: the start before (Unix seconds), when the time changed.
+    pub previous_start_unix: Option<i64>,
+    /// The announcement (for [`AlertKind::Announcement`]).
+    pub announcement: Option<Announcement>,
+    /// True when the session is one the attendee bookmarked.
+    pub bookmarked: bool,
+    /// A one-line message in the event's time zone, e.g. `Your bookmarked
+    /// session "Rust at scale" moved to Hall B at 14:00 (was Hall A at 13:00)`.
+    pub message: String,
+}
+
+/// Receives alerts. Called on the sync task's thread, outside the client's
+/// locks (calling back into the client is fine); keep it short.
+pub trait AlertListener: Send + Sync {
+    /// One alert.
+    fn on_alert(&self, alert: Alert);
+}
+
+/// The agenda as last seen by the alert comparison.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    sessions: HashMap<String, Session>,
+    announcements: usize,
+}
+
+impl Snapshot {
+    pub(crate) fn of(doc: &Automerge) -> Snapshot {
+        Snapshot {
+            sessions: AgendaDoc::sessions(doc)
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            announcements: AgendaDoc::announcements(doc).len(),
+        }
+    }
+}
+
+/// Listeners and the snapshot they are compared against.
+#[derive(Default)]
+pub(crate) struct AlertHub {
+    listeners: Vec<(u64, Arc<dyn AlertListener>)>,
+    next_id: u64,
+    snapshot: Option<Snapshot>,
+}
+
+impl AlertHub {
+    pub(crate) fn active(&self) -> bool {
+        !self.listeners.is_empty()
+    }
+
+    pub(crate) fn add(&mut self, listener: Arc<dyn AlertListener>, agenda: &Automerge) -> u64 {
+        if self.snapshot.is_none() {
+            self.snapshot = Some(Snapshot::of(agenda));
+        }
+        self.next_id += 1;
+        self.listeners.push((self.next_id, listener));
+        self.next_id
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) -> bool {
+        let before = self.listeners.len();
+        self.listeners.retain(|(i, _)| *i != id);
+        if self.listeners.is_empty() {
+            self.snapshot = None;
+        }
+        self.listeners.len() != before
+    }
+
+    /// Takes the agenda as it is now without alerting (after a local edit).
+    pub(crate) fn resync(&mut self, agenda: &Automerge) {
+        if self.active() {
+            self.snapshot = Some(Snapshot::of(agenda));
+        }
+    }
+
+    /// Compares the agenda with the snapshot, moves the snapshot on, and
+    /// returns the alerts with the listeners to give them to.
+    pub(crate) fn changed(
+        &mut self,
+        agenda: &Automerge,
+        bookmarks: &HashSet<String>,
+    ) -> (Vec<Alert>, Vec<Arc<dyn AlertListener>>) {
+        if !self.active() {
+            return (Vec::new(), Vec::new());
+        }
+        let now = Snapshot::of(agenda);
+        let before = self.snapshot.take().unwrap_or_default();
+        let tz = AgendaDoc::event(agenda).1.unwrap_or_else(|| "UTC".into());
+        let mut alerts = compare(&before, &now, bookmarks, &tz);
+        alerts.extend(
+            AgendaDoc::announcements(agenda)
+                .into_iter()
+                .skip(before.announcements)
+                .map(|a| Alert {
+                    kind: AlertKind::Announcement,
+                    session: None,
+                    previous_room: None,
+                    previous_start_unix: None,
+                    message: format!("Announcement: {}", a.text),
+                    announcement: Some(a),
+                    bookmarked: false,
+                }),
+        );
+        self.snapshot = Some(now);
+        let listeners = self.listeners.iter().map(|(_, l)| Arc::clone(l)).collect();
+        (alerts, listeners)
+    }
+}
+
+/// `14:00`, or `2026-03-10 14:00` when `with_day`.
+fn when(unix: i64, tz: &str, with_day: bool) -> String {
+    let clock = time::format_clock(unix, tz).unwrap_or_else(|_| unix.to_string());
+    if with_day {
+        let day = time::day_of(unix, tz).unwrap_or_default();
+        format!("{day} {clock}")
+    } else {
+        clock
+    }
+}
+
+fn compare(before: &Snapshot, now: &Snapshot, bookmarks: &HashSet<String>, tz: &str) -> Vec<Alert> {
+    let mut sessions: Vec<&Session> = now.sessions.values().collect();
+    sessions.sort_by(|a, b| (a.start_unix, &a.id).cmp(&(b.start_unix, &b.id)));
+    let mut out = Vec::new();
+    for s in sessions {
+        let bookmarked = bookmarks.contains(&s.id);
+        let whose = if bookmarked {
+            format!("Your bookmarked session \"{}\"", s.title)
+        } else {
+            format!("Session \"{}\"", s.title)
+        };
+        let cancelled = s.status == SessionStatus::Cancelled;
+        let alert = |kind, message| Alert {
+            kind,
+            session: Some(s.clone()),
+            previous_room: None,
+            previous_start_unix: None,
+            announcement: None,
+            bookmarked,
+            message,
+        };
+        let Some(was) = before.sessions.get(&s.id) else {
+            // Sessions arriving in an agenda that had none are its first
+            // download, not news.
+            if !cancelled && !before.sessions.is_empty() {
+                out.push(alert(
+                    AlertKind::Added,
+                    format!(
+                        "New session \"{}\" in {} at {}",
+                        s.title,
+                        s.room,
+                        when(s.start_unix, tz, true)
+                    ),
+                ));
+            }
+            continue;
+        };
+        let was_cancelled = was.status == SessionStatus::Cancelled;
+        if cancelled && !was_cancelled {
+            out.push(alert(
+                AlertKind::Cancelled,
+                format!(
+                    "{whose} ({}, {}) was cancelled",
+                    was.room,
+                    when(was.start_unix, tz, true)
+                ),
+            ));
+        } else if !cancelled && was_cancelled {
+            out.push(alert(
+                AlertKind::Reinstated,
+                format!(
+                    "{whose} is back on: {} at {}",
+                    s.room,
+                    when(s.start_unix, tz, true)
+                ),
+            ));
+        } else if !cancelled
+            && (was.room != s.room || was.start_unix != s.start_unix || was.end_unix != s.end_unix)
+        {
+            let other_day =
+                time::day_of(was.start_unix, tz).ok() != time::day_of(s.start_unix, tz).ok();
+            let mut a = alert(
+                AlertKind::Moved,
+                format!(
+                    "{whose} moved to {} at {} (was {} at {})",
+                    s.room,
+                    when(s.start_unix, tz, other_day),
+                    was.room,
+                    when(was.start_unix, tz, other_day)
+                ),
+            );
+            a.previous_room = (was.room != s.room).then(|| was.room.clone());
+            a.previous_start_unix = (was.start_unix != s.start_unix).then_some(was.start_unix);
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::model::NewSession;
+    use std::sync::Mutex;
+
+    const ID: &str = "agenda/conf";
+
+    fn agenda() -> Automerge {
+        let mut d = Automerge::new();
+        AgendaDoc::set_event(&mut d, ID, "Conf", "America/New_York", 0).unwrap();
+        for (id, room, start) in [
+            ("a", "Hall A", 1_773_147_600),
+            ("b", "Hall A", 1_773_151_200),
+        ] {
+            let s = NewSession {
+                id: id.into(),
+                title: format!("Talk {id}"),
+                room: room.into(),
+                start_unix: start,
+                end_unix: start + 3600,
+                ..Default::default()
+            };
+            AgendaDoc::add_session(&mut d, ID, &s, 0).unwrap();
+        }
+        d
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Alert>>);
+    impl AlertListener for Collect {
+        fn on_alert(&self, alert: Alert) {
+            self.0.lock().unwrap().push(alert);
+        }
+    }
+
+    #[test]
+    fn each_kind_of_change_gives_its_alert_in_event_time() {
+        let mut d = agenda();
+        let mut hub = AlertHub::default();
+        let seen = Arc::new(Collect::default());
+        hub.add(seen.clone(), &d);
+        // 2026-03-10 13:00 UTC is 09:00 in New York (EDT since 2026-03-08).
+        AgendaDoc::move_session(
+            &mut d,
+            "a",
+            Some("Hall B"),
+            Some((1_773_154_800, 1_773_158_400)),
+            0,
+        )
+        .unwrap();
+        AgendaDoc::cancel_session(&mut d, "b", 0).unwrap();
+        let c = NewSession {
+            id: "c".into(),
+            title: "Talk c".into(),
+            room: "Hall C".into(),
+            start_unix: 1_773_162_000,
+            end_unix: 1_773_165_600,
+            ..Default::default()
+        };
+        AgendaDoc::add_session(&mut d, ID, &c, 0).unwrap();
+        AgendaDoc::announce(&mut d, ID, "Lunch is served", 0).unwrap();
+        AgendaDoc::update_session(
+            &mut d,
+            "c",
+            &crate::model::SessionUpdate {
+                title: Some("Talk c!".into()),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        let bookmarks: HashSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        let (alerts, listeners) = hub.changed(&d, &bookmarks);
+        assert_eq!(listeners.len(), 1);
+        let kinds: Vec<(AlertKind, bool)> = alerts.iter().map(|a| (a.kind, a.bookmarked)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (AlertKind::Cancelled, true),
+                (AlertKind::Moved, true),
+                (AlertKind::Added, false),
+                (AlertKind::Announcement, false)
+            ]
+        );
+        assert_eq!(
+            alerts[0].message,
+            "Your bookmarked session \"Talk b\" (Hall A, 2026-03-10 10:00) was cancelled"
+        );
+        assert_eq!(
+            alerts[1].message,
+            "Your bookmarked session \"Talk a\" moved to Hall B at 11:00 (was Hall A at 09:00)"
+        );
+        assert_eq!(alerts[1].previous_room.as_deref(), Some("Hall A"));
+        assert_eq!(alerts[1].previous_start_unix, Some(1_773_147_600));
+        assert_eq!(
+            alerts[2].message,
+            "New session \"Talk c!\" in Hall C at 2026-03-10 13:00"
+        );
+        assert_eq!(
+            alerts[3].announcement.as_ref().unwrap().text,
+            "Lunch is served"
+        );
+        // Nothing new: nothing to say.
+        assert!(hub.changed(&d, &bookmarks).0.is_empty());
+        // Reinstated, and a title-only change says nothing.
+        AgendaDoc::move_session(&mut d, "b", None, None, 0).unwrap();
+        let (alerts, _) = hub.changed(&d, &bookmarks);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].kind, AlertKind::Reinstated);
+    }
+
+    #[test]
+    fn the_first_download_is_not_news() {
+        let mut hub = AlertHub::default();
+        hub.add(Arc::new(Collect::default()), &Automerge::new());
+        let mut d = agenda();
+        AgendaDoc::announce(&mut d, ID, "Welcome", 0).unwrap();
+        let (alerts, _) = hub.changed(&d, &HashSet::new());
+        let kinds: Vec<AlertKind> = alerts.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [AlertKind::Announcement]);
+    }
+
+    #[test]
+    fn local_edits_and_no_listener_raise_nothing() {
+        let mut d = agenda();
+        let mut hub = AlertHub::default();
+        AgendaDoc::cancel_session(&mut d, "a", 0).unwrap();
+        assert!(hub.changed(&d, &HashSet::new()).0.is_empty(), "no listener");
+        let id = hub.add(Arc::new(Collect::default()), &d);
+        AgendaDoc::cancel_session(&mut d, "b", 0).unwrap();
+        hub.resync(&d);
+        assert!(hub.changed(&d, &HashSet::new()).0.is_empty(), "own edit");
+        assert!(hub.remove(id));
+        assert!(!hub.remove(id));
+        assert!(!hub.active());
+    }
+}
