@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The `lanyard` command line.
 #[derive(Debug, Parser)]
@@ -129,12 +129,79 @@ pub enum Command {
     },
     /// List your bookmarked sessions.
     ///
-    /// --json prints an array of objects: {id, title, start, end, room} for a
-    /// session in the local agenda (start and end in RFC 3339, event time
-    /// zone), or just {id} for a bookmark whose session is not known on this
-    /// device (e.g. before the agenda was synced, or after it was removed).
+    /// --json prints an array of objects: {id, title, start, end, room,
+    /// status} for a session in the local agenda (start and end in RFC 3339,
+    /// event time zone; status scheduled, moved or cancelled: a bookmark on
+    /// a cancelled session is kept and flagged), or just {id} for a bookmark
+    /// whose session is not known on this device (e.g. before the agenda was
+    /// synced).
     Bookmarks {
         /// Print JSON instead of a list.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a schedule file into the agenda (organizers only).
+    ///
+    /// Reads a frab/pretalx schedule.json (or schedule2), a frab/pentabarf
+    /// schedule.xml or an iCalendar .ics file, prints what it holds and what
+    /// importing changes, and applies it as one change (sent at the next
+    /// `lanyard sync`). Importing a newer version of the same schedule
+    /// changes only what changed: sessions are matched by GUID/UID, then by
+    /// the file's id, then by title; sessions missing from the file are
+    /// cancelled, not deleted. A malformed file is an error naming the line
+    /// or field, and the agenda is left untouched.
+    ///
+    /// --json prints one object with the keys file, format, time_zone, days
+    /// (distinct dates, in the event's time zone, on which a session
+    /// starts), rooms (distinct rooms holding a session), sessions, added,
+    /// removed (cancelled by this import), changed, unchanged, change_bytes
+    /// (size of the Automerge change made; 0 when nothing changed) and
+    /// dry_run.
+    Import {
+        /// The schedule file.
+        file: PathBuf,
+        /// The file's format (default: from the extension, else from the content).
+        #[arg(long, value_enum)]
+        format: Option<ImportFormat>,
+        /// Show what would change without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export the agenda, or your bookmarked sessions, as iCalendar or schedule.json.
+    ///
+    /// The .ics export is for calendar apps (times in UTC, the event's zone
+    /// as X-WR-TIMEZONE, cancelled sessions marked STATUS:CANCELLED); the
+    /// json export is a c3voc schedule.json (days and times in the event's
+    /// zone, cancelled sessions left out). Both re-import with `lanyard
+    /// import` to the same sessions.
+    Export {
+        /// The format to write.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Ics)]
+        format: ExportFormat,
+        /// Only your bookmarked sessions (a personal calendar).
+        #[arg(long)]
+        mine: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Stay connected and print schedule changes as they arrive, until Ctrl-C.
+    ///
+    /// Each change is one line: a session added, moved (room or time),
+    /// cancelled or reinstated, or an announcement; changes to your
+    /// bookmarked sessions say so. Times are in the event's time zone.
+    /// Connection problems are reported on stderr and retried.
+    ///
+    /// --json prints one JSON object per line with the keys kind (added,
+    /// moved, cancelled, reinstated, announcement), bookmarked, message,
+    /// session (null, or {id, title, room, start, end, status}),
+    /// previous_room, previous_start (null unless changed by a move) and
+    /// announcement (null, or {text, at}).
+    Watch {
+        /// Print JSON lines instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -235,4 +302,24 @@ pub enum RoomCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Formats `lanyard import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// frab/pretalx schedule.json (c3voc), or schedule2.
+    Json,
+    /// frab/pentabarf schedule.xml (c3voc).
+    Xml,
+    /// iCalendar (RFC 5545).
+    Ics,
+}
+
+/// Formats `lanyard export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// iCalendar (RFC 5545), for calendar apps.
+    Ics,
+    /// c3voc schedule.json, for schedule tools.
+    Json,
 }

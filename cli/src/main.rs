@@ -11,6 +11,9 @@
 //! lanyard note ID [TEXT | --append TEXT]
 //! lanyard bookmark ID [--off]
 //! lanyard session add --id ID --title T --room R --start T --end T   (organizers)
+//! lanyard import FILE [--format json|xml|ics] [--dry-run] [--json]   (organizers)
+//! lanyard export [--format ics|json] [--mine] [--output FILE]
+//! lanyard watch [--json]
 //! lanyard sync [--timeout SECS]
 //! lanyard status [--json]
 //! ```
@@ -39,14 +42,16 @@ use crate::show::count;
 /// Writes a line to stdout. A closed pipe (`lanyard agenda | head`) ends the
 /// program quietly instead of panicking.
 macro_rules! outln {
-    () => { write_stdout(format_args!("\n")) };
-    ($($arg:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+    () => { $crate::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
 /// Writes to stdout without a newline; see [`outln!`].
 macro_rules! out {
-    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*)) };
 }
+
+mod schedule;
 
 fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
@@ -181,6 +186,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bookmarks { json } => bookmarks(&client, json),
         Command::Status { json } => status(&client, json),
+        Command::Import {
+            file,
+            format,
+            dry_run,
+            json,
+        } => {
+            require_organizer(&client)?;
+            schedule::import(&client, &file, format, dry_run, json)
+        }
+        Command::Export {
+            format,
+            mine,
+            output,
+        } => schedule::export(&client, format, mine, output.as_deref()),
+        Command::Watch { json } => schedule::watch(&client, json),
     }
 }
 

@@ -141,6 +141,7 @@ pub fn bookmark_json(id: &str, session: Option<&Session>, tz: &str) -> anyhow::R
             "start": format_rfc3339(s.start_unix, tz)?,
             "end": format_rfc3339(s.end_unix, tz)?,
             "room": s.room,
+            "status": s.status.as_str(),
         }),
         None => json!({ "id": id }),
     })

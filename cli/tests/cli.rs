@@ -49,12 +49,23 @@ fn link(role: Role, user: &str) -> String {
 /// A device: a temporary home directory.
 struct Device {
     dir: TempDir,
+    /// The device's own time zone (the TZ environment variable), if set.
+    tz: Option<&'static str>,
 }
 
 impl Device {
     fn new() -> Self {
         Device {
             dir: tempfile::tempdir().unwrap(),
+            tz: None,
+        }
+    }
+
+    /// A device whose clock is set to the zone `tz`.
+    fn in_zone(tz: &'static str) -> Self {
+        Device {
+            tz: Some(tz),
+            ..Device::new()
         }
     }
 
@@ -63,14 +74,17 @@ impl Device {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("--home")
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--home")
             .arg(self.home())
             .args(args)
             .env_remove("LANYARD_HOME")
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
+            .env_remove("RUST_LOG");
+        match self.tz {
+            Some(tz) => cmd.env("TZ", tz),
+            None => cmd.env_remove("TZ"),
+        };
+        cmd.output().unwrap()
     }
 
     /// Runs a command that must succeed; returns its stdout.
@@ -526,6 +540,7 @@ fn bookmarks_are_set_cleared_and_listed() {
             "start": "2026-06-10T09:00:00-04:00",
             "end": "2026-06-10T10:00:00-04:00",
             "room": "Hall A",
+            "status": "scheduled",
         })
     );
     let unknown = list
@@ -538,6 +553,18 @@ fn bookmarks_are_set_cleared_and_listed() {
         text.contains("Opening keynote") && text.contains("unknown-session"),
         "{text}"
     );
+
+    // A bookmark on a cancelled session is kept, and flagged.
+    d.ok(&["session", "cancel", "keynote"]);
+    let list = d.json(&["bookmarks", "--json"]);
+    let keynote = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == json!("keynote"))
+        .unwrap();
+    assert_eq!(keynote["status"], "cancelled");
+    assert!(d.ok(&["bookmarks"]).contains("[CANCELLED] Opening keynote"));
 
     d.ok(&["bookmark", "keynote", "--off"]);
     assert_eq!(
@@ -711,4 +738,218 @@ fn help_describes_every_command() {
         bookmarks.contains("{id}"),
         "bookmarks --help documents its JSON: {bookmarks}"
     );
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../tests/data/schedules/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn import_prints_the_counts_of_each_real_schedule_and_reimports_as_a_no_op() {
+    // (file, sessions, rooms, days): counted independently, see SOURCES.md.
+    for (file, sessions, rooms, days) in [
+        ("frab-camp2019.json", 79, 2, 5),
+        ("frab-camp2019.xml", 79, 2, 5),
+        ("frab-camp2019-noroom.xml", 79, 2, 5),
+        ("pretalx-rc3.json", 48, 5, 4),
+        ("pretalx-democon.json", 36, 2, 3),
+        ("hub-schedule2.json", 2, 2, 2),
+        ("invalid-example.json", 1, 1, 1),
+        ("pyconuk2015-schedule.ics", 162, 11, 4),
+    ] {
+        let d = Device::new();
+        d.join(Role::Organizer, "ann");
+        let path = fixture(file);
+        let first = d.json(&["import", &path, "--json"]);
+        let counts = |v: &Value| {
+            ["sessions", "rooms", "days", "added", "removed", "changed"].map(|k| {
+                v[k].as_u64()
+                    .unwrap_or_else(|| panic!("{file}: no {k} in {v}"))
+            })
+        };
+        assert_eq!(
+            counts(&first),
+            [sessions, rooms, days, sessions, 0, 0],
+            "{file}"
+        );
+        assert!(first["change_bytes"].as_u64().unwrap() > 0, "{file}");
+        assert_eq!(d.agenda_json(&[]).len() as u64, sessions, "{file}");
+        let again = d.json(&["import", &path, "--json"]);
+        assert_eq!(counts(&again), [sessions, rooms, days, 0, 0, 0], "{file}");
+        assert_eq!(again["change_bytes"], 0, "{file}");
+        let text = d.ok(&["import", &path]);
+        assert!(text.contains("nothing to change"), "{file}: {text}");
+    }
+}
+
+#[test]
+fn a_malformed_schedule_names_the_line_and_leaves_the_agenda_untouched() {
+    let d = organizer_with_agenda();
+    let before = d.agenda_json(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "broken.json",
+            "{\"schedule\": {\"conference\":\n  {\"days\": [}}}",
+            "line 2",
+        ),
+        (
+            "broken.ics",
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:x\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            "line 2",
+        ),
+        (
+            "broken.xml",
+            "<schedule>\n<day date=\"2026-01-01\">\n<room name=\"A\"></day>",
+            "line 3",
+        ),
+        ("noformat.txt", "hello", "--format"),
+    ];
+    for (name, content, expect) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let err = d.fail(&["import", path.to_str().unwrap()]);
+        assert!(err.contains(expect), "{name}: {err}");
+        assert_eq!(d.agenda_json(&[]), before, "{name}");
+    }
+    let err = d.fail(&["import", "/nonexistent/schedule.json"]);
+    assert!(
+        err.contains("cannot read /nonexistent/schedule.json"),
+        "{err}"
+    );
+    // A wrong --format is an error too, not a guess.
+    let err = d.fail(&[
+        "import",
+        &fixture("pyconuk2015-schedule.ics"),
+        "--format",
+        "json",
+    ]);
+    assert!(err.contains("as json") && err.contains("line 1"), "{err}");
+    assert_eq!(d.agenda_json(&[]), before);
+}
+
+#[test]
+fn a_dry_run_changes_nothing_and_attendees_cannot_import() {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    let dry = d.json(&[
+        "import",
+        &fixture("pretalx-rc3.json"),
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(dry["added"], 48);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["change_bytes"].as_u64().unwrap() > 0);
+    assert!(d.agenda_json(&[]).is_empty());
+    assert_eq!(d.pending(), 0);
+
+    let a = Device::new();
+    a.join(Role::Attendee, "bob");
+    let err = a.fail(&["import", &fixture("pretalx-rc3.json")]);
+    assert!(err.contains("organizers only"), "{err}");
+}
+
+#[test]
+fn exports_reimport_to_the_same_agenda_and_mine_is_the_bookmarks() {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    d.ok(&["import", &fixture("pyconuk2015-schedule.ics")]);
+    let agenda = d.agenda_json(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["ics", "json"] {
+        let path = dir.path().join(format!("export.{format}"));
+        d.ok(&[
+            "export",
+            "--format",
+            format,
+            "--output",
+            path.to_str().unwrap(),
+        ]);
+        let other = Device::new();
+        other.join(Role::Organizer, "ann");
+        let s = other.json(&["import", path.to_str().unwrap(), "--json"]);
+        assert_eq!(s["sessions"], 162, "{format}");
+        assert_eq!(other.agenda_json(&[]), agenda, "{format}");
+        let again = d.json(&["import", path.to_str().unwrap(), "--json"]);
+        assert_eq!(again["change_bytes"], 0, "{format}");
+    }
+    let first = agenda[0]["id"].as_str().unwrap();
+    let tenth = agenda[9]["id"].as_str().unwrap();
+    d.ok(&["bookmark", first]);
+    d.ok(&["bookmark", tenth]);
+    let mine = d.ok(&["export", "--mine"]);
+    assert!(mine.starts_with("BEGIN:VCALENDAR\r\n"), "{mine}");
+    assert_eq!(mine.matches("BEGIN:VEVENT").count(), 2, "{mine}");
+    let unfolded = mine.replace("\r\n ", "");
+    assert!(unfolded.contains(&format!("UID:{first}\r\n")), "{unfolded}");
+    assert!(unfolded.contains(&format!("UID:{tenth}\r\n")), "{unfolded}");
+}
+
+/// Times are stored as UTC instants and shown in the event's zone, whatever
+/// zone the device is set to: an America/New_York event seen from a device
+/// in Asia/Tokyo, across the 2026-03-08 DST change.
+#[test]
+fn event_times_ignore_the_device_zone_across_dst() {
+    let d = Device::in_zone("Asia/Tokyo");
+    d.join(Role::Organizer, "ann");
+    d.ok(&["event", "--name", "NYC", "--timezone", "America/New_York"]);
+    for (id, day) in [("before", "2026-03-07"), ("after", "2026-03-09")] {
+        d.ok(&[
+            "session",
+            "add",
+            "--id",
+            id,
+            "--title",
+            id,
+            "--room",
+            "Hall",
+            "--start",
+            &format!("{day}T09:00"),
+            "--end",
+            &format!("{day}T10:00"),
+        ]);
+    }
+    let agenda = d.agenda_json(&[]);
+    let starts: Vec<&str> = agenda
+        .iter()
+        .map(|s| s["start"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        starts,
+        ["2026-03-07T09:00:00-05:00", "2026-03-09T09:00:00-04:00"]
+    );
+    // The same instants, 23 hours apart plus one day: DST took an hour.
+    let text = d.ok(&["agenda"]);
+    assert!(text.contains("times in America/New_York"), "{text}");
+    assert_eq!(text.matches("09:00").count(), 2, "{text}");
+    // Seen from a device in UTC, nothing changes.
+    let utc = Device::in_zone("UTC");
+    utc.join(Role::Organizer, "ann");
+    let exported = dir_file(&d, "ics");
+    utc.ok(&[
+        "import",
+        exported.path().join("export.ics").to_str().unwrap(),
+    ]);
+    assert_eq!(utc.agenda_json(&[]), agenda);
+    let ics = std::fs::read_to_string(exported.path().join("export.ics")).unwrap();
+    assert!(ics.contains("DTSTART:20260307T140000Z"), "{ics}");
+    assert!(ics.contains("DTSTART:20260309T130000Z"), "{ics}");
+}
+
+/// Exports `d`'s agenda into a temporary directory as `export.FORMAT`.
+fn dir_file(d: &Device, format: &str) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("export.{format}"));
+    d.ok(&[
+        "export",
+        "--format",
+        format,
+        "--output",
+        path.to_str().unwrap(),
+    ]);
+    dir
 }

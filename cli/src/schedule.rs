@@ -1,0 +1,303 @@
+//! `lanyard import`, `lanyard export` and `lanyard watch`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use indicatif::{ProgressBar, ProgressStyle};
+use lanyard_client_core::export::{to_ics, to_schedule_json};
+use lanyard_client_core::import::{
+    parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
+};
+use lanyard_client_core::time::format_rfc3339;
+use lanyard_client_core::{Alert, AlertListener, BackgroundOptions, Client, Session};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::args::{ExportFormat, ImportFormat};
+use crate::show::{self, count};
+
+/// Files at least this large get a progress bar (when stderr is a terminal).
+const LARGE_FILE_BYTES: u64 = 1024 * 1024;
+/// Schedules with at least this many sessions get a progress bar.
+const LARGE_SCHEDULE_SESSIONS: usize = 1000;
+
+fn format_name(f: ImportFormat) -> &'static str {
+    match f {
+        ImportFormat::Json => "json",
+        ImportFormat::Xml => "xml",
+        ImportFormat::Ics => "ics",
+    }
+}
+
+/// The format from `--format`, else the extension, else the first
+/// non-blank byte (`{` JSON, `<` XML, `B` for BEGIN:VCALENDAR).
+fn detect_format(
+    path: &Path,
+    bytes: &[u8],
+    given: Option<ImportFormat>,
+) -> anyhow::Result<ImportFormat> {
+    if let Some(f) = given {
+        return Ok(f);
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("json") => return Ok(ImportFormat::Json),
+        Some("xml") => return Ok(ImportFormat::Xml),
+        Some("ics" | "ical" | "ifb" | "icalendar") => return Ok(ImportFormat::Ics),
+        _ => {}
+    }
+    let first = bytes
+        .strip_prefix(b"\xef\xbb\xbf")
+        .unwrap_or(bytes)
+        .iter()
+        .find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'{' | b'[') => Ok(ImportFormat::Json),
+        Some(b'<') => Ok(ImportFormat::Xml),
+        Some(b'B' | b'b') => Ok(ImportFormat::Ics),
+        _ => bail!(
+            "cannot tell the format of {}: give --format json, xml or ics",
+            path.display()
+        ),
+    }
+}
+
+fn bar(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_message(message.to_owned());
+    bar
+}
+
+/// `lanyard import FILE [--format F] [--dry-run] [--json]`.
+pub fn import(
+    client: &Client,
+    file: &Path,
+    format: Option<ImportFormat>,
+    dry_run: bool,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let format = detect_format(file, &bytes, format)?;
+    let large = bytes.len() as u64 >= LARGE_FILE_BYTES;
+    let spinner = large.then(|| {
+        let s = ProgressBar::new_spinner();
+        s.set_message(format!("reading {}", file.display()));
+        s.enable_steady_tick(Duration::from_millis(100));
+        s
+    });
+    let parsed = match format {
+        ImportFormat::Json => parse_schedule_json(&bytes),
+        ImportFormat::Xml => parse_schedule_xml(&bytes),
+        ImportFormat::Ics => parse_ics(&bytes),
+    };
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let schedule: ImportedSchedule = parsed.with_context(|| {
+        format!(
+            "cannot import {} (as {}); the agenda is unchanged",
+            file.display(),
+            format_name(format)
+        )
+    })?;
+    let progress = (large || schedule.sessions.len() >= LARGE_SCHEDULE_SESSIONS)
+        .then(|| bar(schedule.sessions.len() as u64, "importing"));
+    let summary = client.import_schedule(&schedule, dry_run, &mut |n| {
+        if let Some(p) = &progress {
+            p.set_position(n);
+        }
+    })?;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    let c = &summary.counts;
+    if json_out {
+        let value = json!({
+            "file": file.display().to_string(),
+            "format": format_name(format),
+            "time_zone": summary.time_zone,
+            "days": summary.days,
+            "rooms": summary.rooms,
+            "sessions": summary.sessions,
+            "added": c.added,
+            "removed": c.removed,
+            "changed": c.changed,
+            "unchanged": c.unchanged,
+            "change_bytes": c.change_bytes,
+            "dry_run": summary.dry_run,
+        });
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    outln!(
+        "{} ({}): {} in {} over {} ({})",
+        file.display(),
+        format_name(format),
+        count(summary.sessions, "session"),
+        count(summary.rooms, "room"),
+        count(summary.days, "day"),
+        summary.time_zone
+    );
+    let what = format!(
+        "{} added, {} changed, {} cancelled, {} unchanged",
+        c.added, c.changed, c.removed, c.unchanged
+    );
+    if dry_run {
+        outln!(
+            "dry run, nothing written: would make {what} ({} change)",
+            bytes_text(c.change_bytes)
+        );
+    } else if c.change_bytes == 0 {
+        outln!("nothing to change: the agenda already matches ({what})");
+    } else {
+        outln!(
+            "imported: {what}; one change of {}{}",
+            bytes_text(c.change_bytes),
+            crate::pending_note(client)
+        );
+    }
+    Ok(())
+}
+
+fn bytes_text(n: u64) -> String {
+    count(n, "byte")
+}
+
+/// `lanyard export [--format F] [--mine] [--output FILE]`.
+pub fn export(
+    client: &Client,
+    format: ExportFormat,
+    mine: bool,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let event = client.event_info()?;
+    let mut sessions: Vec<Session> = client.sessions()?;
+    if mine {
+        let bookmarks = client.bookmarks()?;
+        sessions.retain(|s| bookmarks.contains(&s.id));
+    }
+    let text = match format {
+        ExportFormat::Ics => {
+            let now = jiff::Timestamp::now().as_second();
+            to_ics(&event, &sessions, now)?
+        }
+        ExportFormat::Json => {
+            let mut t = serde_json::to_string_pretty(&to_schedule_json(&event, &sessions)?)?;
+            t.push('\n');
+            t
+        }
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "lanyard: wrote {} to {}",
+                count(sessions.len() as u64, "session"),
+                path.display()
+            );
+        }
+        None => out!("{text}"),
+    }
+    Ok(())
+}
+
+/// Hands alerts from the sync task to the printing loop.
+struct ToChannel(mpsc::UnboundedSender<Alert>);
+
+impl AlertListener for ToChannel {
+    fn on_alert(&self, alert: Alert) {
+        let _ = self.0.send(alert);
+    }
+}
+
+fn alert_json(a: &Alert, tz: &str) -> anyhow::Result<Value> {
+    let session = match &a.session {
+        Some(s) => {
+            let mut v = show::session_json(s, tz)?;
+            if let Value::Object(m) = &mut v {
+                m.remove("track");
+                m.remove("speakers");
+            }
+            v
+        }
+        None => Value::Null,
+    };
+    let previous_start = match a.previous_start_unix {
+        Some(t) => json!(format_rfc3339(t, tz)?),
+        None => Value::Null,
+    };
+    let announcement = match &a.announcement {
+        Some(an) => json!({ "text": an.text, "at": format_rfc3339(an.at_unix, tz)? }),
+        None => Value::Null,
+    };
+    Ok(json!({
+        "kind": a.kind,
+        "bookmarked": a.bookmarked,
+        "message": a.message,
+        "session": session,
+        "previous_room": a.previous_room,
+        "previous_start": previous_start,
+        "announcement": announcement,
+    }))
+}
+
+/// `lanyard watch [--json]`: background sync plus an alert listener, until
+/// Ctrl-C or SIGTERM.
+pub fn watch(client: &Client, json_out: bool) -> anyhow::Result<()> {
+    let id = crate::identity(client)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let listener = client.add_alert_listener(Arc::new(ToChannel(tx)))?;
+        let sync = client.start_background(BackgroundOptions::default());
+        eprintln!(
+            "lanyard: watching event {} on {}; Ctrl-C to stop",
+            id.event, id.server
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot watch for SIGTERM")?;
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut last_state: Option<(bool, Option<String>)> = None;
+        loop {
+            tokio::select! {
+                Some(alert) = rx.recv() => {
+                    let tz = client.event_info()?.time_zone;
+                    if json_out {
+                        outln!("{}", serde_json::to_string(&alert_json(&alert, &tz)?)?);
+                    } else {
+                        outln!("{}", alert.message);
+                    }
+                }
+                _ = ticker.tick() => {
+                    let st = client.status();
+                    let state = (st.connected, st.last_error.clone());
+                    if last_state.as_ref() != Some(&state) {
+                        match &state {
+                            (true, _) => eprintln!("lanyard: connected"),
+                            (false, Some(e)) => eprintln!("lanyard: not connected ({}); retrying", crate::one_line(e)),
+                            (false, None) => {}
+                        }
+                        last_state = Some(state);
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+        }
+        client.remove_alert_listener(listener);
+        sync.stop().await;
+        Ok(())
+    })
+}
