@@ -155,8 +155,8 @@ pub enum Command {
     /// (distinct dates, in the event's time zone, on which a session
     /// starts), rooms (distinct rooms holding a session), sessions, added,
     /// removed (cancelled by this import), changed, unchanged, change_bytes
-    /// (size of the Automerge change made; 0 when nothing changed) and
-    /// dry_run.
+    /// (size of the Automerge change made; 0 when nothing changed), dry_run
+    /// and elapsed_ms (reading, parsing and applying the file).
     Import {
         /// The schedule file.
         file: PathBuf,

@@ -84,6 +84,7 @@ pub fn import(
     dry_run: bool,
     json_out: bool,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let format = detect_format(file, &bytes, format)?;
     let large = bytes.len() as u64 >= LARGE_FILE_BYTES;
@@ -118,6 +119,7 @@ pub fn import(
     if let Some(p) = progress {
         p.finish_and_clear();
     }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let c = &summary.counts;
     if json_out {
         let value = json!({
@@ -133,12 +135,13 @@ pub fn import(
             "unchanged": c.unchanged,
             "change_bytes": c.change_bytes,
             "dry_run": summary.dry_run,
+            "elapsed_ms": (elapsed_ms * 10.0).round() / 10.0,
         });
         outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     outln!(
-        "{} ({}): {} in {} over {} ({})",
+        "{} ({}): {} in {} over {} ({}), read in {elapsed_ms:.0} ms",
         file.display(),
         format_name(format),
         count(summary.sessions, "session"),
