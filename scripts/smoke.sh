@@ -49,6 +49,14 @@ org sync
 ann sync
 ann agenda --json | grep -Eq '"room": ?"Hall B"' || fail "the move did not reach the attendee"
 ann status --json | grep -Eq '"pending_changes": ?0' || fail "attendee has pending changes: $(ann status --json)"
+# A real frab export replaces the hand-made agenda (t1 is cancelled, not deleted).
+org import "tests/data/schedules/frab-camp2019.json" --json > "$work/import.json"
+grep -Eq '"sessions": ?79' "$work/import.json" || fail "import: $(cat "$work/import.json")"
+org sync
+ann sync
+[ "$(ann agenda --json | grep -c '"id"')" -eq 80 ] || fail "the imported agenda did not reach the attendee"
+ann export --format ics --output "$work/ann.ics" 2>/dev/null
+[ "$(grep -c '^BEGIN:VEVENT' "$work/ann.ics")" -eq 80 ] || fail "export: $(head -c 400 "$work/ann.ics")"
 
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "server did not exit cleanly on SIGTERM"
