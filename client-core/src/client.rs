@@ -69,6 +69,12 @@ pub(crate) struct Inner {
     pub(crate) endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
     /// Alert listeners (locked after `state` when both are needed).
     pub(crate) alerts: Mutex<AlertHub>,
+    /// Bumped whenever something [`Client::status`] reports may have changed.
+    pub(crate) status: watch::Sender<u64>,
+    /// Wakes a background sync waiting to reconnect (see `network_changed`).
+    pub(crate) network: Notify,
+    /// The endpoint of the live background connection, when it owns one.
+    pub(crate) active_endpoint: Mutex<Option<quinn::Endpoint>>,
 }
 
 /// The device's Lanyard client: agenda, notes and bookmarks, offline-first.
@@ -155,6 +161,7 @@ impl Client {
             replica.insert(doc_id, doc, sync);
         }
         let (remote, _) = watch::channel(0);
+        let (status, _) = watch::channel(0);
         Ok(Client {
             inner: Arc::new(Inner {
                 store,
@@ -171,6 +178,9 @@ impl Client {
                 retries: std::sync::atomic::AtomicU64::new(0),
                 endpoint: std::sync::Mutex::new(None),
                 alerts: Mutex::new(AlertHub::default()),
+                status,
+                network: Notify::new(),
+                active_endpoint: Mutex::new(None),
             }),
         })
     }
@@ -244,6 +254,7 @@ impl Client {
             }
         }
         self.inner.local_edit.notify_one();
+        self.status_changed();
         Ok(())
     }
 
@@ -540,6 +551,20 @@ impl Client {
             tracing::warn!(error = %e, "cannot store the last sync error");
         }
         st.last_error = error;
+        drop(st);
+        self.status_changed();
+    }
+
+    pub(crate) fn status_changed(&self) {
+        self.inner.status.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever what [`status`](Self::status)
+    /// reports may have changed: a local edit (pending changes), a
+    /// connection made or lost, changes acknowledged or received, a sync
+    /// error. Compare `status()` with what you showed last.
+    pub fn status_changes(&self) -> watch::Receiver<u64> {
+        self.inner.status.subscribe()
     }
 
     // ----- alerts -----

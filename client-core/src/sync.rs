@@ -354,6 +354,42 @@ impl Client {
         result
     }
 
+    /// Tells the core the device's network changed (WiFi came back, or the
+    /// phone moved between WiFi and cellular). A background sync waiting to
+    /// reconnect tries at once; a live connection moves to a fresh UDP
+    /// socket on the new network (QUIC connection migration) instead of
+    /// waiting for the old path to time out. Cheap; call it on every change
+    /// the platform reports. Needs a tokio runtime when a connection is up.
+    pub fn network_changed(&self) {
+        let endpoint = self
+            .inner
+            .active_endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(endpoint) = endpoint {
+            let v6 = endpoint.local_addr().is_ok_and(|a| a.is_ipv6());
+            let bind: SocketAddr = if v6 {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            match std::net::UdpSocket::bind(bind).and_then(|s| endpoint.rebind(s)) {
+                Ok(()) => debug!("network changed: connection moved to a new socket"),
+                Err(e) => debug!(error = %e, "network changed: cannot rebind"),
+            }
+        }
+        self.inner.network.notify_waiters();
+    }
+
+    fn set_active_endpoint(&self, endpoint: Option<quinn::Endpoint>) {
+        *self
+            .inner
+            .active_endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = endpoint;
+    }
+
     /// Starts syncing in the background: stays connected, applies pushed
     /// changes, sends local edits as they happen, reconnects with backoff.
     /// Needs a tokio runtime.
@@ -374,10 +410,14 @@ impl Client {
                 let result = match connect(&creds, client.shared_endpoint()).await {
                     Ok(link) => {
                         client.lock().connected = true;
+                        client.set_active_endpoint(link.owned.clone());
+                        client.status_changed();
                         let r = client
                             .run_session(&creds, &link.conn, Mode::Stay, stop_rx.clone())
                             .await;
+                        client.set_active_endpoint(None);
                         client.lock().connected = false;
+                        client.status_changed();
                         // Tell the server at once, so it frees the connection
                         // instead of waiting for the idle timeout.
                         link.close(b"bye").await;
@@ -409,12 +449,22 @@ impl Client {
                     None => full_jitter(&opts, attempt),
                 };
                 attempt = attempt.saturating_add(1);
+                // A network change (the app calls `network_changed` when WiFi
+                // returns) ends the wait at once, unless the server asked
+                // for this delay. Registered before the retry is counted, so
+                // a change seen by whoever watches the count is not missed.
+                let network = client.inner.network.notified();
                 client
                     .inner
                     .retries
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                client.status_changed();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
+                    _ = network, if hint.is_none() => {
+                        debug!("network changed: reconnecting now");
+                        attempt = 0;
+                    }
                     _ = stop_rx.changed() => break,
                 }
             }
@@ -511,6 +561,7 @@ impl Client {
                 }
                 (out.send, settled, alerts)
             };
+            self.status_changed();
             for (alert, listener) in alerts {
                 listener.on_alert(alert);
             }

@@ -717,3 +717,66 @@ async fn devices_sharing_one_endpoint_each_keep_their_own_session() {
     bg_ann.stop().await;
     bg_bob.stop().await;
 }
+
+/// The app tells the core the network changed: a device waiting out a long
+/// backoff reconnects at once, and a live connection moves to a new socket
+/// (QUIC migration) and keeps receiving pushes without reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_change_reconnects_at_once_and_migrates_a_live_connection() {
+    let mut srv = TestServer::start().await.unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    org.client.add_session(talk("t1", "Hall A", T0)).unwrap();
+    org.sync().await.unwrap();
+    // A backoff far longer than the test's deadline: only the network
+    // change can bring the device back in time.
+    let bg = ann.client.start_background(BackgroundOptions {
+        backoff_base: Duration::from_secs(3600),
+        backoff_cap: Duration::from_secs(3600),
+        jitter: false,
+        ..BackgroundOptions::default()
+    });
+    let c = ann.client.clone();
+    wait_for("the phone connects", || c.status().connected)
+        .await
+        .unwrap();
+
+    // A live connection moves to a fresh socket and stays up.
+    let mut status_rx = ann.client.status_changes();
+    let retries = ann.client.status().retries;
+    ann.client.network_changed();
+    org.client
+        .move_session("t1", Some("Hall B".into()), None, None)
+        .unwrap();
+    org.sync().await.unwrap();
+    wait_for("the move reaches the migrated connection", || {
+        c.session("t1").unwrap().is_some_and(|s| s.room == "Hall B")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ann.client.status().retries,
+        retries,
+        "no reconnect was needed"
+    );
+    assert!(
+        status_rx.has_changed().unwrap(),
+        "status listeners were told"
+    );
+
+    // The server goes away: the phone backs off for an hour...
+    srv.stop().await;
+    wait_for("the phone notices", || {
+        let s = c.status();
+        !s.connected && s.retries > retries
+    })
+    .await
+    .unwrap();
+    srv.restart().await.unwrap();
+    // ...until the network changes.
+    ann.client.network_changed();
+    wait_for("the phone reconnects at once", || c.status().connected)
+        .await
+        .unwrap();
+    bg.stop().await;
+}
