@@ -8,6 +8,7 @@
 //! sleeping a fixed time.
 
 pub mod backend;
+pub mod crashloop;
 pub mod netem;
 pub mod plot;
 pub mod progress;
@@ -205,6 +206,31 @@ impl Device {
             }
         }
     }
+}
+
+/// The `lanyard-server` binary of this build, for a test that runs it as a
+/// process: built first, since cargo does not rebuild another package's
+/// binary for a test on its own. Panics (failing the test) if it cannot be built.
+pub fn server_bin_for_tests() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> -> target/<profile>/lanyard-server
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("a test runs from target/<profile>/deps");
+    let bin = dir.join(format!("lanyard-server{}", std::env::consts::EXE_SUFFIX));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "-p", "lanyard-server", "--bin", "lanyard-server"]);
+    if dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().is_ok_and(|s| s.success()),
+        "cannot build lanyard-server"
+    );
+    assert!(bin.exists(), "{} missing after the build", bin.display());
+    bin
 }
 
 /// Seconds since the Unix epoch.

@@ -4,32 +4,10 @@
 //! what the server stored in its sled database after a SIGTERM.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use lanyard_tests::backend::ServerMode;
 use lanyard_tests::venue::{run, VenueConfig};
-
-/// The `lanyard-server` binary of this build, brought up to date (cargo does
-/// not rebuild another package's binary for this test on its own).
-fn server_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/lanyard-server
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join(format!("lanyard-server{}", std::env::consts::EXE_SUFFIX));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
-    build.args(["build", "-p", "lanyard-server", "--bin", "lanyard-server"]);
-    if dir.file_name().is_some_and(|p| p == "release") {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().unwrap().success(),
-        "cannot build lanyard-server"
-    );
-    assert!(bin.exists(), "{} missing after the build", bin.display());
-    bin
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
@@ -39,7 +17,7 @@ async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
         changes: 3,
         change_interval: Duration::from_millis(300),
         seed: 5,
-        server: ServerMode::Process(server_bin()),
+        server: ServerMode::Process(lanyard_tests::server_bin_for_tests()),
         devices_per_endpoint: 5,
         phase_deadline: Duration::from_secs(180),
         ..VenueConfig::default()

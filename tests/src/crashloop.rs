@@ -1,0 +1,387 @@
+//! Crash loops: kill the server, or a device, with SIGKILL at random moments,
+//! again and again, and check that nothing acknowledged was lost.
+//!
+//! * **Server**: a real `lanyard-server` process on a fixed loopback port
+//!   and its own sled directory, under write load from several devices
+//!   (client cores in this process). Each device appends numbered tokens to
+//!   a note and syncs; a token counts as acknowledged once a sync returned
+//!   with nothing pending. The server is SIGKILLed after a random time and
+//!   started again on the same directory, every cycle. At the end it is
+//!   stopped with SIGTERM and its database is read back from disk: every
+//!   acknowledged token must be in it.
+//! * **Client**: a child process (this binary's `client-child` mode) opens
+//!   a device's sled database and appends numbered tokens to a note,
+//!   printing each number once the edit call returned. The parent SIGKILLs
+//!   it right after a random line, and starts the next child on the same
+//!   database. At the end every printed token must be in the note.
+//!
+//! Each cycle also proves the store opens after a crash: a server that does
+//! not come back, or a child that cannot open its database, fails the run.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use automerge::Automerge;
+use lanyard_client_core::docs::NotesDoc;
+use lanyard_client_core::Client;
+use lanyard_protocol::{DeviceId, DocId, EventId, JoinLink, Role, TokenClaims, UserId};
+use lanyard_server::Identity;
+use lanyard_store::{SledStore, Store as _};
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+/// The note every writer appends to.
+const SESSION: &str = "crash";
+/// The event of every run.
+const EVENT: &str = "crashloop";
+
+/// What a crash loop found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Kill-and-restart cycles done.
+    pub cycles: u64,
+    /// Writes acknowledged (server: by a sync; client: by the edit call).
+    pub acknowledged: u64,
+    /// Acknowledged writes missing at the end.
+    pub lost: u64,
+}
+
+impl Outcome {
+    /// Both outcomes together.
+    pub fn plus(self, other: Outcome) -> Outcome {
+        Outcome {
+            cycles: self.cycles + other.cycles,
+            acknowledged: self.acknowledged + other.acknowledged,
+            lost: self.lost + other.lost,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cycles={} acknowledged={} lost={}",
+            self.cycles, self.acknowledged, self.lost
+        )
+    }
+}
+
+/// The tokens `1..=upto` missing from a note written as `1;2;3;…`.
+fn missing(note: &str, upto: u64) -> u64 {
+    let have: BTreeSet<u64> = note
+        .split(';')
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    (1..=upto).filter(|k| !have.contains(k)).count() as u64
+}
+
+/// A loopback UDP port free right now.
+fn free_port() -> anyhow::Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(s.local_addr()?.port())
+}
+
+/// Settings of the server crash loop.
+#[derive(Debug, Clone)]
+pub struct ServerLoop {
+    /// The `lanyard-server` binary.
+    pub server_bin: PathBuf,
+    /// Kill-and-restart cycles.
+    pub cycles: u64,
+    /// Writing devices.
+    pub writers: usize,
+    /// The server is killed a random time in `[min_up, max_up]` after it listens.
+    pub min_up: Duration,
+    /// See `min_up`.
+    pub max_up: Duration,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// A `lanyard-server serve` child on `addr`, once it listens.
+async fn start_server(
+    bin: &Path,
+    data: &Path,
+    addr: SocketAddr,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut child = tokio::process::Command::new(bin)
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let out = child.stdout.take().context("no stdout from the server")?;
+    let err = child.stderr.take().context("no stderr from the server")?;
+    let mut lines = BufReader::new(out).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("lanyard-server listening on ") {
+                return Ok::<_, anyhow::Error>(true);
+            }
+        }
+        Ok(false)
+    })
+    .await;
+    if !matches!(listening, Ok(Ok(true))) {
+        let _ = child.start_kill();
+        let mut text = String::new();
+        let mut errs = BufReader::new(err).lines();
+        while let Ok(Ok(Some(l))) =
+            tokio::time::timeout(Duration::from_secs(5), errs.next_line()).await
+        {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        bail!("the server did not come back on its data directory: {text}");
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        let mut errs = BufReader::new(err).lines();
+        while let Ok(Some(_)) = errs.next_line().await {}
+    });
+    Ok(child)
+}
+
+fn link(identity: &Identity, addr: SocketAddr, user: &str, device: &str) -> anyhow::Result<String> {
+    let claims = TokenClaims {
+        event: EventId::new(EVENT)?,
+        user: UserId::new(user)?,
+        role: Role::Attendee,
+        device: DeviceId::new(device)?,
+        expires_at: crate::unix_now() + 24 * 3600,
+    };
+    Ok(JoinLink {
+        server: addr.to_string(),
+        event: claims.event.clone(),
+        token: identity.sign(&claims),
+        pin: identity.pin(),
+    }
+    .to_string())
+}
+
+/// One writing device: appends `k;` and syncs, forever; returns the highest
+/// token a sync acknowledged.
+async fn writer(client: Client, stop: Arc<AtomicBool>) -> u64 {
+    let mut acked = 0;
+    let mut k = 0;
+    while !stop.load(Ordering::Relaxed) {
+        k += 1;
+        if client.append_note(SESSION, &format!("{k};")).is_err() {
+            break;
+        }
+        match client.sync(Duration::from_secs(5)).await {
+            Ok(_) if client.status().pending_changes == 0 => acked = k,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    acked
+}
+
+/// Runs the server crash loop, calling `progress` after every cycle.
+pub async fn server_loop(
+    cfg: &ServerLoop,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("server");
+    let identity = Identity::load_or_create(&data)?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let mut server = start_server(&cfg.server_bin, &data, addr).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(cfg.writers);
+    for i in 0..cfg.writers {
+        let client = Client::in_memory()?;
+        client.join(&link(&identity, addr, &format!("w{i}"), "d")?)?;
+        tasks.push(tokio::spawn(writer(client, Arc::clone(&stop))));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let span = cfg.max_up.saturating_sub(cfg.min_up).as_millis() as u64;
+    for cycle in 1..=cfg.cycles {
+        let up = cfg.min_up + Duration::from_millis(rng.random_range(0..=span));
+        tokio::time::sleep(up).await;
+        server.start_kill().context("cannot SIGKILL the server")?;
+        server.wait().await?;
+        server = start_server(&cfg.server_bin, &data, addr)
+            .await
+            .with_context(|| format!("cycle {cycle}"))?;
+        progress(cycle);
+    }
+    // Let every writer see one last acknowledgement, then stop them.
+    tokio::time::sleep(cfg.max_up).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        acked.push(t.await?);
+    }
+    // A clean stop, then what is on disk.
+    let pid = server.id().context("the server exited on its own")?;
+    let term = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
+    if !term.success() {
+        bail!("kill -TERM {pid} failed");
+    }
+    tokio::time::timeout(Duration::from_secs(60), server.wait())
+        .await
+        .context("the server did not stop within 60 s of SIGTERM")??;
+    let store = SledStore::open(data.join("db"))?;
+    let mut outcome = Outcome {
+        cycles: cfg.cycles,
+        ..Outcome::default()
+    };
+    for (i, upto) in acked.into_iter().enumerate() {
+        let doc_id = DocId::Attendee(EventId::new(EVENT)?, UserId::new(format!("w{i}"))?);
+        let note = match store.load_doc(&doc_id.to_string())? {
+            Some(bytes) => NotesDoc::note(
+                &Automerge::load(&bytes).with_context(|| format!("{doc_id} is corrupt"))?,
+                SESSION,
+            ),
+            None => String::new(),
+        };
+        outcome.acknowledged += upto;
+        outcome.lost += missing(&note, upto);
+    }
+    Ok(outcome)
+}
+
+/// Settings of the client crash loop.
+#[derive(Debug, Clone)]
+pub struct ClientLoop {
+    /// This binary (run again as `client-child`).
+    pub child_bin: PathBuf,
+    /// Kill-and-restart cycles.
+    pub cycles: u64,
+    /// The child is killed right after a random line in `1..=max_edits`.
+    pub max_edits: u64,
+    /// Seed of every random choice.
+    pub seed: u64,
+}
+
+/// A join link for the client loop (no server is contacted).
+fn offline_link() -> anyhow::Result<String> {
+    let identity = Identity::load_or_create(tempfile::tempdir()?.path())?;
+    link(&identity, "127.0.0.1:9".parse()?, "phone-user", "phone")
+}
+
+/// Runs the client crash loop, calling `progress` after every cycle.
+pub async fn client_loop(
+    cfg: &ClientLoop,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("db");
+    let link = offline_link()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut last = 0u64;
+    for cycle in 1..=cfg.cycles {
+        let kill_after = rng.random_range(1..=cfg.max_edits.max(1));
+        let mut child = tokio::process::Command::new(&cfg.child_bin)
+            .arg("client-child")
+            .arg("--db")
+            .arg(&db)
+            .arg("--link")
+            .arg(&link)
+            .arg("--start")
+            .arg((last + 1).to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", cfg.child_bin.display()))?;
+        let out = child.stdout.take().context("no stdout from the child")?;
+        let mut lines = BufReader::new(out).lines();
+        let mut seen = 0;
+        while seen < kill_after {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .with_context(|| format!("cycle {cycle}: the child printed nothing for 60 s"))??;
+            let Some(line) = line else {
+                let mut err = String::new();
+                if let Some(e) = child.stderr.take() {
+                    let mut el = BufReader::new(e).lines();
+                    while let Ok(Some(l)) = el.next_line().await {
+                        err.push_str(&l);
+                    }
+                }
+                bail!("cycle {cycle}: the child exited: {err}");
+            };
+            last = line
+                .trim()
+                .parse()
+                .with_context(|| format!("cycle {cycle}: the child printed {line:?}"))?;
+            seen += 1;
+        }
+        // Right after an edit returned: no goodbye.
+        child.start_kill()?;
+        child.wait().await?;
+        progress(cycle);
+    }
+    let client =
+        Client::open(&db).context("the device's store did not open after the last crash")?;
+    let note = client.note(SESSION)?;
+    Ok(Outcome {
+        cycles: cfg.cycles,
+        acknowledged: last,
+        lost: missing(&note, last),
+    })
+}
+
+/// The `client-child` mode: opens `db` (joining with `link` the first time)
+/// and appends `k;` for `k = start, start+1, …`, printing `k` after each
+/// edit returned, until killed.
+pub fn client_child(db: &Path, link: &str, start: u64) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let client = Client::open(db).context("cannot open the device's store")?;
+    if client.identity().is_none() {
+        client.join(link)?;
+    }
+    let mut out = std::io::stdout().lock();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut k = start;
+    while Instant::now() < deadline {
+        client.append_note(SESSION, &format!("{k};"))?;
+        writeln!(out, "{k}")?;
+        out.flush()?;
+        k += 1;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tokens_are_counted() {
+        assert_eq!(missing("1;2;3;", 3), 0);
+        assert_eq!(missing("1;3;", 3), 1);
+        assert_eq!(missing("", 2), 2);
+        assert_eq!(missing("1;2;3;4;", 2), 0, "more than acknowledged is fine");
+        let sum = Outcome {
+            cycles: 2,
+            acknowledged: 5,
+            lost: 0,
+        }
+        .plus(Outcome {
+            cycles: 3,
+            acknowledged: 7,
+            lost: 1,
+        });
+        assert_eq!(sum.to_string(), "cycles=5 acknowledged=12 lost=1");
+    }
+}
