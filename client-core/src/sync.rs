@@ -82,6 +82,9 @@ fn conn_error(server: &str, e: &quinn::ConnectionError) -> SyncError {
     };
     match e {
         C::TimedOut => SyncError::Unreachable(format!("no answer from {server}")),
+        C::Reset => SyncError::ConnectionLost(format!(
+            "{server} restarted and no longer knows this connection (stateless reset)"
+        )),
         C::ApplicationClosed(c) if c.error_code == ErrorCode::Shutdown.to_u32().into() => {
             SyncError::ConnectionLost("the server is shutting down".into())
         }

@@ -394,13 +394,15 @@ impl Server {
         let socket = bind_udp(opts.listen).map_err(bind_error)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(config),
-            socket,
-            runtime,
-        )
-        .map_err(bind_error)?;
+        // Reset key and connection-id key from the data directory: after a
+        // crash, devices on the lost connections get a stateless reset.
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
+        let cid_key = identity.cid_key();
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let endpoint = quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
+            .map_err(bind_error)?;
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
             store,

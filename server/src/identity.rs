@@ -1,12 +1,13 @@
 //! The server's identity: a self-signed TLS certificate and an Ed25519 token
-//! signing key, created in the data directory on first start.
+//! signing key, and the QUIC stateless-reset key, created in the data directory
+//! on first start and kept across restarts.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lanyard_protocol::{cert_pin, token, DeviceId, EventId, JoinLink, Role, TokenClaims, UserId};
-use ring::rand::SystemRandom;
+use ring::rand::{SecureRandom as _, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -43,6 +44,10 @@ pub struct Identity {
     /// Certificate private key, PKCS#8 DER.
     pub key_der: Vec<u8>,
     signing: Ed25519KeyPair,
+    /// Key of QUIC stateless resets (HMAC-SHA256), kept across restarts so a
+    /// device talking to a connection the server lost in a crash gets a
+    /// stateless reset at once instead of waiting for its idle timeout.
+    reset_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -52,6 +57,9 @@ impl std::fmt::Debug for Identity {
             .finish_non_exhaustive()
     }
 }
+
+/// Bytes of the stateless-reset key.
+const RESET_KEY_LEN: usize = 64;
 
 fn read(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     match fs::read(path) {
@@ -111,11 +119,41 @@ impl Identity {
         let signing = Ed25519KeyPair::from_pkcs8(&pk8).map_err(|_| IdentityError::BadKey {
             path: sign_path.clone(),
         })?;
+        let reset_path = dir.join("reset-key.bin");
+        let reset_key = match read(&reset_path)? {
+            Some(b) if b.len() == RESET_KEY_LEN => b,
+            Some(_) => return Err(IdentityError::BadKey { path: reset_path }),
+            None => {
+                let mut key = vec![0u8; RESET_KEY_LEN];
+                SystemRandom::new()
+                    .fill(&mut key)
+                    .map_err(|_| IdentityError::Random)?;
+                write(&reset_path, &key)?;
+                key
+            }
+        };
         Ok(Identity {
             cert_der,
             key_der,
             signing,
+            reset_key,
         })
+    }
+
+    /// The QUIC stateless-reset key (the same after every restart).
+    pub fn reset_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.reset_key)
+    }
+
+    /// The key of the connection-id generator, derived from the reset key:
+    /// the same after every restart, so a restarted server recognizes the
+    /// connection ids it handed out before and answers them with a
+    /// stateless reset (quinn drops packets whose id it cannot validate).
+    pub fn cid_key(&self) -> u64 {
+        let tag = ring::hmac::sign(&self.reset_key(), b"lanyard connection ids");
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_le_bytes(bytes)
     }
 
     /// The certificate pin clients check.
@@ -216,5 +254,20 @@ mod tests {
         fs::write(dir.path().join("signing-key.pk8"), b"garbage").unwrap();
         let err = Identity::load_or_create(dir.path()).unwrap_err();
         assert!(err.to_string().contains("signing-key.pk8"), "{err}");
+    }
+
+    #[test]
+    fn the_stateless_reset_key_survives_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Identity::load_or_create(dir.path()).unwrap();
+        let b = Identity::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.reset_key, b.reset_key);
+        assert_eq!(a.cid_key(), b.cid_key());
+        assert_eq!(a.reset_key.len(), RESET_KEY_LEN);
+        let other = Identity::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+        assert_ne!(a.reset_key, other.reset_key, "random per server");
+        fs::write(dir.path().join("reset-key.bin"), b"short").unwrap();
+        let err = Identity::load_or_create(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("reset-key.bin"), "{err}");
     }
 }

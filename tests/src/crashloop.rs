@@ -84,7 +84,7 @@ fn missing(note: &str, upto: u64) -> u64 {
 }
 
 /// A loopback UDP port free right now.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
     Ok(s.local_addr()?.port())
 }
@@ -106,8 +106,8 @@ pub struct ServerLoop {
     pub seed: u64,
 }
 
-/// A `lanyard-server serve` child on `addr`, once it listens.
-async fn start_server(
+/// A `lanyard-server serve` child on `addr`, once it listens (killed on drop).
+pub async fn start_server(
     bin: &Path,
     data: &Path,
     addr: SocketAddr,
@@ -156,7 +156,13 @@ async fn start_server(
     Ok(child)
 }
 
-fn link(identity: &Identity, addr: SocketAddr, user: &str, device: &str) -> anyhow::Result<String> {
+/// An attendee's join link for the crash-loop event, signed by `identity`.
+pub fn link(
+    identity: &Identity,
+    addr: SocketAddr,
+    user: &str,
+    device: &str,
+) -> anyhow::Result<String> {
     let claims = TokenClaims {
         event: EventId::new(EVENT)?,
         user: UserId::new(user)?,

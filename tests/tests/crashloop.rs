@@ -45,3 +45,58 @@ async fn a_device_killed_right_after_an_edit_keeps_the_edit() {
     assert!(out.acknowledged >= 25, "{out}");
     assert_eq!(out.lost, 0, "seed {SEED}: {out}");
 }
+
+/// The stateless-reset key lives in the data directory: a server that
+/// crashed and came back answers a device still talking on the lost
+/// connection with a stateless reset the device can verify, so it learns of
+/// the restart at once instead of after its idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_resets_old_connections_at_once() {
+    use lanyard_client_core::{BackgroundOptions, Client};
+    use lanyard_tests::crashloop::{free_port, link, start_server};
+
+    let bin = lanyard_tests::server_bin_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let identity = lanyard_server::Identity::load_or_create(&data).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    let mut server = start_server(&bin, &data, addr).await.unwrap();
+    let phone = Client::in_memory().unwrap();
+    phone
+        .join(&link(&identity, addr, "ann", "phone").unwrap())
+        .unwrap();
+    // Retries an hour apart: what the phone learns comes from the reset.
+    let bg = phone.start_background(BackgroundOptions {
+        backoff_base: Duration::from_secs(3600),
+        backoff_cap: Duration::from_secs(3600),
+        jitter: false,
+        ..BackgroundOptions::default()
+    });
+    let p = phone.clone();
+    lanyard_tests::wait_for("the phone connects", || p.status().connected)
+        .await
+        .unwrap();
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    let _server = start_server(&bin, &data, addr).await.unwrap();
+    phone.append_note("t1", "written after the crash").unwrap();
+    lanyard_tests::wait_for("the phone hears of the restart", || {
+        p.status()
+            .last_error
+            .is_some_and(|e| e.contains("stateless reset"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; status {:?}", p.status()));
+    assert!(!phone.status().connected);
+    // And it reconnects at once when told the network changed.
+    phone.network_changed();
+    lanyard_tests::wait_for("the phone reconnects", || {
+        let s = p.status();
+        s.connected && s.pending_changes == 0
+    })
+    .await
+    .unwrap();
+    bg.stop().await;
+}

@@ -742,7 +742,7 @@ async fn a_network_change_reconnects_at_once_and_migrates_a_live_connection() {
         .unwrap();
 
     // A live connection moves to a fresh socket and stays up.
-    let mut status_rx = ann.client.status_changes();
+    let status_rx = ann.client.status_changes();
     let retries = ann.client.status().retries;
     ann.client.network_changed();
     org.client
