@@ -87,6 +87,56 @@ pub struct ServerSession {
     claims: Option<TokenClaims>,
     /// The heads this device is known to hold, per subscribed document.
     known: HashMap<DocId, Vec<ChangeHash>>,
+    /// Requests the session may still send now (a token bucket).
+    tokens: f64,
+    /// When the bucket was last refilled, Unix seconds (0: never).
+    refilled_at: u64,
+}
+
+/// First bytes of every Automerge chunk.
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Chunk type of a deflate-compressed change.
+const CHUNK_COMPRESSED: u8 = 2;
+
+/// For a compressed Automerge change chunk, the size it has once
+/// decompressed, counting at most `max + 1` bytes: the chunk is inflated
+/// into a sink that stops there, so a small "deflate bomb" is found without
+/// allocating what it expands to (Automerge itself would inflate it whole).
+/// `None` for anything else (an uncompressed change is its own size; bytes
+/// that are not a change are refused by Automerge's decoder).
+pub fn decompressed_size(bytes: &[u8], max: usize) -> Option<usize> {
+    if bytes.len() < 10 || bytes[..4] != CHUNK_MAGIC || bytes[8] != CHUNK_COMPRESSED {
+        return None;
+    }
+    let mut len: u64 = 0;
+    let mut at = 9;
+    for shift in (0..64).step_by(7) {
+        let &b = bytes.get(at)?;
+        at += 1;
+        len |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| at.checked_add(l))
+        .map_or(bytes.len(), |e| e.min(bytes.len()));
+    let body = &bytes[at..end];
+    let mut inflated = std::io::Read::take(flate2::read::DeflateDecoder::new(body), max as u64 + 1);
+    match std::io::copy(&mut inflated, &mut std::io::sink()) {
+        Ok(n) => Some(at.saturating_add(usize::try_from(n).unwrap_or(usize::MAX))),
+        Err(_) => None,
+    }
+}
+
+/// Whether a decoded change carries the checksum its bytes announce. The
+/// checksum is the first four bytes of the change's hash; Automerge's
+/// `Change::try_from` does not check it, but loading a saved document
+/// does, so a change with a wrong checksum accepted once would make the
+/// stored document unloadable.
+fn checksum_matches(bytes: &[u8], change: &Change) -> bool {
+    bytes.len() >= 8 && change.hash().0[..4] == bytes[4..8]
 }
 
 impl ServerSession {
@@ -197,7 +247,31 @@ impl ServerCore {
 
     /// A new device stream opened.
     pub fn connect(&mut self, conn: ConnId) {
-        self.sessions.insert(conn, ServerSession::default());
+        let session = ServerSession {
+            tokens: f64::from(self.config.limits.request_burst),
+            ..ServerSession::default()
+        };
+        self.sessions.insert(conn, session);
+    }
+
+    /// Takes one request from the session's bucket; false when it is empty.
+    fn take_request(&mut self, now_unix: u64, conn: ConnId) -> bool {
+        let limits = self.config.limits;
+        let Some(s) = self.sessions.get_mut(&conn) else {
+            return true;
+        };
+        if s.refilled_at != 0 && now_unix > s.refilled_at {
+            let refill = (now_unix - s.refilled_at) as f64 * f64::from(limits.requests_per_sec);
+            s.tokens = (s.tokens + refill).min(f64::from(limits.request_burst));
+        }
+        if s.refilled_at == 0 || now_unix > s.refilled_at {
+            s.refilled_at = now_unix;
+        }
+        if s.tokens < 1.0 {
+            return false;
+        }
+        s.tokens -= 1.0;
+        true
     }
 
     /// A device stream closed.
@@ -229,6 +303,17 @@ impl ServerCore {
         self.fail(conn, err.code(), err.to_string())
     }
 
+    /// Closes a session for a reason the driver found (e.g. no `Hello` in
+    /// time): an error message, then the close.
+    pub fn close_session(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: String,
+    ) -> Vec<ServerAction> {
+        self.fail(conn, code, message)
+    }
+
     fn fail(&mut self, conn: ConnId, code: ErrorCode, message: String) -> Vec<ServerAction> {
         self.disconnect(conn);
         vec![
@@ -247,6 +332,17 @@ impl ServerCore {
             return Vec::new();
         };
         let authed = session.claims.is_some();
+        if !self.take_request(now_unix, conn) {
+            let l = self.config.limits;
+            return self.fail(
+                conn,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} requests in a burst, or {} per second after it",
+                    l.request_burst, l.requests_per_sec
+                ),
+            );
+        }
         match msg {
             ClientMsg::Hello { event, token, docs } => {
                 if authed {
@@ -286,6 +382,35 @@ impl ServerCore {
                 return self.fail(conn, code, e.to_string());
             }
         };
+        let limits = self.config.limits;
+        let open = |same: &dyn Fn(&TokenClaims) -> bool| {
+            self.sessions
+                .iter()
+                .filter(|(c, s)| **c != conn && s.claims.as_ref().is_some_and(same))
+                .count()
+        };
+        let device_sessions = open(&|c| c.user == claims.user && c.device == claims.device);
+        let user_sessions = open(&|c| c.user == claims.user);
+        if device_sessions >= limits.max_sessions_per_device {
+            return self.fail(
+                conn,
+                ErrorCode::TooManySessions,
+                format!(
+                    "device {} of {} already has {device_sessions} sessions open (at most {})",
+                    claims.device, claims.user, limits.max_sessions_per_device
+                ),
+            );
+        }
+        if user_sessions >= limits.max_sessions_per_user {
+            return self.fail(
+                conn,
+                ErrorCode::TooManySessions,
+                format!(
+                    "{} already has {user_sessions} sessions open (at most {})",
+                    claims.user, limits.max_sessions_per_user
+                ),
+            );
+        }
         let mut out = Vec::new();
         let mut digest_of: HashMap<DocId, DocDigest> = HashMap::new();
         for d in digests {
@@ -438,10 +563,26 @@ impl ServerCore {
                 heads,
             )];
         }
+        // Before any decoding: a compressed change may expand far beyond its
+        // size on the wire.
+        if raw
+            .iter()
+            .any(|b| decompressed_size(b, limits.max_change).is_some_and(|n| n > limits.max_change))
+        {
+            self.stats.changes_refused += raw.len() as u64;
+            let heads = heads_now(self);
+            return vec![refusal(
+                conn,
+                doc,
+                Vec::new(),
+                RefusalReason::TooLarge,
+                heads,
+            )];
+        }
         for bytes in &raw {
             match Change::try_from(bytes.as_slice()) {
-                Ok(c) => decoded.push(c),
-                Err(_) => malformed = true,
+                Ok(c) if checksum_matches(bytes, &c) => decoded.push(c),
+                _ => malformed = true,
             }
         }
         if !claims.may_write(&doc) {
@@ -474,7 +615,11 @@ impl ServerCore {
         let mut out = Vec::new();
         let incoming: usize = raw.iter().map(Vec::len).sum();
         let held = self.sizes.get(&doc).copied().unwrap_or(0);
-        if held + incoming > limits.max_doc {
+        let max_doc = match doc {
+            DocId::Attendee(..) => limits.max_attendee_doc,
+            _ => limits.max_doc,
+        };
+        if held + incoming > max_doc {
             self.stats.changes_refused += raw.len() as u64;
             let hashes = decoded.iter().map(|c| c.hash().0).collect();
             let heads = heads_now(self);

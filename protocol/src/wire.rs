@@ -24,8 +24,18 @@ pub struct Limits {
     pub max_change: usize,
     /// Most changes in one push.
     pub max_changes_per_push: usize,
-    /// Largest document the server keeps, in bytes of changes.
+    /// Largest agenda document the server keeps, in bytes of changes.
     pub max_doc: usize,
+    /// Largest attendee document (notes and bookmarks) the server keeps.
+    pub max_attendee_doc: usize,
+    /// Most sessions (streams) one device may hold open at once.
+    pub max_sessions_per_device: usize,
+    /// Most sessions one user may hold open at once, over all devices.
+    pub max_sessions_per_user: usize,
+    /// Requests (frames) a session may send in a burst...
+    pub request_burst: u32,
+    /// ...and per second after it.
+    pub requests_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -35,6 +45,11 @@ impl Default for Limits {
             max_change: 1024 * 1024,
             max_changes_per_push: 10_000,
             max_doc: 64 * 1024 * 1024,
+            max_attendee_doc: 8 * 1024 * 1024,
+            max_sessions_per_device: 4,
+            max_sessions_per_user: 16,
+            request_burst: 200,
+            requests_per_sec: 50,
         }
     }
 }
@@ -193,6 +208,10 @@ pub enum ErrorCode {
     Internal,
     /// The server is over its limits; come back later.
     Overloaded,
+    /// This device or user already holds as many sessions as allowed.
+    TooManySessions,
+    /// The session sent requests faster than allowed.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -208,6 +227,8 @@ impl ErrorCode {
             ErrorCode::Shutdown => 7,
             ErrorCode::Internal => 8,
             ErrorCode::Overloaded => 9,
+            ErrorCode::TooManySessions => 10,
+            ErrorCode::RateLimited => 11,
         }
     }
 
@@ -223,6 +244,8 @@ impl ErrorCode {
             7 => ErrorCode::Shutdown,
             8 => ErrorCode::Internal,
             9 => ErrorCode::Overloaded,
+            10 => ErrorCode::TooManySessions,
+            11 => ErrorCode::RateLimited,
             _ => return None,
         })
     }
@@ -240,6 +263,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Shutdown => "server shutting down",
             ErrorCode::Internal => "internal server error",
             ErrorCode::Overloaded => "server overloaded",
+            ErrorCode::TooManySessions => "too many sessions",
+            ErrorCode::RateLimited => "too many requests",
         };
         f.write_str(s)
     }

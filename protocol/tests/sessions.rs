@@ -410,3 +410,197 @@ fn a_snapshot_merges_into_a_device_that_already_holds_part_of_the_document() {
         "its change was pushed and acknowledged"
     );
 }
+
+/// A fresh Hello for `ann`'s phone on connection `conn`; the reply.
+fn hello_on(server: &mut ServerCore, token: &str, event: &EventId, conn: u64) -> Vec<ServerMsg> {
+    server.connect(conn);
+    exchange(
+        server,
+        conn,
+        vec![ClientMsg::Hello {
+            event: event.clone(),
+            token: token.to_owned(),
+            docs: Vec::new(),
+        }],
+    )
+}
+
+fn error_of(replies: &[ServerMsg]) -> Option<(wire::ErrorCode, String)> {
+    replies.iter().find_map(|r| match r {
+        ServerMsg::Error { code, message } => Some((*code, message.clone())),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_replayed_token_gets_no_more_sessions_than_one_device_may_hold() {
+    let (mut server, token, event) = setup(Limits {
+        max_sessions_per_device: 2,
+        ..Limits::default()
+    });
+    for conn in 1..=2 {
+        assert_eq!(error_of(&hello_on(&mut server, &token, &event, conn)), None);
+    }
+    let (code, message) = error_of(&hello_on(&mut server, &token, &event, 3)).expect("refused");
+    assert_eq!(code, wire::ErrorCode::TooManySessions);
+    assert!(
+        message.contains("device phone of ann already has 2 sessions open (at most 2)"),
+        "{message}"
+    );
+    assert_eq!(server.session_count(), 2, "the refused session is gone");
+    // A session ends: the device may open another.
+    server.disconnect(1);
+    assert_eq!(error_of(&hello_on(&mut server, &token, &event, 4)), None);
+}
+
+#[test]
+fn a_session_sending_faster_than_allowed_is_closed_clearly() {
+    let (mut server, token, event) = setup(Limits {
+        request_burst: 5,
+        requests_per_sec: 2,
+        ..Limits::default()
+    });
+    server.connect(1);
+    let resync = || ClientMsg::Resync {
+        doc: own(&EventId::new("conf").unwrap()),
+        have: Vec::new(),
+    };
+    let hello = ClientMsg::Hello {
+        event: event.clone(),
+        token,
+        docs: Vec::new(),
+    };
+    let mut replies = exchange(&mut server, 1, vec![hello]);
+    // Four more requests in the same second fit the burst of five...
+    for _ in 0..4 {
+        replies.extend(exchange(&mut server, 1, vec![resync()]));
+    }
+    assert_eq!(error_of(&replies), None);
+    // ...the sixth does not.
+    let (code, message) = error_of(&exchange(&mut server, 1, vec![resync()])).expect("limited");
+    assert_eq!(code, wire::ErrorCode::RateLimited);
+    assert!(
+        message.contains("5 requests in a burst, or 2 per second"),
+        "{message}"
+    );
+    assert_eq!(server.session_count(), 0);
+    // A patient session is refilled as time passes.
+    server.connect(2);
+    let (_, token2, _) = setup(Limits::default());
+    let _ = server.handle(
+        NOW,
+        2,
+        ClientMsg::Hello {
+            event: event.clone(),
+            token: token2,
+            docs: Vec::new(),
+        },
+    );
+    for second in 0..20 {
+        for _ in 0..2 {
+            let out = server.handle(NOW + second, 2, resync());
+            assert!(
+                !out.iter().any(|a| matches!(a, ServerAction::Close { .. })),
+                "two per second are allowed (second {second})"
+            );
+        }
+    }
+}
+
+#[test]
+fn attendee_documents_have_their_own_size_limit() {
+    let (mut server, token, event) = setup(Limits {
+        max_attendee_doc: 1000,
+        ..Limits::default()
+    });
+    let doc = own(&event);
+    let mut replica = Replica::new(ActorId::from(&[1u8; 16][..]));
+    put(&mut replica, &doc, "note", &"x".repeat(3000));
+    let (_, msgs) = ClientSession::start(event, token, &replica);
+    server.connect(1);
+    let replies = exchange(&mut server, 1, msgs);
+    assert!(
+        replies.iter().any(|r| matches!(
+            r,
+            ServerMsg::Refused {
+                reason: RefusalReason::TooLarge,
+                ..
+            }
+        )),
+        "{replies:?}"
+    );
+    assert!(server
+        .doc(&doc)
+        .is_none_or(|d| d.get(ROOT, "note").unwrap().is_none()));
+}
+
+/// A compressed change chunk that inflates to far more than the change limit.
+fn deflate_bomb(inflated: usize) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..inflated / zeros.len() {
+        enc.write_all(&zeros).unwrap();
+    }
+    let body = enc.finish().unwrap();
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = body.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            chunk.push(byte);
+            break;
+        }
+        chunk.push(byte | 0x80);
+    }
+    chunk.extend(body);
+    chunk
+}
+
+#[test]
+fn a_deflate_bomb_is_refused_before_it_is_inflated() {
+    let bomb = deflate_bomb(256 << 20);
+    assert!(
+        bomb.len() < 1 << 20,
+        "256 MiB of zeros deflate to {} bytes",
+        bomb.len()
+    );
+    let limit = Limits::default().max_change;
+    assert_eq!(
+        lanyard_protocol::server::decompressed_size(&bomb, limit),
+        Some(limit + 1 + 9 + 3),
+        "counting stops one byte over the limit"
+    );
+    let (mut server, token, event) = setup(Limits::default());
+    let replies = hello_on(&mut server, &token, &event, 1);
+    assert_eq!(error_of(&replies), None);
+    let replies = exchange(
+        &mut server,
+        1,
+        vec![ClientMsg::Push {
+            doc: own(&event),
+            changes: vec![bomb],
+        }],
+    );
+    assert!(
+        replies.iter().any(|r| matches!(
+            r,
+            ServerMsg::Refused {
+                reason: RefusalReason::TooLarge,
+                ..
+            }
+        )),
+        "{replies:?}"
+    );
+    // A real change is not a compressed chunk and passes the check as is.
+    let mut d = automerge::Automerge::new();
+    let mut tx = d.transaction();
+    tx.put(ROOT, "k", "v").unwrap();
+    tx.commit();
+    let real = d.get_last_local_change().unwrap().raw_bytes().to_vec();
+    assert_eq!(
+        lanyard_protocol::server::decompressed_size(&real, limit),
+        None
+    );
+}

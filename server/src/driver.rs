@@ -41,7 +41,15 @@ pub struct ServerOptions {
     pub limits: Limits,
     /// Admission control limits.
     pub admission: AdmissionConfig,
+    /// A connection must open its stream, and send a complete `Hello` on it,
+    /// within this time; a client that connects and then says nothing (a
+    /// slowloris) is closed instead of holding a connection slot.
+    pub hello_timeout: Duration,
 }
+
+/// Default of [`ServerOptions::hello_timeout`]: generous for a phone on a
+/// congested venue network (a `Hello` is one small frame).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl ServerOptions {
     /// Defaults for a data directory and listen address.
@@ -51,6 +59,7 @@ impl ServerOptions {
             listen,
             limits: Limits::default(),
             admission: AdmissionConfig::default(),
+            hello_timeout: HELLO_TIMEOUT,
         }
     }
 }
@@ -121,6 +130,8 @@ struct Shared {
     /// Flushes done, and the writes they made durable.
     flushes: AtomicU64,
     flushed_writes: AtomicU64,
+    /// See [`ServerOptions::hello_timeout`].
+    hello_timeout: Duration,
 }
 
 fn now_unix() -> u64 {
@@ -418,6 +429,7 @@ impl Server {
             flush_wake: tokio::sync::Notify::new(),
             flushes: AtomicU64::new(0),
             flushed_writes: AtomicU64::new(0),
+            hello_timeout: opts.hello_timeout,
         });
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(flusher(shared.clone(), rx.clone()));
@@ -577,8 +589,25 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     let key = conn.stable_id();
     lock(&shared.live).insert(key, conn.clone());
     lock(&shared.admission).observe_open(shared.open.load(Ordering::SeqCst));
+    let mut first = true;
     loop {
-        match conn.accept_bi().await {
+        let accepted = if first {
+            first = false;
+            match tokio::time::timeout(shared.hello_timeout, conn.accept_bi()).await {
+                Ok(a) => a,
+                Err(_) => {
+                    debug!(%remote, "no stream opened in time: closing");
+                    conn.close(
+                        ErrorCode::Protocol.to_u32().into(),
+                        b"no request within the hello timeout",
+                    );
+                    break;
+                }
+            }
+        } else {
+            conn.accept_bi().await
+        };
+        match accepted {
             Ok((send, recv)) => {
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(serve_stream(id, conn.clone(), send, recv, shared.clone()));
@@ -611,9 +640,34 @@ async fn serve_stream(
     lock(&shared.core).connect(id);
     let writer = tokio::spawn(write_loop(conn, send, rx));
     let limit = shared.limits.max_frame;
+    let mut authenticated = false;
     let code = loop {
-        match read_frame(&mut recv, limit).await {
-            Ok(Some(body)) => shared.run(|core| core.handle_frame(now_unix(), id, &body)),
+        let read = if authenticated {
+            read_frame(&mut recv, limit).await
+        } else {
+            // Until the Hello is accepted the stream must not idle.
+            match tokio::time::timeout(shared.hello_timeout, read_frame(&mut recv, limit)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let message = format!(
+                        "no Hello within {} s of opening the stream",
+                        shared.hello_timeout.as_secs()
+                    );
+                    debug!(conn = id, "{message}");
+                    shared.run(|core| core.close_session(id, ErrorCode::Protocol, message));
+                    break Some(ErrorCode::Protocol);
+                }
+            }
+        };
+        match read {
+            Ok(Some(body)) => {
+                shared.run(|core| core.handle_frame(now_unix(), id, &body));
+                if !authenticated {
+                    authenticated = lock(&shared.core)
+                        .session(id)
+                        .is_some_and(|s| s.claims().is_some());
+                }
+            }
             Ok(None) => break None,
             Err(ReadFailure::Frame(e)) => {
                 debug!(conn = id, error = %e, "bad frame");
@@ -698,15 +752,22 @@ async fn read_frame(
         }
     }
     let len = wire::body_len(header, limit).map_err(ReadFailure::Frame)?;
-    let mut body = vec![0u8; len];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Some(body)),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => {
-            Err(ReadFailure::Frame(FrameError::Truncated))
+    // Memory grows with the bytes that actually arrive, not with the length
+    // a header announces: a client announcing 8 MiB frames and trickling
+    // them costs what it sent.
+    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => return Err(ReadFailure::Frame(FrameError::Truncated)),
+            Err(_) => return Err(ReadFailure::Gone),
         }
-        Err(quinn::ReadExactError::ReadError(_)) => Err(ReadFailure::Gone),
     }
+    Ok(Some(body))
 }
+
+/// First allocation for a frame body; it grows as bytes arrive.
+const READ_CHUNK: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

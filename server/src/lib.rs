@@ -19,7 +19,7 @@ pub mod identity;
 pub mod stats;
 
 pub use admission::{AdmissionConfig, AdmissionStats};
-pub use driver::{transport_config, Server, ServerOptions, StartError};
+pub use driver::{transport_config, Server, ServerOptions, StartError, HELLO_TIMEOUT};
 pub use identity::{Identity, IdentityError, Invite};
 pub use stats::{ProcessFigures, StatsError, StatsSnapshot};
 

@@ -48,6 +48,15 @@ impl TestServer {
         Self::finish_start(dir, server)
     }
 
+    /// Starts a server on a free loopback port with options changed by `tune`.
+    pub async fn start_with(tune: impl FnOnce(&mut ServerOptions)) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut opts = Self::options(&dir)?;
+        tune(&mut opts);
+        let server = Server::start(opts).await?;
+        Self::finish_start(dir, server)
+    }
+
     /// Starts a server on a free loopback port over `store`.
     pub async fn start_with_store(
         store: std::sync::Arc<dyn lanyard_store::Store>,

@@ -1,0 +1,372 @@
+//! Hostile and broken clients over real QUIC: each attack is refused with the
+//! right error, the server keeps running, and honest devices keep being
+//! served while it goes on (their latency is measured and printed).
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use automerge::transaction::Transactable as _;
+use lanyard_protocol::wire::ErrorCode;
+use lanyard_protocol::{ClientMsg, DocId, EventId, RefusalReason, Role, ServerMsg, UserId};
+use lanyard_tests::{wait_for, RawClient, TestServer, EVENT};
+use rand::{Rng as _, SeedableRng as _};
+
+const SEED: u64 = 11;
+
+fn attendee_doc(user: &str) -> DocId {
+    DocId::Attendee(EventId::new(EVENT).unwrap(), UserId::new(user).unwrap())
+}
+
+/// The error the server sent before closing, if any.
+async fn error_from(raw: &mut RawClient) -> Option<(ErrorCode, String)> {
+    loop {
+        match raw.recv().await {
+            Ok(Some(ServerMsg::Error { code, message })) => return Some((code, message)),
+            Ok(Some(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// A change of `user`'s attendee document, as a device would push it.
+fn note_change(text: &str) -> Vec<u8> {
+    let mut d = automerge::Automerge::new();
+    let mut tx = d.transaction();
+    tx.put(automerge::ROOT, "note", text).unwrap();
+    tx.commit();
+    d.get_last_local_change().unwrap().raw_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_after_the_handshake_gets_a_protocol_error() {
+    let srv = TestServer::start().await.unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
+    for len in [1usize, 7, 100, 5000] {
+        let mut raw = RawClient::connect(&srv).await.unwrap();
+        // A plausible length header, then noise.
+        let mut bytes = (len as u32).to_be_bytes().to_vec();
+        bytes.extend((0..len).map(|_| rng.random::<u8>()));
+        raw.send_raw(&bytes).await.unwrap();
+        let (code, message) = error_from(&mut raw).await.expect("an error frame");
+        assert_eq!(
+            code,
+            ErrorCode::Protocol,
+            "seed {SEED}, {len} bytes: {message}"
+        );
+    }
+    // The server still serves an honest device.
+    let phone = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    phone.client.set_note("t1", "still here").unwrap();
+    phone.sync().await.unwrap();
+    assert_eq!(phone.client.status().pending_changes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_is_closed_after_the_hello_timeout() {
+    let srv = TestServer::start_with(|o| o.hello_timeout = Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Connections that never send a byte (their stream is never seen)...
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(RawClient::connect(&srv).await.unwrap());
+    }
+    // ...and streams that send half a frame header and stop.
+    let mut trickle = Vec::new();
+    for _ in 0..10 {
+        let mut raw = RawClient::connect(&srv).await.unwrap();
+        raw.send_raw(&[0, 0]).await.unwrap();
+        trickle.push(raw);
+    }
+    for raw in &mut trickle {
+        let (code, message) = error_from(raw).await.expect("an error frame");
+        assert_eq!(code, ErrorCode::Protocol);
+        assert!(message.contains("no Hello within 2 s"), "{message}");
+    }
+    for raw in &silent {
+        let reason = tokio::time::timeout(Duration::from_secs(60), raw.conn.closed())
+            .await
+            .expect("the server closes a silent connection");
+        assert!(
+            matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
+            "{reason:?}"
+        );
+    }
+    let server = srv.server();
+    wait_for("the slow connections are gone", || {
+        server.open_connections() <= 10
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_document_can_be_neither_read_nor_written() {
+    let srv = TestServer::start().await.unwrap();
+    let bob = srv.device(Role::Attendee, "bob", "phone").unwrap();
+    bob.client.set_note("t1", "bob's secret").unwrap();
+    bob.sync().await.unwrap();
+
+    let mut raw = RawClient::connect(&srv).await.unwrap();
+    let ann = TestServer::claims(Role::Attendee, "ann", "phone");
+    raw.hello(&srv, &ann, Vec::new()).await.unwrap();
+    // Asking for bob's document.
+    raw.send(&ClientMsg::Resync {
+        doc: attendee_doc("bob"),
+        have: Vec::new(),
+    })
+    .await
+    .unwrap();
+    // Writing into it: changes for a user (and device) the token does not name.
+    raw.send(&ClientMsg::Push {
+        doc: attendee_doc("bob"),
+        changes: vec![note_change("written by ann")],
+    })
+    .await
+    .unwrap();
+    let mut refusals = Vec::new();
+    while refusals.len() < 2 {
+        match raw.recv().await.unwrap() {
+            Some(ServerMsg::Refused {
+                doc,
+                reason,
+                message,
+                ..
+            }) => refusals.push((doc, reason, message)),
+            Some(ServerMsg::Update(u)) => {
+                assert_ne!(u.doc, attendee_doc("bob"), "bob's document was sent to ann")
+            }
+            Some(_) => {}
+            None => panic!("stream ended; refusals so far {refusals:?}"),
+        }
+    }
+    assert!(
+        refusals
+            .iter()
+            .all(|(doc, reason, _)| *doc == attendee_doc("bob")
+                && *reason == RefusalReason::Forbidden),
+        "{refusals:?}"
+    );
+    let held = srv
+        .server()
+        .with_doc(&attendee_doc("bob"), |d| {
+            d.map(|d| lanyard_client_core::docs::NotesDoc::note(d, "t1"))
+        })
+        .unwrap();
+    assert_eq!(held, "bob's secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_token_cannot_open_more_sessions_than_one_device() {
+    let srv = TestServer::start().await.unwrap();
+    let claims = TestServer::claims(Role::Attendee, "ann", "phone");
+    let max = lanyard_protocol::Limits::default().max_sessions_per_device;
+    let mut held = Vec::new();
+    for _ in 0..max {
+        let mut raw = RawClient::connect(&srv).await.unwrap();
+        raw.hello(&srv, &claims, Vec::new()).await.unwrap();
+        raw.recv_until(|m| matches!(m, ServerMsg::Welcome { .. }).then_some(()))
+            .await
+            .unwrap();
+        held.push(raw);
+    }
+    let mut replay = RawClient::connect(&srv).await.unwrap();
+    replay.hello(&srv, &claims, Vec::new()).await.unwrap();
+    let (code, message) = error_from(&mut replay).await.expect("refused");
+    assert_eq!(code, ErrorCode::TooManySessions);
+    assert!(message.contains("device phone of ann"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_is_cut_off_and_a_deflate_bomb_refused() {
+    let srv = TestServer::start().await.unwrap();
+    let mut raw = RawClient::connect(&srv).await.unwrap();
+    raw.hello(
+        &srv,
+        &TestServer::claims(Role::Attendee, "ann", "phone"),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let mut flood = Vec::new();
+    let resync = ClientMsg::Resync {
+        doc: attendee_doc("ann"),
+        have: Vec::new(),
+    };
+    for _ in 0..2000 {
+        flood.extend(lanyard_protocol::wire::encode(&resync));
+    }
+    raw.send_raw(&flood).await.unwrap();
+    let (code, message) = error_from(&mut raw).await.expect("cut off");
+    assert_eq!(code, ErrorCode::RateLimited, "{message}");
+
+    let mut raw = RawClient::connect(&srv).await.unwrap();
+    raw.hello(
+        &srv,
+        &TestServer::claims(Role::Attendee, "ann", "laptop"),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    raw.send(&ClientMsg::Push {
+        doc: attendee_doc("ann"),
+        changes: vec![deflate_bomb()],
+    })
+    .await
+    .unwrap();
+    let reason = raw
+        .recv_until(|m| match m {
+            ServerMsg::Refused { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reason, RefusalReason::TooLarge);
+}
+
+/// A compressed change chunk of 512 MiB of zeros (about 0.5 MB on the wire).
+fn deflate_bomb() -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..512 {
+        enc.write_all(&zeros).unwrap();
+    }
+    let body = enc.finish().unwrap();
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = body.len() as u64;
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            chunk.push(byte);
+            break;
+        }
+        chunk.push(byte | 0x80);
+    }
+    chunk.extend(body);
+    chunk
+}
+
+/// Milliseconds from a local edit to its acknowledgement, for `n` edits.
+async fn honest_round_trips(device: &lanyard_tests::Device, n: usize, tag: &str) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        device
+            .client
+            .append_note("t1", &format!("{tag}{i};"))
+            .unwrap();
+        let c = device.client.clone();
+        wait_for("the edit is acknowledged", || {
+            c.status().pending_changes == 0
+        })
+        .await
+        .unwrap();
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    out
+}
+
+fn summary(mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.95),
+        at(1.0)
+    )
+}
+
+/// Honest devices keep being served while attackers flood, trickle, send
+/// garbage and bombs. Prints the honest round trip with and without the
+/// attack (figures for the record, not assertions: the machine is shared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_devices_are_served_during_an_attack() {
+    let srv = std::sync::Arc::new(
+        TestServer::start_with(|o| o.hello_timeout = Duration::from_secs(2))
+            .await
+            .unwrap(),
+    );
+    let honest = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    let bg = honest
+        .client
+        .start_background(lanyard_client_core::BackgroundOptions::default());
+    let c = honest.client.clone();
+    wait_for("the honest phone connects", || c.status().connected)
+        .await
+        .unwrap();
+    let quiet = honest_round_trips(&honest, 30, "q").await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for kind in 0..4u8 {
+        let srv = std::sync::Arc::clone(&srv);
+        let stop = std::sync::Arc::clone(&stop);
+        attackers.push(tokio::spawn(async move {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED + u64::from(kind));
+            let mut attacks = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut raw) = RawClient::connect(&srv).await else {
+                    continue;
+                };
+                let user = format!("mallory{kind}");
+                let claims = TestServer::claims(Role::Attendee, &user, "x");
+                match kind {
+                    0 => {
+                        let noise: Vec<u8> = (0..2000).map(|_| rng.random()).collect();
+                        let _ = raw.send_raw(&noise).await;
+                    }
+                    1 => {
+                        let _ = raw.send_raw(&[0, 0, 0]).await; // and never more
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        attacks += 1;
+                        std::mem::forget(raw); // keep the connection open
+                        continue;
+                    }
+                    2 => {
+                        let _ = raw.hello(&srv, &claims, Vec::new()).await;
+                        let resync = ClientMsg::Resync {
+                            doc: attendee_doc(&user),
+                            have: Vec::new(),
+                        };
+                        let mut flood = Vec::new();
+                        for _ in 0..1000 {
+                            flood.extend(lanyard_protocol::wire::encode(&resync));
+                        }
+                        let _ = raw.send_raw(&flood).await;
+                    }
+                    _ => {
+                        let _ = raw.hello(&srv, &claims, Vec::new()).await;
+                        let _ = raw
+                            .send(&ClientMsg::Push {
+                                doc: attendee_doc(&user),
+                                changes: vec![deflate_bomb()],
+                            })
+                            .await;
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(5), error_from(&mut raw)).await;
+                attacks += 1;
+            }
+            attacks
+        }));
+    }
+    let attacked = honest_round_trips(&honest, 30, "a").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut attacks = 0;
+    for a in attackers {
+        attacks += a.await.unwrap();
+    }
+    println!(
+        "honest edit round trip (30 edits each): quiet {}; under attack ({attacks} attacks) {}",
+        summary(quiet),
+        summary(attacked)
+    );
+    assert!(attacks > 0);
+    assert_eq!(honest.client.status().pending_changes, 0);
+    let note = honest.client.note("t1").unwrap();
+    assert!(note.contains("a29;"), "every edit made it: {note}");
+    bg.stop().await;
+}
