@@ -102,6 +102,18 @@ pub fn pinned_client_config_with_alpn(
     pin: &str,
     alpn: &[u8],
 ) -> Result<quinn::ClientConfig, TlsError> {
+    let tls = pinned_tls_config(pin, alpn)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(client_transport()));
+    Ok(config)
+}
+
+/// The TLS 1.3 settings under [`pinned_client_config_with_alpn`]: only the
+/// certificate with `pin` is trusted. Early data (0-RTT) stays off, as
+/// rustls defaults; the server refuses it anyway.
+pub fn pinned_tls_config(pin: &str, alpn: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -113,11 +125,7 @@ pub fn pinned_client_config_with_alpn(
         }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| TlsError(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(client_transport()));
-    Ok(config)
+    Ok(tls)
 }
 
 /// A quinn client configuration that trusts only the certificate with `pin`.

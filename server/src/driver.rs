@@ -393,6 +393,9 @@ impl Server {
             .with_single_cert(identity.cert_chain(), identity.private_key())
             .map_err(|e| StartError::Tls(e.to_string()))?;
         tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+        // No 0-RTT: early data can be replayed by anyone who captured it,
+        // and every request of this protocol may write (a Push), so none is
+        // safe to accept before the handshake completes.
         tls.max_early_data_size = 0;
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| StartError::Tls(e.to_string()))?;

@@ -370,3 +370,45 @@ async fn honest_devices_are_served_during_an_attack() {
     assert!(note.contains("a29;"), "every edit made it: {note}");
     bg.stop().await;
 }
+
+/// 0-RTT is off: a client that asks for it on a resumed connection gets a
+/// full handshake, so no request (every one may write) can be replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_rtt_is_refused() {
+    let srv = TestServer::start().await.unwrap();
+    let pin = srv.identity().unwrap().pin();
+    let mut tls =
+        lanyard_client_core::tls::pinned_tls_config(&pin, lanyard_protocol::wire::ALPN).unwrap();
+    tls.enable_early_data = true;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    // A first, full connection (it receives a resumption ticket)...
+    let first = endpoint
+        .connect(srv.addr(), "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = first.open_bi().await.unwrap();
+    let claims = TestServer::claims(Role::Attendee, "ann", "phone");
+    let hello = ClientMsg::Hello {
+        event: EventId::new(EVENT).unwrap(),
+        token: srv.identity().unwrap().sign(&claims),
+        docs: Vec::new(),
+    };
+    send.write_all(&lanyard_protocol::wire::encode(&hello))
+        .await
+        .unwrap();
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header).await.unwrap();
+    first.close(0u32.into(), b"done");
+    // ...then a resumed one that asks for 0-RTT.
+    let connecting = endpoint.connect(srv.addr(), "localhost").unwrap();
+    match connecting.into_0rtt() {
+        Ok(_) => panic!("the server accepted 0-RTT"),
+        Err(connecting) => {
+            let conn = connecting.await.expect("a full handshake works");
+            conn.close(0u32.into(), b"done");
+        }
+    }
+}
