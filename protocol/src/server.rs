@@ -139,6 +139,15 @@ fn checksum_matches(bytes: &[u8], change: &Change) -> bool {
     bytes.len() >= 8 && change.hash().0[..4] == bytes[4..8]
 }
 
+/// Whether a change is in Automerge's canonical encoding. A non-canonical
+/// one (found by fuzzing: a duplicated column, no action column) decodes and
+/// applies, but Automerge rebuilds it from its ops under another hash, so the
+/// heads advertised and the changes sent would no longer match (and a debug
+/// build panics). Re-encoding must give back the same hash.
+fn is_canonical(change: &Change) -> bool {
+    Change::from(change.decode()).hash() == change.hash()
+}
+
 impl ServerSession {
     /// The authenticated claims, once `Hello` was accepted.
     pub fn claims(&self) -> Option<&TokenClaims> {
@@ -581,7 +590,7 @@ impl ServerCore {
         }
         for bytes in &raw {
             match Change::try_from(bytes.as_slice()) {
-                Ok(c) if checksum_matches(bytes, &c) => decoded.push(c),
+                Ok(c) if checksum_matches(bytes, &c) && is_canonical(&c) => decoded.push(c),
                 _ => malformed = true,
             }
         }
