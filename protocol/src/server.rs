@@ -139,6 +139,11 @@ fn checksum_matches(bytes: &[u8], change: &Change) -> bool {
     bytes.len() >= 8 && change.hash().0[..4] == bytes[4..8]
 }
 
+/// Runs `f`, turning a panic inside Automerge into `None`.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
 /// Whether a change is in Automerge's canonical encoding. A non-canonical
 /// one (found by fuzzing: a duplicated column, no action column) decodes and
 /// applies, but Automerge rebuilds it from its ops under another hash, so the
@@ -590,7 +595,7 @@ impl ServerCore {
         }
         for bytes in &raw {
             match Change::try_from(bytes.as_slice()) {
-                Ok(c) if checksum_matches(bytes, &c) && is_canonical(&c) => decoded.push(c),
+                Ok(c) if checksum_matches(bytes, &c) => decoded.push(c),
                 _ => malformed = true,
             }
         }
@@ -644,12 +649,29 @@ impl ServerCore {
                 Vec::new(),
             ));
         }
+        let mut bad = Vec::new();
+        // Only from a device that may write: decoding can panic inside
+        // Automerge on hostile input (found by fuzzing), so it is guarded.
+        let decoded: Vec<Change> = decoded
+            .into_iter()
+            .filter(|c| {
+                let ok = guarded(|| is_canonical(c)).unwrap_or(false);
+                if !ok {
+                    bad.push(c.hash().0);
+                }
+                ok
+            })
+            .collect();
         let am = self.docs.entry(doc.clone()).or_default();
         let heads_before = am.get_heads();
+        // Automerge 0.12 trusts the changes it applies: some that decode,
+        // carry a valid checksum and are canonical still make it panic half
+        // way (found by fuzzing). Each apply is guarded, and a panic puts the
+        // document back as it was before this push, plus what was accepted.
+        let backup = am.clone();
         let mut accepted: Vec<Change> = Vec::new();
         let mut accepted_set: HashSet<ChangeHash> = HashSet::new();
         let mut missing = Vec::new();
-        let mut bad = Vec::new();
         let mut oversized = Vec::new();
         for c in decoded {
             let h = c.hash();
@@ -669,12 +691,25 @@ impl ServerCore {
                 continue;
             }
             // Apply one by one so a change automerge rejects leaves the rest intact.
-            match am.apply_changes([c.clone()]) {
-                Ok(()) if am.get_change_by_hash(&h).is_some() => {
+            let applied = guarded(|| {
+                am.apply_changes([c.clone()]).is_ok() && am.get_change_by_hash(&h).is_some()
+            });
+            match applied {
+                Some(true) => {
                     accepted_set.insert(h);
                     accepted.push(c);
                 }
-                _ => bad.push(h.0),
+                Some(false) => bad.push(h.0),
+                None => {
+                    bad.push(h.0);
+                    *am = backup.clone();
+                    // These applied cleanly a moment ago.
+                    if am.apply_changes(accepted.iter().cloned()).is_err() {
+                        *am = backup.clone();
+                        bad.extend(accepted.drain(..).map(|c| c.hash().0));
+                        accepted_set.clear();
+                    }
+                }
             }
         }
         let heads_after = am.get_heads();
