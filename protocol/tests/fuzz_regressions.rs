@@ -484,3 +484,56 @@ fn a_change_naming_an_actor_index_out_of_range_is_refused_not_a_panic() {
     );
     assert!(persisted.is_empty());
 }
+
+/// Found by `server_core` after the guards above (artifact
+/// `crash-7e5482b4…`): the organizer's real change, then a mutated version
+/// of a follow-up change, then a second one whose body matches the first
+/// follow-up but whose header names another hash. Applying the third made
+/// Automerge panic inside `get_change_by_hash` (`op_set2/change/
+/// collector.rs:753`, `MissingDep(818ed880…)`); the server now catches it,
+/// refuses the change as `Malformed`, keeps the document as it was and goes
+/// on acknowledging.
+const FOLLOW_UP_BASE: &str = "856f4a837dfe4bfa01ba02001001010101010101010101010101010101010180e2cfaa06056669727374000a0104020c1108130c15623404420e561e574d7002000a1600000a7f0a030b020e7f0b0f11000f7f0000020e00000e7e000f00017e71120d0172057469746c65047965617205726174696f046f70656e076e6f7468696e6704626c6f62047768656e0475696e74056c696b65730873657373696f6e7302733104726f6f6d05737461727408737065616b65727300027f086162737472616374000f0e02010f0901020002017f0202017f040f0177860124850102004769a3011802007a66540036560008167f2605167f4652757374436f6e66ea0f000000000000e03f000102ff80d095ffbc31ffffffffffffffffff010148616c6c204180e2cfaa06416461477261636548656c6c6f2c2077c3b6726c642120f09f918b2000";
+const FOLLOW_UP_MUTATED: &str = "856f4a832eefca3401d901017dfe4bfa894fc735c5a45686e042dfc80a649a55cdea8519b715c4133d51f3da100101010101010101010101010101010102210000000e0108020a1106131115193403420b560a570a700871027308940103a5010a00010d0000027f0000010c117f0e00027f3000020c00000300017c0016020c03017f7204017f7200037f056c696b6573000d7d076e6f7468692567047461677301740107097f050207050107037e00017d140200051608007f4605776f726c64727573747f0107000701020008007e091004017e727602010e00017f04626f6c64000f";
+const FOLLOW_UP_MISNAMED: &str = "856f4a83818ed88001d901017dfe4bfa894fc735c5a45686e042dfc80a649a55cdea8519b715c4133d51f3da100101010101010101010101010101010102210000000e0108020a1106131115193403420b560a570a700871027308940103a5010a00010d0000027f0000010c117f0e00027f3000020c00000300017c0016020c03017f7204017f7200037f056c696b6573000d7d076e6f7468696e67047461677301740107097f050207050107037e00017d140200051608007f4605776f726c64727573747f0107000701020008007e091004017e727602010e00017f04626f6c64000f";
+
+#[test]
+fn a_change_automerge_cannot_index_after_applying_is_refused_not_a_panic() {
+    let mut s = setup();
+    hello(&mut s, 1);
+    let agenda = DocId::Agenda(s.event.clone());
+    let mut persisted = Vec::new();
+    for change in [FOLLOW_UP_BASE, FOLLOW_UP_MUTATED, FOLLOW_UP_MISNAMED] {
+        let (_, p) = run(
+            &mut s.server,
+            1,
+            ClientMsg::Push {
+                doc: agenda.clone(),
+                changes: vec![hex(change)],
+            },
+        );
+        persisted.extend(p);
+    }
+    // What was persisted reloads to the live heads (as after a restart).
+    let mut restarted = setup().server;
+    restarted
+        .load_doc(agenda.clone(), &persisted.concat())
+        .unwrap();
+    assert_eq!(
+        restarted.doc(&agenda).unwrap().get_heads(),
+        s.server.doc(&agenda).unwrap().get_heads()
+    );
+    // And the session is still served.
+    let (sent, _) = run(
+        &mut s.server,
+        1,
+        ClientMsg::Push {
+            doc: agenda,
+            changes: vec![real_change()],
+        },
+    );
+    assert!(
+        sent.iter().any(|m| matches!(m, ServerMsg::Ack { .. })),
+        "{sent:?}"
+    );
+}
