@@ -156,22 +156,18 @@ pub fn import(
     if dry_run {
         outln!(
             "dry run, nothing written: would make {what} ({} change)",
-            bytes_text(c.change_bytes)
+            count(c.change_bytes, "byte")
         );
     } else if c.change_bytes == 0 {
         outln!("nothing to change: the agenda already matches ({what})");
     } else {
         outln!(
             "imported: {what}; one change of {}{}",
-            bytes_text(c.change_bytes),
+            count(c.change_bytes, "byte"),
             crate::pending_note(client)
         );
     }
     Ok(())
-}
-
-fn bytes_text(n: u64) -> String {
-    count(n, "byte")
 }
 
 /// `lanyard export [--format F] [--mine] [--output FILE]`.
@@ -271,7 +267,7 @@ pub fn watch(client: &Client, json_out: bool) -> anyhow::Result<()> {
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot watch for SIGTERM")?;
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut status = client.status_changes();
         let mut last_state: Option<(bool, Option<String>)> = None;
         loop {
             tokio::select! {
@@ -283,7 +279,7 @@ pub fn watch(client: &Client, json_out: bool) -> anyhow::Result<()> {
                         outln!("{}", alert.message);
                     }
                 }
-                _ = ticker.tick() => {
+                Ok(()) = status.changed() => {
                     let st = client.status();
                     let state = (st.connected, st.last_error.clone());
                     if last_state.as_ref() != Some(&state) {

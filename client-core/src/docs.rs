@@ -83,58 +83,32 @@ fn commit(tx: automerge::transaction::Transaction<'_>, now_ms: i64) {
     tx.commit_with(CommitOptions::default().with_time(now_ms));
 }
 
-/// The fields of a session as written by [`write_new_session`].
-struct NewSessionRef<'a> {
-    title: &'a str,
-    abstract_text: &'a str,
-    room: &'a str,
-    start_unix: i64,
-    end_unix: i64,
-    track: &'a str,
-    speakers: &'a [String],
-}
-
-impl<'a> From<&'a NewSession> for NewSessionRef<'a> {
-    fn from(s: &'a NewSession) -> Self {
-        NewSessionRef {
-            title: &s.title,
-            abstract_text: &s.abstract_text,
-            room: &s.room,
-            start_unix: s.start_unix,
-            end_unix: s.end_unix,
-            track: &s.track,
-            speakers: &s.speakers,
-        }
-    }
-}
-
-impl<'a> From<&'a ImportedSession> for NewSessionRef<'a> {
-    fn from(s: &'a ImportedSession) -> Self {
-        NewSessionRef {
-            title: &s.title,
-            abstract_text: &s.abstract_text,
-            room: &s.room,
-            start_unix: s.start_unix,
-            end_unix: s.end_unix,
-            track: &s.track,
-            speakers: &s.speakers,
-        }
+/// The session an imported one becomes when it is new to the agenda.
+fn new_session(id: &str, s: &ImportedSession) -> NewSession {
+    NewSession {
+        id: id.to_owned(),
+        title: s.title.clone(),
+        abstract_text: s.abstract_text.clone(),
+        room: s.room.clone(),
+        start_unix: s.start_unix,
+        end_unix: s.end_unix,
+        track: s.track.clone(),
+        speakers: s.speakers.clone(),
     }
 }
 
 fn write_new_session(
     tx: &mut Transaction<'_>,
     sessions: &ObjId,
-    id: &str,
-    s: &NewSessionRef<'_>,
+    s: &NewSession,
 ) -> Result<(), ClientError> {
-    let obj = tx.put_object(sessions, id, ObjType::Map)?;
-    tx.put(&obj, "title", s.title)?;
-    tx.put(&obj, "abstract", s.abstract_text)?;
-    tx.put(&obj, "room", s.room)?;
+    let obj = tx.put_object(sessions, s.id.as_str(), ObjType::Map)?;
+    tx.put(&obj, "title", s.title.as_str())?;
+    tx.put(&obj, "abstract", s.abstract_text.as_str())?;
+    tx.put(&obj, "room", s.room.as_str())?;
     tx.put(&obj, "start", s.start_unix)?;
     tx.put(&obj, "end", s.end_unix)?;
-    tx.put(&obj, "track", s.track)?;
+    tx.put(&obj, "track", s.track.as_str())?;
     tx.put(&obj, "status", SessionStatus::Scheduled.as_str())?;
     let list = tx.put_object(&obj, "speakers", ObjType::List)?;
     for (i, sp) in s.speakers.iter().enumerate() {
@@ -335,7 +309,7 @@ impl AgendaDoc {
         }
         let sessions = Self::root_obj(doc, "sessions")?;
         let mut tx = doc.transaction();
-        write_new_session(&mut tx, &sessions, &s.id, &NewSessionRef::from(s))?;
+        write_new_session(&mut tx, &sessions, s)?;
         commit(tx, now_ms);
         Ok(())
     }
@@ -396,7 +370,7 @@ impl AgendaDoc {
             progress(done);
         }
         for (id, new) in &plan.add {
-            write_new_session(&mut tx, &sessions, id, &NewSessionRef::from(*new))?;
+            write_new_session(&mut tx, &sessions, &new_session(id, new))?;
             counts.added += 1;
             done += 1;
             progress(done);

@@ -89,8 +89,8 @@ pub struct ServerSession {
     known: HashMap<DocId, Vec<ChangeHash>>,
     /// Requests the session may still send now (a token bucket).
     tokens: f64,
-    /// When the bucket was last refilled, Unix seconds (0: never).
-    refilled_at: u64,
+    /// When the bucket was last refilled, Unix seconds.
+    refilled_at: Option<u64>,
 }
 
 /// First bytes of every Automerge chunk.
@@ -274,13 +274,11 @@ impl ServerCore {
         let Some(s) = self.sessions.get_mut(&conn) else {
             return true;
         };
-        if s.refilled_at != 0 && now_unix > s.refilled_at {
-            let refill = (now_unix - s.refilled_at) as f64 * f64::from(limits.requests_per_sec);
-            s.tokens = (s.tokens + refill).min(f64::from(limits.request_burst));
-        }
-        if s.refilled_at == 0 || now_unix > s.refilled_at {
-            s.refilled_at = now_unix;
-        }
+        // Full from `connect`; refilled for the seconds since the last request.
+        let elapsed = s.refilled_at.map_or(0, |t| now_unix.saturating_sub(t));
+        let refill = elapsed as f64 * f64::from(limits.requests_per_sec);
+        s.tokens = (s.tokens + refill).min(f64::from(limits.request_burst));
+        s.refilled_at = Some(s.refilled_at.map_or(now_unix, |t| t.max(now_unix)));
         if s.tokens < 1.0 {
             return false;
         }
@@ -668,7 +666,9 @@ impl ServerCore {
         // carry a valid checksum and are canonical still make it panic half
         // way (found by fuzzing). Each apply is guarded, and a panic puts the
         // document back as it was before this push, plus what was accepted.
-        let backup = am.clone();
+        // The copy is taken before the first change this push applies (a
+        // push of changes the server already holds costs none).
+        let mut backup: Option<Automerge> = None;
         let mut accepted: Vec<Change> = Vec::new();
         let mut accepted_set: HashSet<ChangeHash> = HashSet::new();
         let mut missing = Vec::new();
@@ -690,6 +690,7 @@ impl ServerCore {
                 missing.push(h.0);
                 continue;
             }
+            let before = backup.get_or_insert_with(|| am.clone());
             // Apply one by one so a change automerge rejects leaves the rest intact.
             let applied = guarded(|| {
                 am.apply_changes([c.clone()]).is_ok() && am.get_change_by_hash(&h).is_some()
@@ -702,10 +703,10 @@ impl ServerCore {
                 Some(false) => bad.push(h.0),
                 None => {
                     bad.push(h.0);
-                    *am = backup.clone();
+                    *am = before.clone();
                     // These applied cleanly a moment ago.
                     if am.apply_changes(accepted.iter().cloned()).is_err() {
-                        *am = backup.clone();
+                        *am = before.clone();
                         bad.extend(accepted.drain(..).map(|c| c.hash().0));
                         accepted_set.clear();
                     }

@@ -108,7 +108,7 @@ pub fn parse_ics(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
         .map(|p| unescape_text(&p.value))
         .unwrap_or_default();
 
-    let mut sessions = calendar
+    let sessions = calendar
         .events
         .iter()
         .filter(|event| {
@@ -118,16 +118,7 @@ pub fn parse_ics(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
         })
         .map(|event| read_event(event, &tz))
         .collect::<Result<Vec<_>, _>>()?;
-    sessions.sort_by(|a, b| {
-        (a.start_unix, &a.room)
-            .cmp(&(b.start_unix, &b.room))
-            .then(a.end_unix.cmp(&b.end_unix))
-    });
-    Ok(ImportedSchedule {
-        name,
-        time_zone,
-        sessions,
-    })
+    Ok(ImportedSchedule::sorted(name, time_zone, sessions))
 }
 
 /// One content line (`NAME;PARAM=value:value`) after unfolding.

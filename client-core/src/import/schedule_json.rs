@@ -95,6 +95,25 @@ pub struct ImportedSchedule {
 }
 
 impl ImportedSchedule {
+    /// A schedule with its sessions in the readers' order: by start, then
+    /// room, then end (stable otherwise).
+    pub(crate) fn sorted(
+        name: String,
+        time_zone: String,
+        mut sessions: Vec<ImportedSession>,
+    ) -> Self {
+        sessions.sort_by(|a, b| {
+            (a.start_unix, &a.room)
+                .cmp(&(b.start_unix, &b.room))
+                .then(a.end_unix.cmp(&b.end_unix))
+        });
+        ImportedSchedule {
+            name,
+            time_zone,
+            sessions,
+        }
+    }
+
     /// Distinct dates (`YYYY-MM-DD`, in [`time_zone`](Self::time_zone)) on
     /// which a session starts, sorted.
     pub fn days(&self) -> Vec<String> {
@@ -261,16 +280,7 @@ pub fn parse_schedule_json(bytes: &[u8]) -> Result<ImportedSchedule, ImportError
             }
         }
     }
-    sessions.sort_by(|a, b| {
-        (a.start_unix, &a.room)
-            .cmp(&(b.start_unix, &b.room))
-            .then(a.end_unix.cmp(&b.end_unix))
-    });
-    Ok(ImportedSchedule {
-        name,
-        time_zone,
-        sessions,
-    })
+    Ok(ImportedSchedule::sorted(name, time_zone, sessions))
 }
 
 /// Lookup tables shared by all events of one file.

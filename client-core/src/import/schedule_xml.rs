@@ -135,16 +135,7 @@ pub fn parse_schedule_xml(bytes: &[u8]) -> Result<ImportedSchedule, ImportError>
             }
         }
     }
-    sessions.sort_by(|a, b| {
-        (a.start_unix, &a.room)
-            .cmp(&(b.start_unix, &b.room))
-            .then(a.end_unix.cmp(&b.end_unix))
-    });
-    Ok(ImportedSchedule {
-        name,
-        time_zone,
-        sessions,
-    })
+    Ok(ImportedSchedule::sorted(name, time_zone, sessions))
 }
 
 /// A `<day>` and the attributes a `<start>` is read against.
