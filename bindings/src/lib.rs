@@ -22,6 +22,7 @@ use lanyard_client_core::{
     ClientError, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionStatus,
     SyncError, SyncReport, SyncStatus,
 };
+use lanyard_client_core::{KeptEdit, ResolveReport};
 
 uniffi::setup_scaffolding!();
 
@@ -100,9 +101,26 @@ pub struct SyncStatus {
     pub pending_changes: u64,
     pub last_sync_unix: Option<i64>,
     pub refused: Vec<RefusedChange>,
+    pub kept_edits: u64,
     pub connected: bool,
     pub last_error: Option<String>,
     pub retries: u64,
+}
+
+#[uniffi::remote(Record)]
+pub struct KeptEdit {
+    pub doc: String,
+    pub session: Option<String>,
+    pub text: String,
+    pub reason: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct ResolveReport {
+    pub set_aside: u64,
+    pub redone: Vec<String>,
+    pub new_changes: u64,
+    pub kept: Vec<KeptEdit>,
 }
 
 #[uniffi::remote(Record)]
@@ -159,6 +177,10 @@ pub enum LanyardError {
     /// A bad argument: an id, a time, a time zone, an unknown session.
     #[error("{0}")]
     InvalidInput(String),
+    /// The edit would make a change or document larger than the server
+    /// accepts (the message names the limit); nothing was changed.
+    #[error("{0}")]
+    TooLarge(String),
     /// The on-device database failed (full disk, corrupt file); nothing
     /// was changed.
     #[error("{0}")]
@@ -189,6 +211,7 @@ impl From<ClientError> for LanyardError {
             ClientError::OrganizersOnly => LanyardError::OrganizersOnly(message),
             ClientError::Link(_) => LanyardError::InvalidLink(message),
             ClientError::Store(_) | ClientError::Corrupt { .. } => LanyardError::Storage(message),
+            ClientError::OverLimit { .. } => LanyardError::TooLarge(message),
             _ => LanyardError::InvalidInput(message),
         }
     }
@@ -456,6 +479,23 @@ impl LanyardClient {
     /// Pending changes, last sync, refused changes, connection, last error.
     pub fn status(&self) -> SyncStatus {
         self.client.status()
+    }
+
+    /// Sets aside changes the server refused and what was built on them,
+    /// redoes what can be redone within the server's limits, keeps the rest
+    /// (see `kept_edits`). Call when `status().refused` is not empty.
+    pub fn resolve_refused(&self) -> Result<ResolveReport> {
+        Ok(self.client.resolve_refused()?)
+    }
+
+    /// Edits set aside that could not be redone (note texts in full).
+    pub fn kept_edits(&self) -> Result<Vec<KeptEdit>> {
+        Ok(self.client.kept_edits()?)
+    }
+
+    /// Forgets the kept edits, once the person has seen them.
+    pub fn clear_kept_edits(&self) -> Result<()> {
+        Ok(self.client.clear_kept_edits()?)
     }
 
     /// Syncs once, on the core's runtime: returns when every document is in

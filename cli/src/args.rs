@@ -209,11 +209,40 @@ pub enum Command {
     ///
     /// --json prints an object with the keys pending_changes (number),
     /// last_sync (RFC 3339 string, or null if never), refused (array of
-    /// {doc, change, message}) and last_error (string or null).
+    /// {doc, change, message}), kept_edits (number of edits set aside that
+    /// could not be redone; see `lanyard kept`) and last_error (string or null).
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Get past changes the server refused (no network needed).
+    ///
+    /// A refused change blocks every later edit of the same document. This
+    /// sets the refused changes and everything built on them aside, rebuilds
+    /// the document from what the server holds, and redoes the edits that
+    /// can be redone as new changes within the server's limits (an import
+    /// refused for its size is redone in smaller changes). What cannot be
+    /// redone is kept and shown (`lanyard kept`). Then run `lanyard sync`.
+    ///
+    /// --json prints an object with the keys set_aside (number), redone
+    /// (array of strings), new_changes (number) and kept (array of {doc,
+    /// session, text, reason}).
+    ResolveRefused {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the edits set aside that could not be redone (notes text in full).
+    ///
+    /// --json prints an array of {doc, session, text, reason}.
+    Kept {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Forget them (after you copied what you need).
+        #[arg(long)]
+        clear: bool,
     },
 }
 

@@ -186,6 +186,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bookmarks { json } => bookmarks(&client, json),
         Command::Status { json } => status(&client, json),
+        Command::ResolveRefused { json } => resolve_refused(&client, json),
+        Command::Kept { json, clear } => kept(&client, json, clear),
         Command::Import {
             file,
             format,
@@ -275,7 +277,9 @@ fn sync_outcome(
         } else {
             format!("{}: {}", first.doc, first.message)
         };
-        return Err(format!("change refused: {message}{more}"));
+        return Err(format!(
+            "change refused: {message}{more}; run `lanyard resolve-refused` to set it aside and redo what can be redone"
+        ));
     }
     if pending > 0 {
         return Err(format!(
@@ -531,6 +535,65 @@ fn bookmarks(client: &Client, json: bool) -> anyhow::Result<()> {
     }
     for (id, s) in &entries {
         outln!("{}", show::bookmark_line(id, s.as_ref(), &tz)?);
+    }
+    Ok(())
+}
+
+fn resolve_refused(client: &Client, json: bool) -> anyhow::Result<()> {
+    let report = client.resolve_refused()?;
+    if json {
+        return print_json(&serde_json::to_value(&report)?);
+    }
+    if report.set_aside == 0 {
+        outln!("nothing to resolve: no change was refused");
+        return Ok(());
+    }
+    outln!(
+        "set aside {} (refused by the server, or built on one)",
+        count(report.set_aside, "change")
+    );
+    for r in &report.redone {
+        outln!("  redone: {r}");
+    }
+    for k in &report.kept {
+        let about = k
+            .session
+            .as_deref()
+            .map_or(String::new(), |s| format!(" (session {s})"));
+        outln!("  kept{about}: {}\n    because {}", k.text, k.reason);
+    }
+    outln!(
+        "{} to push; run `lanyard sync`{}",
+        count(report.new_changes, "new change"),
+        if report.kept.is_empty() {
+            String::new()
+        } else {
+            "; the kept edits stay in `lanyard kept`".to_owned()
+        }
+    );
+    Ok(())
+}
+
+fn kept(client: &Client, json: bool, clear: bool) -> anyhow::Result<()> {
+    let kept = client.kept_edits()?;
+    if json {
+        print_json(&serde_json::to_value(&kept)?)?;
+    } else if kept.is_empty() {
+        outln!("no kept edits");
+    } else {
+        for k in &kept {
+            let about = k
+                .session
+                .as_deref()
+                .map_or(String::new(), |s| format!(", session {s}"));
+            outln!("{}{about}: {}\n  because {}", k.doc, k.text, k.reason);
+        }
+    }
+    if clear {
+        client.clear_kept_edits()?;
+        if !json {
+            outln!("forgot {}", count(kept.len() as u64, "kept edit"));
+        }
     }
     Ok(())
 }

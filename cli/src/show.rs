@@ -219,6 +219,7 @@ pub fn status_json(
         "pending_changes": status.pending_changes,
         "last_sync": last_sync,
         "refused": refused,
+        "kept_edits": status.kept_edits,
         "last_error": last_error,
     }))
 }
@@ -253,6 +254,16 @@ pub fn status_text(
                 r.doc, r.change, r.message
             ));
         }
+        out.push_str(
+            "  A refused change blocks later edits of its document. Run `lanyard resolve-refused`:\n  \
+             it sets them aside, redoes what can be redone on the server's version, keeps the rest.\n",
+        );
+    }
+    if status.kept_edits > 0 {
+        out.push_str(&format!(
+            "kept edits:      {} (set aside, could not be redone; see `lanyard kept`)\n",
+            status.kept_edits
+        ));
     }
     out.push_str(&format!(
         "last error:      {}\n",

@@ -582,8 +582,15 @@ fn status_shows_offline_edits_as_pending() {
     let status = d.json(&["status", "--json"]);
     assert_eq!(
         keys(&status),
-        set(&["pending_changes", "last_sync", "refused", "last_error"])
+        set(&[
+            "pending_changes",
+            "last_sync",
+            "refused",
+            "kept_edits",
+            "last_error"
+        ])
     );
+    assert_eq!(status["kept_edits"], 0);
     assert!(status["pending_changes"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["last_sync"], Value::Null);
     assert_eq!(status["refused"], json!([]));

@@ -5,16 +5,18 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc as _};
 use lanyard_protocol::token::decode_unverified;
-use lanyard_protocol::{DocId, DocSyncState, JoinLink, Replica, Role, SessionId, TokenClaims};
+use lanyard_protocol::{
+    DocId, DocSyncState, JoinLink, Limits, Replica, Role, SessionId, TokenClaims,
+};
 use lanyard_store::{MemoryStore, SledStore, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::alerts::{Alert, AlertHub, AlertListener};
 use crate::docs::{AgendaDoc, NotesDoc};
-use crate::error::ClientError;
+use crate::error::{ClientError, LimitKind};
 use crate::import::ImportedSchedule;
 use crate::model::{
     Announcement, EventInfo, Identity, ImportSummary, NewSession, RefusedChange, Room, Session,
@@ -50,10 +52,15 @@ impl Credentials {
 pub(crate) struct State {
     pub(crate) replica: Replica,
     pub(crate) creds: Option<Credentials>,
-    saved_heads: HashMap<DocId, Vec<ChangeHash>>,
+    pub(crate) saved_heads: HashMap<DocId, Vec<ChangeHash>>,
     pub(crate) last_sync: Option<i64>,
     pub(crate) connected: bool,
     pub(crate) last_error: Option<String>,
+    /// The server's limits as last announced (the defaults before the first
+    /// connection): every local change is checked against them.
+    pub(crate) limits: Limits,
+    /// Bytes of all changes of a document, at the heads it was counted at.
+    pub(crate) doc_bytes: HashMap<DocId, (Vec<ChangeHash>, usize)>,
 }
 
 pub(crate) struct Inner {
@@ -147,16 +154,27 @@ impl Client {
             Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt("last_error", e))?,
             None => None,
         };
+        let limits = match store.get_meta("limits")? {
+            Some(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "stored server limits unreadable: using the defaults");
+                Limits::default()
+            }),
+            None => Limits::default(),
+        };
         let mut replica = Replica::new(actor);
         let mut saved_heads = HashMap::new();
         for id in store.doc_ids()? {
             let doc_id = DocId::parse(&id)?;
             let bytes = store.load_doc(&id)?.unwrap_or_default();
             let doc = Automerge::load(&bytes).map_err(|e| corrupt(&id, e))?;
-            let sync = match store.get_meta(&sync_key(&doc_id))? {
+            let mut sync: DocSyncState = match store.get_meta(&sync_key(&doc_id))? {
                 Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt(&id, e))?,
                 None => DocSyncState::default(),
             };
+            // A resolution stopped between replacing the document and its sync
+            // state leaves refusals of changes that are gone.
+            sync.refused
+                .retain(|r| doc.get_change_by_hash(&ChangeHash(r.change)).is_some());
             saved_heads.insert(doc_id.clone(), doc.get_heads());
             replica.insert(doc_id, doc, sync);
         }
@@ -172,6 +190,8 @@ impl Client {
                     last_sync,
                     connected: false,
                     last_error,
+                    limits,
+                    doc_bytes: HashMap::new(),
                 }),
                 local_edit: Notify::new(),
                 remote,
@@ -232,8 +252,11 @@ impl Client {
         }
     }
 
-    /// Applies a local edit and makes it durable before returning. On a storage
-    /// failure the in-memory document goes back to what is on disk.
+    /// Applies a local edit, checks the changes it made against the server's
+    /// limits, and makes it durable before returning. When the edit fails,
+    /// breaks a limit or cannot be stored, the in-memory document goes back
+    /// to what it was before (nothing is read from disk for that, so a
+    /// failing disk cannot empty it) and nothing changes.
     fn edit(
         &self,
         doc: &DocId,
@@ -242,9 +265,16 @@ impl Client {
         {
             let mut st = self.lock();
             let id = doc.to_string();
-            f(&mut st.replica.get_or_create(doc).doc, &id)?;
-            if let Err(e) = persist_doc(&self.inner.store, &mut st, doc) {
-                reload_doc(&self.inner.store, &mut st, doc);
+            let before = st
+                .replica
+                .get(doc)
+                .map(|rd| rd.doc.get_heads())
+                .unwrap_or_default();
+            let result = f(&mut st.replica.get_or_create(doc).doc, &id)
+                .and_then(|()| check_limits(&mut st, doc, &before))
+                .and_then(|()| persist_doc(&self.inner.store, &mut st, doc));
+            if let Err(e) = result {
+                roll_back(&mut st, doc, &before);
                 return Err(e);
             }
             if matches!(doc, DocId::Agenda(_)) {
@@ -256,6 +286,12 @@ impl Client {
         self.inner.local_edit.notify_one();
         self.status_changed();
         Ok(())
+    }
+
+    /// The server's limits this device checks its changes against: the last
+    /// ones announced, or the defaults before the first connection.
+    pub fn limits(&self) -> Limits {
+        self.lock().limits
     }
 
     fn organizer_edit(
@@ -414,26 +450,41 @@ impl Client {
             return Err(ClientError::OrganizersOnly);
         }
         let agenda = creds.agenda();
-        let mut apply = |d: &mut Automerge, id: &str| {
-            let counts = AgendaDoc::apply_import(d, id, schedule, now_ms(), progress)?;
+        let mut apply = |d: &mut Automerge, id: &str, budget: usize| {
+            let counts = AgendaDoc::apply_import(d, id, schedule, budget, now_ms(), progress)?;
             let tz = AgendaDoc::event(d).1.unwrap_or_else(|| "UTC".into());
             Ok::<_, ClientError>((counts, tz))
         };
-        let (counts, time_zone) = if dry_run {
-            let mut copy = {
-                let st = self.lock();
-                st.replica
-                    .get(&agenda)
-                    .map_or_else(Automerge::new, |rd| rd.doc.fork())
+        // Changes are closed at half the server's change limit by an estimate
+        // of the bytes written; should one still come out over the limit, the
+        // import is undone and made again in smaller changes.
+        let mut budget = self.limits().max_change / 2;
+        let (counts, time_zone) = loop {
+            let attempt = if dry_run {
+                let mut copy = {
+                    let st = self.lock();
+                    st.replica
+                        .get(&agenda)
+                        .map_or_else(Automerge::new, |rd| rd.doc.fork())
+                };
+                apply(&mut copy, &agenda.to_string(), budget)
+            } else {
+                let mut out = None;
+                self.edit(&agenda, |d, id| {
+                    out = Some(apply(d, id, budget)?);
+                    Ok(())
+                })
+                .and_then(|()| {
+                    out.ok_or_else(|| ClientError::Invalid("import made no result".into()))
+                })
             };
-            apply(&mut copy, &agenda.to_string())?
-        } else {
-            let mut out = None;
-            self.edit(&agenda, |d, id| {
-                out = Some(apply(d, id)?);
-                Ok(())
-            })?;
-            out.ok_or_else(|| ClientError::Invalid("import made no result".into()))?
+            match attempt {
+                Err(ClientError::OverLimit {
+                    limit: LimitKind::Change,
+                    ..
+                }) if budget > 1024 => budget /= 2,
+                other => break other?,
+            }
         };
         let days: HashSet<String> = schedule
             .sessions
@@ -460,6 +511,12 @@ impl Client {
 
     // ----- notes and bookmarks -----
 
+    /// Bytes of note text written per change: a long note becomes several
+    /// changes that each fit the server's change limit.
+    fn note_piece(&self) -> usize {
+        self.limits().max_change / 4
+    }
+
     /// The note of a session ("" if none).
     pub fn note(&self, session: &str) -> Result<String, ClientError> {
         let creds = self.creds()?;
@@ -476,15 +533,19 @@ impl Client {
     pub fn set_note(&self, session: &str, text: &str) -> Result<(), ClientError> {
         SessionId::new(session)?;
         let own = self.creds()?.own();
-        self.edit(&own, |d, id| NotesDoc::set(d, id, session, text, now_ms()))
+        let piece = self.note_piece();
+        self.edit(&own, |d, id| {
+            NotesDoc::set(d, id, session, text, piece, now_ms())
+        })
     }
 
     /// Appends to a note.
     pub fn append_note(&self, session: &str, text: &str) -> Result<(), ClientError> {
         SessionId::new(session)?;
         let own = self.creds()?.own();
+        let piece = self.note_piece();
         self.edit(&own, |d, id| {
-            NotesDoc::append(d, id, session, text, now_ms())
+            NotesDoc::append(d, id, session, text, piece, now_ms())
         })
     }
 
@@ -531,6 +592,7 @@ impl Client {
             pending_changes: st.replica.pending_count() as u64,
             last_sync_unix: st.last_sync,
             refused: refused_of(&st.replica),
+            kept_edits: self.kept_edits().map_or(0, |k| k.len() as u64),
             connected: st.connected,
             last_error: st.last_error.clone(),
             retries: self
@@ -538,6 +600,18 @@ impl Client {
                 .retries
                 .load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// Sizes in bytes of the local changes waiting to be pushed (refused
+    /// ones and those built on them excluded), in causal order per document.
+    pub fn pending_change_sizes(&self) -> Vec<usize> {
+        let st = self.lock();
+        st.replica
+            .doc_ids()
+            .iter()
+            .flat_map(|d| st.replica.pending(d))
+            .map(|c| c.raw_bytes().len())
+            .collect()
     }
 
     /// Records the outcome of a sync attempt for [`Client::status`], across restarts.
@@ -618,6 +692,23 @@ impl Client {
     }
 }
 
+impl State {
+    /// Keeps the limits a server announced (across restarts).
+    pub(crate) fn keep_limits(
+        &mut self,
+        store: &Arc<dyn Store>,
+        limits: Limits,
+    ) -> Result<(), ClientError> {
+        if self.limits == limits {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&limits).map_err(|e| corrupt("limits", e))?;
+        store.put_meta("limits", &bytes)?;
+        self.limits = limits;
+        Ok(())
+    }
+}
+
 pub(crate) fn refused_of(replica: &Replica) -> Vec<RefusedChange> {
     replica
         .refusals()
@@ -673,12 +764,80 @@ pub(crate) fn persist_doc(
         store.replace_doc(&id, &rd.doc.save())?;
     } else {
         store.append_chunks(&id, &[rd.doc.save_after(&saved)])?;
-        if store.chunk_count(&id)? > COMPACT_AFTER_CHUNKS {
-            store.replace_doc(&id, &rd.doc.save())?;
+        // The append is durable: a failed compaction only leaves more chunks.
+        let compact = store.chunk_count(&id).map(|n| n > COMPACT_AFTER_CHUNKS);
+        if let Err(e) = compact.and_then(|yes| match yes {
+            true => store.replace_doc(&id, &rd.doc.save()),
+            false => Ok(()),
+        }) {
+            tracing::warn!(doc = %id, error = %e, "cannot compact the stored document");
         }
     }
     st.saved_heads.insert(doc.clone(), heads);
     Ok(())
+}
+
+/// Checks the changes an edit made to `doc` since `before` against the
+/// server's limits: each change, and the document they make.
+fn check_limits(st: &mut State, doc: &DocId, before: &[ChangeHash]) -> Result<(), ClientError> {
+    let Some(rd) = st.replica.get(doc) else {
+        return Ok(());
+    };
+    let limits = st.limits;
+    let over = |limit, size, max| ClientError::OverLimit {
+        doc: doc.to_string(),
+        limit,
+        size,
+        max,
+    };
+    let new = rd.doc.get_changes(before);
+    if let Some(c) = new.iter().find(|c| c.raw_bytes().len() > limits.max_change) {
+        return Err(over(
+            LimitKind::Change,
+            c.raw_bytes().len(),
+            limits.max_change,
+        ));
+    }
+    let added: usize = new.iter().map(|c| c.raw_bytes().len()).sum();
+    let heads = rd.doc.get_heads();
+    let total = match st.doc_bytes.get(doc) {
+        Some((at, bytes)) if at.as_slice() == before => bytes + added,
+        _ => rd
+            .doc
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.raw_bytes().len())
+            .sum(),
+    };
+    let max = limits.max_doc_for(doc);
+    if total > max {
+        let kind = match doc {
+            DocId::Attendee(..) => LimitKind::AttendeeDoc,
+            _ => LimitKind::Doc,
+        };
+        return Err(over(kind, total, max));
+    }
+    st.doc_bytes.insert(doc.clone(), (heads, total));
+    Ok(())
+}
+
+/// Puts the in-memory `doc` back to `before` (its heads before a failed
+/// edit), from memory alone.
+fn roll_back(st: &mut State, doc: &DocId, before: &[ChangeHash]) {
+    st.doc_bytes.remove(doc);
+    let actor = st.replica.actor().clone();
+    let rd = st.replica.get_or_create(doc);
+    if rd.doc.get_heads() == before {
+        return;
+    }
+    match rd.doc.fork_at(before) {
+        Ok(mut d) => {
+            d.set_actor(actor);
+            rd.doc = d;
+        }
+        // Keeping the edit in memory loses nothing: it is written with the next one.
+        Err(e) => tracing::warn!(doc = %doc, error = %e, "cannot undo a failed edit in memory"),
+    }
 }
 
 /// Stores the sync bookkeeping of `doc`.
@@ -692,23 +851,6 @@ pub(crate) fn persist_sync(
         store.put_meta(&sync_key(doc), &bytes)?;
     }
     Ok(())
-}
-
-/// Puts the in-memory copy of `doc` back to what is on disk.
-pub(crate) fn reload_doc(store: &Arc<dyn Store>, st: &mut State, doc: &DocId) {
-    let on_disk = store
-        .load_doc(&doc.to_string())
-        .ok()
-        .flatten()
-        .and_then(|b| Automerge::load(&b).ok())
-        .unwrap_or_default();
-    let sync = st
-        .replica
-        .get(doc)
-        .map(|rd| rd.sync.clone())
-        .unwrap_or_default();
-    st.saved_heads.insert(doc.clone(), on_disk.get_heads());
-    st.replica.insert(doc.clone(), on_disk, sync);
 }
 
 #[cfg(test)]

@@ -200,6 +200,98 @@ fn rewrite_session(
     Ok(any)
 }
 
+/// One edit of the agenda, as large edits (imports, redoing set-aside
+/// changes) are written: several edits to a change, several changes to an
+/// edit that is too large for one.
+#[derive(Debug, Clone)]
+pub(crate) enum AgendaEdit {
+    /// Sets the event's name and/or time zone.
+    Event {
+        name: Option<String>,
+        time_zone: Option<String>,
+    },
+    /// Adds a room of unknown capacity.
+    NewRoom(String),
+    /// Adds a room or sets its capacity.
+    Room(Room),
+    /// Rewrites the fields of an existing session that differ in an import.
+    Rewrite(Session, ImportedSession),
+    /// Puts an existing session back to exactly the wanted fields and status.
+    Restore(Session, Session),
+    /// Adds a session.
+    Add(NewSession),
+    /// Cancels a session.
+    Cancel(String),
+    /// Posts an announcement.
+    Announce(Announcement),
+}
+
+/// Bytes an edit adds to a change at most, roughly: its values plus a fixed
+/// cost per operation (Automerge's columns compress far below this).
+const OP_WEIGHT: usize = 48;
+
+impl AgendaEdit {
+    pub(crate) fn weight(&self) -> usize {
+        let text = |s: &NewSession| {
+            s.id.len()
+                + s.title.len()
+                + s.abstract_text.len()
+                + s.room.len()
+                + s.track.len()
+                + s.speakers
+                    .iter()
+                    .map(|p| p.len() + OP_WEIGHT)
+                    .sum::<usize>()
+                + 10 * OP_WEIGHT
+        };
+        match self {
+            AgendaEdit::Event { name, time_zone } => {
+                name.as_ref().map_or(0, String::len)
+                    + time_zone.as_ref().map_or(0, String::len)
+                    + 2 * OP_WEIGHT
+            }
+            AgendaEdit::NewRoom(r) => r.len() + 2 * OP_WEIGHT,
+            AgendaEdit::Room(r) => r.name.len() + 2 * OP_WEIGHT,
+            AgendaEdit::Rewrite(_, s) => text(&new_session("", s)),
+            AgendaEdit::Restore(_, s) => text(&new_session(&s.id, &imported_of(s))),
+            AgendaEdit::Add(s) => text(s),
+            AgendaEdit::Cancel(id) => id.len() + OP_WEIGHT,
+            AgendaEdit::Announce(a) => a.text.len() + 3 * OP_WEIGHT,
+        }
+    }
+}
+
+/// A session of the agenda as an importer would have read it.
+fn imported_of(s: &Session) -> ImportedSession {
+    ImportedSession {
+        guid: Some(s.id.clone()),
+        id: None,
+        title: s.title.clone(),
+        abstract_text: s.abstract_text.clone(),
+        room: s.room.clone(),
+        track: s.track.clone(),
+        speakers: s.speakers.clone(),
+        start_unix: s.start_unix,
+        end_unix: s.end_unix,
+    }
+}
+
+/// Writes the fields of `wanted` that differ from `was`, status included; true if any did.
+fn restore_session(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    was: &Session,
+    wanted: &Session,
+) -> Result<bool, ClientError> {
+    let mut any = rewrite_session(tx, obj, was, &imported_of(wanted))?;
+    // rewrite_session derives the status from the move; the wanted one wins.
+    if any || was.status != wanted.status {
+        tx.put(obj, "status", wanted.status.as_str())?;
+        any = true;
+    }
+    Ok(any)
+}
+
 /// The agenda of one event.
 pub struct AgendaDoc;
 
@@ -209,7 +301,7 @@ impl AgendaDoc {
         genesis_change(doc_id, &["event", "rooms", "sessions"], &["announcements"])
     }
 
-    fn ensure(doc: &mut Automerge, doc_id: &str) -> Result<(), ClientError> {
+    pub(crate) fn ensure(doc: &mut Automerge, doc_id: &str) -> Result<(), ClientError> {
         ensure_applied(doc, Self::genesis(doc_id)?)
     }
 
@@ -314,18 +406,23 @@ impl AgendaDoc {
         Ok(())
     }
 
-    /// Applies an imported schedule as **one** change holding only the
-    /// differences (see [`crate::reimport`] for how sessions are matched):
-    /// new sessions are added, changed fields rewritten (a new room or time
-    /// marks the session moved; a cancelled session that is back is
-    /// reinstated), sessions missing from the file are cancelled. New rooms
-    /// are added. The event's name is set from the file when it has one; its
-    /// time zone when the file names one other than UTC, or the agenda has
-    /// none yet. `progress` is called with the number of sessions handled.
+    /// Applies an imported schedule as changes holding only the differences
+    /// (see [`crate::reimport`] for how sessions are matched): new sessions
+    /// are added, changed fields rewritten (a new room or time marks the
+    /// session moved; a cancelled session that is back is reinstated),
+    /// sessions missing from the file are cancelled. New rooms are added. The
+    /// event's name is set from the file when it has one; its time zone when
+    /// the file names one other than UTC, or the agenda has none yet.
+    ///
+    /// A large import becomes several changes, each closed once the values
+    /// written reach `budget` bytes (a re-import of a few edits stays one
+    /// small change). The caller checks the real sizes against the server's
+    /// limits. `progress` is called with the number of sessions handled.
     pub fn apply_import(
         doc: &mut Automerge,
         doc_id: &str,
         schedule: &ImportedSchedule,
+        budget: usize,
         now_ms: i64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<ImportCounts, ClientError> {
@@ -334,61 +431,150 @@ impl AgendaDoc {
         let imported: Vec<ImportedSession> = schedule.sessions.iter().map(tidy).collect();
         let plan = reimport::plan(&existing, &imported);
         let old: HashMap<&str, &Session> = existing.iter().map(|s| (s.id.as_str(), s)).collect();
-        let sessions = Self::root_obj(doc, "sessions")?;
-        let rooms = Self::root_obj(doc, "rooms")?;
-        let ev = Self::root_obj(doc, "event")?;
         let known_rooms: HashSet<String> = Self::rooms(doc).into_iter().map(|r| r.name).collect();
         let (name, tz) = Self::event(doc);
-        let mut counts = ImportCounts::default();
-        let mut done = 0u64;
-        let mut tx = doc.transaction();
-        if !schedule.name.trim().is_empty() && name.as_deref() != Some(schedule.name.as_str()) {
-            tx.put(&ev, "name", schedule.name.as_str())?;
-        }
-        if tz.as_deref() != Some(schedule.time_zone.as_str())
-            && (schedule.time_zone != "UTC" || tz.is_none())
-        {
-            tx.put(&ev, "time_zone", schedule.time_zone.as_str())?;
+        let mut edits = Vec::new();
+        let new_name = (!schedule.name.trim().is_empty()
+            && name.as_deref() != Some(schedule.name.as_str()))
+        .then(|| schedule.name.clone());
+        let new_tz = (tz.as_deref() != Some(schedule.time_zone.as_str())
+            && (schedule.time_zone != "UTC" || tz.is_none()))
+        .then(|| schedule.time_zone.clone());
+        if new_name.is_some() || new_tz.is_some() {
+            edits.push(AgendaEdit::Event {
+                name: new_name,
+                time_zone: new_tz,
+            });
         }
         for room in schedule.rooms() {
             if !known_rooms.contains(&room) {
-                let r = tx.put_object(&rooms, room.as_str(), ObjType::Map)?;
-                tx.put(&r, "capacity", 0i64)?;
+                edits.push(AgendaEdit::NewRoom(room));
             }
         }
         for (id, new) in &plan.update {
-            let (Some(was), Some(obj)) = (old.get(id.as_str()), map_of_tx(&tx, &sessions, id))
-            else {
-                continue;
-            };
-            if rewrite_session(&mut tx, &obj, was, new)? {
-                counts.changed += 1;
-            } else {
-                counts.unchanged += 1;
+            if let Some(was) = old.get(id.as_str()) {
+                edits.push(AgendaEdit::Rewrite((*was).clone(), (*new).clone()));
             }
-            done += 1;
-            progress(done);
         }
         for (id, new) in &plan.add {
-            write_new_session(&mut tx, &sessions, &new_session(id, new))?;
-            counts.added += 1;
-            done += 1;
-            progress(done);
+            edits.push(AgendaEdit::Add(new_session(id, new)));
         }
         for id in &plan.unmatched {
-            let cancelled = old
+            if old
                 .get(id.as_str())
-                .is_some_and(|s| s.status == SessionStatus::Cancelled);
-            if let (false, Some(obj)) = (cancelled, map_of_tx(&tx, &sessions, id)) {
-                tx.put(&obj, "status", SessionStatus::Cancelled.as_str())?;
-                counts.removed += 1;
+                .is_some_and(|s| s.status != SessionStatus::Cancelled)
+            {
+                edits.push(AgendaEdit::Cancel(id.clone()));
             }
         }
-        let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
-        counts.change_bytes = hash
-            .and_then(|h| doc.get_change_by_hash(&h))
-            .map_or(0, |c| c.raw_bytes().len() as u64);
+        let mut counts = ImportCounts::default();
+        let mut done = 0u64;
+        let hashes = Self::apply_edits(doc, &edits, budget, now_ms, &mut |edit, changed| {
+            match edit {
+                AgendaEdit::Rewrite(..) if changed => counts.changed += 1,
+                AgendaEdit::Rewrite(..) => counts.unchanged += 1,
+                AgendaEdit::Add(_) => counts.added += 1,
+                AgendaEdit::Cancel(_) => counts.removed += 1,
+                _ => return,
+            }
+            if !matches!(edit, AgendaEdit::Cancel(_)) {
+                done += 1;
+                progress(done);
+            }
+        })?;
+        counts.changes = hashes.len() as u64;
+        counts.change_bytes = hashes
+            .iter()
+            .filter_map(|h| doc.get_change_by_hash(h))
+            .map(|c| c.raw_bytes().len() as u64)
+            .sum();
         Ok(counts)
+    }
+
+    /// Writes `edits` as changes, each closed once the values it writes reach
+    /// about `budget` bytes; `done` is told of each edit and whether it
+    /// wrote anything. Returns the changes made, in order (none when nothing
+    /// differed).
+    pub(crate) fn apply_edits(
+        doc: &mut Automerge,
+        edits: &[AgendaEdit],
+        budget: usize,
+        now_ms: i64,
+        done: &mut dyn FnMut(&AgendaEdit, bool),
+    ) -> Result<Vec<automerge::ChangeHash>, ClientError> {
+        let sessions = Self::root_obj(doc, "sessions")?;
+        let rooms = Self::root_obj(doc, "rooms")?;
+        let ev = Self::root_obj(doc, "event")?;
+        let announcements = Self::root_obj(doc, "announcements")?;
+        let mut hashes = Vec::new();
+        let mut rest = edits;
+        while !rest.is_empty() {
+            let mut tx = doc.transaction();
+            let mut written = 0usize;
+            while let Some((edit, tail)) = rest.split_first() {
+                if written > 0 && written + edit.weight() > budget {
+                    break;
+                }
+                rest = tail;
+                let changed = match edit {
+                    AgendaEdit::Event { name, time_zone } => {
+                        if let Some(n) = name {
+                            tx.put(&ev, "name", n.as_str())?;
+                        }
+                        if let Some(z) = time_zone {
+                            tx.put(&ev, "time_zone", z.as_str())?;
+                        }
+                        true
+                    }
+                    AgendaEdit::NewRoom(room) => {
+                        let r = tx.put_object(&rooms, room.as_str(), ObjType::Map)?;
+                        tx.put(&r, "capacity", 0i64)?;
+                        true
+                    }
+                    AgendaEdit::Room(room) => {
+                        let r = match map_of_tx(&tx, &rooms, &room.name) {
+                            Some(r) => r,
+                            None => tx.put_object(&rooms, room.name.as_str(), ObjType::Map)?,
+                        };
+                        tx.put(&r, "capacity", i64::from(room.capacity))?;
+                        true
+                    }
+                    AgendaEdit::Rewrite(was, new) => match map_of_tx(&tx, &sessions, &was.id) {
+                        Some(obj) => rewrite_session(&mut tx, &obj, was, new)?,
+                        None => false,
+                    },
+                    AgendaEdit::Restore(was, wanted) => match map_of_tx(&tx, &sessions, &was.id) {
+                        Some(obj) => restore_session(&mut tx, &obj, was, wanted)?,
+                        None => false,
+                    },
+                    AgendaEdit::Add(s) => {
+                        write_new_session(&mut tx, &sessions, s)?;
+                        true
+                    }
+                    AgendaEdit::Cancel(id) => match map_of_tx(&tx, &sessions, id) {
+                        Some(obj) => {
+                            tx.put(&obj, "status", SessionStatus::Cancelled.as_str())?;
+                            true
+                        }
+                        None => false,
+                    },
+                    AgendaEdit::Announce(a) => {
+                        let len = tx.length(&announcements);
+                        let o = tx.insert_object(&announcements, len, ObjType::Map)?;
+                        tx.put(&o, "text", a.text.as_str())?;
+                        tx.put(&o, "at", a.at_unix)?;
+                        true
+                    }
+                };
+                if changed {
+                    written += edit.weight();
+                }
+                done(edit, changed);
+            }
+            let (hash, _) = tx.commit_with(CommitOptions::default().with_time(now_ms));
+            hashes.extend(hash);
+        }
+        Ok(hashes)
     }
 
     fn session_obj(doc: &Automerge, id: &str) -> Result<ObjId, ClientError> {
@@ -583,6 +769,11 @@ impl NotesDoc {
             .unwrap_or_default()
     }
 
+    /// Ids of the sessions that have a note (possibly empty).
+    pub fn note_ids(doc: &Automerge) -> Vec<String> {
+        map_of(doc, &ROOT, "notes").map_or_else(Vec::new, |n| doc.keys(&n).collect())
+    }
+
     /// All non-empty notes, by session id.
     pub fn notes(doc: &Automerge) -> Vec<(String, String)> {
         let Some(notes) = map_of(doc, &ROOT, "notes") else {
@@ -623,12 +814,15 @@ impl NotesDoc {
     }
 
     /// Replaces the whole note, as the minimal splice between old and new text
-    /// (common prefix and suffix are kept, so concurrent edits elsewhere survive).
+    /// (common prefix and suffix are kept, so concurrent edits elsewhere
+    /// survive). The inserted text goes in changes of at most `piece` bytes
+    /// of text each, so a long note fits the server's change limit.
     pub fn set(
         doc: &mut Automerge,
         doc_id: &str,
         session: &str,
         text: &str,
+        piece: usize,
         now_ms: i64,
     ) -> Result<(), ClientError> {
         let old: Vec<char> = Self::note(doc, session).chars().collect();
@@ -647,19 +841,52 @@ impl NotesDoc {
         if delete == 0 && insert.is_empty() && map_of(doc, &ROOT, "notes").is_some() {
             return Ok(());
         }
-        Self::splice(doc, doc_id, session, prefix, delete, &insert, now_ms)
+        Self::splice_in_pieces(doc, doc_id, session, prefix, delete, &insert, piece, now_ms)
     }
 
-    /// Appends to a note.
+    /// [`NotesDoc::splice`], with the inserted text split into changes of at
+    /// most `piece` bytes of text (the deletion goes with the first).
+    #[allow(clippy::too_many_arguments)]
+    pub fn splice_in_pieces(
+        doc: &mut Automerge,
+        doc_id: &str,
+        session: &str,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+        piece: usize,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
+        let mut at = pos;
+        let mut delete = delete;
+        let mut rest = insert;
+        loop {
+            let mut cut = rest.len().min(piece.max(4));
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (head, tail) = rest.split_at(cut);
+            Self::splice(doc, doc_id, session, at, delete, head, now_ms)?;
+            at += head.chars().count();
+            delete = 0;
+            rest = tail;
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Appends to a note, in changes of at most `piece` bytes of text.
     pub fn append(
         doc: &mut Automerge,
         doc_id: &str,
         session: &str,
         text: &str,
+        piece: usize,
         now_ms: i64,
     ) -> Result<(), ClientError> {
         let len = Self::note(doc, session).chars().count();
-        Self::splice(doc, doc_id, session, len, 0, text, now_ms)
+        Self::splice_in_pieces(doc, doc_id, session, len, 0, text, piece, now_ms)
     }
 
     /// Bookmarked session ids, sorted.
@@ -708,8 +935,8 @@ mod tests {
     fn two_devices_starting_the_same_note_offline_keep_both_texts() {
         let mut a = device(1);
         let mut b = device(2);
-        NotesDoc::set(&mut a, DOC, "s1", "alpha", 1).unwrap();
-        NotesDoc::set(&mut b, DOC, "s1", "beta", 2).unwrap();
+        NotesDoc::set(&mut a, DOC, "s1", "alpha", 1024, 1).unwrap();
+        NotesDoc::set(&mut b, DOC, "s1", "beta", 1024, 2).unwrap();
         sync(&mut a, &mut b);
         let text = NotesDoc::note(&a, "s1");
         assert!(text.contains("alpha") && text.contains("beta"), "{text}");
@@ -719,24 +946,24 @@ mod tests {
     #[test]
     fn replacing_a_note_is_a_minimal_splice() {
         let mut a = device(1);
-        NotesDoc::set(&mut a, DOC, "s", "hello world", 1).unwrap();
+        NotesDoc::set(&mut a, DOC, "s", "hello world", 1024, 1).unwrap();
         let mut b = a.fork().with_actor(ActorId::from(&[2u8; 16][..]));
         // a rewrites the end, b edits the start concurrently: both survive.
-        NotesDoc::set(&mut a, DOC, "s", "hello there world!", 2).unwrap();
-        NotesDoc::set(&mut b, DOC, "s", "Hello world", 3).unwrap();
+        NotesDoc::set(&mut a, DOC, "s", "hello there world!", 1024, 2).unwrap();
+        NotesDoc::set(&mut b, DOC, "s", "Hello world", 1024, 3).unwrap();
         sync(&mut a, &mut b);
         assert_eq!(NotesDoc::note(&a, "s"), "Hello there world!");
         // Setting the same text makes no change.
         let heads = a.get_heads();
-        NotesDoc::set(&mut a, DOC, "s", "Hello there world!", 4).unwrap();
+        NotesDoc::set(&mut a, DOC, "s", "Hello there world!", 1024, 4).unwrap();
         assert_eq!(a.get_heads(), heads);
     }
 
     #[test]
     fn splice_outside_the_note_is_an_error() {
         let mut a = device(1);
-        NotesDoc::append(&mut a, DOC, "s", "abc", 1).unwrap();
-        NotesDoc::append(&mut a, DOC, "s", "def", 1).unwrap();
+        NotesDoc::append(&mut a, DOC, "s", "abc", 1024, 1).unwrap();
+        NotesDoc::append(&mut a, DOC, "s", "def", 1024, 1).unwrap();
         assert_eq!(NotesDoc::note(&a, "s"), "abcdef");
         assert!(NotesDoc::splice(&mut a, DOC, "s", 5, 3, "", 1).is_err());
         NotesDoc::splice(&mut a, DOC, "s", 1, 2, "XY", 1).unwrap();

@@ -45,6 +45,52 @@ pub enum ClientError {
     /// Automerge refused an operation.
     #[error("document error: {0}")]
     Document(#[from] automerge::AutomergeError),
+    /// The edit would make a change or a document the server refuses
+    /// (its announced limits); nothing was changed.
+    #[error("{doc}: {limit} would be {size} bytes, over the server's limit of {max} bytes ({}); nothing was changed", limit.name())]
+    OverLimit {
+        /// The document.
+        doc: String,
+        /// Which limit.
+        limit: LimitKind,
+        /// The size the edit would make.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Which of the server's limits an edit would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// The size of one change (`max_change`).
+    Change,
+    /// The size of the agenda document (`max_doc`).
+    Doc,
+    /// The size of an attendee's document (`max_attendee_doc`).
+    AttendeeDoc,
+}
+
+impl LimitKind {
+    /// The limit's name in the server's configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitKind::Change => "max_change",
+            LimitKind::Doc => "max_doc",
+            LimitKind::AttendeeDoc => "max_attendee_doc",
+        }
+    }
+}
+
+impl std::fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LimitKind::Change => "one change",
+            LimitKind::Doc => "the agenda",
+            LimitKind::AttendeeDoc => "your notes and bookmarks",
+        })
+    }
 }
 
 /// Errors of a sync with the server.

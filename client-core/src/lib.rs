@@ -30,16 +30,18 @@ pub mod export;
 pub mod import;
 pub mod model;
 pub mod reimport;
+pub mod resolve;
 mod sync;
 pub mod time;
 pub mod tls;
 
 pub use alerts::{Alert, AlertKind, AlertListener};
 pub use client::Client;
-pub use error::{ClientError, SyncError};
+pub use error::{ClientError, LimitKind, SyncError};
 pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};
 pub use model::{
     Announcement, EventInfo, Identity, ImportCounts, ImportSummary, NewSession, RefusedChange,
     Room, Session, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
+pub use resolve::{KeptEdit, ResolveReport};
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync};

@@ -156,6 +156,8 @@ pub struct SyncStatus {
     pub last_sync_unix: Option<i64>,
     /// Changes the server refused (kept on the device).
     pub refused: Vec<RefusedChange>,
+    /// Edits set aside that could not be redone (`Client::kept_edits`).
+    pub kept_edits: u64,
     /// Whether a background connection is up.
     pub connected: bool,
     /// The last sync error, if the last attempt failed.
@@ -186,8 +188,11 @@ pub struct ImportCounts {
     pub changed: u64,
     /// Sessions that exist and were already as in the file.
     pub unchanged: u64,
-    /// Size of the one Automerge change made (0 when nothing changed).
+    /// Bytes of the Automerge changes made (0 when nothing changed).
     pub change_bytes: u64,
+    /// How many changes the import was written as: a large import is split
+    /// so that each fits the server's limits (0 when nothing changed).
+    pub changes: u64,
 }
 
 /// The outcome of `Client::import_schedule`: what the file holds and what

@@ -538,8 +538,12 @@ impl Client {
                 }
                 let mut received = 0;
                 for ev in &out.events {
-                    if let ClientEvent::Updated { changes, .. } = ev {
-                        received += *changes as u64;
+                    match ev {
+                        ClientEvent::Updated { changes, .. } => received += *changes as u64,
+                        ClientEvent::Welcomed { limits } => {
+                            st.keep_limits(&self.inner.store, *limits)?
+                        }
+                        _ => {}
                     }
                 }
                 report.received_changes += received;

@@ -12,12 +12,12 @@ use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc as _};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{DocId, EventId};
-use crate::wire::{ClientMsg, DocDigest, DocUpdate, ErrorCode, Hash, RefusalReason, ServerMsg};
+use crate::wire::{
+    ClientMsg, DocDigest, DocUpdate, ErrorCode, Hash, Limits, RefusalReason, ServerMsg,
+};
 
 /// Most changes in one push (the server accepts up to `Limits::max_changes_per_push`).
 pub const MAX_PUSH_CHANGES: usize = 1000;
-/// Most bytes of changes in one push (well under `Limits::max_frame`).
-pub const MAX_PUSH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A change the server refused, kept on the device and shown in its status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +71,16 @@ impl Replica {
     /// The actor id of this device.
     pub fn actor(&self) -> &ActorId {
         &self.actor
+    }
+
+    /// Makes `actor` this device's actor for every document from now on (a
+    /// device that set aside changes the server refused starts a new actor,
+    /// so its new changes never share a sequence number with those).
+    pub fn set_actor(&mut self, actor: ActorId) {
+        for rd in self.docs.values_mut() {
+            rd.doc.set_actor(actor.clone());
+        }
+        self.actor = actor;
     }
 
     /// Inserts a loaded document (its actor is set to this device's).
@@ -185,8 +195,12 @@ impl Replica {
 /// What happened, for the application and the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
-    /// The server accepted the credentials.
-    Welcomed,
+    /// The server accepted the credentials and announced its limits (keep
+    /// them: local changes are checked against them before they are made).
+    Welcomed {
+        /// The server's limits.
+        limits: Limits,
+    },
     /// Changes from the server were applied to a document.
     Updated {
         /// The document.
@@ -256,6 +270,8 @@ pub struct ClientSession {
     resyncing: HashSet<DocId>,
     /// Catch-ups announced in the Welcome and still arriving: the heads they end at.
     awaiting: HashMap<DocId, Vec<Hash>>,
+    /// The server's limits: the defaults until the Welcome announces them.
+    limits: Limits,
 }
 
 impl ClientSession {
@@ -269,6 +285,7 @@ impl ClientSession {
             in_flight: HashMap::new(),
             resyncing: HashSet::new(),
             awaiting: HashMap::new(),
+            limits: Limits::default(),
         };
         let docs = replica
             .docs
@@ -317,6 +334,8 @@ impl ClientSession {
         if self.resyncing.contains(doc) {
             return Vec::new();
         }
+        let max_changes = MAX_PUSH_CHANGES.min(self.limits.max_changes_per_push.max(1));
+        let max_bytes = self.limits.max_push_bytes();
         let flight = self.in_flight.entry(doc.clone()).or_default();
         let mut pushes = Vec::new();
         let mut batch: Vec<Vec<u8>> = Vec::new();
@@ -327,7 +346,7 @@ impl ClientSession {
             }
             let bytes = c.raw_bytes().to_vec();
             if !batch.is_empty()
-                && (batch.len() >= MAX_PUSH_CHANGES || batch_bytes + bytes.len() > MAX_PUSH_BYTES)
+                && (batch.len() >= max_changes || batch_bytes + bytes.len() > max_bytes)
             {
                 pushes.push(ClientMsg::Push {
                     doc: doc.clone(),
@@ -355,9 +374,10 @@ impl ClientSession {
     ) -> Result<ClientOutput, SessionError> {
         let mut out = ClientOutput::default();
         match msg {
-            ServerMsg::Welcome { docs } => {
+            ServerMsg::Welcome { docs, limits } => {
                 self.phase = Phase::Ready;
-                out.events.push(ClientEvent::Welcomed);
+                self.limits = limits;
+                out.events.push(ClientEvent::Welcomed { limits });
                 for u in docs {
                     if u.is_empty() && !replica.has_all(&u.doc, &u.heads) {
                         // The server sends this catch-up in updates that follow.

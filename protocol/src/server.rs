@@ -491,7 +491,10 @@ impl ServerCore {
         out.push(ServerAction::Send {
             conn,
             lane: Lane::Bulk,
-            frame: frame(&ServerMsg::Welcome { docs: welcome }),
+            frame: frame(&ServerMsg::Welcome {
+                docs: welcome,
+                limits: self.config.limits,
+            }),
         });
         out.extend(later.into_iter().map(|u| ServerAction::Send {
             conn,
@@ -627,10 +630,7 @@ impl ServerCore {
         let mut out = Vec::new();
         let incoming: usize = raw.iter().map(Vec::len).sum();
         let held = self.sizes.get(&doc).copied().unwrap_or(0);
-        let max_doc = match doc {
-            DocId::Attendee(..) => limits.max_attendee_doc,
-            _ => limits.max_doc,
-        };
+        let max_doc = limits.max_doc_for(&doc);
         if held + incoming > max_doc {
             self.stats.changes_refused += raw.len() as u64;
             let hashes = decoded.iter().map(|c| c.hash().0).collect();

@@ -10,13 +10,19 @@ use crate::ids::{DocId, EventId};
 
 /// ALPN protocol name; the version lives here, so a client speaking another
 /// version fails the TLS handshake with `no_application_protocol`.
-pub const ALPN: &[u8] = b"lanyard/1";
+pub const ALPN: &[u8] = b"lanyard/2";
 
-/// Protocol version number carried in [`ALPN`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version number carried in [`ALPN`]. Version 2 announces the
+/// server's [`Limits`] in the `Welcome`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Size limits, all checked before allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// They are a protocol fact: the server announces its own in every
+/// `Welcome`, and a device checks each local change against the last limits
+/// it was told (or the defaults, before its first connection) *before*
+/// committing it, so a change the server would refuse is never created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Largest frame body accepted, in bytes.
     pub max_frame: usize,
@@ -36,6 +42,22 @@ pub struct Limits {
     pub request_burst: u32,
     /// ...and per second after it.
     pub requests_per_sec: u32,
+}
+
+impl Limits {
+    /// The document-size limit that applies to `doc`.
+    pub fn max_doc_for(&self, doc: &DocId) -> usize {
+        match doc {
+            DocId::Attendee(..) => self.max_attendee_doc,
+            _ => self.max_doc,
+        }
+    }
+
+    /// Most bytes of changes a device puts in one push: well under the frame
+    /// limit (room for the framing and postcard's length prefixes).
+    pub fn max_push_bytes(&self) -> usize {
+        (self.max_frame / 2).max(1)
+    }
 }
 
 impl Default for Limits {
@@ -154,6 +176,8 @@ pub enum ServerMsg {
     Welcome {
         /// One entry per document the device may read.
         docs: Vec<DocUpdate>,
+        /// The limits this server enforces: devices check their changes against them.
+        limits: Limits,
     },
     /// New changes (pushed, or the answer to `Resync`).
     Update(DocUpdate),

@@ -6,7 +6,7 @@ use automerge::{ActorId, ReadDoc as _, ROOT};
 use std::collections::HashSet;
 
 use automerge::{Change, ChangeHash};
-use lanyard_protocol::client::{MAX_PUSH_BYTES, MAX_PUSH_CHANGES};
+use lanyard_protocol::client::MAX_PUSH_CHANGES;
 use lanyard_protocol::server::{CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
 use lanyard_protocol::wire::{self, HEADER_LEN};
 use lanyard_protocol::{
@@ -117,7 +117,10 @@ fn many_pending_changes_are_pushed_in_pieces_within_the_limits() {
         .iter()
         .filter_map(|m| match m {
             ClientMsg::Push { changes, .. } => {
-                assert!(changes.iter().map(Vec::len).sum::<usize>() <= MAX_PUSH_BYTES);
+                assert!(
+                    changes.iter().map(Vec::len).sum::<usize>()
+                        <= lanyard_protocol::Limits::default().max_push_bytes()
+                );
                 Some(changes.len())
             }
             _ => None,
@@ -190,7 +193,7 @@ fn updates_of(replies: &[ServerMsg], doc: &DocId) -> Vec<lanyard_protocol::DocUp
     replies
         .iter()
         .flat_map(|m| match m {
-            ServerMsg::Welcome { docs } => docs.clone(),
+            ServerMsg::Welcome { docs, .. } => docs.clone(),
             ServerMsg::Update(u) => vec![u.clone()],
             _ => Vec::new(),
         })
@@ -220,7 +223,7 @@ fn a_first_download_comes_as_one_compressed_snapshot() {
     let (mut session, msgs) = ClientSession::start(event, token, &laptop);
     server.connect(2);
     let replies = exchange(&mut server, 2, msgs);
-    let ServerMsg::Welcome { docs } = &replies[0] else {
+    let ServerMsg::Welcome { docs, .. } = &replies[0] else {
         panic!("expected a Welcome first: {replies:?}");
     };
     assert!(docs.iter().all(|u| u.is_empty()), "{docs:?}");

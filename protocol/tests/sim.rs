@@ -414,7 +414,7 @@ fn snapshot_note(snapshot: &[u8]) -> String {
 /// A one-line description of a server message, for traces.
 fn describe_server(m: &ServerMsg) -> String {
     match m {
-        ServerMsg::Welcome { docs } => {
+        ServerMsg::Welcome { docs, .. } => {
             let d: Vec<String> = docs
                 .iter()
                 .map(|u| {
@@ -979,7 +979,7 @@ impl Sim {
             return;
         }
         let msg = decode_server(frame);
-        if let ServerMsg::Welcome { docs } = &msg {
+        if let ServerMsg::Welcome { docs, .. } = &msg {
             if docs.iter().all(|u| u.is_empty()) {
                 self.stats.empty_welcomes += 1;
             }
@@ -999,7 +999,7 @@ impl Sim {
         ) {
             self.stats.missing_deps += 1;
         }
-        if let (ServerMsg::Welcome { docs }, Transport::Stream) = (&msg, self.transport) {
+        if let (ServerMsg::Welcome { docs, .. }, Transport::Stream) = (&msg, self.transport) {
             // The Hello told the server the base: nothing under it comes back.
             for u in docs {
                 let Some(rd) = d.replica.get(&u.doc) else {
@@ -1028,7 +1028,11 @@ impl Sim {
         };
         match s.cs.handle(&mut d.replica, msg) {
             Ok(out) => {
-                if out.events.contains(&ClientEvent::Welcomed) {
+                if out
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, ClientEvent::Welcomed { .. }))
+                {
                     d.attempt = 0;
                 }
                 for id in d.replica.doc_ids() {
@@ -1315,7 +1319,7 @@ impl Sim {
             );
         };
         match decode_server(frame) {
-            ServerMsg::Welcome { docs } => {
+            ServerMsg::Welcome { docs, .. } => {
                 let mut ids: Vec<DocId> = docs.iter().map(|u| u.doc.clone()).collect();
                 ids.sort();
                 let mut want = dev.claims.readable_docs().to_vec();
@@ -1827,12 +1831,20 @@ fn a_device_with_nothing_new_gets_an_empty_welcome_in_one_exchange() {
     let ServerAction::Send { conn: 3, frame, .. } = &actions[0] else {
         panic!("expected a Send, got {actions:?}");
     };
-    let ServerMsg::Welcome { docs } = decode_server(frame) else {
+    let ServerMsg::Welcome { docs, .. } = decode_server(frame) else {
         panic!("expected a Welcome");
     };
     assert_eq!(docs.len(), 2);
     assert!(docs.iter().all(|u| u.is_empty()), "{docs:?}");
-    let out = s.handle(&mut att, ServerMsg::Welcome { docs }).unwrap();
+    let out = s
+        .handle(
+            &mut att,
+            ServerMsg::Welcome {
+                docs,
+                limits: Default::default(),
+            },
+        )
+        .unwrap();
     assert!(out.send.is_empty() && out.docs_changed.is_empty());
     assert!(s.is_settled(&att));
 }

@@ -151,7 +151,7 @@ async fn a_forged_attendee_agenda_change_is_refused_and_the_server_copy_is_uncha
     .unwrap();
     let (server_changes, _heads) = raw
         .recv_until(|m| match m {
-            ServerMsg::Welcome { docs } => docs
+            ServerMsg::Welcome { docs, .. } => docs
                 .iter()
                 .find(|d| d.doc == agenda())
                 .map(|d| (d.changes.clone(), d.heads.clone())),
@@ -240,7 +240,7 @@ async fn attendee_b_never_receives_attendee_a_document() {
     let mut refusals = 0;
     while refusals < 2 {
         match raw.recv().await.unwrap().expect("stream open") {
-            ServerMsg::Welcome { docs } => {
+            ServerMsg::Welcome { docs, .. } => {
                 assert!(docs.iter().all(|d| d.doc != a_doc), "welcome holds A's doc");
             }
             ServerMsg::Update(u) => assert_ne!(u.doc, a_doc, "B received A's doc"),
@@ -576,7 +576,7 @@ async fn an_up_to_date_device_costs_one_exchange() {
     .await
     .unwrap();
     match raw.recv().await.unwrap() {
-        Some(ServerMsg::Welcome { docs }) => {
+        Some(ServerMsg::Welcome { docs, .. }) => {
             assert!(
                 docs.iter().all(|d| d.changes.is_empty()),
                 "nothing to send: {docs:?}"
