@@ -760,10 +760,19 @@ pub(crate) fn persist_doc(
     if saved == heads {
         return Ok(());
     }
-    if saved.is_empty() {
-        store.replace_doc(&id, &rd.doc.save())?;
+    // A write that fails may still have landed (a failed flush): the next
+    // save then replaces the stored document whole, so it can never hold a
+    // change this device undid beside a new one of the same sequence number.
+    let written = if saved.is_empty() {
+        store.replace_doc(&id, &rd.doc.save())
     } else {
-        store.append_chunks(&id, &[rd.doc.save_after(&saved)])?;
+        store.append_chunks(&id, &[rd.doc.save_after(&saved)])
+    };
+    if let Err(e) = written {
+        st.saved_heads.insert(doc.clone(), Vec::new());
+        return Err(e.into());
+    }
+    if !saved.is_empty() {
         // The append is durable: a failed compaction only leaves more chunks.
         let compact = store.chunk_count(&id).map(|n| n > COMPACT_AFTER_CHUNKS);
         if let Err(e) = compact.and_then(|yes| match yes {
@@ -838,6 +847,19 @@ fn roll_back(st: &mut State, doc: &DocId, before: &[ChangeHash]) {
         // Keeping the edit in memory loses nothing: it is written with the next one.
         Err(e) => tracing::warn!(doc = %doc, error = %e, "cannot undo a failed edit in memory"),
     }
+}
+
+/// Saves every document with changes not yet on disk (after a failed
+/// write), and its sync state (the failure may have kept that from disk too).
+pub(crate) fn persist_unsaved(store: &Arc<dyn Store>, st: &mut State) -> Result<(), ClientError> {
+    for doc in st.replica.doc_ids() {
+        let heads = st.replica.get(&doc).map(|rd| rd.doc.get_heads());
+        if heads.as_ref() != st.saved_heads.get(&doc) {
+            persist_doc(store, st, &doc)?;
+            persist_sync(store, st, &doc)?;
+        }
+    }
+    Ok(())
 }
 
 /// Stores the sync bookkeeping of `doc`.

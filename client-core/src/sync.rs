@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::client::{now_ms, persist_doc, persist_sync, refused_of, Client, Credentials};
+use crate::client::{
+    now_ms, persist_doc, persist_sync, persist_unsaved, refused_of, Client, Credentials,
+};
 use crate::error::{ClientError, SyncError};
 use crate::model::SyncReport;
 use crate::tls::pinned_client_config;
@@ -486,7 +488,8 @@ impl Client {
         let (mut send, recv) = conn.open_bi().await.map_err(|e| conn_error(server, &e))?;
         let pending_before = self.lock().replica.pending_count() as u64;
         let (mut session, first) = {
-            let st = self.lock();
+            let mut st = self.lock();
+            persist_unsaved(&self.inner.store, &mut st)?;
             ClientSession::start(
                 creds.link.event.clone(),
                 creds.link.token.clone(),
@@ -532,6 +535,11 @@ impl Client {
                 };
                 for doc in &out.docs_changed {
                     persist_doc(&self.inner.store, &mut st, doc)?;
+                }
+                // A base is stored only over changes that are on disk: a
+                // document a failed write left unsaved is saved first.
+                if !out.sync_changed.is_empty() {
+                    persist_unsaved(&self.inner.store, &mut st)?;
                 }
                 for doc in &out.sync_changed {
                     persist_sync(&self.inner.store, &st, doc)?;

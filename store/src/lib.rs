@@ -19,6 +19,9 @@
 //! assert_eq!(store.chunk_count("agenda/conf").unwrap(), 1);
 //! ```
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -276,83 +279,44 @@ impl Store for MemoryStore {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    //! The shared suite: every backend runs every test.
     use super::*;
 
-    fn suite(make: &dyn Fn() -> Box<dyn Store>) {
-        empty(make());
-        append_and_load(make());
-        replace_compacts(make());
-        docs_are_separate(make());
-        meta(make());
-        deferred_appends(make());
+    mod memory {
+        crate::store_suite!(crate::MemoryStore::default());
     }
 
-    fn deferred_appends(s: Box<dyn Store>) {
+    mod sled_backend {
+        crate::store_suite!(crate::SledStore::temporary().unwrap());
+    }
+
+    mod faulty_without_faults {
+        crate::store_suite!(crate::testing::FaultyStore::new(
+            crate::MemoryStore::default()
+        ));
+    }
+
+    #[test]
+    fn faults_fail_reads_writes_and_flushes_as_armed() {
+        use crate::testing::{Fault, FaultyStore};
+        let s = FaultyStore::new(MemoryStore::default());
         s.append_chunks("d", &[vec![1]]).unwrap();
-        s.append_chunks_deferred("d", &[vec![2], vec![3]]).unwrap();
-        // Visible at once, in order with durable appends.
-        assert_eq!(s.load_doc("d").unwrap(), Some(vec![1, 2, 3]));
-        assert_eq!(s.chunk_count("d").unwrap(), 3);
-        s.flush().unwrap();
-        s.append_chunks("d", &[vec![4]]).unwrap();
-        assert_eq!(s.load_doc("d").unwrap(), Some(vec![1, 2, 3, 4]));
-    }
-
-    fn empty(s: Box<dyn Store>) {
-        assert_eq!(s.load_doc("a").unwrap(), None);
-        assert_eq!(s.chunk_count("a").unwrap(), 0);
-        assert!(s.doc_ids().unwrap().is_empty());
-        assert_eq!(s.get_meta("k").unwrap(), None);
-    }
-
-    fn append_and_load(s: Box<dyn Store>) {
-        s.append_chunks("d", &[vec![1, 2], vec![3]]).unwrap();
-        s.append_chunks("d", &[vec![4]]).unwrap();
-        assert_eq!(s.load_doc("d").unwrap(), Some(vec![1, 2, 3, 4]));
-        assert_eq!(s.chunk_count("d").unwrap(), 3);
-        // Enough appends to cross byte boundaries of the sequence numbers.
-        for i in 0..300u32 {
-            s.append_chunks("d", &[i.to_be_bytes().to_vec()]).unwrap();
-        }
-        let all = s.load_doc("d").unwrap().unwrap();
-        assert_eq!(all.len(), 4 + 300 * 4);
-        assert_eq!(&all[all.len() - 4..], &299u32.to_be_bytes());
-    }
-
-    fn replace_compacts(s: Box<dyn Store>) {
-        s.append_chunks("d", &[vec![1], vec![2]]).unwrap();
-        s.replace_doc("d", &[9, 9]).unwrap();
-        assert_eq!(s.load_doc("d").unwrap(), Some(vec![9, 9]));
-        assert_eq!(s.chunk_count("d").unwrap(), 1);
-        s.append_chunks("d", &[vec![7]]).unwrap();
-        assert_eq!(s.load_doc("d").unwrap(), Some(vec![9, 9, 7]));
-    }
-
-    fn docs_are_separate(s: Box<dyn Store>) {
-        // "a" is a prefix of "ab": chunks must not leak between them.
-        s.append_chunks("a", &[vec![1]]).unwrap();
-        s.append_chunks("ab", &[vec![2]]).unwrap();
-        s.append_chunks("agenda/x", &[vec![3]]).unwrap();
-        assert_eq!(s.load_doc("a").unwrap(), Some(vec![1]));
-        assert_eq!(s.load_doc("ab").unwrap(), Some(vec![2]));
-        assert_eq!(s.doc_ids().unwrap(), vec!["a", "ab", "agenda/x"]);
-    }
-
-    fn meta(s: Box<dyn Store>) {
-        s.put_meta("k", b"v1").unwrap();
-        s.put_meta("k", b"v2").unwrap();
-        assert_eq!(s.get_meta("k").unwrap(), Some(b"v2".to_vec()));
-    }
-
-    #[test]
-    fn memory_backend_passes_the_suite() {
-        suite(&|| Box::new(MemoryStore::default()));
-    }
-
-    #[test]
-    fn sled_backend_passes_the_suite() {
-        suite(&|| Box::new(SledStore::temporary().unwrap()));
+        s.arm(Fault::Writes);
+        assert!(s.append_chunks("d", &[vec![2]]).is_err());
+        assert!(s.put_meta("k", b"v").is_err());
+        assert!(s.replace_doc("d", &[9]).is_err());
+        assert_eq!(s.load_doc("d").unwrap(), Some(vec![1]), "nothing written");
+        s.disarm(Fault::Writes);
+        s.arm(Fault::Reads);
+        assert!(s.load_doc("d").is_err());
+        assert!(s.get_meta("k").is_err());
+        assert!(s.doc_ids().is_err());
+        s.disarm(Fault::Reads);
+        s.arm(Fault::Flushes);
+        // Written, visible, but the call fails: the disk filled before the flush.
+        assert!(s.append_chunks("d", &[vec![3]]).is_err());
+        assert!(s.flush().is_err());
+        s.disarm(Fault::Flushes);
+        assert_eq!(s.load_doc("d").unwrap(), Some(vec![1, 3]));
     }
 
     #[test]

@@ -158,6 +158,18 @@ impl TestServer {
         self.device_via(role, user, device, self.addr)
     }
 
+    /// Joins an existing client (e.g. one over a fault-injecting store) as `user`.
+    pub fn join(
+        &self,
+        client: &Client,
+        role: Role,
+        user: &str,
+        device: &str,
+    ) -> anyhow::Result<()> {
+        client.join(&self.link(role, user, device)?)?;
+        Ok(())
+    }
+
     /// A device whose join link points at `addr` (e.g. an impairment proxy).
     pub fn device_via(
         &self,
@@ -419,65 +431,5 @@ impl RawClient {
                 None => bail!("stream ended before the expected message"),
             }
         }
-    }
-}
-
-/// A store that fails its writes while [`FailingStore::fail`] is set, as a full
-/// disk does; reads and the rest go to an in-memory store.
-#[derive(Default)]
-pub struct FailingStore {
-    inner: lanyard_store::MemoryStore,
-    /// While true, every write fails with "no space left on device".
-    pub fail: std::sync::atomic::AtomicBool,
-    /// While true, appends succeed but flushes fail (the disk fills between the two).
-    pub fail_flush: std::sync::atomic::AtomicBool,
-}
-
-impl FailingStore {
-    fn check(&self) -> Result<(), lanyard_store::StoreError> {
-        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
-            let io =
-                std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device");
-            return Err(lanyard_store::StoreError::Sled(io.into()));
-        }
-        Ok(())
-    }
-}
-
-impl lanyard_store::Store for FailingStore {
-    fn load_doc(&self, doc: &str) -> Result<Option<Vec<u8>>, lanyard_store::StoreError> {
-        self.inner.load_doc(doc)
-    }
-    fn append_chunks(
-        &self,
-        doc: &str,
-        chunks: &[Vec<u8>],
-    ) -> Result<(), lanyard_store::StoreError> {
-        self.check()?;
-        self.inner.append_chunks(doc, chunks)
-    }
-    fn replace_doc(&self, doc: &str, whole: &[u8]) -> Result<(), lanyard_store::StoreError> {
-        self.check()?;
-        self.inner.replace_doc(doc, whole)
-    }
-    fn chunk_count(&self, doc: &str) -> Result<usize, lanyard_store::StoreError> {
-        self.inner.chunk_count(doc)
-    }
-    fn doc_ids(&self) -> Result<Vec<String>, lanyard_store::StoreError> {
-        self.inner.doc_ids()
-    }
-    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, lanyard_store::StoreError> {
-        self.inner.get_meta(key)
-    }
-    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), lanyard_store::StoreError> {
-        self.check()?;
-        self.inner.put_meta(key, value)
-    }
-    fn flush(&self) -> Result<(), lanyard_store::StoreError> {
-        if self.fail_flush.load(std::sync::atomic::Ordering::SeqCst) {
-            let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "flush: disk full");
-            return Err(lanyard_store::StoreError::Sled(io.into()));
-        }
-        self.check()
     }
 }

@@ -9,6 +9,8 @@ use automerge::ReadDoc as _;
 use lanyard_client_core::{BackgroundOptions, ClientError, NewSession, SessionStatus, SyncError};
 use lanyard_protocol::wire::{self, ErrorCode};
 use lanyard_protocol::{ClientMsg, DocId, EventId, RefusalReason, Role, ServerMsg, UserId};
+use lanyard_store::testing::{Fault, FaultyStore};
+use lanyard_store::MemoryStore;
 use lanyard_tests::{unix_now, wait_for, Device, RawClient, TestServer, EVENT};
 
 fn talk(id: &str, room: &str, start: i64) -> NewSession {
@@ -618,14 +620,14 @@ async fn note_lands_after_recovery(srv: &TestServer, phone: &Device, note: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
-    let store = std::sync::Arc::new(lanyard_tests::FailingStore::default());
+    let store = std::sync::Arc::new(FaultyStore::new(MemoryStore::default()));
     let srv = TestServer::start_with_store(store.clone()).await.unwrap();
     let phone = srv.device(Role::Attendee, "ann", "phone").unwrap();
     phone
         .client
         .set_note("t1", "written while the server's disk is full")
         .unwrap();
-    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.arm(Fault::Writes);
     sync_fails_to_store(&phone, "no space left").await;
     let own = DocId::Attendee(EventId::new(EVENT).unwrap(), UserId::new("ann").unwrap());
     assert!(
@@ -634,13 +636,13 @@ async fn a_full_disk_on_the_server_is_a_clear_error_and_loses_nothing() {
         "the server rolled back what it could not store"
     );
 
-    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.disarm(Fault::Writes);
     note_lands_after_recovery(&srv, &phone, "written while the server's disk is full").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_flush_acknowledges_nothing_and_the_next_one_delivers() {
-    let store = std::sync::Arc::new(lanyard_tests::FailingStore::default());
+    let store = std::sync::Arc::new(FaultyStore::new(MemoryStore::default()));
     let srv = TestServer::start_with_store(store.clone()).await.unwrap();
     let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
     org.client.add_session(talk("t1", "Hall A", T0)).unwrap();
@@ -648,9 +650,7 @@ async fn a_failed_flush_acknowledges_nothing_and_the_next_one_delivers() {
     let phone = srv.device(Role::Attendee, "ann", "phone").unwrap();
     phone.sync().await.unwrap();
     // The append succeeds, the flush behind it fails: no acknowledgement.
-    store
-        .fail_flush
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    store.arm(Fault::Flushes);
     phone
         .client
         .set_note("t1", "typed while the disk filled up")
@@ -658,9 +658,7 @@ async fn a_failed_flush_acknowledges_nothing_and_the_next_one_delivers() {
     sync_fails_to_store(&phone, "disk full").await;
     // The disk recovers: the retried flush makes the note durable and the
     // device's next sync is acknowledged; another device of ann gets it.
-    store
-        .fail_flush
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    store.disarm(Fault::Flushes);
     note_lands_after_recovery(&srv, &phone, "typed while the disk filled up").await;
 }
 
