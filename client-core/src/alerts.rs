@@ -18,15 +18,14 @@
 //! Only changes that arrive from the server raise alerts; this device's own
 //! edits do not. Nothing is computed while no listener is registered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use automerge::Automerge;
 use serde::{Deserialize, Serialize};
 
-use crate::docs::AgendaDoc;
 use crate::model::{Announcement, Session, SessionStatus};
 use crate::time;
+use crate::view::ViewChange;
 
 /// What kind of change an [`Alert`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,31 +70,11 @@ pub trait AlertListener: Send + Sync {
     fn on_alert(&self, alert: Alert);
 }
 
-/// The agenda as last seen by the alert comparison.
-#[derive(Debug, Default)]
-pub(crate) struct Snapshot {
-    sessions: HashMap<String, Session>,
-    announcements: usize,
-}
-
-impl Snapshot {
-    pub(crate) fn of(doc: &Automerge) -> Snapshot {
-        Snapshot {
-            sessions: AgendaDoc::sessions(doc)
-                .into_iter()
-                .map(|s| (s.id.clone(), s))
-                .collect(),
-            announcements: AgendaDoc::announcements(doc).len(),
-        }
-    }
-}
-
-/// Listeners and the snapshot they are compared against.
+/// Listeners of alerts.
 #[derive(Default)]
 pub(crate) struct AlertHub {
     listeners: Vec<(u64, Arc<dyn AlertListener>)>,
     next_id: u64,
-    snapshot: Option<Snapshot>,
 }
 
 impl AlertHub {
@@ -103,10 +82,7 @@ impl AlertHub {
         !self.listeners.is_empty()
     }
 
-    pub(crate) fn add(&mut self, listener: Arc<dyn AlertListener>, agenda: &Automerge) -> u64 {
-        if self.snapshot.is_none() {
-            self.snapshot = Some(Snapshot::of(agenda));
-        }
+    pub(crate) fn add(&mut self, listener: Arc<dyn AlertListener>) -> u64 {
         self.next_id += 1;
         self.listeners.push((self.next_id, listener));
         self.next_id
@@ -115,48 +91,30 @@ impl AlertHub {
     pub(crate) fn remove(&mut self, id: u64) -> bool {
         let before = self.listeners.len();
         self.listeners.retain(|(i, _)| *i != id);
-        if self.listeners.is_empty() {
-            self.snapshot = None;
-        }
         self.listeners.len() != before
     }
 
-    /// Takes the agenda as it is now without alerting (after a local edit).
-    pub(crate) fn resync(&mut self, agenda: &Automerge) {
-        if self.active() {
-            self.snapshot = Some(Snapshot::of(agenda));
-        }
-    }
-
-    /// Compares the agenda with the snapshot, moves the snapshot on, and
-    /// returns the alerts with the listeners to give them to.
+    /// The alerts a change of the agenda raises (read from the agenda's view,
+    /// which saw what the change touched), with the listeners to give them to.
     pub(crate) fn changed(
-        &mut self,
-        agenda: &Automerge,
+        &self,
+        change: &ViewChange,
         bookmarks: &HashSet<String>,
+        tz: &str,
     ) -> (Vec<Alert>, Vec<Arc<dyn AlertListener>>) {
         if !self.active() {
             return (Vec::new(), Vec::new());
         }
-        let now = Snapshot::of(agenda);
-        let before = self.snapshot.take().unwrap_or_default();
-        let tz = AgendaDoc::event(agenda).1.unwrap_or_else(|| "UTC".into());
-        let mut alerts = compare(&before, &now, bookmarks, &tz);
-        alerts.extend(
-            AgendaDoc::announcements(agenda)
-                .into_iter()
-                .skip(before.announcements)
-                .map(|a| Alert {
-                    kind: AlertKind::Announcement,
-                    session: None,
-                    previous_room: None,
-                    previous_start_unix: None,
-                    message: format!("Announcement: {}", a.text),
-                    announcement: Some(a),
-                    bookmarked: false,
-                }),
-        );
-        self.snapshot = Some(now);
+        let mut alerts = compare(change, bookmarks, tz);
+        alerts.extend(change.announcements.iter().map(|a| Alert {
+            kind: AlertKind::Announcement,
+            session: None,
+            previous_room: None,
+            previous_start_unix: None,
+            message: format!("Announcement: {}", a.text),
+            announcement: Some(a.clone()),
+            bookmarked: false,
+        }));
         let listeners = self.listeners.iter().map(|(_, l)| Arc::clone(l)).collect();
         (alerts, listeners)
     }
@@ -173,11 +131,11 @@ fn when(unix: i64, tz: &str, with_day: bool) -> String {
     }
 }
 
-fn compare(before: &Snapshot, now: &Snapshot, bookmarks: &HashSet<String>, tz: &str) -> Vec<Alert> {
-    let mut sessions: Vec<&Session> = now.sessions.values().collect();
-    sessions.sort_by(|a, b| (a.start_unix, &a.id).cmp(&(b.start_unix, &b.id)));
+fn compare(change: &ViewChange, bookmarks: &HashSet<String>, tz: &str) -> Vec<Alert> {
+    let mut sessions: Vec<&(Option<Session>, Session)> = change.sessions.iter().collect();
+    sessions.sort_by(|(_, a), (_, b)| (a.start_unix, &a.id).cmp(&(b.start_unix, &b.id)));
     let mut out = Vec::new();
-    for s in sessions {
+    for (was, s) in sessions {
         let bookmarked = bookmarks.contains(&s.id);
         let whose = if bookmarked {
             format!("Your bookmarked session \"{}\"", s.title)
@@ -194,10 +152,10 @@ fn compare(before: &Snapshot, now: &Snapshot, bookmarks: &HashSet<String>, tz: &
             bookmarked,
             message,
         };
-        let Some(was) = before.sessions.get(&s.id) else {
+        let Some(was) = was else {
             // Sessions arriving in an agenda that had none are its first
             // download, not news.
-            if !cancelled && !before.sessions.is_empty() {
+            if !cancelled && !change.was_empty {
                 out.push(alert(
                     AlertKind::Added,
                     format!(
@@ -256,8 +214,24 @@ fn compare(before: &Snapshot, now: &Snapshot, bookmarks: &HashSet<String>, tz: &
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::docs::AgendaDoc;
     use crate::model::NewSession;
+    use crate::view::AgendaView;
+    use automerge::Automerge;
     use std::sync::Mutex;
+
+    /// The alerts of everything that changed in `d` since the view last saw it.
+    fn changed(
+        hub: &AlertHub,
+        view: &mut AgendaView,
+        d: &Automerge,
+        seen: &mut Vec<automerge::ChangeHash>,
+        bookmarks: &HashSet<String>,
+    ) -> (Vec<Alert>, Vec<Arc<dyn AlertListener>>) {
+        let change = view.update(d, seen);
+        *seen = d.get_heads();
+        hub.changed(&change, bookmarks, "America/New_York")
+    }
 
     const ID: &str = "agenda/conf";
 
@@ -294,7 +268,9 @@ mod tests {
         let mut d = agenda();
         let mut hub = AlertHub::default();
         let seen = Arc::new(Collect::default());
-        hub.add(seen.clone(), &d);
+        hub.add(seen.clone());
+        let mut view = AgendaView::build(&d);
+        let mut heads = d.get_heads();
         // 2026-03-10 13:00 UTC is 09:00 in New York (EDT since 2026-03-08).
         AgendaDoc::move_session(
             &mut d,
@@ -326,7 +302,7 @@ mod tests {
         )
         .unwrap();
         let bookmarks: HashSet<String> = ["a".to_owned(), "b".to_owned()].into();
-        let (alerts, listeners) = hub.changed(&d, &bookmarks);
+        let (alerts, listeners) = changed(&hub, &mut view, &d, &mut heads, &bookmarks);
         assert_eq!(listeners.len(), 1);
         let kinds: Vec<(AlertKind, bool)> = alerts.iter().map(|a| (a.kind, a.bookmarked)).collect();
         assert_eq!(
@@ -357,10 +333,12 @@ mod tests {
             "Lunch is served"
         );
         // Nothing new: nothing to say.
-        assert!(hub.changed(&d, &bookmarks).0.is_empty());
+        assert!(changed(&hub, &mut view, &d, &mut heads, &bookmarks)
+            .0
+            .is_empty());
         // Reinstated, and a title-only change says nothing.
         AgendaDoc::move_session(&mut d, "b", None, None, 0).unwrap();
-        let (alerts, _) = hub.changed(&d, &bookmarks);
+        let (alerts, _) = changed(&hub, &mut view, &d, &mut heads, &bookmarks);
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, AlertKind::Reinstated);
     }
@@ -368,10 +346,11 @@ mod tests {
     #[test]
     fn the_first_download_is_not_news() {
         let mut hub = AlertHub::default();
-        hub.add(Arc::new(Collect::default()), &Automerge::new());
+        hub.add(Arc::new(Collect::default()));
+        let mut view = AgendaView::build(&Automerge::new());
         let mut d = agenda();
         AgendaDoc::announce(&mut d, ID, "Welcome", 0).unwrap();
-        let (alerts, _) = hub.changed(&d, &HashSet::new());
+        let (alerts, _) = changed(&hub, &mut view, &d, &mut Vec::new(), &HashSet::new());
         let kinds: Vec<AlertKind> = alerts.iter().map(|a| a.kind).collect();
         assert_eq!(kinds, [AlertKind::Announcement]);
     }
@@ -380,12 +359,15 @@ mod tests {
     fn local_edits_and_no_listener_raise_nothing() {
         let mut d = agenda();
         let mut hub = AlertHub::default();
+        let mut view = AgendaView::build(&d);
+        let mut heads = d.get_heads();
         AgendaDoc::cancel_session(&mut d, "a", 0).unwrap();
-        assert!(hub.changed(&d, &HashSet::new()).0.is_empty(), "no listener");
-        let id = hub.add(Arc::new(Collect::default()), &d);
-        AgendaDoc::cancel_session(&mut d, "b", 0).unwrap();
-        hub.resync(&d);
-        assert!(hub.changed(&d, &HashSet::new()).0.is_empty(), "own edit");
+        let none = HashSet::new();
+        assert!(
+            changed(&hub, &mut view, &d, &mut heads, &none).0.is_empty(),
+            "no listener"
+        );
+        let id = hub.add(Arc::new(Collect::default()));
         assert!(hub.remove(id));
         assert!(!hub.remove(id));
         assert!(!hub.active());

@@ -23,6 +23,7 @@ use crate::model::{
     SessionUpdate, SyncStatus,
 };
 use crate::time;
+use crate::view::{stamp_of, AgendaView, ViewChange};
 
 /// Compact a document's chunks into one save after this many appends.
 const COMPACT_AFTER_CHUNKS: usize = 64;
@@ -61,6 +62,13 @@ pub(crate) struct State {
     pub(crate) limits: Limits,
     /// Bytes of all changes of a document, at the heads it was counted at.
     pub(crate) doc_bytes: HashMap<DocId, (Vec<ChangeHash>, usize)>,
+    /// The agenda's read model (see [`crate::view`]).
+    pub(crate) views: HashMap<DocId, AgendaView>,
+    /// Views changed since they were last stored.
+    pub(crate) views_dirty: HashSet<DocId>,
+    /// Documents read from disk but not loaded yet (their view is current),
+    /// with their sync state.
+    unloaded: HashMap<DocId, (Vec<u8>, DocSyncState)>,
 }
 
 pub(crate) struct Inner {
@@ -82,6 +90,15 @@ pub(crate) struct Inner {
     pub(crate) network: Notify,
     /// The endpoint of the live background connection, when it owns one.
     pub(crate) active_endpoint: Mutex<Option<quinn::Endpoint>>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: the agenda's view is stored so the next
+    /// open lists the agenda without loading the document.
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.store_views(&self.store);
+    }
 }
 
 /// The device's Lanyard client: agenda, notes and bookmarks, offline-first.
@@ -108,6 +125,23 @@ pub(crate) fn now_ms() -> i64 {
 
 fn sync_key(doc: &DocId) -> String {
     format!("sync/{doc}")
+}
+
+fn view_key(doc: &DocId) -> String {
+    format!("view/{doc}")
+}
+
+/// Loads a stored document; drops refusals of changes it does not hold (a
+/// resolution stopped between replacing the document and its sync state).
+fn load_doc(id: &str, bytes: &[u8], sync: &mut DocSyncState) -> Result<Automerge, ClientError> {
+    let doc = Automerge::load(bytes).map_err(|e| corrupt(id, e))?;
+    prune_refusals(&doc, sync);
+    Ok(doc)
+}
+
+fn prune_refusals(doc: &Automerge, sync: &mut DocSyncState) {
+    sync.refused
+        .retain(|r| doc.get_change_by_hash(&ChangeHash(r.change)).is_some());
 }
 
 fn corrupt(doc: &str, e: impl std::fmt::Display) -> ClientError {
@@ -163,19 +197,38 @@ impl Client {
         };
         let mut replica = Replica::new(actor);
         let mut saved_heads = HashMap::new();
+        let mut views = HashMap::new();
+        let mut unloaded = HashMap::new();
         for id in store.doc_ids()? {
             let doc_id = DocId::parse(&id)?;
             let bytes = store.load_doc(&id)?.unwrap_or_default();
-            let doc = Automerge::load(&bytes).map_err(|e| corrupt(&id, e))?;
-            let mut sync: DocSyncState = match store.get_meta(&sync_key(&doc_id))? {
+            let sync: DocSyncState = match store.get_meta(&sync_key(&doc_id))? {
                 Some(b) => serde_json::from_slice(&b).map_err(|e| corrupt(&id, e))?,
                 None => DocSyncState::default(),
             };
-            // A resolution stopped between replacing the document and its sync
-            // state leaves refusals of changes that are gone.
-            sync.refused
-                .retain(|r| doc.get_change_by_hash(&ChangeHash(r.change)).is_some());
+            // The agenda is listed from its view while the view is current:
+            // the document loads when something needs it (see `view`).
+            if matches!(doc_id, DocId::Agenda(_)) {
+                let stamp = stamp_of(&bytes);
+                let stored = store.get_meta(&view_key(&doc_id))?;
+                if let Some(view) = stored.and_then(|v| AgendaView::decode_if_current(&v, &stamp)) {
+                    views.insert(doc_id.clone(), view);
+                    unloaded.insert(doc_id, (bytes, sync));
+                    continue;
+                }
+            }
+            let mut sync = sync;
+            let doc = load_doc(&id, &bytes, &mut sync)?;
             saved_heads.insert(doc_id.clone(), doc.get_heads());
+            if matches!(doc_id, DocId::Agenda(_)) {
+                let mut view = AgendaView::build(&doc);
+                view.stamp = stamp_of(&bytes);
+                // Stored now, so the next open is fast; a failure only costs speed.
+                if let Err(e) = store.put_meta(&view_key(&doc_id), &view.encode()) {
+                    tracing::warn!(doc = %id, error = %e, "cannot store the agenda's view");
+                }
+                views.insert(doc_id.clone(), view);
+            }
             replica.insert(doc_id, doc, sync);
         }
         let (remote, _) = watch::channel(0);
@@ -192,6 +245,9 @@ impl Client {
                     last_error,
                     limits,
                     doc_bytes: HashMap::new(),
+                    views,
+                    views_dirty: HashSet::new(),
+                    unloaded,
                 }),
                 local_edit: Notify::new(),
                 remote,
@@ -205,8 +261,18 @@ impl Client {
         })
     }
 
+    /// The state, with documents not loaded yet left so: for reads served
+    /// by views and for bookkeeping that does not touch the documents.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state with every document loaded: for edits, sync and anything
+    /// that reads or writes the replica.
+    pub(crate) fn state(&self) -> Result<MutexGuard<'_, State>, ClientError> {
+        let mut st = self.lock();
+        st.load_all()?;
+        Ok(st)
     }
 
     /// Stores the credentials of a join link (no network).
@@ -243,13 +309,28 @@ impl Client {
         self.lock().creds.clone().ok_or(ClientError::NotJoined)
     }
 
-    /// Reads a document (an empty one if not held yet).
-    fn read<R>(&self, doc: &DocId, f: impl FnOnce(&Automerge) -> R) -> R {
-        let st = self.lock();
-        match st.replica.get(doc) {
+    /// Reads a document (an empty one if not held yet), loading it if needed.
+    fn read<R>(&self, doc: &DocId, f: impl FnOnce(&Automerge) -> R) -> Result<R, ClientError> {
+        let mut st = self.lock();
+        st.load(doc)?;
+        Ok(match st.replica.get(doc) {
             Some(rd) => f(&rd.doc),
             None => f(&Automerge::new()),
+        })
+    }
+
+    /// Reads the agenda's view (an empty one if no agenda is held yet).
+    fn view<R>(&self, f: impl FnOnce(&AgendaView) -> R) -> Result<R, ClientError> {
+        let agenda = self.creds()?.agenda();
+        let mut st = self.lock();
+        if !st.views.contains_key(&agenda) {
+            let built = match st.replica.get(&agenda) {
+                Some(rd) => AgendaView::build(&rd.doc),
+                None => AgendaView::default(),
+            };
+            st.views.insert(agenda.clone(), built);
         }
+        Ok(f(st.views.entry(agenda).or_default()))
     }
 
     /// Applies a local edit, checks the changes it made against the server's
@@ -263,7 +344,7 @@ impl Client {
         f: impl FnOnce(&mut Automerge, &str) -> Result<(), ClientError>,
     ) -> Result<(), ClientError> {
         {
-            let mut st = self.lock();
+            let mut st = self.state()?;
             let id = doc.to_string();
             let before = st
                 .replica
@@ -277,11 +358,7 @@ impl Client {
                 roll_back(&mut st, doc, &before);
                 return Err(e);
             }
-            if matches!(doc, DocId::Agenda(_)) {
-                if let Some(rd) = st.replica.get(doc) {
-                    self.alert_hub().resync(&rd.doc);
-                }
-            }
+            st.update_view(doc, &before);
         }
         self.inner.local_edit.notify_one();
         self.status_changed();
@@ -310,7 +387,7 @@ impl Client {
     /// The event's name and time zone.
     pub fn event_info(&self) -> Result<EventInfo, ClientError> {
         let creds = self.creds()?;
-        let (name, tz) = self.read(&creds.agenda(), AgendaDoc::event);
+        let (name, tz) = self.view(|v| (v.name.clone(), v.time_zone.clone()))?;
         Ok(EventInfo {
             id: creds.claims.event.to_string(),
             name: name.unwrap_or_else(|| creds.claims.event.to_string()),
@@ -320,28 +397,19 @@ impl Client {
 
     /// Every session, by start time.
     pub fn sessions(&self) -> Result<Vec<Session>, ClientError> {
-        let creds = self.creds()?;
-        Ok(self.read(&creds.agenda(), AgendaDoc::sessions))
+        self.view(AgendaView::sessions)
     }
 
     /// Sessions starting on `day` (`YYYY-MM-DD`) in the event's time zone.
     pub fn sessions_on(&self, day: &str) -> Result<Vec<Session>, ClientError> {
         let tz = self.event_info()?.time_zone;
         let (from, to) = time::day_bounds(day, &tz)?;
-        Ok(self
-            .sessions()?
-            .into_iter()
-            .filter(|s| s.start_unix >= from && s.start_unix < to)
-            .collect())
+        self.view(|v| v.sessions_where(|s| s.start_unix >= from && s.start_unix < to))
     }
 
     /// Sessions in one room, by start time.
     pub fn sessions_in_room(&self, room: &str) -> Result<Vec<Session>, ClientError> {
-        Ok(self
-            .sessions()?
-            .into_iter()
-            .filter(|s| s.room == room)
-            .collect())
+        self.view(|v| v.sessions_where(|s| s.room == room))
     }
 
     /// The days (`YYYY-MM-DD`, event time zone) that have sessions.
@@ -358,20 +426,17 @@ impl Client {
 
     /// One session.
     pub fn session(&self, id: &str) -> Result<Option<Session>, ClientError> {
-        let creds = self.creds()?;
-        Ok(self.read(&creds.agenda(), |d| AgendaDoc::session(d, id)))
+        self.view(|v| v.session(id))
     }
 
     /// Rooms.
     pub fn rooms(&self) -> Result<Vec<Room>, ClientError> {
-        let creds = self.creds()?;
-        Ok(self.read(&creds.agenda(), AgendaDoc::rooms))
+        self.view(|v| v.rooms.clone())
     }
 
     /// Announcements, oldest first.
     pub fn announcements(&self) -> Result<Vec<Announcement>, ClientError> {
-        let creds = self.creds()?;
-        Ok(self.read(&creds.agenda(), AgendaDoc::announcements))
+        self.view(|v| v.announcements.clone())
     }
 
     // ----- agenda: organizer edits -----
@@ -462,7 +527,7 @@ impl Client {
         let (counts, time_zone) = loop {
             let attempt = if dry_run {
                 let mut copy = {
-                    let st = self.lock();
+                    let st = self.state()?;
                     st.replica
                         .get(&agenda)
                         .map_or_else(Automerge::new, |rd| rd.doc.fork())
@@ -520,13 +585,13 @@ impl Client {
     /// The note of a session ("" if none).
     pub fn note(&self, session: &str) -> Result<String, ClientError> {
         let creds = self.creds()?;
-        Ok(self.read(&creds.own(), |d| NotesDoc::note(d, session)))
+        self.read(&creds.own(), |d| NotesDoc::note(d, session))
     }
 
     /// Every non-empty note, as (session id, text).
     pub fn notes(&self) -> Result<Vec<(String, String)>, ClientError> {
         let creds = self.creds()?;
-        Ok(self.read(&creds.own(), NotesDoc::notes))
+        self.read(&creds.own(), NotesDoc::notes)
     }
 
     /// Replaces a note (stored as the minimal splice from the old text).
@@ -580,14 +645,18 @@ impl Client {
     /// Bookmarked session ids.
     pub fn bookmarks(&self) -> Result<Vec<String>, ClientError> {
         let creds = self.creds()?;
-        Ok(self.read(&creds.own(), NotesDoc::bookmarks))
+        self.read(&creds.own(), NotesDoc::bookmarks)
     }
 
     // ----- status -----
 
     /// Pending changes, last successful sync, refused changes.
     pub fn status(&self) -> SyncStatus {
-        let st = self.lock();
+        let mut st = self.lock();
+        if let Err(e) = st.load_all() {
+            // Reported, and what is loaded is counted.
+            st.last_error = Some(e.to_string());
+        }
         SyncStatus {
             pending_changes: st.replica.pending_count() as u64,
             last_sync_unix: st.last_sync,
@@ -604,14 +673,15 @@ impl Client {
 
     /// Sizes in bytes of the local changes waiting to be pushed (refused
     /// ones and those built on them excluded), in causal order per document.
-    pub fn pending_change_sizes(&self) -> Vec<usize> {
-        let st = self.lock();
-        st.replica
+    pub fn pending_change_sizes(&self) -> Result<Vec<usize>, ClientError> {
+        let st = self.state()?;
+        Ok(st
+            .replica
             .doc_ids()
             .iter()
             .flat_map(|d| st.replica.pending(d))
             .map(|c| c.raw_bytes().len())
-            .collect()
+            .collect())
     }
 
     /// Records the outcome of a sync attempt for [`Client::status`], across restarts.
@@ -652,11 +722,8 @@ impl Client {
     /// [`alerts`](crate::alerts)). Returns an id for
     /// [`remove_alert_listener`](Self::remove_alert_listener).
     pub fn add_alert_listener(&self, listener: Arc<dyn AlertListener>) -> Result<u64, ClientError> {
-        let agenda = self.creds()?.agenda();
-        let st = self.lock();
-        let empty = Automerge::new();
-        let doc = st.replica.get(&agenda).map_or(&empty, |rd| &rd.doc);
-        Ok(self.alert_hub().add(listener, doc))
+        self.creds()?;
+        Ok(self.alert_hub().add(listener))
     }
 
     /// Unregisters a listener; false if `id` was not registered.
@@ -666,12 +733,13 @@ impl Client {
 
     /// After changes from the server were applied (with `state` locked):
     /// the alerts they raise, and who to give them to.
-    pub(crate) fn alerts_after_remote(&self, st: &State) -> Vec<(Alert, Arc<dyn AlertListener>)> {
-        let mut hub = self.alert_hub();
+    pub(crate) fn alerts_after_remote(
+        &self,
+        st: &State,
+        change: &ViewChange,
+    ) -> Vec<(Alert, Arc<dyn AlertListener>)> {
+        let hub = self.alert_hub();
         let Some(creds) = st.creds.as_ref().filter(|_| hub.active()) else {
-            return Vec::new();
-        };
-        let Some(agenda) = st.replica.get(&creds.agenda()) else {
             return Vec::new();
         };
         let bookmarks: HashSet<String> = st
@@ -679,7 +747,12 @@ impl Client {
             .get(&creds.own())
             .map(|rd| NotesDoc::bookmarks(&rd.doc).into_iter().collect())
             .unwrap_or_default();
-        let (alerts, listeners) = hub.changed(&agenda.doc, &bookmarks);
+        let tz = st
+            .views
+            .get(&creds.agenda())
+            .and_then(|v| v.time_zone.clone())
+            .unwrap_or_else(|| "UTC".into());
+        let (alerts, listeners) = hub.changed(change, &bookmarks, &tz);
         alerts
             .into_iter()
             .flat_map(|a| listeners.iter().map(move |l| (a.clone(), Arc::clone(l))))
@@ -693,6 +766,82 @@ impl Client {
 }
 
 impl State {
+    /// Loads `doc` if it was left unloaded at open.
+    pub(crate) fn load(&mut self, doc: &DocId) -> Result<(), ClientError> {
+        let Some((bytes, mut sync)) = self.unloaded.remove(doc) else {
+            return Ok(());
+        };
+        let id = doc.to_string();
+        let loaded = load_doc(&id, &bytes, &mut sync);
+        match loaded {
+            Ok(d) => {
+                self.saved_heads.insert(doc.clone(), d.get_heads());
+                self.replica.insert(doc.clone(), d, sync);
+                Ok(())
+            }
+            Err(e) => {
+                // Kept unloaded: nothing may replace the stored document.
+                self.unloaded.insert(doc.clone(), (bytes, sync));
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads every document left unloaded at open.
+    pub(crate) fn load_all(&mut self) -> Result<(), ClientError> {
+        let docs: Vec<DocId> = self.unloaded.keys().cloned().collect();
+        for doc in docs {
+            self.load(&doc)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the view of `doc` (when it is the agenda) up to date with the
+    /// document, from its heads `before`; returns what changed, for alerts.
+    pub(crate) fn update_view(&mut self, doc: &DocId, before: &[ChangeHash]) -> ViewChange {
+        if !matches!(doc, DocId::Agenda(_)) {
+            return ViewChange::default();
+        }
+        let Some(rd) = self.replica.get(doc) else {
+            return ViewChange::default();
+        };
+        self.views_dirty.insert(doc.clone());
+        match self.views.get_mut(doc) {
+            Some(view) => view.update(&rd.doc, before),
+            None => {
+                self.views.insert(doc.clone(), AgendaView::build(&rd.doc));
+                ViewChange {
+                    was_empty: true,
+                    ..ViewChange::default()
+                }
+            }
+        }
+    }
+
+    /// Stores the views changed since they were last stored, each with the
+    /// stamp of the stored document it shows. Runs outside any hot path (at
+    /// the end of a sync, when the client closes); a failure only means the
+    /// next open loads the document.
+    pub(crate) fn store_views(&mut self, store: &Arc<dyn Store>) {
+        for doc in std::mem::take(&mut self.views_dirty) {
+            let heads = self.replica.get(&doc).map(|rd| rd.doc.get_heads());
+            if heads.is_none() || heads.as_ref() != self.saved_heads.get(&doc) {
+                // Not all on disk: the view would not match the stored document.
+                continue;
+            }
+            let written = store.load_doc(&doc.to_string()).and_then(|bytes| {
+                let Some(view) = self.views.get_mut(&doc) else {
+                    return Ok(());
+                };
+                view.stamp = stamp_of(&bytes.unwrap_or_default());
+                store.put_meta(&view_key(&doc), &view.encode())
+            });
+            if let Err(e) = written {
+                tracing::warn!(doc = %doc, error = %e, "cannot store the agenda's view");
+            }
+        }
+    }
+
     /// Keeps the limits a server announced (across restarts).
     pub(crate) fn keep_limits(
         &mut self,
@@ -955,6 +1104,72 @@ mod tests {
         assert!(c.note("t1").unwrap().ends_with("73,"));
         assert_eq!(c.bookmarks().unwrap(), vec!["t1"]);
         assert!(c.status().pending_changes > 0);
+    }
+
+    fn talk(id: &str) -> NewSession {
+        NewSession {
+            id: id.into(),
+            title: format!("Talk {id}"),
+            room: "Hall A".into(),
+            start_unix: 1_781_000_000,
+            end_unix: 1_781_001_800,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_agenda_opens_from_its_view_and_loads_only_when_needed() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let agenda = DocId::parse("agenda/conf").unwrap();
+        {
+            let c = Client::with_store(store.clone()).unwrap();
+            c.join(&link(Role::Organizer, "org")).unwrap();
+            c.set_event("Conf", "Europe/Brussels").unwrap();
+            c.add_session(talk("t1")).unwrap();
+            c.add_session(talk("t2")).unwrap();
+        }
+        let c = Client::with_store(store.clone()).unwrap();
+        assert!(
+            c.lock().unloaded.contains_key(&agenda),
+            "listed from the view"
+        );
+        assert_eq!(c.sessions().unwrap().len(), 2);
+        assert_eq!(c.event_info().unwrap().time_zone, "Europe/Brussels");
+        assert!(c.lock().unloaded.contains_key(&agenda), "still not loaded");
+        // An edit loads the document, and the view follows it.
+        c.cancel_session("t1").unwrap();
+        assert!(c.lock().unloaded.is_empty());
+        assert_eq!(
+            c.session("t1").unwrap().unwrap().status,
+            crate::model::SessionStatus::Cancelled
+        );
+    }
+
+    #[test]
+    fn a_view_left_behind_by_a_crash_is_not_used() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let agenda = DocId::parse("agenda/conf").unwrap();
+        {
+            let c = Client::with_store(store.clone()).unwrap();
+            c.join(&link(Role::Organizer, "org")).unwrap();
+            c.add_session(talk("t1")).unwrap();
+        }
+        // The process dies after an edit, before the view is stored.
+        let c = Client::with_store(store.clone()).unwrap();
+        c.add_session(talk("t2")).unwrap();
+        std::mem::forget(c);
+        let c = Client::with_store(store.clone()).unwrap();
+        assert!(
+            !c.lock().unloaded.contains_key(&agenda),
+            "loaded: stale view"
+        );
+        let ids: Vec<String> = c.sessions().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["t1", "t2"]);
+        drop(c);
+        // Rebuilt and stored at that open: the next one uses it again.
+        let c = Client::with_store(store).unwrap();
+        assert!(c.lock().unloaded.contains_key(&agenda));
+        assert_eq!(c.sessions().unwrap().len(), 2);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod resolve;
 mod sync;
 pub mod time;
 pub mod tls;
+mod view;
 
 pub use alerts::{Alert, AlertKind, AlertListener};
 pub use client::Client;
@@ -44,4 +45,4 @@ pub use model::{
     Room, Session, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
 pub use resolve::{KeptEdit, ResolveReport};
-pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync};
+pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync, Received};

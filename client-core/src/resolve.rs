@@ -85,7 +85,7 @@ impl Client {
     pub fn resolve_refused(&self) -> Result<ResolveReport, ClientError> {
         let mut report = ResolveReport::default();
         {
-            let mut st = self.lock();
+            let mut st = self.state()?;
             let refusals = st.replica.refusals();
             if refusals.is_empty() {
                 return Ok(report);
@@ -164,7 +164,9 @@ impl Client {
             persist_sync(store, st, &plan.doc)?;
             if matches!(plan.doc, DocId::Agenda(_)) {
                 if let Some(rd) = st.replica.get(&plan.doc) {
-                    self.alert_hub().resync(&rd.doc);
+                    let view = crate::view::AgendaView::build(&rd.doc);
+                    st.views.insert(plan.doc.clone(), view);
+                    st.views_dirty.insert(plan.doc.clone());
                 }
             }
             report.set_aside += plan.set_aside;

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use automerge::ChangeHash;
 use lanyard_protocol::wire::{self, FrameDecoder, ALPN};
 use lanyard_protocol::{
-    ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, ServerMsg, SessionError,
+    ClientEvent, ClientMsg, ClientSession, DocId, ErrorCode, Limits, ServerMsg, SessionError,
 };
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
@@ -20,6 +21,9 @@ use crate::client::{
 use crate::error::{ClientError, SyncError};
 use crate::model::SyncReport;
 use crate::tls::pinned_client_config;
+
+/// How often a long connection stores the agenda's view.
+const VIEW_STORE_EVERY: Duration = Duration::from_secs(5);
 
 /// Longest wait for a QUIC handshake before starting a new attempt.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -46,6 +50,18 @@ impl Default for BackgroundOptions {
             jitter: true,
         }
     }
+}
+
+/// What one message from the server asks of the driver ([`Client::receive`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Received {
+    /// Messages to send back, in order.
+    pub send: Vec<ClientMsg>,
+    /// Whether everything is in sync now.
+    pub settled: bool,
+    /// Changes from the server applied.
+    pub received: u64,
 }
 
 /// A running background sync; stop it with [`BackgroundSync::stop`].
@@ -477,6 +493,90 @@ impl Client {
         BackgroundSync { stop, task }
     }
 
+    /// Handles one message from the server on a device's connection: applies
+    /// and stores what it carries, raises alerts, and says what to send back.
+    /// This is what the QUIC driver calls for every frame; it is public so
+    /// benchmarks and simulations can drive a device without a socket.
+    #[doc(hidden)]
+    pub fn receive(
+        &self,
+        session: &mut ClientSession,
+        msg: ServerMsg,
+    ) -> Result<Received, SyncError> {
+        let (send, settled, alerts, received) = {
+            let mut st = self.state()?;
+            let before: Vec<(DocId, Vec<ChangeHash>)> = st
+                .replica
+                .doc_ids()
+                .into_iter()
+                .filter_map(|d| st.replica.get(&d).map(|rd| (d, rd.doc.get_heads())))
+                .collect();
+            let out = session
+                .handle(&mut st.replica, msg)
+                .map_err(session_error)?;
+            for doc in &out.docs_changed {
+                persist_doc(&self.inner.store, &mut st, doc)?;
+            }
+            let mut change = None;
+            for doc in out
+                .docs_changed
+                .iter()
+                .filter(|d| matches!(d, DocId::Agenda(_)))
+            {
+                let heads = before
+                    .iter()
+                    .find(|(d, _)| d == doc)
+                    .map_or(&[][..], |(_, h)| h.as_slice());
+                change = Some(st.update_view(doc, heads));
+            }
+            // A base is stored only over changes that are on disk: a
+            // document a failed write left unsaved is saved first.
+            if !out.sync_changed.is_empty() {
+                persist_unsaved(&self.inner.store, &mut st)?;
+            }
+            for doc in &out.sync_changed {
+                persist_sync(&self.inner.store, &st, doc)?;
+            }
+            let mut received = 0;
+            for ev in &out.events {
+                match ev {
+                    ClientEvent::Updated { changes, .. } => received += *changes as u64,
+                    ClientEvent::Welcomed { limits } => {
+                        st.keep_limits(&self.inner.store, *limits)?
+                    }
+                    _ => {}
+                }
+            }
+            if received > 0 {
+                self.inner.remote.send_modify(|n| *n += received);
+            }
+            let alerts = match change {
+                Some(change) => self.alerts_after_remote(&st, &change),
+                None => Vec::new(),
+            };
+            let settled = session.is_settled(&st.replica);
+            if settled {
+                let now = now_ms() / 1000;
+                st.last_sync = Some(now);
+                let bytes = serde_json::to_vec(&now).unwrap_or_default();
+                self.inner.store.put_meta("last_sync", &bytes)?;
+            }
+            (out.send, settled, alerts, received)
+        };
+        self.status_changed();
+        for (alert, listener) in alerts {
+            listener.on_alert(alert);
+        }
+        if settled {
+            self.record_outcome(None);
+        }
+        Ok(Received {
+            send,
+            settled,
+            received,
+        })
+    }
+
     async fn run_session(
         &self,
         creds: &Credentials,
@@ -486,9 +586,9 @@ impl Client {
     ) -> Result<SyncReport, SyncError> {
         let server = creds.link.server.as_str();
         let (mut send, recv) = conn.open_bi().await.map_err(|e| conn_error(server, &e))?;
-        let pending_before = self.lock().replica.pending_count() as u64;
+        let pending_before = self.state()?.replica.pending_count() as u64;
         let (mut session, first) = {
-            let mut st = self.lock();
+            let mut st = self.state()?;
             persist_unsaved(&self.inner.store, &mut st)?;
             ClientSession::start(
                 creds.link.event.clone(),
@@ -501,6 +601,7 @@ impl Client {
         let reader = tokio::spawn(read_loop(recv, tx.clone(), true, server.to_owned()));
         let pushes = tokio::spawn(accept_push_streams(conn.clone(), tx));
         let mut report = SyncReport::default();
+        let mut views_stored = std::time::Instant::now();
         let result = loop {
             let frame = tokio::select! {
                 f = rx.recv() => f,
@@ -527,61 +628,17 @@ impl Client {
                 Ok(m) => m,
                 Err(e) => break Err(SyncError::Protocol(e.to_string())),
             };
-            let (send_now, settled, alerts) = {
-                let mut st = self.lock();
-                let out = match session.handle(&mut st.replica, msg) {
-                    Ok(o) => o,
-                    Err(e) => break Err(session_error(e)),
-                };
-                for doc in &out.docs_changed {
-                    persist_doc(&self.inner.store, &mut st, doc)?;
-                }
-                // A base is stored only over changes that are on disk: a
-                // document a failed write left unsaved is saved first.
-                if !out.sync_changed.is_empty() {
-                    persist_unsaved(&self.inner.store, &mut st)?;
-                }
-                for doc in &out.sync_changed {
-                    persist_sync(&self.inner.store, &st, doc)?;
-                }
-                let mut received = 0;
-                for ev in &out.events {
-                    match ev {
-                        ClientEvent::Updated { changes, .. } => received += *changes as u64,
-                        ClientEvent::Welcomed { limits } => {
-                            st.keep_limits(&self.inner.store, *limits)?
-                        }
-                        _ => {}
-                    }
-                }
-                report.received_changes += received;
-                if received > 0 {
-                    self.inner.remote.send_modify(|n| *n += received);
-                }
-                let alerts = if out
-                    .docs_changed
-                    .iter()
-                    .any(|d| matches!(d, lanyard_protocol::DocId::Agenda(_)))
-                {
-                    self.alerts_after_remote(&st)
-                } else {
-                    Vec::new()
-                };
-                let settled = session.is_settled(&st.replica);
-                if settled {
-                    let now = now_ms() / 1000;
-                    st.last_sync = Some(now);
-                    let bytes = serde_json::to_vec(&now).unwrap_or_default();
-                    self.inner.store.put_meta("last_sync", &bytes)?;
-                }
-                (out.send, settled, alerts)
+            let got = match self.receive(&mut session, msg) {
+                Ok(got) => got,
+                Err(e) => break Err(e),
             };
-            self.status_changed();
-            for (alert, listener) in alerts {
-                listener.on_alert(alert);
-            }
-            if settled {
-                self.record_outcome(None);
+            report.received_changes += got.received;
+            let (send_now, settled) = (got.send, got.settled);
+            // A long connection stores the agenda's view now and then, off
+            // the path that applies changes.
+            if views_stored.elapsed() >= VIEW_STORE_EVERY {
+                self.lock().store_views(&self.inner.store);
+                views_stored = std::time::Instant::now();
             }
             write_msgs(server, &mut send, &send_now).await?;
             if settled && mode == Mode::OneShot {
@@ -591,6 +648,7 @@ impl Client {
         reader.abort();
         pushes.abort();
         let _ = send.finish();
+        self.lock().store_views(&self.inner.store);
         result?;
         let st = self.lock();
         let pending_after = st.replica.pending_count() as u64;

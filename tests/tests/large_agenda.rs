@@ -31,7 +31,7 @@ fn small_changes(max_change: usize) -> Limits {
 
 /// Every local change of `dev` that the server has not confirmed fits `max`.
 fn local_changes_fit(dev: &Device, max: usize) -> (usize, usize) {
-    let sizes = dev.client.pending_change_sizes();
+    let sizes = dev.client.pending_change_sizes().unwrap();
     let largest = sizes.iter().copied().max().unwrap_or(0);
     assert!(
         largest <= max,

@@ -1,0 +1,293 @@
+//! `lanyard-bench client`: how fast a device opens and shows a large real
+//! agenda, applies one incoming change, and how much memory a client holds.
+//!
+//! A real server (in this process) publishes the agenda from an organizer
+//! device; an attendee device on its own sled directory downloads it. Then:
+//!
+//! - **cold**: a fresh process (this binary, `client-open`) opens the
+//!   attendee's database and lists one day; timed from spawn to exit, and
+//!   inside the process (open + list);
+//! - **warm**: the same in this process, a new `Client` each time;
+//! - **apply**: the attendee applies one incoming one-session change (a
+//!   move made by the organizer, as the server would push it);
+//! - **memory**: resident memory a client adds to its process once it has
+//!   listed a day, and once it has applied a change.
+//!
+//! Figures are medians and maxima over `--runs`; targets in issue 13.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use lanyard_client_core::import::{parse_ics, parse_schedule_json, parse_schedule_xml};
+use lanyard_client_core::Client;
+use lanyard_protocol::{ClientSession, DocId, DocUpdate, EventId, Replica, Role, ServerMsg};
+use lanyard_tests::{TestServer, EVENT};
+
+#[derive(Parser)]
+#[command(
+    name = "lanyard-bench",
+    version,
+    about = "Device-side figures of Lanyard on a real agenda"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open + list a day (cold process and warm), apply one incoming
+    /// change, memory held by a client.
+    Client {
+        /// The agenda (schedule.xml, schedule.json or .ics).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/schedules/fosdem-2025.xml"))]
+        agenda: PathBuf,
+        /// Repetitions of each measurement.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Print the figures as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (internal) Open a device database, list one day, print timings as JSON.
+    #[command(hide = true)]
+    ClientOpen {
+        /// The device's database directory.
+        #[arg(long)]
+        db: PathBuf,
+        /// The day to list.
+        #[arg(long)]
+        day: String,
+    },
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Median and maximum.
+fn summary(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    let med = xs.get(xs.len() / 2).copied().unwrap_or(0.0);
+    (med, xs.last().copied().unwrap_or(0.0))
+}
+
+fn read_agenda(path: &Path) -> anyhow::Result<lanyard_client_core::import::ImportedSchedule> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the agenda {}", path.display()))?;
+    let name = path.to_string_lossy().to_lowercase();
+    let parsed = if name.ends_with(".xml") {
+        parse_schedule_xml(&bytes)
+    } else if name.ends_with(".ics") {
+        parse_ics(&bytes)
+    } else {
+        parse_schedule_json(&bytes)
+    };
+    parsed.with_context(|| format!("{} is not a schedule Lanyard reads", path.display()))
+}
+
+/// One open + list, inside this process: (open ms, list ms, sessions listed).
+fn open_and_list(db: &Path, day: &str) -> anyhow::Result<(f64, f64, usize)> {
+    let t0 = Instant::now();
+    let client = Client::open(db)?;
+    let t1 = Instant::now();
+    let sessions = client.sessions_on(day)?;
+    let marks = client.bookmarks()?;
+    let t2 = Instant::now();
+    std::hint::black_box(&marks);
+    Ok((ms(t1 - t0), ms(t2 - t1), sessions.len()))
+}
+
+fn client_open(db: &Path, day: &str) -> anyhow::Result<()> {
+    let before = rss_bytes();
+    let (open, list, n) = open_and_list(db, day)?;
+    let after = rss_bytes();
+    println!(
+        "{}",
+        serde_json::json!({"open_ms": open, "list_ms": list, "sessions": n,
+                           "rss_added": after.saturating_sub(before)})
+    );
+    Ok(())
+}
+
+async fn client_bench(agenda: &Path, runs: usize, json: bool) -> anyhow::Result<()> {
+    let runs = runs.max(1);
+    let schedule = read_agenda(agenda)?;
+    eprintln!(
+        "agenda {}: {} sessions; publishing through a real server",
+        agenda.display(),
+        schedule.sessions.len()
+    );
+    let srv = TestServer::start().await?;
+    let org = srv.device(Role::Organizer, "org", "laptop")?;
+    org.client.import_schedule(&schedule, false, &mut |_| {})?;
+    org.sync().await?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("db");
+    let day;
+    {
+        let ann = Client::open(&db)?;
+        srv.join(&ann, Role::Attendee, "ann", "phone")?;
+        ann.sync(Duration::from_secs(120)).await?;
+        let days = ann.days()?;
+        day = days.first().cloned().context("the agenda has no days")?;
+        let sessions = ann.sessions()?;
+        for s in sessions.iter().take(12) {
+            ann.set_bookmark(&s.id, true)?;
+        }
+        ann.set_note(&sessions[0].id, "bring the slides")?;
+    }
+
+    // Cold: a new process each run.
+    let exe = std::env::current_exe()?;
+    let (mut cold_wall, mut cold_inside, mut cold_rss) = (Vec::new(), Vec::new(), Vec::new());
+    let mut listed = 0;
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(["client-open", "--day", &day, "--db"])
+            .arg(&db)
+            .output()?;
+        let wall = ms(t0.elapsed());
+        if !out.status.success() {
+            bail!(
+                "client-open failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        cold_wall.push(wall);
+        cold_inside.push(f("open_ms") + f("list_ms"));
+        cold_rss.push(f("rss_added"));
+        listed = v["sessions"].as_u64().unwrap_or(0) as usize;
+    }
+
+    // Warm: this process, a new client each time.
+    let mut warm = Vec::new();
+    let mut warm_open = Vec::new();
+    for _ in 0..runs {
+        let (open, list, _) = open_and_list(&db, &day)?;
+        warm.push(open + list);
+        warm_open.push(open);
+    }
+
+    // Apply: the organizer moves one session at a time; the attendee applies
+    // the change as the server would push it.
+    let agenda_id = DocId::Agenda(EventId::new(EVENT)?);
+    let ann = Client::open(&db)?;
+    let before_first = rss_bytes();
+    let link = srv.link(Role::Attendee, "ann", "phone")?;
+    let token = lanyard_protocol::JoinLink::parse(&link)?.token;
+    let (mut session, _) = ClientSession::start(
+        EventId::new(EVENT)?,
+        token,
+        &Replica::new(automerge::ActorId::random()),
+    );
+    let sessions = org.client.sessions()?;
+    let rooms = org.client.rooms()?;
+    let mut apply = Vec::new();
+    let mut change_bytes = 0;
+    for k in 0..runs {
+        let s = &sessions[(k * 37) % sessions.len()];
+        let room = &rooms[(k + 1) % rooms.len()].name;
+        let heads = srv
+            .server()
+            .with_doc(&agenda_id, |d| d.map(|d| d.get_heads()))
+            .context("the server holds no agenda")?;
+        org.client
+            .move_session(&s.id, Some(room.clone()), None, None)?;
+        org.sync().await?;
+        let update = srv
+            .server()
+            .with_doc(&agenda_id, |d| {
+                d.map(|d| DocUpdate {
+                    doc: agenda_id.clone(),
+                    changes: d
+                        .get_changes(&heads)
+                        .iter()
+                        .map(|c| c.raw_bytes().to_vec())
+                        .collect(),
+                    snapshot: Vec::new(),
+                    heads: d.get_heads().iter().map(|h| h.0).collect(),
+                })
+            })
+            .context("the server holds no agenda")?;
+        change_bytes = update.payload_len();
+        let t0 = Instant::now();
+        let got = ann.receive(&mut session, ServerMsg::Update(update))?;
+        apply.push(ms(t0.elapsed()));
+        if got.received != 1 {
+            bail!("expected one change applied, got {}", got.received);
+        }
+        if ann.session(&s.id)?.map(|x| x.room) != Some(room.clone()) {
+            bail!("the move of {} did not show", s.id);
+        }
+    }
+    let after_apply = rss_bytes();
+
+    let (cw, cw_max) = summary(cold_wall);
+    let (ci, ci_max) = summary(cold_inside);
+    let (crss, _) = summary(cold_rss);
+    let (w, w_max) = summary(warm);
+    let (wo, _) = summary(warm_open);
+    let (a, a_max) = summary(apply.clone());
+    let first_apply = apply.first().copied().unwrap_or(0.0);
+    println!(
+        "agenda: {} sessions, day {day} lists {listed}; runs: {runs}",
+        schedule.sessions.len()
+    );
+    println!("open + list a day, cold process:  {ci:.1} ms median inside the process (max {ci_max:.1}); {cw:.1} ms spawn to exit (max {cw_max:.1})");
+    println!("open + list a day, warm:          {w:.1} ms median (max {w_max:.1}); open alone {wo:.1} ms");
+    println!("apply one incoming change:        {a:.2} ms median (max {a_max:.2}; first {first_apply:.2}); change {change_bytes} bytes");
+    println!(
+        "memory held by a client:          {:.1} MiB after open + list; {:.1} MiB more after applying changes",
+        crss / 1048576.0,
+        after_apply.saturating_sub(before_first) as f64 / 1048576.0
+    );
+    println!("targets (this machine): open + list <= 30 ms, apply <= 2 ms");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "sessions": schedule.sessions.len(), "runs": runs,
+                "cold_inside_ms": ci, "cold_inside_max_ms": ci_max,
+                "cold_process_ms": cw, "cold_process_max_ms": cw_max,
+                "warm_ms": w, "warm_max_ms": w_max, "warm_open_ms": wo,
+                "apply_ms": a, "apply_max_ms": a_max, "apply_first_ms": first_apply,
+                "client_rss_bytes": crss,
+                "apply_rss_bytes": after_apply.saturating_sub(before_first),
+            })
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Client { agenda, runs, json } => client_bench(&agenda, runs, json).await,
+        Command::ClientOpen { db, day } => client_open(&db, &day),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lanyard-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
