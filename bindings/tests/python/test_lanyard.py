@@ -124,6 +124,17 @@ async def main():
     check(ann.note("keynote") == "Q: Ask about offline sync", ann.note("keynote"))
     await ann.sync_now(60)
     check(ann.status().pending_changes == 0, f"acknowledged: {ann.status()}")
+    # Nothing was refused: resolving does nothing, nothing is kept.
+    report = ann.resolve_refused()
+    check(report.set_aside == 0 and report.kept == [], f"resolve: {report}")
+    check(ann.kept_edits() == [] and ann.status().kept_edits == 0, "no kept edits")
+    # A note over the server's document limit is refused before it exists.
+    try:
+        ann.set_note("huge", "x" * (9 * 1024 * 1024))
+        raise AssertionError("a 9 MiB note was accepted")
+    except ly.LanyardError.TooLarge as e:
+        check("max_attendee_doc" in str(e), str(e))
+    check(ann.note("huge") == "", "nothing changed")
     # The server has it: the attendee's other device receives it.
     laptop = client("ann-laptop")
     laptop.join(os.environ["LANYARD_ANN2_LINK"])
