@@ -7,7 +7,13 @@
 //! * [`AlertKind::Added`]: a session that was not in the agenda;
 //! * [`AlertKind::Moved`]: a new room and/or time;
 //! * [`AlertKind::Cancelled`] / [`AlertKind::Reinstated`];
-//! * [`AlertKind::Announcement`]: a new organizer announcement.
+//! * [`AlertKind::Announcement`]: a new organizer announcement;
+//! * [`AlertKind::Link`]: a new link on a session the attendee bookmarked,
+//!   e.g. its recording after the talk. The message says `The recording of
+//!   "…" is online` when the link looks like a video (see
+//!   [`Link::looks_like_recording`]), else `New link for "…"`. Only
+//!   bookmarked sessions raise it: after a conference hundreds of
+//!   recordings go online, and each attendee wants the ones they chose.
 //!
 //! Edits to a title, abstract, track or speakers alone raise no alert, nor do
 //! the sessions of an agenda's first download (into an agenda that had none). Alerts
@@ -25,7 +31,7 @@ use automerge::Automerge;
 use serde::{Deserialize, Serialize};
 
 use crate::docs::AgendaDoc;
-use crate::model::{Announcement, Session, SessionStatus};
+use crate::model::{Announcement, Link, Session, SessionStatus};
 use crate::time;
 
 /// What kind of change an [`Alert`] reports.
@@ -42,6 +48,8 @@ pub enum AlertKind {
     Reinstated,
     /// The organizers posted an announcement.
     Announcement,
+    /// A bookmarked session got a new link (e.g. its recording).
+    Link,
 }
 
 /// One schedule change, ready to show.
@@ -57,6 +65,8 @@ pub struct Alert {
     pub previous_start_unix: Option<i64>,
     /// The announcement (for [`AlertKind::Announcement`]).
     pub announcement: Option<Announcement>,
+    /// The new link (for [`AlertKind::Link`]).
+    pub link: Option<Link>,
     /// True when the session is one the attendee bookmarked.
     pub bookmarked: bool,
     /// A one-line message in the event's time zone, e.g. `Your bookmarked
@@ -153,6 +163,7 @@ impl AlertHub {
                     previous_start_unix: None,
                     message: format!("Announcement: {}", a.text),
                     announcement: Some(a),
+                    link: None,
                     bookmarked: false,
                 }),
         );
@@ -191,6 +202,7 @@ fn compare(before: &Snapshot, now: &Snapshot, bookmarks: &HashSet<String>, tz: &
             previous_room: None,
             previous_start_unix: None,
             announcement: None,
+            link: None,
             bookmarked,
             message,
         };
@@ -247,6 +259,24 @@ fn compare(before: &Snapshot, now: &Snapshot, bookmarks: &HashSet<String>, tz: &
             a.previous_room = (was.room != s.room).then(|| was.room.clone());
             a.previous_start_unix = (was.start_unix != s.start_unix).then_some(was.start_unix);
             out.push(a);
+        }
+        if bookmarked && !cancelled {
+            for link in s
+                .links
+                .iter()
+                .filter(|l| !was.links.iter().any(|w| w.url == l.url))
+            {
+                let message = if link.looks_like_recording() {
+                    format!("The recording of \"{}\" is online: {}", s.title, link.url)
+                } else if link.title.is_empty() {
+                    format!("New link for \"{}\": {}", s.title, link.url)
+                } else {
+                    format!("New link for \"{}\": {} {}", s.title, link.title, link.url)
+                };
+                let mut a = alert(AlertKind::Link, message);
+                a.link = Some(link.clone());
+                out.push(a);
+            }
         }
     }
     out

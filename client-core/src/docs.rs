@@ -20,7 +20,7 @@ use ring::digest::{digest, SHA256};
 use crate::error::ClientError;
 use crate::import::{ImportedSchedule, ImportedSession};
 use crate::model::{
-    Announcement, ImportCounts, NewSession, Room, Session, SessionStatus, SessionUpdate,
+    Announcement, ImportCounts, Link, NewSession, Room, Session, SessionStatus, SessionUpdate,
 };
 use crate::reimport;
 
@@ -94,7 +94,65 @@ fn new_session(id: &str, s: &ImportedSession) -> NewSession {
         end_unix: s.end_unix,
         track: s.track.clone(),
         speakers: s.speakers.clone(),
+        url: s.url.clone(),
+        links: s.links.clone(),
+        language: s.language.clone(),
+        kind: s.kind.clone(),
     }
+}
+
+/// Keys of the optional text fields of a session, with their values: only
+/// written when not empty, so agendas without them stay as small as before.
+fn optional_fields<'a>(
+    url: &'a str,
+    language: &'a str,
+    kind: &'a str,
+) -> [(&'static str, &'a str); 3] {
+    [("url", url), ("language", language), ("type", kind)]
+}
+
+/// Writes `links` as a new list of `{url, title}` maps (plain scalars; an
+/// empty list removes the key).
+fn write_links(tx: &mut Transaction<'_>, obj: &ObjId, links: &[Link]) -> Result<(), ClientError> {
+    if links.is_empty() {
+        tx.delete(obj, "links")?;
+        return Ok(());
+    }
+    let list = tx.put_object(obj, "links", ObjType::List)?;
+    for (i, link) in links.iter().enumerate() {
+        insert_link(tx, &list, i, link)?;
+    }
+    Ok(())
+}
+
+fn insert_link(
+    tx: &mut Transaction<'_>,
+    list: &ObjId,
+    index: usize,
+    link: &Link,
+) -> Result<(), ClientError> {
+    let map = tx.insert_object(list, index, ObjType::Map)?;
+    tx.put(&map, "url", link.url.as_str())?;
+    if !link.title.is_empty() {
+        tx.put(&map, "title", link.title.as_str())?;
+    }
+    Ok(())
+}
+
+fn read_links(doc: &Automerge, session: &ObjId) -> Vec<Link> {
+    let Some(list) = map_of(doc, session, "links") else {
+        return Vec::new();
+    };
+    (0..doc.length(&list))
+        .filter_map(|i| match doc.get(&list, i) {
+            Ok(Some((Value::Object(_), map))) => Some(Link {
+                url: str_of(doc, &map, "url"),
+                title: str_of(doc, &map, "title"),
+            }),
+            _ => None,
+        })
+        .filter(|link| !link.url.is_empty())
+        .collect()
 }
 
 fn write_new_session(
@@ -113,6 +171,14 @@ fn write_new_session(
     let list = tx.put_object(&obj, "speakers", ObjType::List)?;
     for (i, sp) in s.speakers.iter().enumerate() {
         tx.insert(&list, i, sp.as_str())?;
+    }
+    for (key, value) in optional_fields(&s.url, &s.language, &s.kind) {
+        if !value.is_empty() {
+            tx.put(&obj, key, value)?;
+        }
+    }
+    if !s.links.is_empty() {
+        write_links(tx, &obj, &s.links)?;
     }
     Ok(())
 }
@@ -184,6 +250,22 @@ fn rewrite_session(
         for (i, sp) in new.speakers.iter().enumerate() {
             tx.insert(&list, i, sp.as_str())?;
         }
+        any = true;
+    }
+    let old = optional_fields(&was.url, &was.language, &was.kind);
+    let now = optional_fields(&new.url, &new.language, &new.kind);
+    for ((key, old), (_, value)) in old.into_iter().zip(now) {
+        if old != value {
+            if value.is_empty() {
+                tx.delete(obj, key)?;
+            } else {
+                tx.put(obj, key, value)?;
+            }
+            any = true;
+        }
+    }
+    if was.links != new.links {
+        write_links(tx, obj, &new.links)?;
         any = true;
     }
     let moved =
@@ -287,6 +369,10 @@ impl AgendaDoc {
             track: str_of(doc, &s, "track"),
             speakers,
             status: SessionStatus::parse(&str_of(doc, &s, "status")),
+            url: str_of(doc, &s, "url"),
+            links: read_links(doc, &s),
+            language: str_of(doc, &s, "language"),
+            kind: str_of(doc, &s, "type"),
         })
     }
 
@@ -450,6 +536,34 @@ impl AgendaDoc {
             tx.put(&obj, "end", e)?;
         }
         tx.put(&obj, "status", SessionStatus::Moved.as_str())?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// Adds a link at the end of a session's links (a link with the same URL
+    /// is replaced, so adding one twice keeps one).
+    pub fn add_link(
+        doc: &mut Automerge,
+        id: &str,
+        link: &Link,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
+        let obj = Self::session_obj(doc, id)?;
+        let mut links = read_links(doc, &obj);
+        let mut tx = doc.transaction();
+        match links.iter().position(|l| l.url == link.url) {
+            Some(i) => {
+                links[i] = link.clone();
+                write_links(&mut tx, &obj, &links)?;
+            }
+            None => match map_of_tx(&tx, &obj, "links") {
+                Some(list) => {
+                    let end = tx.length(&list);
+                    insert_link(&mut tx, &list, end, link)?;
+                }
+                None => write_links(&mut tx, &obj, std::slice::from_ref(link))?,
+            },
+        }
         commit(tx, now_ms);
         Ok(())
     }

@@ -39,7 +39,7 @@ pub use client::Client;
 pub use error::{ClientError, SyncError};
 pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};
 pub use model::{
-    Announcement, EventInfo, Identity, ImportCounts, ImportSummary, NewSession, RefusedChange,
-    Room, Session, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
+    Announcement, EventInfo, Identity, ImportCounts, ImportSummary, Link, NewSession,
+    RefusedChange, Room, Session, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync};
