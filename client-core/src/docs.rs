@@ -20,7 +20,8 @@ use ring::digest::{digest, SHA256};
 use crate::error::ClientError;
 use crate::import::{ImportedSchedule, ImportedSession};
 use crate::model::{
-    Announcement, ImportCounts, Link, NewSession, Room, Session, SessionStatus, SessionUpdate,
+    Announcement, ImportCounts, Link, NewSession, Room, Session, SessionDetails, SessionStatus,
+    SessionUpdate,
 };
 use crate::reimport;
 
@@ -94,6 +95,12 @@ fn new_session(id: &str, s: &ImportedSession) -> NewSession {
         end_unix: s.end_unix,
         track: s.track.clone(),
         speakers: s.speakers.clone(),
+    }
+}
+
+/// The page, links, language and type of an imported session.
+fn details_of(s: &ImportedSession) -> SessionDetails {
+    SessionDetails {
         url: s.url.clone(),
         links: s.links.clone(),
         language: s.language.clone(),
@@ -159,6 +166,7 @@ fn write_new_session(
     tx: &mut Transaction<'_>,
     sessions: &ObjId,
     s: &NewSession,
+    details: &SessionDetails,
 ) -> Result<(), ClientError> {
     let obj = tx.put_object(sessions, s.id.as_str(), ObjType::Map)?;
     tx.put(&obj, "title", s.title.as_str())?;
@@ -172,13 +180,13 @@ fn write_new_session(
     for (i, sp) in s.speakers.iter().enumerate() {
         tx.insert(&list, i, sp.as_str())?;
     }
-    for (key, value) in optional_fields(&s.url, &s.language, &s.kind) {
+    for (key, value) in optional_fields(&details.url, &details.language, &details.kind) {
         if !value.is_empty() {
             tx.put(&obj, key, value)?;
         }
     }
-    if !s.links.is_empty() {
-        write_links(tx, &obj, &s.links)?;
+    if !details.links.is_empty() {
+        write_links(tx, &obj, &details.links)?;
     }
     Ok(())
 }
@@ -395,7 +403,7 @@ impl AgendaDoc {
         }
         let sessions = Self::root_obj(doc, "sessions")?;
         let mut tx = doc.transaction();
-        write_new_session(&mut tx, &sessions, s)?;
+        write_new_session(&mut tx, &sessions, s, &SessionDetails::default())?;
         commit(tx, now_ms);
         Ok(())
     }
@@ -456,7 +464,7 @@ impl AgendaDoc {
             progress(done);
         }
         for (id, new) in &plan.add {
-            write_new_session(&mut tx, &sessions, &new_session(id, new))?;
+            write_new_session(&mut tx, &sessions, &new_session(id, new), &details_of(new))?;
             counts.added += 1;
             done += 1;
             progress(done);

@@ -40,6 +40,7 @@ pub use error::{ClientError, SyncError};
 pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};
 pub use model::{
     Announcement, EventInfo, Identity, ImportCounts, ImportSummary, Link, NewSession,
-    RefusedChange, Room, Session, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
+    RefusedChange, Room, Session, SessionDetails, SessionStatus, SessionUpdate, SyncReport,
+    SyncStatus,
 };
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync};

@@ -172,6 +172,14 @@ pub struct NewSession {
     pub track: String,
     /// Speakers.
     pub speakers: Vec<String>,
+}
+
+/// What a session carries besides its place in the schedule, as schedule
+/// files give it: its page, links, language and type. (Kept out of
+/// [`NewSession`], which is what an organizer types; links are added with
+/// `Client::add_session_link`.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionDetails {
     /// The session's own page, `""` if none.
     pub url: String,
     /// Links: slides, recordings, projects.
