@@ -396,6 +396,72 @@ mod tests {
     }
 
     #[test]
+    fn a_new_link_on_a_bookmarked_session_says_its_recording_is_online() {
+        let mut d = agenda();
+        let mut hub = AlertHub::default();
+        hub.add(Arc::new(Collect::default()), &d);
+        let bookmarks: HashSet<String> = ["a".to_owned()].into();
+        let recording = Link::new("https://video.fosdem.org/2025/k3201/talk-a.webm", "");
+        let slides = Link::new("https://example.org/slides.pdf", "Slides");
+        AgendaDoc::add_link(&mut d, "a", &recording, 0).unwrap();
+        AgendaDoc::add_link(&mut d, "a", &slides, 0).unwrap();
+        // Not bookmarked: no alert for b's link.
+        AgendaDoc::add_link(&mut d, "b", &recording, 0).unwrap();
+        let (alerts, _) = hub.changed(&d, &bookmarks);
+        let got: Vec<(AlertKind, &str, Option<&Link>)> = alerts
+            .iter()
+            .map(|a| (a.kind, a.message.as_str(), a.link.as_ref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    AlertKind::Link,
+                    "The recording of \"Talk a\" is online: \
+                     https://video.fosdem.org/2025/k3201/talk-a.webm",
+                    Some(&recording)
+                ),
+                (
+                    AlertKind::Link,
+                    "New link for \"Talk a\": Slides https://example.org/slides.pdf",
+                    Some(&slides)
+                ),
+            ]
+        );
+        assert!(alerts.iter().all(|a| a.bookmarked));
+        // The same link again (a new title) is not news.
+        AgendaDoc::add_link(&mut d, "a", &Link::new(&slides.url, "Slides (PDF)"), 0).unwrap();
+        assert!(hub.changed(&d, &bookmarks).0.is_empty());
+        assert_eq!(
+            AgendaDoc::session(&d, "a").unwrap().links,
+            [recording, Link::new(&slides.url, "Slides (PDF)")]
+        );
+    }
+
+    #[test]
+    fn what_looks_like_a_recording() {
+        for url in [
+            "https://video.fosdem.org/2025/janson/x.av1.webm",
+            "https://media.ccc.de/v/38c3-12345-opening",
+            "https://www.youtube.com/watch?v=abc",
+            "https://youtu.be/abc",
+            "https://cdn.example.org/talks/t1.MP4",
+            "https://peertube.example.org/w/abc",
+        ] {
+            assert!(Link::new(url, "").looks_like_recording(), "{url}");
+        }
+        assert!(Link::new("https://example.org/x", "Video (1080p)").looks_like_recording());
+        assert!(Link::new("https://example.org/x", "Recording").looks_like_recording());
+        for url in [
+            "https://example.org/slides.pdf",
+            "https://github.com/llvm/llvm-project/",
+            "https://notyoutube.com/watch",
+        ] {
+            assert!(!Link::new(url, "Slides").looks_like_recording(), "{url}");
+        }
+    }
+
+    #[test]
     fn the_first_download_is_not_news() {
         let mut hub = AlertHub::default();
         hub.add(Arc::new(Collect::default()), &Automerge::new());

@@ -11,19 +11,26 @@
 //! re-import matches on.
 //!
 //! ```
-//! use lanyard_client_core::export::to_ics;
-//! use lanyard_client_core::import::parse_ics;
-//! use lanyard_client_core::{EventInfo, Session, SessionStatus};
+//! use lanyard_client_core::export::{guid_for, to_ics, to_schedule_xml};
+//! use lanyard_client_core::import::{parse_ics, parse_schedule_xml};
+//! use lanyard_client_core::{EventInfo, Link, Session};
 //! let event = EventInfo { id: "conf".into(), name: "Conf".into(), time_zone: "Europe/Berlin".into() };
 //! let talk = Session {
-//!     id: "t1".into(), title: "Hello, world".into(), abstract_text: String::new(),
+//!     id: "t1".into(), title: "Hello, world".into(),
 //!     room: "Hall".into(), start_unix: 1_700_000_000, end_unix: 1_700_003_600,
-//!     track: String::new(), speakers: vec!["Ada".into()], status: SessionStatus::Scheduled,
+//!     speakers: vec!["Ada".into()],
+//!     links: vec![Link::new("https://video.example.org/t1.mp4", "Recording")],
+//!     ..Session::default()
 //! };
-//! let ics = to_ics(&event, &[talk], 1_700_000_000)?;
+//! let ics = to_ics(&event, &[talk.clone()], 1_700_000_000)?;
 //! let back = parse_ics(ics.as_bytes())?;
 //! assert_eq!(back.sessions[0].title, "Hello, world");
 //! assert_eq!(back.sessions[0].speakers, ["Ada"]);
+//! assert_eq!(back.sessions[0].links, talk.links);
+//! // schedule.xml wants a UUID guid: "t1" travels as a name-based one.
+//! let xml = to_schedule_xml(&event, &[talk])?;
+//! let back = parse_schedule_xml(xml.as_bytes())?;
+//! assert_eq!(back.sessions[0].guid, Some(guid_for("t1")));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -36,11 +36,58 @@ impl SessionStatus {
     }
 }
 
-/// Whether a URL is an absolute `http(s)://` URL: the only kind an
-/// attendee can open, and what both c3voc schemas call a web URI.
+/// Whether a URL is an absolute `http(s)://` URL with a host: the only kind
+/// an attendee can open.
 pub(crate) fn is_web_url(url: &str) -> bool {
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    (lower.starts_with("http://") || lower.starts_with("https://")) && url::Url::parse(url).is_ok()
+    web_url(url).is_some()
+}
+
+/// An absolute `http(s)://` URL with a host, written as a strict RFC 3986
+/// URI (what the c3voc schemas' `uri` format wants): the `url` crate's
+/// serialization (lower-case scheme and host, IDNA, spaces and quotes
+/// escaped), then every character RFC 3986 does not allow after the host
+/// percent-encoded too (`[`, `]`, `{`, `|`, a second `#`, a `%` not
+/// followed by two hex digits, ...). `None` for anything else. Links are
+/// stored in this form, so an export re-imports unchanged.
+pub(crate) fn web_url(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url.trim()).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return None;
+    }
+    let text = parsed.as_str();
+    let after_scheme = text.find("://")? + 3;
+    let path_at = text[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| after_scheme + i);
+    let (head, rest) = text.split_at(path_at);
+    let mut out = head.to_owned();
+    let mut in_fragment = false;
+    let bytes = rest.as_bytes();
+    for (i, c) in rest.char_indices() {
+        let allowed = match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' => true,
+            ':' | '/' | '?' | '@' | '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';'
+            | '=' => true,
+            '%' => {
+                bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+            }
+            '#' if !in_fragment => {
+                in_fragment = true;
+                true
+            }
+            _ => false,
+        };
+        if allowed {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    Some(out)
 }
 
 /// A link attendees use: slides, a video recording, a project page.
@@ -74,10 +121,17 @@ impl Link {
                 parsed.scheme()
             )));
         }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(bad("it has no host".into()));
-        }
-        Ok(link)
+        let url = web_url(&link.url).ok_or_else(|| bad("it has no host".into()))?;
+        Ok(Link { url, ..link })
+    }
+
+    /// A link read from a file: kept (its URL in [`web_url`] form) when the
+    /// URL is an absolute web URL, else `None`.
+    pub(crate) fn from_file(url: &str, title: &str) -> Option<Link> {
+        Some(Link {
+            url: web_url(url)?,
+            title: title.trim().to_owned(),
+        })
     }
 
     /// Whether the link looks like a video recording of the session: its

@@ -289,3 +289,59 @@ fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
         }
     }
 }
+
+/// fosdem-2025-floating.xml is the real FOSDEM 2025 export without its zone,
+/// its `<date>`s and its days' instants (made by
+/// tests/data/schedules/make_floating_fosdem.py): only local `<start>` times
+/// are left, as in older pentabarf exports. Read in the agenda's zone, every
+/// session lands at the instants of the original; with no zone anywhere the
+/// file is refused, and an explicit zone does the same as the agenda's.
+#[test]
+fn a_fosdem_export_without_zone_or_dates_gives_the_instants_of_the_original() {
+    use lanyard_client_core::import::{ImportError, ScheduleFormat, ZoneSource};
+    let original = parse("fosdem-2025.xml");
+    assert_eq!(original.sessions.len(), 943);
+    assert!(!original.floating_times);
+    let floating = fixture("fosdem-2025-floating.xml");
+
+    let c = client(Role::Organizer);
+    let err = c
+        .read_schedule(ScheduleFormat::Xml, &floating, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            lanyard_client_core::import::ReadScheduleError::Import(ImportError::NoTimeZone { .. })
+        ),
+        "{err}"
+    );
+
+    c.set_event("FOSDEM 2025", "Europe/Brussels").unwrap();
+    let from_agenda = c
+        .read_schedule(ScheduleFormat::Xml, &floating, None)
+        .unwrap();
+    let given = client(Role::Organizer)
+        .read_schedule(ScheduleFormat::Xml, &floating, Some("Europe/Brussels"))
+        .unwrap();
+    for read in [&from_agenda, &given] {
+        assert!(read.floating_times);
+        assert_eq!(read.zone_source, ZoneSource::Fallback);
+        assert_eq!(read.time_zone, "Europe/Brussels");
+        assert_eq!(read.sessions.len(), original.sessions.len());
+        for (f, o) in read.sessions.iter().zip(&original.sessions) {
+            assert_eq!(f.guid, o.guid);
+            assert_eq!(
+                (f.start_unix, f.end_unix),
+                (o.start_unix, o.end_unix),
+                "{:?}",
+                o.guid
+            );
+        }
+        // Nothing else was lost either.
+        assert_eq!(read.sessions, original.sessions);
+    }
+    // Imported into the Brussels agenda, then the original on top: no change.
+    c.import_schedule(&from_agenda, false, &mut |_| {}).unwrap();
+    let again = c.import_schedule(&original, false, &mut |_| {}).unwrap();
+    assert_eq!(again.counts.change_bytes, 0, "{again:?}");
+}

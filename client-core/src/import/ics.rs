@@ -656,9 +656,9 @@ fn read_event(event: &RawEvent, zone: &EventZone) -> Result<ImportedSession, Imp
 fn read_links(value: &str) -> Vec<Link> {
     list_values(value)
         .iter()
-        .map(|entry| match entry.split_once(' ') {
-            Some((url, title)) => Link::new(url, title),
-            None => Link::new(entry, ""),
+        .filter_map(|entry| match entry.split_once(' ') {
+            Some((url, title)) => Link::from_file(url, title),
+            None => Link::from_file(entry, ""),
         })
         .collect()
 }

@@ -82,10 +82,7 @@ pub fn parse_schedule(
 /// write `urn:uuid:…` for a session without a page, as schedule.json
 /// requires a URI).
 pub(crate) fn web_url(url: Option<&str>) -> String {
-    url.map(str::trim)
-        .filter(|u| crate::model::is_web_url(u))
-        .unwrap_or("")
-        .to_owned()
+    url.and_then(crate::model::web_url).unwrap_or_default()
 }
 
 impl Client {

@@ -498,14 +498,13 @@ fn read_links(event: &Map<String, Value>) -> Vec<Link> {
         .into_iter()
         .flat_map(|key| array_of(field(event, key)))
         .filter_map(|entry| match entry {
-            Value::String(url) => Some(Link::new(url, "")),
+            Value::String(url) => Link::from_file(url, ""),
             Value::Object(link) => {
                 let url = text(link, "url").or_else(|| text(link, "href"))?;
-                Some(Link::new(url, text(link, "title").unwrap_or("")))
+                Link::from_file(url, text(link, "title").unwrap_or(""))
             }
             _ => None,
         })
-        .filter(|link| crate::model::is_web_url(&link.url))
         .collect()
 }
 

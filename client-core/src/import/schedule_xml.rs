@@ -357,11 +357,7 @@ fn read_links(event: Node<'_, '_>) -> Vec<Link> {
                 .into_iter()
                 .flat_map(move |l| children(l, item))
         })
-        .filter_map(|link| {
-            let url = nonblank_attribute(link, "href")?;
-            Some(Link::new(&url, &text_of(link)))
-        })
-        .filter(|link| crate::model::is_web_url(&link.url))
+        .filter_map(|link| Link::from_file(link.attribute("href")?, &text_of(link)))
         .collect()
 }
 
