@@ -207,15 +207,16 @@ pub enum Command {
     /// Stay connected and print schedule changes as they arrive, until Ctrl-C.
     ///
     /// Each change is one line: a session added, moved (room or time),
-    /// cancelled or reinstated, or an announcement; changes to your
-    /// bookmarked sessions say so. Times are in the event's time zone.
+    /// cancelled or reinstated, an announcement, or a new link (e.g. the
+    /// recording) on a session you bookmarked; changes to your bookmarked
+    /// sessions say so. Times are in the event's time zone.
     /// Connection problems are reported on stderr and retried.
     ///
     /// --json prints one JSON object per line with the keys kind (added,
-    /// moved, cancelled, reinstated, announcement), bookmarked, message,
-    /// session (null, or {id, title, room, start, end, status}),
-    /// previous_room, previous_start (null unless changed by a move) and
-    /// announcement (null, or {text, at}).
+    /// moved, cancelled, reinstated, announcement, link), bookmarked, message,
+    /// session (null, or {id, title, room, start, end, status}), previous_room, previous_start (null unless changed
+    /// by a move), announcement (null, or {text, at}) and link (null, or the
+    /// new {url, title} of a bookmarked session, e.g. its recording).
     Watch {
         /// Print JSON lines instead of text.
         #[arg(long)]

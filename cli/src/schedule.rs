@@ -252,8 +252,9 @@ fn alert_json(a: &Alert, tz: &str) -> anyhow::Result<Value> {
         Some(s) => {
             let mut v = show::session_json(s, tz)?;
             if let Value::Object(m) = &mut v {
-                m.remove("track");
-                m.remove("speakers");
+                for key in ["track", "speakers", "url", "links", "language", "type"] {
+                    m.remove(key);
+                }
             }
             v
         }
