@@ -1196,3 +1196,18 @@ fn sessions_keep_their_links_and_organizers_add_recordings() {
     assert!(err.contains("organizers only"), "{err}");
     assert_eq!(a.pending(), 0);
 }
+
+/// A file whose times all have offsets but that names no zone (pretalx-rc3)
+/// sets no zone on a fresh agenda: a later file with local times is still
+/// refused rather than read as UTC.
+#[test]
+fn a_file_without_a_zone_does_not_make_the_agenda_utc_for_later_local_times() {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    d.ok(&["import", &fixture("pretalx-rc3.json")]);
+    let out = import_xml(&d, &older_export(None), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--timezone"), "{err}");
+    assert_eq!(d.agenda_json(&[]).len(), 48);
+}

@@ -414,8 +414,8 @@ impl AgendaDoc {
     /// marks the session moved; a cancelled session that is back is
     /// reinstated), sessions missing from the file are cancelled. New rooms
     /// are added. The event's name is set from the file when it has one; its
-    /// time zone when the file names one other than UTC, or the agenda has
-    /// none yet. `progress` is called with the number of sessions handled.
+    /// time zone when the file names one other than UTC (or one was given
+    /// for its floating times, see [`ImportedSchedule::zone_source`]). `progress` is called with the number of sessions handled.
     pub fn apply_import(
         doc: &mut Automerge,
         doc_id: &str,
@@ -439,9 +439,10 @@ impl AgendaDoc {
         if !schedule.name.trim().is_empty() && name.as_deref() != Some(schedule.name.as_str()) {
             tx.put(&ev, "name", schedule.name.as_str())?;
         }
-        if tz.as_deref() != Some(schedule.time_zone.as_str())
-            && (schedule.time_zone != "UTC" || tz.is_none())
-        {
+        // "UTC" is never written: a file that names no zone says "UTC" only
+        // to count days (and an agenda without a zone shows UTC anyway), and
+        // it must not make later files' floating times read as UTC.
+        if schedule.time_zone != "UTC" && tz.as_deref() != Some(schedule.time_zone.as_str()) {
             tx.put(&ev, "time_zone", schedule.time_zone.as_str())?;
         }
         for room in schedule.rooms() {

@@ -345,3 +345,32 @@ fn a_fosdem_export_without_zone_or_dates_gives_the_instants_of_the_original() {
     let again = c.import_schedule(&original, false, &mut |_| {}).unwrap();
     assert_eq!(again.counts.change_bytes, 0, "{again:?}");
 }
+
+/// A newer file that only adds a recording to one session rewrites that
+/// session's links and nothing else: a small change, one session changed.
+#[test]
+fn a_new_link_in_a_reimport_changes_only_that_session() {
+    let c = client(Role::Organizer);
+    let mut schedule = parse("fosdem-2025.xml");
+    c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let talk = &mut schedule.sessions[100];
+    let id = talk.guid.clone().unwrap();
+    let before = talk.links.len();
+    talk.links.push(lanyard_client_core::Link::new(
+        "https://video.fosdem.org/2025/ud2120/talk.av1.webm",
+        "Video recording (AV1/WebM)",
+    ));
+    let again = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!(
+        (again.counts.changed, again.counts.unchanged),
+        (1, 942),
+        "{again:?}"
+    );
+    assert!(
+        again.counts.change_bytes > 0 && again.counts.change_bytes < 1500,
+        "{again:?}"
+    );
+    let links = c.session(&id).unwrap().unwrap().links;
+    assert_eq!(links.len(), before + 1);
+    assert_eq!(links.last().unwrap().title, "Video recording (AV1/WebM)");
+}

@@ -947,6 +947,57 @@ mod tests {
     }
 
     #[test]
+    fn local_dates_are_read_in_the_files_zone_else_the_fallback_else_refused() {
+        let local = |zone: Option<&str>| {
+            modified(FRAB, |v| {
+                let conference = &mut v["schedule"]["conference"];
+                match zone {
+                    Some(z) => conference["time_zone_name"] = Value::from(z),
+                    None => {
+                        conference.as_object_mut().unwrap().remove("time_zone_name");
+                    }
+                }
+                let ev = &mut conference["days"][0]["rooms"]["Curie"][0];
+                ev["date"] = Value::from("2019-08-21T11:00:00");
+            })
+        };
+        let opening = "a0a0fcfe-b7fb-46e3-84b6-97a5406016b4";
+        let s = parse_schedule_json(&local(Some("Europe/Berlin"))).unwrap();
+        assert!(s.floating_times);
+        assert_eq!(s.zone_source, ZoneSource::File);
+        assert_eq!(
+            by_guid(&s, opening).start_unix,
+            ts("2019-08-21T11:00:00+02:00")
+        );
+
+        let err = parse_schedule_json(&local(None)).unwrap_err();
+        assert_eq!(
+            err,
+            ImportError::NoTimeZone {
+                at: "schedule.conference.days[0].rooms.Curie[0].date".into()
+            }
+        );
+        let s = super::read(&local(None), Some("America/New_York")).unwrap();
+        assert_eq!(s.zone_source, ZoneSource::Fallback);
+        assert_eq!(s.time_zone, "America/New_York");
+        assert_eq!(
+            by_guid(&s, opening).start_unix,
+            ts("2019-08-21T11:00:00-04:00")
+        );
+        // Every other date has an offset: those are not moved.
+        let other = &s
+            .sessions
+            .iter()
+            .find(|x| x.guid.as_deref() != Some(opening))
+            .unwrap();
+        let original = parse_schedule_json(FRAB).unwrap();
+        assert_eq!(
+            by_guid(&original, other.guid.as_deref().unwrap()).start_unix,
+            other.start_unix
+        );
+    }
+
+    #[test]
     fn durations() {
         let p = |s: &str| parse_duration(&Value::from(s), "d");
         assert_eq!(p("00:30").unwrap(), 1800);
