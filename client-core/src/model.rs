@@ -125,15 +125,6 @@ impl Link {
         Ok(Link { url, ..link })
     }
 
-    /// A link read from a file: kept (its URL in [`web_url`] form) when the
-    /// URL is an absolute web URL, else `None`.
-    pub(crate) fn from_file(url: &str, title: &str) -> Option<Link> {
-        Some(Link {
-            url: web_url(url)?,
-            title: title.trim().to_owned(),
-        })
-    }
-
     /// Whether the link looks like a video recording of the session: its
     /// title says `recording`, `video` or `vod`, its path ends in a video
     /// file extension (`.mp4`, `.webm`, `.mkv`, `.mov`, `.m4v`, `.ogv`,

@@ -13,6 +13,8 @@
 //! | `track` | the first value of the first `CATEGORIES`, else `""` |
 //! | `abstract_text` | `DESCRIPTION`, else `""` |
 //! | `speakers` | the comma-separated list `X-LANYARD-SPEAKERS` (written by Lanyard's own export), else empty (`ATTENDEE`/`ORGANIZER` are not speakers) |
+//! | `url` | `URL` when it is a web URL, else `""` |
+//! | `links`, `language`, `kind` | `X-LANYARD-LINKS` (`URL TITLE`, comma-separated), `X-LANYARD-LANGUAGE`, `X-LANYARD-TYPE` (written by Lanyard's own export), else empty |
 //!
 //! A `VEVENT` with `STATUS:CANCELLED` is left out: importing the file into an
 //! agenda then cancels that session there, as for any session missing from a
@@ -76,8 +78,8 @@ use jiff::tz::TimeZone;
 use jiff::{Span, Zoned};
 
 use super::schedule_json::{ImportError, ImportedSchedule, ImportedSession};
-use super::web_url;
 use super::zone::{self, EventZone};
+use super::{file_link, page_url};
 use crate::model::Link;
 
 /// Parses an iCalendar (RFC 5545) file into a schedule.
@@ -640,7 +642,7 @@ fn read_event(event: &RawEvent, zone: &EventZone) -> Result<ImportedSession, Imp
             .map(|p| list_values(&p.value))
             .unwrap_or_default(),
         abstract_text: text("DESCRIPTION"),
-        url: web_url(event.property("URL").map(|p| p.value.as_str())),
+        url: page_url(event.property("URL").map(|p| p.value.as_str()), None),
         links: event
             .property(LINKS_PROPERTY)
             .map(|p| read_links(&p.value))
@@ -657,14 +659,15 @@ fn read_links(value: &str) -> Vec<Link> {
     list_values(value)
         .iter()
         .filter_map(|entry| match entry.split_once(' ') {
-            Some((url, title)) => Link::from_file(url, title),
-            None => Link::from_file(entry, ""),
+            Some((url, title)) => file_link(url, title, None),
+            None => file_link(entry, "", None),
         })
         .collect()
 }
 
 /// The non-standard property Lanyard's own export writes a session's links
-/// to (see [`read_links`]); other calendar programs ignore it.
+/// to: a comma-separated TEXT list of `URL` or `URL TITLE`; other calendar
+/// programs ignore it.
 pub const LINKS_PROPERTY: &str = "X-LANYARD-LINKS";
 /// The non-standard property for a session's language.
 pub const LANGUAGE_PROPERTY: &str = "X-LANYARD-LANGUAGE";

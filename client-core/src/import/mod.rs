@@ -34,6 +34,7 @@ pub use zone::ZoneSource;
 use crate::client::Client;
 use crate::docs::AgendaDoc;
 use crate::error::ClientError;
+use crate::model::Link;
 
 /// The schedule file formats the readers understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,12 +78,47 @@ pub fn parse_schedule(
     }
 }
 
-/// A session's page: the URL when it is an absolute web (`http(s)`) URL,
-/// else `""` (an attendee cannot open anything else; Lanyard's own exports
-/// write `urn:uuid:…` for a session without a page, as schedule.json
-/// requires a URI).
-pub(crate) fn web_url(url: Option<&str>) -> String {
-    url.and_then(crate::model::web_url).unwrap_or_default()
+/// The base a file's relative URLs are resolved against (schedule.json
+/// `base_url`, schedule.xml `<base_url>`), when it is a web URL.
+pub(crate) fn base_url(text: Option<&str>) -> Option<url::Url> {
+    let base = url::Url::parse(text?.trim()).ok()?;
+    matches!(base.scheme(), "http" | "https").then_some(base)
+}
+
+/// A URL from a file as an absolute web URL in the stored form
+/// ([`crate::model::web_url`]); a relative one (frab writes attachments as
+/// `/system/...`) is resolved against the file's base. `None` when there is
+/// nothing an attendee could open.
+fn absolute_web_url(url: &str, base: Option<&url::Url>) -> Option<String> {
+    let url = url.trim();
+    if let Some(web) = crate::model::web_url(url) {
+        return Some(web);
+    }
+    let relative = matches!(
+        url::Url::parse(url),
+        Err(url::ParseError::RelativeUrlWithoutBase)
+    );
+    if url.is_empty() || !relative {
+        return None;
+    }
+    crate::model::web_url(base?.join(url).ok()?.as_str())
+}
+
+/// A session's page (see [`absolute_web_url`]), else `""` (Lanyard's own
+/// exports write `urn:uuid:…` for a session without a page, as
+/// schedule.json requires a URI: that reads back as no page).
+pub(crate) fn page_url(url: Option<&str>, base: Option<&url::Url>) -> String {
+    url.and_then(|u| absolute_web_url(u, base))
+        .unwrap_or_default()
+}
+
+/// A link from a file (see [`absolute_web_url`]); `None` when its URL is
+/// not one an attendee could open.
+pub(crate) fn file_link(url: &str, title: &str, base: Option<&url::Url>) -> Option<Link> {
+    Some(Link {
+        url: absolute_web_url(url, base)?,
+        title: title.trim().to_owned(),
+    })
 }
 
 impl Client {

@@ -45,8 +45,8 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
-use super::web_url;
 use super::zone::{EventZone, ZoneSource};
+use super::{base_url, file_link, page_url};
 use crate::model::Link;
 
 /// One session of an imported schedule.
@@ -76,11 +76,14 @@ pub struct ImportedSession {
     /// `null` or blank; `""` when neither has text. May contain HTML or
     /// Markdown, exactly as exported.
     pub abstract_text: String,
-    /// The session's own page (`url`; iCalendar `URL`), `""` when none.
+    /// The session's own page (`url`; iCalendar `URL`) when it is a web
+    /// URL (a relative one resolved against the file's `base_url`), `""`
+    /// otherwise.
     pub url: String,
     /// Links attendees use (slides, recordings, projects): the file's
-    /// `links`, then its `attachments`, in file order; entries without a URL
-    /// are dropped.
+    /// `links`, then its `attachments`, in file order (`{url, title}`;
+    /// schedule.xml `<link href>title</link>`); URLs resolved like `url`,
+    /// entries without one an attendee could open are dropped.
     pub links: Vec<Link>,
     /// The `language` (e.g. `en`), `""` when none.
     pub language: String,
@@ -287,6 +290,7 @@ pub(crate) fn read(bytes: &[u8], fallback: Option<&str>) -> Result<ImportedSched
 
     let ctx = Context {
         zone,
+        base: base_url(schedule.get("base_url").and_then(Value::as_str)),
         rooms: array_of(conference.get("rooms")),
         tracks: array_of(conference.get("tracks")),
         persons: array_of(schedule.get("persons")),
@@ -339,6 +343,8 @@ pub(crate) fn read(bytes: &[u8], fallback: Option<&str>) -> Result<ImportedSched
 /// The event's zone and the lookup tables shared by all events of one file.
 struct Context<'a> {
     zone: EventZone,
+    /// `base_url`, for relative links.
+    base: Option<url::Url>,
     rooms: &'a [Value],
     tracks: &'a [Value],
     persons: &'a [Value],
@@ -483,8 +489,8 @@ fn read_event(
             .or_else(|| text(event, "description"))
             .unwrap_or("")
             .to_owned(),
-        url: web_url(text(event, "url")),
-        links: read_links(event),
+        url: page_url(text(event, "url"), ctx.base.as_ref()),
+        links: read_links(event, ctx.base.as_ref()),
         language: text(event, "language").unwrap_or("").trim().to_owned(),
         kind: text(event, "type").unwrap_or("").trim().to_owned(),
     })
@@ -493,15 +499,15 @@ fn read_event(
 /// `links` then `attachments`: each `{url, title}` (`href` is accepted for
 /// `url`), or a bare URL string; entries without an absolute web URL are
 /// dropped (an attendee cannot open a relative path).
-fn read_links(event: &Map<String, Value>) -> Vec<Link> {
+fn read_links(event: &Map<String, Value>, base: Option<&url::Url>) -> Vec<Link> {
     ["links", "attachments"]
         .into_iter()
         .flat_map(|key| array_of(field(event, key)))
         .filter_map(|entry| match entry {
-            Value::String(url) => Link::from_file(url, ""),
+            Value::String(url) => file_link(url, "", base),
             Value::Object(link) => {
                 let url = text(link, "url").or_else(|| text(link, "href"))?;
-                Link::from_file(url, text(link, "title").unwrap_or(""))
+                file_link(url, text(link, "title").unwrap_or(""), base)
             }
             _ => None,
         })
@@ -740,6 +746,26 @@ mod tests {
         assert_eq!(open.track, "CCC");
         assert_eq!(open.speakers, ["jinxx", "smtw"]);
         assert_eq!(open.abstract_text, "A hearty welcome me lasses and lads!");
+        // Its page, language, type; links and attachments, the relative
+        // attachment paths resolved against the schedule's base_url.
+        assert_eq!(
+            open.url,
+            "https://fahrplan.events.ccc.de/camp/2019/Fahrplan/events/10386.html"
+        );
+        assert_eq!(
+            (open.language.as_str(), open.kind.as_str()),
+            ("en", "lecture")
+        );
+        let hacking = by_guid(&s, "24b58c74-2bba-412e-84ac-c206f714f0b7");
+        assert_eq!(
+            hacking.links,
+            [Link::new(
+                "https://fahrplan.events.ccc.de/system/event_attachments/attachments/000/003/792/\
+                 original/Hacking_Containers_and_Kubernetes.pdf?1566398735",
+                "Slides"
+            )]
+        );
+        assert_eq!(s.sessions.iter().map(|x| x.links.len()).sum::<usize>(), 64);
         // One event has an empty persons list.
         assert_eq!(
             s.sessions.iter().filter(|x| x.speakers.is_empty()).count(),

@@ -19,6 +19,9 @@
 //! | `track` | `<track>`, else `""` |
 //! | `speakers` | the text of each `<persons>/<person>`, trimmed, blanks dropped |
 //! | `abstract_text` | `<abstract>`, else `<description>` when the abstract is absent or blank, else `""` |
+//! | `url` | `<url>` when it is a web URL (relative: resolved against the conference `<base_url>`), else `""` |
+//! | `links` | each `<links>/<link href>` then `<attachments>/<attachment href>`, the element's text as the title; hrefs resolved like `url`, others dropped |
+//! | `language`, `kind` | `<language>`, `<type>` (trimmed), else `""` |
 //!
 //! The schedule's name is the conference `<title>`, else its `<acronym>`,
 //! else `""`; its time zone is `<time_zone_name>` when that is a zone known
@@ -31,7 +34,7 @@
 //! on the next date) is taken to be after midnight, on the next date.
 //!
 //! Lenient means: unknown elements and attributes (`<slug>`, `<recording>`,
-//! `<links>`, a `code` attribute, …), namespaces, empty optional elements,
+//! a `code` attribute, …), namespaces, empty optional elements,
 //! a missing `<conference>`, entities and CDATA sections anywhere in the text
 //! are all accepted; the XSD's patterns (slug, acronym, uuid) are not
 //! checked. Only what an agenda cannot do without is required: a title, a
@@ -78,8 +81,8 @@ use serde_json::Value;
 use super::schedule_json::{
     parse_duration, parse_instant, ImportError, ImportedSchedule, ImportedSession,
 };
-use super::web_url;
 use super::zone::{EventZone, NoZone};
+use super::{base_url, file_link, page_url};
 use crate::model::Link;
 
 /// Parses a frab / pentabarf `schedule.xml` document.
@@ -121,6 +124,12 @@ pub(crate) fn read(bytes: &[u8], fallback: Option<&str>) -> Result<ImportedSched
         .and_then(|c| child(c, "time_zone_name"))
         .map(text_of);
     let zone = EventZone::new(file_zone.as_deref(), fallback)?;
+    let base = base_url(
+        conference
+            .and_then(|c| child(c, "base_url"))
+            .map(text_of)
+            .as_deref(),
+    );
     let name = conference
         .into_iter()
         .flat_map(|c| [child(c, "title"), child(c, "acronym")])
@@ -137,11 +146,11 @@ pub(crate) fn read(bytes: &[u8], fallback: Option<&str>) -> Result<ImportedSched
                 "room" => {
                     let wrapper = node.attribute("name").filter(|n| !n.trim().is_empty());
                     for event in children(node, "event") {
-                        sessions.push(read_event(event, wrapper, &day, &zone)?);
+                        sessions.push(read_event(event, wrapper, &day, &zone, base.as_ref())?);
                     }
                 }
                 // The older layout: events directly under the day.
-                "event" => sessions.push(read_event(node, None, &day, &zone)?),
+                "event" => sessions.push(read_event(node, None, &day, &zone, base.as_ref())?),
                 _ => {}
             }
         }
@@ -274,6 +283,7 @@ fn read_event(
     wrapper_room: Option<&str>,
     day: &Day<'_, '_>,
     zone: &EventZone,
+    base: Option<&url::Url>,
 ) -> Result<ImportedSession, ImportError> {
     let guid = nonblank_attribute(event, "guid");
     let id = nonblank_attribute(event, "id");
@@ -332,8 +342,8 @@ fn read_event(
         abstract_text: nonblank_child(event, "abstract")
             .or_else(|| nonblank_child(event, "description"))
             .unwrap_or_default(),
-        url: web_url(Some(&trimmed_child(event, "url"))),
-        links: read_links(event),
+        url: page_url(Some(&trimmed_child(event, "url")), base),
+        links: read_links(event, base),
         language: trimmed_child(event, "language"),
         kind: trimmed_child(event, "type"),
     })
@@ -349,7 +359,7 @@ fn trimmed_child(node: Node<'_, '_>, name: &str) -> String {
 /// `<links><link href="…">title</link></links>`, then
 /// `<attachments><attachment href="…">title</attachment></attachments>`;
 /// entries without an absolute web URL in `href` are dropped.
-fn read_links(event: Node<'_, '_>) -> Vec<Link> {
+fn read_links(event: Node<'_, '_>, base: Option<&url::Url>) -> Vec<Link> {
     [("links", "link"), ("attachments", "attachment")]
         .into_iter()
         .flat_map(|(list, item)| {
@@ -357,7 +367,7 @@ fn read_links(event: Node<'_, '_>) -> Vec<Link> {
                 .into_iter()
                 .flat_map(move |l| children(l, item))
         })
-        .filter_map(|link| Link::from_file(link.attribute("href")?, &text_of(link)))
+        .filter_map(|link| file_link(link.attribute("href")?, &text_of(link), base))
         .collect()
 }
 
