@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use lanyard_client_core::{
     Alert, AlertKind, AlertListener, Announcement, BackgroundOptions, BackgroundSync, Client,
-    ClientError, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionStatus,
-    SyncError, SyncReport, SyncStatus,
+    ClientError, EventInfo, Identity, Link, NewSession, RefusedChange, Room, Session,
+    SessionStatus, SyncError, SyncReport, SyncStatus,
 };
 use lanyard_client_core::{KeptEdit, ResolveReport};
 
@@ -46,6 +46,16 @@ pub struct Session {
     pub track: String,
     pub speakers: Vec<String>,
     pub status: SessionStatus,
+    pub url: String,
+    pub links: Vec<Link>,
+    pub language: String,
+    pub kind: String,
+}
+
+#[uniffi::remote(Record)]
+pub struct Link {
+    pub url: String,
+    pub title: String,
 }
 
 #[uniffi::remote(Record)]
@@ -137,6 +147,7 @@ pub enum AlertKind {
     Cancelled,
     Reinstated,
     Announcement,
+    Link,
 }
 
 #[uniffi::remote(Record)]
@@ -146,6 +157,7 @@ pub struct Alert {
     pub previous_room: Option<String>,
     pub previous_start_unix: Option<i64>,
     pub announcement: Option<Announcement>,
+    pub link: Option<Link>,
     pub bookmarked: bool,
     pub message: String,
 }
@@ -467,6 +479,13 @@ impl LanyardClient {
     /// Cancels a session (organizers only); it stays in the agenda.
     pub fn cancel_session(&self, session_id: String) -> Result<()> {
         Ok(self.client.cancel_session(&session_id)?)
+    }
+
+    /// Adds a link to a session, e.g. its recording (organizers only); the
+    /// URL must be an absolute http(s) URL. Attendees who bookmarked the
+    /// session get an `AlertKind::Link` alert.
+    pub fn add_session_link(&self, session_id: String, url: String, title: String) -> Result<()> {
+        Ok(self.client.add_session_link(&session_id, &url, &title)?)
     }
 
     /// Posts an announcement (organizers only).

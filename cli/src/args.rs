@@ -52,7 +52,9 @@ pub enum Command {
     ///
     /// --json prints an array of objects with the keys id, title, room, start,
     /// end (RFC 3339 with the event zone's offset), status (scheduled, moved or
-    /// cancelled), track ("" if none) and speakers (array of strings).
+    /// cancelled), track ("" if none), speakers (array of strings), url (the
+    /// session's page, "" if none), links (array of {url, title}: slides,
+    /// recordings, ...), language and type ("" if unknown).
     Agenda {
         /// Only sessions starting on this day (YYYY-MM-DD, event time zone).
         #[arg(long, value_name = "YYYY-MM-DD")]
@@ -151,6 +153,13 @@ pub enum Command {
     /// cancelled, not deleted. A malformed file is an error naming the line
     /// or field, and the agenda is left untouched.
     ///
+    /// Times with a UTC offset are taken as they are. Local times without
+    /// one (older frab/pentabarf exports give only <start>, iCalendar
+    /// floating DTSTART) are read in the file's own time zone, else in
+    /// --timezone, else in the agenda's zone (`lanyard event --timezone`, or
+    /// an earlier import); a file with such times and no zone anywhere is
+    /// refused. The file's zone (else --timezone) becomes the agenda's.
+    ///
     /// --json prints one object with the keys file, format, time_zone, days
     /// (distinct dates, in the event's time zone, on which a session
     /// starts), rooms (distinct rooms holding a session), sessions, added,
@@ -163,6 +172,10 @@ pub enum Command {
         /// The file's format (default: from the extension, else from the content).
         #[arg(long, value_enum)]
         format: Option<ImportFormat>,
+        /// The event's IANA time zone, for local times in a file that names
+        /// none (e.g. Europe/Brussels).
+        #[arg(long, value_name = "TZ")]
+        timezone: Option<String>,
         /// Show what would change without changing anything.
         #[arg(long)]
         dry_run: bool,
@@ -170,12 +183,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Export the agenda, or your bookmarked sessions, as iCalendar or schedule.json.
+    /// Export the agenda, or your bookmarked sessions, as iCalendar, schedule.json or schedule.xml.
     ///
     /// The .ics export is for calendar apps (times in UTC, the event's zone
     /// as X-WR-TIMEZONE, cancelled sessions marked STATUS:CANCELLED); the
-    /// json export is a c3voc schedule.json (days and times in the event's
-    /// zone, cancelled sessions left out). Both re-import with `lanyard
+    /// json export is a c3voc schedule.json valid against the c3voc JSON
+    /// Schema, and the xml export a frab/pentabarf schedule.xml valid
+    /// against the c3voc XSD, for schedule apps (days and times in the
+    /// event's zone, cancelled sessions left out). Each keeps the sessions'
+    /// pages, links, language and type, and re-imports with `lanyard
     /// import` to the same sessions.
     Export {
         /// The format to write.
@@ -191,15 +207,16 @@ pub enum Command {
     /// Stay connected and print schedule changes as they arrive, until Ctrl-C.
     ///
     /// Each change is one line: a session added, moved (room or time),
-    /// cancelled or reinstated, or an announcement; changes to your
-    /// bookmarked sessions say so. Times are in the event's time zone.
+    /// cancelled or reinstated, an announcement, or a new link (e.g. the
+    /// recording) on a session you bookmarked; changes to your bookmarked
+    /// sessions say so. Times are in the event's time zone.
     /// Connection problems are reported on stderr and retried.
     ///
     /// --json prints one JSON object per line with the keys kind (added,
-    /// moved, cancelled, reinstated, announcement), bookmarked, message,
-    /// session (null, or {id, title, room, start, end, status}),
-    /// previous_room, previous_start (null unless changed by a move) and
-    /// announcement (null, or {text, at}).
+    /// moved, cancelled, reinstated, announcement, link), bookmarked, message,
+    /// session (null, or {id, title, room, start, end, status}), previous_room, previous_start (null unless changed
+    /// by a move), announcement (null, or {text, at}) and link (null, or the
+    /// new {url, title} of a bookmarked session, e.g. its recording).
     Watch {
         /// Print JSON lines instead of text.
         #[arg(long)]
@@ -283,6 +300,24 @@ pub enum SessionCommand {
         /// The session's id.
         id: String,
     },
+    /// Add a link to a session, e.g. its recording after the talk (organizers only).
+    ///
+    /// The URL must be an absolute http:// or https:// URL; adding a URL the
+    /// session has already replaces its title. Attendees who bookmarked the
+    /// session are alerted at their next sync: "The recording of ... is
+    /// online" when the link looks like a video (a title saying recording,
+    /// video or VOD, a video file such as .mp4 or .webm, or a video site such
+    /// as video.fosdem.org, media.ccc.de, YouTube or Vimeo), else "New link
+    /// for ...".
+    Link {
+        /// The session's id.
+        id: String,
+        /// The link's URL.
+        url: String,
+        /// What the link is, e.g. "Recording" or "Slides".
+        #[arg(long, value_name = "TITLE", default_value = "")]
+        title: String,
+    },
 }
 
 /// The options of `lanyard session add`.
@@ -349,6 +384,8 @@ pub enum ImportFormat {
 pub enum ExportFormat {
     /// iCalendar (RFC 5545), for calendar apps.
     Ics,
-    /// c3voc schedule.json, for schedule tools.
+    /// c3voc schedule.json, for schedule apps.
     Json,
+    /// frab/pentabarf schedule.xml (c3voc XSD), for schedule apps.
+    Xml,
 }

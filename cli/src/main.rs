@@ -11,8 +11,9 @@
 //! lanyard note ID [TEXT | --append TEXT]
 //! lanyard bookmark ID [--off]
 //! lanyard session add --id ID --title T --room R --start T --end T   (organizers)
-//! lanyard import FILE [--format json|xml|ics] [--dry-run] [--json]   (organizers)
-//! lanyard export [--format ics|json] [--mine] [--output FILE]
+//! lanyard session link ID URL [--title T]                            (organizers)
+//! lanyard import FILE [--format json|xml|ics] [--timezone TZ] [--dry-run] [--json]   (organizers)
+//! lanyard export [--format ics|json|xml] [--mine] [--output FILE]
 //! lanyard watch [--json]
 //! lanyard sync [--timeout SECS]
 //! lanyard status [--json]
@@ -191,11 +192,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import {
             file,
             format,
+            timezone,
             dry_run,
             json,
         } => {
             require_organizer(&client)?;
-            schedule::import(&client, &file, format, dry_run, json)
+            let options = schedule::ImportOptions {
+                format,
+                time_zone: timezone,
+                dry_run,
+                json_out: json,
+            };
+            schedule::import(&client, &file, &options)
         }
         Command::Export {
             format,
@@ -381,6 +389,16 @@ fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
             require_organizer(client)?;
             client.cancel_session(&id)?;
             outln!("cancelled {id}{}", pending_note(client));
+            Ok(())
+        }
+        SessionCommand::Link { id, url, title } => {
+            require_organizer(client)?;
+            client.add_session_link(&id, &url, &title)?;
+            outln!(
+                "added a link to {id}: {}{}",
+                url.trim(),
+                pending_note(client)
+            );
             Ok(())
         }
     }

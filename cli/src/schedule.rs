@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
-use lanyard_client_core::export::{to_ics, to_schedule_json};
+use lanyard_client_core::export::{to_ics, to_schedule_json, to_schedule_xml};
 use lanyard_client_core::import::{
-    parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
+    ImportError, ImportedSchedule, ReadScheduleError, ScheduleFormat,
 };
 use lanyard_client_core::time::format_rfc3339;
 use lanyard_client_core::{Alert, AlertListener, BackgroundOptions, Client, Session};
@@ -76,17 +76,33 @@ fn bar(len: u64, message: &str) -> ProgressBar {
     bar
 }
 
-/// `lanyard import FILE [--format F] [--dry-run] [--json]`.
-pub fn import(
-    client: &Client,
-    file: &Path,
-    format: Option<ImportFormat>,
-    dry_run: bool,
-    json_out: bool,
-) -> anyhow::Result<()> {
+/// The options of `lanyard import`.
+pub struct ImportOptions {
+    /// `--format`.
+    pub format: Option<ImportFormat>,
+    /// `--timezone`: the zone of local times in a file that names none.
+    pub time_zone: Option<String>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--json`.
+    pub json_out: bool,
+}
+
+/// The reader's name for a format.
+fn schedule_format(f: ImportFormat) -> ScheduleFormat {
+    match f {
+        ImportFormat::Json => ScheduleFormat::Json,
+        ImportFormat::Xml => ScheduleFormat::Xml,
+        ImportFormat::Ics => ScheduleFormat::Ics,
+    }
+}
+
+/// `lanyard import FILE [--format F] [--timezone TZ] [--dry-run] [--json]`.
+pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::Result<()> {
+    let (dry_run, json_out) = (options.dry_run, options.json_out);
     let started = std::time::Instant::now();
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let format = detect_format(file, &bytes, format)?;
+    let format = detect_format(file, &bytes, options.format)?;
     let large = bytes.len() as u64 >= LARGE_FILE_BYTES;
     let spinner = large.then(|| {
         let s = ProgressBar::new_spinner();
@@ -94,21 +110,33 @@ pub fn import(
         s.enable_steady_tick(Duration::from_millis(100));
         s
     });
-    let parsed = match format {
-        ImportFormat::Json => parse_schedule_json(&bytes),
-        ImportFormat::Xml => parse_schedule_xml(&bytes),
-        ImportFormat::Ics => parse_ics(&bytes),
-    };
+    let parsed = client.read_schedule(
+        schedule_format(format),
+        &bytes,
+        options.time_zone.as_deref(),
+    );
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
-    let schedule: ImportedSchedule = parsed.with_context(|| {
+    let what = || {
         format!(
             "cannot import {} (as {}); the agenda is unchanged",
             file.display(),
             format_name(format)
         )
-    })?;
+    };
+    let schedule: ImportedSchedule = match parsed {
+        Ok(schedule) => schedule,
+        Err(ReadScheduleError::Import(e @ ImportError::NoTimeZone { .. })) => {
+            return Err(anyhow::Error::new(e)
+                .context(
+                    "pass --timezone ZONE (the event's IANA zone, e.g. Europe/Brussels), \
+                     or set the agenda's with `lanyard event --timezone ZONE`",
+                )
+                .context(what()));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(what())),
+    };
     let progress = (large || schedule.sessions.len() >= LARGE_SCHEDULE_SESSIONS)
         .then(|| bar(schedule.sessions.len() as u64, "importing"));
     let summary = client.import_schedule(&schedule, dry_run, &mut |n| {
@@ -193,6 +221,7 @@ pub fn export(
             t.push('\n');
             t
         }
+        ExportFormat::Xml => to_schedule_xml(&event, &sessions)?,
     };
     match output {
         Some(path) => {
@@ -223,8 +252,9 @@ fn alert_json(a: &Alert, tz: &str) -> anyhow::Result<Value> {
         Some(s) => {
             let mut v = show::session_json(s, tz)?;
             if let Value::Object(m) = &mut v {
-                m.remove("track");
-                m.remove("speakers");
+                for key in ["track", "speakers", "url", "links", "language", "type"] {
+                    m.remove(key);
+                }
             }
             v
         }
@@ -246,6 +276,7 @@ fn alert_json(a: &Alert, tz: &str) -> anyhow::Result<Value> {
         "previous_room": a.previous_room,
         "previous_start": previous_start,
         "announcement": announcement,
+        "link": a.link.as_ref().map(|l| json!({ "url": l.url, "title": l.title })),
     }))
 }
 

@@ -25,6 +25,10 @@ pub fn session_json(s: &Session, tz: &str) -> anyhow::Result<Value> {
         "status": s.status.as_str(),
         "track": s.track,
         "speakers": s.speakers,
+        "url": s.url,
+        "links": s.links.iter().map(|l| json!({ "url": l.url, "title": l.title })).collect::<Vec<_>>(),
+        "language": s.language,
+        "type": s.kind,
     }))
 }
 
@@ -123,6 +127,23 @@ pub fn session_detail(s: &Session, tz: &str) -> anyhow::Result<String> {
     }
     if !s.speakers.is_empty() {
         out.push_str(&format!("  speakers: {}\n", s.speakers.join(", ")));
+    }
+    for (label, value) in [
+        ("type", &s.kind),
+        ("language", &s.language),
+        ("page", &s.url),
+    ] {
+        if !value.is_empty() {
+            out.push_str(&format!("  {:<10}{value}\n", format!("{label}:")));
+        }
+    }
+    if !s.links.is_empty() {
+        out.push_str("  links:\n");
+        for l in &s.links {
+            let line = format!("    {} {}", l.url, l.title);
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
     }
     if !s.abstract_text.is_empty() {
         out.push('\n');

@@ -270,7 +270,8 @@ fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
         "sorted by start"
     );
     let want = set(&[
-        "id", "title", "room", "start", "end", "status", "track", "speakers",
+        "id", "title", "room", "start", "end", "status", "track", "speakers", "url", "links",
+        "language", "type",
     ]);
     for item in &items {
         assert_eq!(keys(item), want);
@@ -287,6 +288,10 @@ fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
             "status": "scheduled",
             "track": "Core",
             "speakers": ["Ada Lovelace", "Grace Hopper"],
+            "url": "",
+            "links": [],
+            "language": "",
+            "type": "",
         })
     );
     assert_eq!(items[1]["start"], json!("2026-06-10T14:00:00-04:00"));
@@ -867,7 +872,7 @@ fn exports_reimport_to_the_same_agenda_and_mine_is_the_bookmarks() {
     d.ok(&["import", &fixture("pyconuk2015-schedule.ics")]);
     let agenda = d.agenda_json(&[]);
     let dir = tempfile::tempdir().unwrap();
-    for format in ["ics", "json"] {
+    for format in ["ics", "json", "xml"] {
         let path = dir.path().join(format!("export.{format}"));
         d.ok(&[
             "export",
@@ -880,7 +885,19 @@ fn exports_reimport_to_the_same_agenda_and_mine_is_the_bookmarks() {
         other.join(Role::Organizer, "ann");
         let s = other.json(&["import", path.to_str().unwrap(), "--json"]);
         assert_eq!(s["sessions"], 162, "{format}");
-        assert_eq!(other.agenda_json(&[]), agenda, "{format}");
+        // schedule.json and schedule.xml want UUID guids: ids that are not
+        // UUIDs travel as name-based UUIDs (and map back on a re-import).
+        let mut want = agenda.clone();
+        if format != "ics" {
+            for item in &mut want {
+                let id = item["id"].as_str().unwrap();
+                item["id"] = json!(lanyard_client_core::export::guid_for(id));
+            }
+            let key =
+                |v: &Value| ["start", "room", "id"].map(|k| v[k].as_str().unwrap().to_owned());
+            want.sort_by_key(key);
+        }
+        assert_eq!(other.agenda_json(&[]), want, "{format}");
         let again = d.json(&["import", path.to_str().unwrap(), "--json"]);
         assert_eq!(again["change_bytes"], 0, "{format}");
     }
@@ -959,4 +976,245 @@ fn dir_file(d: &Device, format: &str) -> TempDir {
         path.to_str().unwrap(),
     ]);
     dir
+}
+
+/// An older frab/pentabarf export: local `<start>` times only, no `<date>`,
+/// no `<time_zone_name>` unless `zone` is given. FOSDEM's keynote at 09:30
+/// and a talk at 14:00, Brussels time, on 2025-02-01.
+fn older_export(zone: Option<&str>) -> String {
+    let conference = match zone {
+        Some(z) => format!(
+            "<conference><title>FOSDEM</title><time_zone_name>{z}</time_zone_name></conference>"
+        ),
+        None => "<conference><title>FOSDEM</title></conference>".to_owned(),
+    };
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<schedule>
+  {conference}
+  <day index="1" date="2025-02-01">
+    <room name="Janson">
+      <event guid="1b8c3ee3-9d35-5c4e-8b05-0a9bb2d0d4a1" id="1">
+        <start>09:30</start><duration>00:25</duration><title>Welcome to FOSDEM</title>
+      </event>
+      <event guid="2b8c3ee3-9d35-5c4e-8b05-0a9bb2d0d4a2" id="2">
+        <start>14:00</start><duration>00:50</duration><title>Afternoon keynote</title>
+      </event>
+    </room>
+  </day>
+</schedule>
+"#
+    )
+}
+
+/// Imports `xml` (written to a temporary file) with `extra` arguments.
+fn import_xml(d: &Device, xml: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schedule.xml");
+    std::fs::write(&path, xml).unwrap();
+    let mut args = vec!["import", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    d.run(&args)
+}
+
+fn starts(d: &Device) -> Vec<String> {
+    d.agenda_json(&[])
+        .iter()
+        .map(|s| s["start"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The bug of issue 13: with the agenda in Europe/Brussels, an older export's
+/// 09:30 was read as 09:30 UTC and shown as 10:30+01:00.
+#[test]
+fn local_times_of_an_older_export_are_read_in_the_agendas_zone() {
+    let d = Device::in_zone("Asia/Tokyo");
+    d.join(Role::Organizer, "ann");
+    d.ok(&["event", "--timezone", "Europe/Brussels"]);
+    let out = import_xml(&d, &older_export(None), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        starts(&d),
+        ["2025-02-01T09:30:00+01:00", "2025-02-01T14:00:00+01:00"]
+    );
+    let text = d.ok(&["agenda"]);
+    assert!(text.contains("09:30-09:55"), "{text}");
+    // Re-importing the same file changes nothing.
+    let out = import_xml(&d, &older_export(None), &["--json"]);
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["change_bytes"], 0);
+}
+
+#[test]
+fn the_files_own_zone_wins_over_timezone_and_the_agendas() {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    d.ok(&["event", "--timezone", "Asia/Tokyo"]);
+    let out = import_xml(
+        &d,
+        &older_export(Some("Europe/Brussels")),
+        &["--timezone", "America/New_York"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        starts(&d),
+        ["2025-02-01T09:30:00+01:00", "2025-02-01T14:00:00+01:00"]
+    );
+    // The file's zone became the agenda's.
+    assert!(d.ok(&["event"]).contains("time zone: Europe/Brussels"));
+}
+
+#[test]
+fn timezone_is_used_for_a_file_without_a_zone_and_becomes_the_agendas() {
+    // Over the agenda's own zone, too.
+    for agenda_zone in [None, Some("Asia/Tokyo")] {
+        let d = Device::new();
+        d.join(Role::Organizer, "ann");
+        if let Some(z) = agenda_zone {
+            d.ok(&["event", "--timezone", z]);
+        }
+        let out = import_xml(
+            &d,
+            &older_export(None),
+            &["--timezone", "Europe/Brussels", "--json"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["time_zone"], "Europe/Brussels", "{agenda_zone:?}");
+        assert_eq!(
+            starts(&d),
+            ["2025-02-01T09:30:00+01:00", "2025-02-01T14:00:00+01:00"],
+            "{agenda_zone:?}"
+        );
+        assert!(d.ok(&["event"]).contains("time zone: Europe/Brussels"));
+    }
+}
+
+#[test]
+fn local_times_with_no_zone_anywhere_are_refused_and_the_agenda_is_untouched() {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    let out = import_xml(&d, &older_export(None), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_one_line_error(&err);
+    assert!(err.contains("--timezone"), "{err}");
+    assert!(err.contains("the agenda is unchanged"), "{err}");
+    assert!(err.contains("XML line 7: event 1"), "{err}");
+    assert!(d.agenda_json(&[]).is_empty());
+    assert_eq!(d.pending(), 0);
+    assert!(d.ok(&["event"]).contains("time zone: UTC"));
+    // A zone that does not exist is refused clearly, too.
+    let out = import_xml(&d, &older_export(None), &["--timezone", "Europe/Brusels"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("unknown time zone \"Europe/Brusels\""),
+        "{err}"
+    );
+    assert!(d.agenda_json(&[]).is_empty());
+    assert_eq!(d.pending(), 0);
+}
+
+/// Links, language and type from a real file are shown and exported; an
+/// organizer adds a recording; attendees cannot; a bad URL is refused.
+#[test]
+fn sessions_keep_their_links_and_organizers_add_recordings() {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    d.ok(&["import", &fixture("fosdem-2025.xml")]);
+    let agenda = d.agenda_json(&[]);
+    let with_links: Vec<&Value> = agenda
+        .iter()
+        .filter(|s| !s["links"].as_array().unwrap().is_empty())
+        .collect();
+    assert!(with_links.len() > 300, "{}", with_links.len());
+    let first = agenda[0].clone();
+    assert_eq!(first["language"], "en");
+    assert_eq!(first["type"], "devroom");
+    assert!(first["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://fosdem.org/2025/schedule/event/"));
+    let session = first["id"].as_str().unwrap().to_owned();
+
+    let url = "https://video.fosdem.org/2025/k3201/recording.webm";
+    let out = d.ok(&[
+        "session",
+        "link",
+        &session,
+        url,
+        "--title",
+        "Video recording",
+    ]);
+    assert!(out.contains("added a link"), "{out}");
+    let shown = d.json(&["session", "show", &session, "--json"]);
+    let links = shown["links"].as_array().unwrap();
+    assert_eq!(
+        links.last().unwrap(),
+        &json!({ "url": url, "title": "Video recording" })
+    );
+    let text = d.ok(&["session", "show", &session]);
+    assert!(
+        text.contains(&format!("    {url} Video recording")),
+        "{text}"
+    );
+    assert!(text.contains("  language: en"), "{text}");
+    assert!(text.contains("  type:     devroom"), "{text}");
+
+    for bad in ["not a url", "ftp://example.org/x", "javascript:alert(1)"] {
+        let err = d.fail(&["session", "link", &session, bad]);
+        assert!(err.contains("is not a web link"), "{bad}: {err}");
+    }
+    let err = d.fail(&["session", "link", "no-such-session", url]);
+    assert!(err.contains("no session with id no-such-session"), "{err}");
+
+    // Every export carries the link back.
+    for format in ["ics", "json", "xml"] {
+        let dir = dir_file(&d, format);
+        let exported =
+            std::fs::read_to_string(dir.path().join(format!("export.{format}"))).unwrap();
+        assert!(exported.contains(url), "{format}");
+        let again = d.json(&[
+            "import",
+            dir.path()
+                .join(format!("export.{format}"))
+                .to_str()
+                .unwrap(),
+            "--json",
+        ]);
+        assert_eq!(again["change_bytes"], 0, "{format}");
+    }
+
+    let a = Device::new();
+    a.join(Role::Attendee, "bob");
+    let err = a.fail(&["session", "link", &session, url]);
+    assert!(err.contains("organizers only"), "{err}");
+    assert_eq!(a.pending(), 0);
+}
+
+/// A file whose times all have offsets but that names no zone (pretalx-rc3)
+/// sets no zone on a fresh agenda: a later file with local times is still
+/// refused rather than read as UTC.
+#[test]
+fn a_file_without_a_zone_does_not_make_the_agenda_utc_for_later_local_times() {
+    let d = Device::new();
+    d.join(Role::Organizer, "ann");
+    d.ok(&["import", &fixture("pretalx-rc3.json")]);
+    let out = import_xml(&d, &older_export(None), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--timezone"), "{err}");
+    assert_eq!(d.agenda_json(&[]).len(), 48);
 }

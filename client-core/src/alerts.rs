@@ -7,7 +7,13 @@
 //! * [`AlertKind::Added`]: a session that was not in the agenda;
 //! * [`AlertKind::Moved`]: a new room and/or time;
 //! * [`AlertKind::Cancelled`] / [`AlertKind::Reinstated`];
-//! * [`AlertKind::Announcement`]: a new organizer announcement.
+//! * [`AlertKind::Announcement`]: a new organizer announcement;
+//! * [`AlertKind::Link`]: a new link on a session the attendee bookmarked,
+//!   e.g. its recording after the talk. The message says `The recording of
+//!   "…" is online` when the link looks like a video (see
+//!   [`Link::looks_like_recording`]), else `New link for "…"`. Only
+//!   bookmarked sessions raise it: after a conference hundreds of
+//!   recordings go online, and each attendee wants the ones they chose.
 //!
 //! Edits to a title, abstract, track or speakers alone raise no alert, nor do
 //! the sessions of an agenda's first download (into an agenda that had none). Alerts
@@ -23,7 +29,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Announcement, Session, SessionStatus};
+use crate::model::{Announcement, Link, Session, SessionStatus};
 use crate::time;
 use crate::view::ViewChange;
 
@@ -41,6 +47,8 @@ pub enum AlertKind {
     Reinstated,
     /// The organizers posted an announcement.
     Announcement,
+    /// A bookmarked session got a new link (e.g. its recording).
+    Link,
 }
 
 /// One schedule change, ready to show.
@@ -56,6 +64,8 @@ pub struct Alert {
     pub previous_start_unix: Option<i64>,
     /// The announcement (for [`AlertKind::Announcement`]).
     pub announcement: Option<Announcement>,
+    /// The new link (for [`AlertKind::Link`]).
+    pub link: Option<Link>,
     /// True when the session is one the attendee bookmarked.
     pub bookmarked: bool,
     /// A one-line message in the event's time zone, e.g. `Your bookmarked
@@ -113,6 +123,7 @@ impl AlertHub {
             previous_start_unix: None,
             message: format!("Announcement: {}", a.text),
             announcement: Some(a.clone()),
+            link: None,
             bookmarked: false,
         }));
         let listeners = self.listeners.iter().map(|(_, l)| Arc::clone(l)).collect();
@@ -149,6 +160,7 @@ fn compare(change: &ViewChange, bookmarks: &HashSet<String>, tz: &str) -> Vec<Al
             previous_room: None,
             previous_start_unix: None,
             announcement: None,
+            link: None,
             bookmarked,
             message,
         };
@@ -205,6 +217,24 @@ fn compare(change: &ViewChange, bookmarks: &HashSet<String>, tz: &str) -> Vec<Al
             a.previous_room = (was.room != s.room).then(|| was.room.clone());
             a.previous_start_unix = (was.start_unix != s.start_unix).then_some(was.start_unix);
             out.push(a);
+        }
+        if bookmarked && !cancelled {
+            for link in s
+                .links
+                .iter()
+                .filter(|l| !was.links.iter().any(|w| w.url == l.url))
+            {
+                let message = if link.looks_like_recording() {
+                    format!("The recording of \"{}\" is online: {}", s.title, link.url)
+                } else if link.title.is_empty() {
+                    format!("New link for \"{}\": {}", s.title, link.url)
+                } else {
+                    format!("New link for \"{}\": {} {}", s.title, link.title, link.url)
+                };
+                let mut a = alert(AlertKind::Link, message);
+                a.link = Some(link.clone());
+                out.push(a);
+            }
         }
     }
     out
@@ -341,6 +371,76 @@ mod tests {
         let (alerts, _) = changed(&hub, &mut view, &d, &mut heads, &bookmarks);
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].kind, AlertKind::Reinstated);
+    }
+
+    #[test]
+    fn a_new_link_on_a_bookmarked_session_says_its_recording_is_online() {
+        let mut d = agenda();
+        let mut hub = AlertHub::default();
+        hub.add(Arc::new(Collect::default()));
+        let mut view = AgendaView::build(&d);
+        let mut heads = d.get_heads();
+        let bookmarks: HashSet<String> = ["a".to_owned()].into();
+        let recording = Link::new("https://video.fosdem.org/2025/k3201/talk-a.webm", "");
+        let slides = Link::new("https://example.org/slides.pdf", "Slides");
+        AgendaDoc::add_link(&mut d, "a", &recording, 0).unwrap();
+        AgendaDoc::add_link(&mut d, "a", &slides, 0).unwrap();
+        // Not bookmarked: no alert for b's link.
+        AgendaDoc::add_link(&mut d, "b", &recording, 0).unwrap();
+        let (alerts, _) = changed(&hub, &mut view, &d, &mut heads, &bookmarks);
+        let got: Vec<(AlertKind, &str, Option<&Link>)> = alerts
+            .iter()
+            .map(|a| (a.kind, a.message.as_str(), a.link.as_ref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    AlertKind::Link,
+                    "The recording of \"Talk a\" is online: \
+                     https://video.fosdem.org/2025/k3201/talk-a.webm",
+                    Some(&recording)
+                ),
+                (
+                    AlertKind::Link,
+                    "New link for \"Talk a\": Slides https://example.org/slides.pdf",
+                    Some(&slides)
+                ),
+            ]
+        );
+        assert!(alerts.iter().all(|a| a.bookmarked));
+        // The same link again (a new title) is not news.
+        AgendaDoc::add_link(&mut d, "a", &Link::new(&slides.url, "Slides (PDF)"), 0).unwrap();
+        assert!(changed(&hub, &mut view, &d, &mut heads, &bookmarks)
+            .0
+            .is_empty());
+        assert_eq!(
+            AgendaDoc::session(&d, "a").unwrap().links,
+            [recording, Link::new(&slides.url, "Slides (PDF)")]
+        );
+    }
+
+    #[test]
+    fn what_looks_like_a_recording() {
+        for url in [
+            "https://video.fosdem.org/2025/janson/x.av1.webm",
+            "https://media.ccc.de/v/38c3-12345-opening",
+            "https://www.youtube.com/watch?v=abc",
+            "https://youtu.be/abc",
+            "https://cdn.example.org/talks/t1.MP4",
+            "https://peertube.example.org/w/abc",
+        ] {
+            assert!(Link::new(url, "").looks_like_recording(), "{url}");
+        }
+        assert!(Link::new("https://example.org/x", "Video (1080p)").looks_like_recording());
+        assert!(Link::new("https://example.org/x", "Recording").looks_like_recording());
+        for url in [
+            "https://example.org/slides.pdf",
+            "https://github.com/llvm/llvm-project/",
+            "https://notyoutube.com/watch",
+        ] {
+            assert!(!Link::new(url, "Slides").looks_like_recording(), "{url}");
+        }
     }
 
     #[test]

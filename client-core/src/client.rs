@@ -496,6 +496,15 @@ impl Client {
         self.organizer_edit(|d, _| AgendaDoc::cancel_session(d, id, now_ms()))
     }
 
+    /// Adds a link to a session, e.g. its recording once it is online
+    /// (organizers only). The URL must be an absolute `http`/`https` URL; a
+    /// link with the same URL is replaced. Attendees who bookmarked the
+    /// session get an [`AlertKind::Link`](crate::AlertKind::Link) alert.
+    pub fn add_session_link(&self, id: &str, url: &str, title: &str) -> Result<(), ClientError> {
+        let link = crate::model::Link::checked(url, title)?;
+        self.organizer_edit(|d, _| AgendaDoc::add_link(d, id, &link, now_ms()))
+    }
+
     /// Imports a schedule read by one of the [`import`](crate::import)
     /// readers into the agenda (organizers only), as one change holding only
     /// what differs: see [`AgendaDoc::apply_import`] and, for how sessions

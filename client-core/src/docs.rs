@@ -20,7 +20,8 @@ use ring::digest::{digest, SHA256};
 use crate::error::ClientError;
 use crate::import::{ImportedSchedule, ImportedSession};
 use crate::model::{
-    Announcement, ImportCounts, NewSession, Room, Session, SessionStatus, SessionUpdate,
+    Announcement, ImportCounts, Link, NewSession, Room, Session, SessionDetails, SessionStatus,
+    SessionUpdate,
 };
 use crate::reimport;
 
@@ -97,10 +98,75 @@ fn new_session(id: &str, s: &ImportedSession) -> NewSession {
     }
 }
 
+/// The page, links, language and type of an imported session.
+fn details_of(s: &ImportedSession) -> SessionDetails {
+    SessionDetails {
+        url: s.url.clone(),
+        links: s.links.clone(),
+        language: s.language.clone(),
+        kind: s.kind.clone(),
+    }
+}
+
+/// Keys of the optional text fields of a session, with their values: only
+/// written when not empty, so agendas without them stay as small as before.
+fn optional_fields<'a>(
+    url: &'a str,
+    language: &'a str,
+    kind: &'a str,
+) -> [(&'static str, &'a str); 3] {
+    [("url", url), ("language", language), ("type", kind)]
+}
+
+/// Writes `links` as a new list of `{url, title}` maps (plain scalars; an
+/// empty list removes the key).
+fn write_links(tx: &mut Transaction<'_>, obj: &ObjId, links: &[Link]) -> Result<(), ClientError> {
+    if links.is_empty() {
+        tx.delete(obj, "links")?;
+        return Ok(());
+    }
+    let list = tx.put_object(obj, "links", ObjType::List)?;
+    for (i, link) in links.iter().enumerate() {
+        insert_link(tx, &list, i, link)?;
+    }
+    Ok(())
+}
+
+fn insert_link(
+    tx: &mut Transaction<'_>,
+    list: &ObjId,
+    index: usize,
+    link: &Link,
+) -> Result<(), ClientError> {
+    let map = tx.insert_object(list, index, ObjType::Map)?;
+    tx.put(&map, "url", link.url.as_str())?;
+    if !link.title.is_empty() {
+        tx.put(&map, "title", link.title.as_str())?;
+    }
+    Ok(())
+}
+
+fn read_links(doc: &Automerge, session: &ObjId) -> Vec<Link> {
+    let Some(list) = map_of(doc, session, "links") else {
+        return Vec::new();
+    };
+    (0..doc.length(&list))
+        .filter_map(|i| match doc.get(&list, i) {
+            Ok(Some((Value::Object(_), map))) => Some(Link {
+                url: str_of(doc, &map, "url"),
+                title: str_of(doc, &map, "title"),
+            }),
+            _ => None,
+        })
+        .filter(|link| !link.url.is_empty())
+        .collect()
+}
+
 fn write_new_session(
     tx: &mut Transaction<'_>,
     sessions: &ObjId,
     s: &NewSession,
+    details: &SessionDetails,
 ) -> Result<(), ClientError> {
     let obj = tx.put_object(sessions, s.id.as_str(), ObjType::Map)?;
     tx.put(&obj, "title", s.title.as_str())?;
@@ -113,6 +179,14 @@ fn write_new_session(
     let list = tx.put_object(&obj, "speakers", ObjType::List)?;
     for (i, sp) in s.speakers.iter().enumerate() {
         tx.insert(&list, i, sp.as_str())?;
+    }
+    for (key, value) in optional_fields(&details.url, &details.language, &details.kind) {
+        if !value.is_empty() {
+            tx.put(&obj, key, value)?;
+        }
+    }
+    if !details.links.is_empty() {
+        write_links(tx, &obj, &details.links)?;
     }
     Ok(())
 }
@@ -186,6 +260,22 @@ fn rewrite_session(
         }
         any = true;
     }
+    let old = optional_fields(&was.url, &was.language, &was.kind);
+    let now = optional_fields(&new.url, &new.language, &new.kind);
+    for ((key, old), (_, value)) in old.into_iter().zip(now) {
+        if old != value {
+            if value.is_empty() {
+                tx.delete(obj, key)?;
+            } else {
+                tx.put(obj, key, value)?;
+            }
+            any = true;
+        }
+    }
+    if was.links != new.links {
+        write_links(tx, obj, &new.links)?;
+        any = true;
+    }
     let moved =
         was.room != new.room || was.start_unix != new.start_unix || was.end_unix != new.end_unix;
     let status = match (was.status, moved) {
@@ -219,7 +309,7 @@ pub(crate) enum AgendaEdit {
     /// Puts an existing session back to exactly the wanted fields and status.
     Restore(Session, Session),
     /// Adds a session.
-    Add(NewSession),
+    Add(NewSession, SessionDetails),
     /// Cancels a session.
     Cancel(String),
     /// Posts an announcement.
@@ -232,6 +322,16 @@ const OP_WEIGHT: usize = 48;
 
 impl AgendaEdit {
     pub(crate) fn weight(&self) -> usize {
+        let details = |d: &SessionDetails| {
+            d.url.len()
+                + d.language.len()
+                + d.kind.len()
+                + d.links
+                    .iter()
+                    .map(|l| l.url.len() + l.title.len() + 3 * OP_WEIGHT)
+                    .sum::<usize>()
+                + 4 * OP_WEIGHT
+        };
         let text = |s: &NewSession| {
             s.id.len()
                 + s.title.len()
@@ -252,9 +352,12 @@ impl AgendaEdit {
             }
             AgendaEdit::NewRoom(r) => r.len() + 2 * OP_WEIGHT,
             AgendaEdit::Room(r) => r.name.len() + 2 * OP_WEIGHT,
-            AgendaEdit::Rewrite(_, s) => text(&new_session("", s)),
-            AgendaEdit::Restore(_, s) => text(&new_session(&s.id, &imported_of(s))),
-            AgendaEdit::Add(s) => text(s),
+            AgendaEdit::Rewrite(_, s) => text(&new_session("", s)) + details(&details_of(s)),
+            AgendaEdit::Restore(_, s) => {
+                let s = imported_of(s);
+                text(&new_session("", &s)) + details(&details_of(&s))
+            }
+            AgendaEdit::Add(s, d) => text(s) + details(d),
             AgendaEdit::Cancel(id) => id.len() + OP_WEIGHT,
             AgendaEdit::Announce(a) => a.text.len() + 3 * OP_WEIGHT,
         }
@@ -273,7 +376,16 @@ fn imported_of(s: &Session) -> ImportedSession {
         speakers: s.speakers.clone(),
         start_unix: s.start_unix,
         end_unix: s.end_unix,
+        url: s.url.clone(),
+        links: s.links.clone(),
+        language: s.language.clone(),
+        kind: s.kind.clone(),
     }
+}
+
+/// What a session of the agenda carries beyond what an organizer types.
+pub(crate) fn details_of_session(s: &Session) -> SessionDetails {
+    details_of(&imported_of(s))
 }
 
 /// Writes the fields of `wanted` that differ from `was`, status included; true if any did.
@@ -379,6 +491,10 @@ impl AgendaDoc {
             track: str_of(doc, &s, "track"),
             speakers,
             status: SessionStatus::parse(&str_of(doc, &s, "status")),
+            url: str_of(doc, &s, "url"),
+            links: read_links(doc, &s),
+            language: str_of(doc, &s, "language"),
+            kind: str_of(doc, &s, "type"),
         })
     }
 
@@ -401,7 +517,7 @@ impl AgendaDoc {
         }
         let sessions = Self::root_obj(doc, "sessions")?;
         let mut tx = doc.transaction();
-        write_new_session(&mut tx, &sessions, s)?;
+        write_new_session(&mut tx, &sessions, s, &SessionDetails::default())?;
         commit(tx, now_ms);
         Ok(())
     }
@@ -412,7 +528,8 @@ impl AgendaDoc {
     /// session moved; a cancelled session that is back is reinstated),
     /// sessions missing from the file are cancelled. New rooms are added. The
     /// event's name is set from the file when it has one; its time zone when
-    /// the file names one other than UTC, or the agenda has none yet.
+    /// the file names one other than UTC (or one was given for its floating
+    /// times, see [`ImportedSchedule::zone_source`]).
     ///
     /// A large import becomes several changes, each closed once the values
     /// written reach `budget` bytes (a re-import of a few edits stays one
@@ -437,8 +554,11 @@ impl AgendaDoc {
         let new_name = (!schedule.name.trim().is_empty()
             && name.as_deref() != Some(schedule.name.as_str()))
         .then(|| schedule.name.clone());
-        let new_tz = (tz.as_deref() != Some(schedule.time_zone.as_str())
-            && (schedule.time_zone != "UTC" || tz.is_none()))
+        // "UTC" is never written: a file that names no zone says "UTC" only
+        // to count days (and an agenda without a zone shows UTC anyway), and
+        // it must not make later files' floating times read as UTC.
+        let new_tz = (schedule.time_zone != "UTC"
+            && tz.as_deref() != Some(schedule.time_zone.as_str()))
         .then(|| schedule.time_zone.clone());
         if new_name.is_some() || new_tz.is_some() {
             edits.push(AgendaEdit::Event {
@@ -457,7 +577,7 @@ impl AgendaDoc {
             }
         }
         for (id, new) in &plan.add {
-            edits.push(AgendaEdit::Add(new_session(id, new)));
+            edits.push(AgendaEdit::Add(new_session(id, new), details_of(new)));
         }
         for id in &plan.unmatched {
             if old
@@ -473,7 +593,7 @@ impl AgendaDoc {
             match edit {
                 AgendaEdit::Rewrite(..) if changed => counts.changed += 1,
                 AgendaEdit::Rewrite(..) => counts.unchanged += 1,
-                AgendaEdit::Add(_) => counts.added += 1,
+                AgendaEdit::Add(..) => counts.added += 1,
                 AgendaEdit::Cancel(_) => counts.removed += 1,
                 _ => return,
             }
@@ -547,8 +667,8 @@ impl AgendaDoc {
                         Some(obj) => restore_session(&mut tx, &obj, was, wanted)?,
                         None => false,
                     },
-                    AgendaEdit::Add(s) => {
-                        write_new_session(&mut tx, &sessions, s)?;
+                    AgendaEdit::Add(s, d) => {
+                        write_new_session(&mut tx, &sessions, s, d)?;
                         true
                     }
                     AgendaEdit::Cancel(id) => match map_of_tx(&tx, &sessions, id) {
@@ -636,6 +756,34 @@ impl AgendaDoc {
             tx.put(&obj, "end", e)?;
         }
         tx.put(&obj, "status", SessionStatus::Moved.as_str())?;
+        commit(tx, now_ms);
+        Ok(())
+    }
+
+    /// Adds a link at the end of a session's links (a link with the same URL
+    /// is replaced, so adding one twice keeps one).
+    pub fn add_link(
+        doc: &mut Automerge,
+        id: &str,
+        link: &Link,
+        now_ms: i64,
+    ) -> Result<(), ClientError> {
+        let obj = Self::session_obj(doc, id)?;
+        let mut links = read_links(doc, &obj);
+        let mut tx = doc.transaction();
+        match links.iter().position(|l| l.url == link.url) {
+            Some(i) => {
+                links[i] = link.clone();
+                write_links(&mut tx, &obj, &links)?;
+            }
+            None => match map_of_tx(&tx, &obj, "links") {
+                Some(list) => {
+                    let end = tx.length(&list);
+                    insert_link(&mut tx, &list, end, link)?;
+                }
+                None => write_links(&mut tx, &obj, std::slice::from_ref(link))?,
+            },
+        }
         commit(tx, now_ms);
         Ok(())
     }

@@ -41,8 +41,9 @@ pub use client::Client;
 pub use error::{ClientError, LimitKind, SyncError};
 pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};
 pub use model::{
-    Announcement, EventInfo, Identity, ImportCounts, ImportSummary, NewSession, RefusedChange,
-    Room, Session, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
+    Announcement, EventInfo, Identity, ImportCounts, ImportSummary, Link, NewSession,
+    RefusedChange, Room, Session, SessionDetails, SessionStatus, SessionUpdate, SyncReport,
+    SyncStatus,
 };
 pub use resolve::{KeptEdit, ResolveReport};
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync, Received};

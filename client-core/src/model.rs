@@ -2,11 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ClientError;
+
 /// Status of a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
     /// As planned.
+    #[default]
     Scheduled,
     /// Moved to another room or time.
     Moved,
@@ -33,8 +36,139 @@ impl SessionStatus {
     }
 }
 
+/// Whether a URL is an absolute `http(s)://` URL with a host: the only kind
+/// an attendee can open.
+pub(crate) fn is_web_url(url: &str) -> bool {
+    web_url(url).is_some()
+}
+
+/// An absolute `http(s)://` URL with a host, written as a strict RFC 3986
+/// URI (what the c3voc schemas' `uri` format wants): the `url` crate's
+/// serialization (lower-case scheme and host, IDNA, spaces and quotes
+/// escaped), then every character RFC 3986 does not allow after the host
+/// percent-encoded too (`[`, `]`, `{`, `|`, a second `#`, a `%` not
+/// followed by two hex digits, ...). `None` for anything else. Links are
+/// stored in this form, so an export re-imports unchanged.
+pub(crate) fn web_url(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url.trim()).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return None;
+    }
+    let text = parsed.as_str();
+    let after_scheme = text.find("://")? + 3;
+    let path_at = text[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| after_scheme + i);
+    let (head, rest) = text.split_at(path_at);
+    let mut out = head.to_owned();
+    let mut in_fragment = false;
+    let bytes = rest.as_bytes();
+    for (i, c) in rest.char_indices() {
+        let allowed = match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' => true,
+            ':' | '/' | '?' | '@' | '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';'
+            | '=' => true,
+            '%' => {
+                bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+            }
+            '#' if !in_fragment => {
+                in_fragment = true;
+                true
+            }
+            _ => false,
+        };
+        if allowed {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A link attendees use: slides, a video recording, a project page.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Link {
+    /// The URL.
+    pub url: String,
+    /// What it is, `""` when the file gives no title.
+    pub title: String,
+}
+
+impl Link {
+    /// A link, with surrounding blanks removed from both parts.
+    pub fn new(url: &str, title: &str) -> Link {
+        Link {
+            url: url.trim().to_owned(),
+            title: title.trim().to_owned(),
+        }
+    }
+
+    /// A link an organizer typed: the URL must be an absolute `http` or
+    /// `https` URL with a host.
+    pub fn checked(url: &str, title: &str) -> Result<Link, ClientError> {
+        let link = Link::new(url, title);
+        let bad =
+            |why: String| ClientError::Invalid(format!("{:?} is not a web link: {why}", link.url));
+        let parsed = url::Url::parse(&link.url).map_err(|e| bad(e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(bad(format!(
+                "the scheme is {:?}; give an http:// or https:// URL",
+                parsed.scheme()
+            )));
+        }
+        let url = web_url(&link.url).ok_or_else(|| bad("it has no host".into()))?;
+        Ok(Link { url, ..link })
+    }
+
+    /// Whether the link looks like a video recording of the session: its
+    /// title says `recording`, `video` or `vod`, its path ends in a video
+    /// file extension (`.mp4`, `.webm`, `.mkv`, `.mov`, `.m4v`, `.ogv`,
+    /// `.avi`, `.m3u8`), or its host is a video site (`video.fosdem.org`,
+    /// `media.ccc.de`, YouTube, Vimeo, PeerTube instances named
+    /// `peertube…`/`tube…`). Everything else is "a new link".
+    pub fn looks_like_recording(&self) -> bool {
+        let title = self.title.to_lowercase();
+        if ["recording", "video", "vod"]
+            .iter()
+            .any(|word| title.contains(word))
+        {
+            return true;
+        }
+        let Ok(url) = url::Url::parse(&self.url) else {
+            return false;
+        };
+        let path = url.path().to_ascii_lowercase();
+        if [
+            ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".ogv", ".avi", ".m3u8",
+        ]
+        .iter()
+        .any(|ext| path.ends_with(ext))
+        {
+            return true;
+        }
+        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+        let host = host.strip_prefix("www.").unwrap_or(&host);
+        [
+            "video.fosdem.org",
+            "media.ccc.de",
+            "youtube.com",
+            "m.youtube.com",
+            "youtu.be",
+            "vimeo.com",
+        ]
+        .contains(&host)
+            || host.starts_with("peertube.")
+            || host.starts_with("tube.")
+    }
+}
+
 /// One session of the agenda.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Session {
     /// Stable id.
     pub id: String,
@@ -54,6 +188,14 @@ pub struct Session {
     pub speakers: Vec<String>,
     /// Status.
     pub status: SessionStatus,
+    /// The session's own page, `""` if none.
+    pub url: String,
+    /// Links: slides, recordings, projects (oldest first).
+    pub links: Vec<Link>,
+    /// Language (e.g. `en`), `""` if unknown.
+    pub language: String,
+    /// Type from the schedule (e.g. `lecture`, `workshop`), `""` if none.
+    pub kind: String,
 }
 
 /// A new session (organizer).
@@ -75,6 +217,22 @@ pub struct NewSession {
     pub track: String,
     /// Speakers.
     pub speakers: Vec<String>,
+}
+
+/// What a session carries besides its place in the schedule, as schedule
+/// files give it: its page, links, language and type. (Kept out of
+/// [`NewSession`], which is what an organizer types; links are added with
+/// `Client::add_session_link`.)
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionDetails {
+    /// The session's own page, `""` if none.
+    pub url: String,
+    /// Links: slides, recordings, projects.
+    pub links: Vec<Link>,
+    /// Language (e.g. `en`), `""` if unknown.
+    pub language: String,
+    /// Type (e.g. `lecture`, `workshop`), `""` if none.
+    pub kind: String,
 }
 
 /// Fields to change on a session; `None` leaves a field as it is.

@@ -10,7 +10,10 @@
 //!    A key that is not a valid session id (over 128 bytes, or holding `/`,
 //!    whitespace or control characters) is replaced by `k-` plus a digest of
 //!    it. A key seen twice in one file gets `-2`, `-3`, … on its later
-//!    copies. An agenda session whose id equals the key is the match.
+//!    copies. An agenda session whose id equals the key is the match, or
+//!    whose id the key was derived from by Lanyard's own export (an id that
+//!    is not a UUID is exported under a name-based UUID, see
+//!    [`guid_for`](crate::export::guid_for)).
 //! 2. **Title.** An imported session whose key matches nothing is paired with
 //!    an agenda session that no key matched and that has the same title
 //!    (ignoring case and surrounding whitespace): the only such session, or
@@ -86,7 +89,16 @@ pub(crate) fn plan<'a>(existing: &[Session], imported: &'a [ImportedSession]) ->
             }
         })
         .collect();
-    let by_id: HashMap<&str, &Session> = existing.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut by_id: HashMap<&str, &Session> = existing.iter().map(|s| (s.id.as_str(), s)).collect();
+    // Lanyard's own exports write an id that is not a UUID as a name-based
+    // UUID (see `export::guid_for`): map those back to their session.
+    let derived: Vec<(String, &Session)> = existing
+        .iter()
+        .map(|s| (crate::export::derived_guid(&s.id), s))
+        .collect();
+    for (guid, s) in &derived {
+        by_id.entry(guid.as_str()).or_insert(s);
+    }
     let mut taken: HashSet<&str> = HashSet::new();
     let mut paired: Vec<Option<String>> = vec![None; imported.len()];
     for (i, key) in keys.iter().enumerate() {
@@ -153,6 +165,7 @@ mod tests {
             track: String::new(),
             speakers: Vec::new(),
             abstract_text: String::new(),
+            ..ImportedSession::default()
         }
     }
 
@@ -167,6 +180,7 @@ mod tests {
             track: String::new(),
             speakers: Vec::new(),
             status: SessionStatus::Scheduled,
+            ..Session::default()
         }
     }
 

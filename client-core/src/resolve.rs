@@ -288,16 +288,19 @@ fn agenda_edits(have: &Automerge, from: &Automerge, wanted: &Automerge) -> Vec<A
                     status: crate::model::SessionStatus::Scheduled,
                     ..s.clone()
                 };
-                edits.push(AgendaEdit::Add(NewSession {
-                    id: s.id.clone(),
-                    title: s.title.clone(),
-                    abstract_text: s.abstract_text.clone(),
-                    room: s.room.clone(),
-                    start_unix: s.start_unix,
-                    end_unix: s.end_unix,
-                    track: s.track.clone(),
-                    speakers: s.speakers.clone(),
-                }));
+                edits.push(AgendaEdit::Add(
+                    NewSession {
+                        id: s.id.clone(),
+                        title: s.title.clone(),
+                        abstract_text: s.abstract_text.clone(),
+                        room: s.room.clone(),
+                        start_unix: s.start_unix,
+                        end_unix: s.end_unix,
+                        track: s.track.clone(),
+                        speakers: s.speakers.clone(),
+                    },
+                    crate::docs::details_of_session(&s),
+                ));
                 if added != s {
                     edits.push(AgendaEdit::Restore(added, s));
                 }
@@ -341,7 +344,7 @@ fn describe(edit: &AgendaEdit, tz: &str) -> String {
             when(s.start_unix),
             s.status.as_str()
         ),
-        AgendaEdit::Add(s) => format!(
+        AgendaEdit::Add(s, _) => format!(
             "new session {} {:?}: {}, {}",
             s.id,
             s.title,
@@ -356,7 +359,7 @@ fn describe(edit: &AgendaEdit, tz: &str) -> String {
 fn session_of(edit: &AgendaEdit) -> Option<String> {
     match edit {
         AgendaEdit::Restore(_, s) => Some(s.id.clone()),
-        AgendaEdit::Add(s) => Some(s.id.clone()),
+        AgendaEdit::Add(s, _) => Some(s.id.clone()),
         AgendaEdit::Cancel(id) => Some(id.clone()),
         _ => None,
     }

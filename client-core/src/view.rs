@@ -148,11 +148,20 @@ impl ObjIndex {
         }
     }
 
-    /// Indexes a session's map and its speakers list.
+    /// Indexes a session's map, its speakers list, its links list and links.
     fn add_session(&mut self, doc: &Automerge, sessions: &ObjId, id: &str) {
+        let part = || Part::Session(id.to_owned());
         if let Some(s) = obj_at(doc, sessions, id) {
-            self.add(obj_at(doc, &s, "speakers"), Part::Session(id.to_owned()));
-            self.add(Some(s), Part::Session(id.to_owned()));
+            self.add(obj_at(doc, &s, "speakers"), part());
+            if let Some(links) = obj_at(doc, &s, "links") {
+                for i in 0..doc.length(&links) {
+                    if let Ok(Some((automerge::Value::Object(_), l))) = doc.get(&links, i) {
+                        self.add(Some(l), part());
+                    }
+                }
+                self.add(Some(links), part());
+            }
+            self.add(Some(s), part());
         }
     }
 }
@@ -412,6 +421,13 @@ mod tests {
         // A concurrent edit merged in from another device.
         let mut other = d.fork();
         AgendaDoc::cancel_session(&mut other, "b", 0).unwrap();
+        for title in ["Slides", "Recording"] {
+            let linked = step(&mut d, &|d| {
+                let link = crate::model::Link::new(&format!("https://example.org/{title}"), title);
+                AgendaDoc::add_link(d, "a", &link, 0).unwrap();
+            });
+            assert!(!linked.rebuilt, "a link is read with its session");
+        }
         let merged = step(&mut d, &|d| {
             d.merge(&mut other.clone()).unwrap();
         });

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use lanyard_client_core::import::{parse_ics, parse_schedule_json, ImportedSchedule};
+use lanyard_client_core::import::{
+    parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
+};
 use lanyard_client_core::{Client, ClientError, SessionStatus};
 use lanyard_protocol::{cert_pin, token, DeviceId, EventId, JoinLink, Role, TokenClaims, UserId};
 use ring::signature::Ed25519KeyPair;
@@ -41,6 +43,8 @@ fn parse(name: &str) -> ImportedSchedule {
     let bytes = fixture(name);
     if name.ends_with(".ics") {
         parse_ics(&bytes).unwrap()
+    } else if name.ends_with(".xml") {
+        parse_schedule_xml(&bytes).unwrap()
     } else {
         parse_schedule_json(&bytes).unwrap()
     }
@@ -234,22 +238,30 @@ fn a_utc_file_keeps_the_event_zone_the_organizer_set() {
     assert_eq!(s.days, 4);
 }
 
-/// An `.ics` (and a schedule.json) export of an imported real agenda gives
-/// the same sessions when imported again: into a fresh device, and as a
-/// no-op re-import into the agenda it came from.
+/// An `.ics`, schedule.json and schedule.xml export of an imported real
+/// agenda gives the same sessions when imported again: into a fresh device
+/// (under the guids the exports write, see `export::guid_for`), and as a
+/// 0-byte no-op re-import into the agenda it came from.
 #[test]
 fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
-    use lanyard_client_core::export::{to_ics, to_schedule_json};
-    for file in ["frab-camp2019.json", "pyconuk2015-schedule.ics"] {
+    use lanyard_client_core::export::{guid_for, to_ics, to_schedule_json, to_schedule_xml};
+    for file in [
+        "frab-camp2019.json",
+        "pyconuk2015-schedule.ics",
+        "pretalx-rc3.json",
+        "fosdem-2025.xml",
+    ] {
         let c = client(Role::Organizer);
         c.import_schedule(&parse(file), false, &mut |_| {}).unwrap();
         let event = c.event_info().unwrap();
         let sessions = c.sessions().unwrap();
         let ics = to_ics(&event, &sessions, 1_700_000_000).unwrap();
         let json = to_schedule_json(&event, &sessions).unwrap().to_string();
+        let xml = to_schedule_xml(&event, &sessions).unwrap();
         for (format, back) in [
             ("ics", parse_ics(ics.as_bytes()).unwrap()),
             ("json", parse_schedule_json(json.as_bytes()).unwrap()),
+            ("xml", parse_schedule_xml(xml.as_bytes()).unwrap()),
         ] {
             let again = c.import_schedule(&back, false, &mut |_| {}).unwrap();
             assert_eq!(
@@ -259,8 +271,106 @@ fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
             );
             let fresh = client(Role::Organizer);
             fresh.import_schedule(&back, false, &mut |_| {}).unwrap();
-            assert_eq!(fresh.sessions().unwrap(), sessions, "{file} via {format}");
+            let mut want = sessions.clone();
+            if format != "ics" {
+                for s in &mut want {
+                    s.id = guid_for(&s.id);
+                }
+                want.sort_by(|a, b| {
+                    (a.start_unix, &a.room, &a.id).cmp(&(b.start_unix, &b.room, &b.id))
+                });
+            }
+            let got = fresh.sessions().unwrap();
+            assert_eq!(got.len(), want.len(), "{file} via {format}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g, w, "{file} via {format}");
+            }
             assert_eq!(fresh.event_info().unwrap().time_zone, event.time_zone);
         }
     }
+}
+
+/// fosdem-2025-floating.xml is the real FOSDEM 2025 export without its zone,
+/// its `<date>`s and its days' instants (made by
+/// tests/data/schedules/make_floating_fosdem.py): only local `<start>` times
+/// are left, as in older pentabarf exports. Read in the agenda's zone, every
+/// session lands at the instants of the original; with no zone anywhere the
+/// file is refused, and an explicit zone does the same as the agenda's.
+#[test]
+fn a_fosdem_export_without_zone_or_dates_gives_the_instants_of_the_original() {
+    use lanyard_client_core::import::{ImportError, ScheduleFormat, ZoneSource};
+    let original = parse("fosdem-2025.xml");
+    assert_eq!(original.sessions.len(), 943);
+    assert!(!original.floating_times);
+    let floating = fixture("fosdem-2025-floating.xml");
+
+    let c = client(Role::Organizer);
+    let err = c
+        .read_schedule(ScheduleFormat::Xml, &floating, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            lanyard_client_core::import::ReadScheduleError::Import(ImportError::NoTimeZone { .. })
+        ),
+        "{err}"
+    );
+
+    c.set_event("FOSDEM 2025", "Europe/Brussels").unwrap();
+    let from_agenda = c
+        .read_schedule(ScheduleFormat::Xml, &floating, None)
+        .unwrap();
+    let given = client(Role::Organizer)
+        .read_schedule(ScheduleFormat::Xml, &floating, Some("Europe/Brussels"))
+        .unwrap();
+    for read in [&from_agenda, &given] {
+        assert!(read.floating_times);
+        assert_eq!(read.zone_source, ZoneSource::Fallback);
+        assert_eq!(read.time_zone, "Europe/Brussels");
+        assert_eq!(read.sessions.len(), original.sessions.len());
+        for (f, o) in read.sessions.iter().zip(&original.sessions) {
+            assert_eq!(f.guid, o.guid);
+            assert_eq!(
+                (f.start_unix, f.end_unix),
+                (o.start_unix, o.end_unix),
+                "{:?}",
+                o.guid
+            );
+        }
+        // Nothing else was lost either.
+        assert_eq!(read.sessions, original.sessions);
+    }
+    // Imported into the Brussels agenda, then the original on top: no change.
+    c.import_schedule(&from_agenda, false, &mut |_| {}).unwrap();
+    let again = c.import_schedule(&original, false, &mut |_| {}).unwrap();
+    assert_eq!(again.counts.change_bytes, 0, "{again:?}");
+}
+
+/// A newer file that only adds a recording to one session rewrites that
+/// session's links and nothing else: a small change, one session changed.
+#[test]
+fn a_new_link_in_a_reimport_changes_only_that_session() {
+    let c = client(Role::Organizer);
+    let mut schedule = parse("fosdem-2025.xml");
+    c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let talk = &mut schedule.sessions[100];
+    let id = talk.guid.clone().unwrap();
+    let before = talk.links.len();
+    talk.links.push(lanyard_client_core::Link::new(
+        "https://video.fosdem.org/2025/ud2120/talk.av1.webm",
+        "Video recording (AV1/WebM)",
+    ));
+    let again = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    assert_eq!(
+        (again.counts.changed, again.counts.unchanged),
+        (1, 942),
+        "{again:?}"
+    );
+    assert!(
+        again.counts.change_bytes > 0 && again.counts.change_bytes < 1500,
+        "{again:?}"
+    );
+    let links = c.session(&id).unwrap().unwrap().links;
+    assert_eq!(links.len(), before + 1);
+    assert_eq!(links.last().unwrap().title, "Video recording (AV1/WebM)");
 }

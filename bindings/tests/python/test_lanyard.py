@@ -162,6 +162,21 @@ async def main():
     check(ann_alert and ann_alert[0].announcement.text == "Coffee in the lobby", listener.alerts)
     check(all(t.startswith("lanyard-core") for t in listener.threads),
           f"callbacks come from the core's threads: {listener.threads}")
+    # After the talk the organizer adds its recording: the bookmark brings an alert.
+    rec = "https://video.example.org/pyconf/keynote.mp4"
+    try:
+        org.add_session_link("keynote", "not a url", "")
+        raise AssertionError("a bad URL was accepted")
+    except ly.LanyardError as e:
+        check("is not a web link" in str(e), str(e))
+    org.add_session_link("keynote", rec, "Recording")
+    await org.sync_now(60)
+    listener.wait_for(lambda l: any(a.kind == ly.AlertKind.LINK for a in l.alerts), "link alert")
+    link = [a for a in listener.alerts if a.kind == ly.AlertKind.LINK][0]
+    check(link.message.startswith('The recording of "Opening keynote" is online'), link.message)
+    check(link.link.url == rec and link.link.title == "Recording", link)
+    check(ann.session("keynote").links == [ly.Link(url=rec, title="Recording")],
+          ann.session("keynote").links)
     # A network change keeps the connection (or brings it back at once).
     ann.network_changed()
     org.cancel_session("rust")

@@ -13,6 +13,8 @@
 //! | `track` | the first value of the first `CATEGORIES`, else `""` |
 //! | `abstract_text` | `DESCRIPTION`, else `""` |
 //! | `speakers` | the comma-separated list `X-LANYARD-SPEAKERS` (written by Lanyard's own export), else empty (`ATTENDEE`/`ORGANIZER` are not speakers) |
+//! | `url` | `URL` when it is a web URL, else `""` |
+//! | `links`, `language`, `kind` | `X-LANYARD-LINKS` (`URL TITLE`, comma-separated), `X-LANYARD-LANGUAGE`, `X-LANYARD-TYPE` (written by Lanyard's own export), else empty |
 //!
 //! A `VEVENT` with `STATUS:CANCELLED` is left out: importing the file into an
 //! agenda then cancels that session there, as for any session missing from a
@@ -76,6 +78,9 @@ use jiff::tz::TimeZone;
 use jiff::{Span, Zoned};
 
 use super::schedule_json::{ImportError, ImportedSchedule, ImportedSession};
+use super::zone::{self, EventZone};
+use super::{file_link, page_url};
+use crate::model::Link;
 
 /// Parses an iCalendar (RFC 5545) file into a schedule.
 ///
@@ -86,11 +91,19 @@ use super::schedule_json::{ImportError, ImportedSchedule, ImportedSession};
 /// The schedule's `name` is `X-WR-CALNAME` (else `""`). Its `time_zone` is
 /// `X-WR-TIMEZONE` when that is a known IANA zone, else the `TZID` of the
 /// first `DTSTART` (in file order) that has one, else `"UTC"`; floating
-/// times are read in that zone.
+/// times are read in that zone. A floating time in a file that names no
+/// zone is refused ([`ImportError::NoTimeZone`]): give a fallback zone with
+/// [`parse_schedule`](super::parse_schedule).
 pub fn parse_ics(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
+    read(bytes, None)
+}
+
+/// [`parse_ics`] with a zone for floating times when the file names none
+/// (see [`parse_schedule`](super::parse_schedule)).
+pub(crate) fn read(bytes: &[u8], fallback: Option<&str>) -> Result<ImportedSchedule, ImportError> {
     let calendar = read_structure(bytes)?;
 
-    let time_zone = calendar
+    let file_zone = calendar
         .property("X-WR-TIMEZONE")
         .and_then(|p| known_zone(&p.value))
         .or_else(|| {
@@ -100,9 +113,8 @@ pub fn parse_ics(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
                 .filter_map(|e| e.property("DTSTART")?.param("TZID"))
                 .next()
                 .and_then(known_zone)
-        })
-        .unwrap_or_else(|| "UTC".to_owned());
-    let tz = TimeZone::get(&time_zone).unwrap_or(TimeZone::UTC);
+        });
+    let zone = EventZone::new(file_zone.as_deref(), fallback)?;
     let name = calendar
         .property("X-WR-CALNAME")
         .map(|p| unescape_text(&p.value))
@@ -116,9 +128,9 @@ pub fn parse_ics(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
                 .property("STATUS")
                 .is_some_and(|p| p.value.trim().eq_ignore_ascii_case("CANCELLED"))
         })
-        .map(|event| read_event(event, &tz))
+        .map(|event| read_event(event, &zone))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ImportedSchedule::sorted(name, time_zone, sessions))
+    Ok(ImportedSchedule::sorted(name, &zone, sessions))
 }
 
 /// One content line (`NAME;PARAM=value:value`) after unfolding.
@@ -399,9 +411,7 @@ fn unterminated_event(begin_line: usize, found: &str) -> ImportError {
 
 /// The canonical name of an IANA zone known to the bundled tz database.
 fn known_zone(name: &str) -> Option<String> {
-    let name = normalize_tzid(name);
-    let tz = TimeZone::get(name).ok()?;
-    Some(tz.iana_name().unwrap_or(name).to_owned())
+    zone::known_zone(normalize_tzid(name))
 }
 
 /// A `TZID` without surrounding blanks and without the `/` that marks a
@@ -458,7 +468,11 @@ fn list_values(value: &str) -> Vec<String> {
 
 /// A DATE or DATE-TIME property as a zoned instant; `true` when it is a
 /// DATE (an all-day value, taken as midnight in its zone).
-fn read_time(property: &Property, name: &str, tz: &TimeZone) -> Result<(Zoned, bool), ImportError> {
+fn read_time(
+    property: &Property,
+    name: &str,
+    event_zone: &EventZone,
+) -> Result<(Zoned, bool), ImportError> {
     let value = property.value.trim();
     let bad = || {
         ics_error(
@@ -472,7 +486,7 @@ fn read_time(property: &Property, name: &str, tz: &TimeZone) -> Result<(Zoned, b
     };
     let utc = value.ends_with(['Z', 'z']);
     let zone = match property.param("TZID") {
-        Some(tzid) if !utc => TimeZone::get(normalize_tzid(tzid)).map_err(|_| {
+        Some(tzid) if !utc => Some(TimeZone::get(normalize_tzid(tzid)).map_err(|_| {
             ics_error(
                 property.line,
                 format!(
@@ -481,9 +495,10 @@ fn read_time(property: &Property, name: &str, tz: &TimeZone) -> Result<(Zoned, b
                     shorten(tzid)
                 ),
             )
-        })?,
-        _ if utc => TimeZone::UTC,
-        _ => tz.clone(),
+        })?),
+        _ if utc => Some(TimeZone::UTC),
+        // Floating: in the event's zone.
+        _ => None,
     };
     let is_date = property
         .param("VALUE")
@@ -535,7 +550,16 @@ fn read_time(property: &Property, name: &str, tz: &TimeZone) -> Result<(Zoned, b
         )
         .map_err(|_| bad())?
     };
-    let zoned = civil.to_zoned(zone).map_err(|_| bad())?;
+    let zoned = match zone {
+        Some(zone) => civil.to_zoned(zone).map_err(|_| bad())?,
+        None => {
+            let at = event_zone
+                .local(civil)
+                .map_err(|no_zone| no_zone.at(format!("iCalendar line {}: {name}", property.line)))?
+                .ok_or_else(bad)?;
+            at.to_zoned(event_zone.tz().clone())
+        }
+    };
     Ok((zoned, is_date))
 }
 
@@ -564,7 +588,7 @@ fn add_duration(start: &Zoned, property: &Property) -> Result<Zoned, ImportError
         .map_err(|_| bad("the end is out of range"))
 }
 
-fn read_event(event: &RawEvent, tz: &TimeZone) -> Result<ImportedSession, ImportError> {
+fn read_event(event: &RawEvent, zone: &EventZone) -> Result<ImportedSession, ImportError> {
     let text = |name: &str| {
         event
             .property(name)
@@ -577,9 +601,9 @@ fn read_event(event: &RawEvent, tz: &TimeZone) -> Result<ImportedSession, Import
             "VEVENT has no DTSTART (required for a session)",
         ));
     };
-    let (start, start_is_date) = read_time(dtstart, "DTSTART", tz)?;
+    let (start, start_is_date) = read_time(dtstart, "DTSTART", zone)?;
     let end = if let Some(dtend) = event.property("DTEND") {
-        let (end, _) = read_time(dtend, "DTEND", tz)?;
+        let (end, _) = read_time(dtend, "DTEND", zone)?;
         if end.timestamp() < start.timestamp() {
             return Err(ics_error(
                 dtend.line,
@@ -618,8 +642,37 @@ fn read_event(event: &RawEvent, tz: &TimeZone) -> Result<ImportedSession, Import
             .map(|p| list_values(&p.value))
             .unwrap_or_default(),
         abstract_text: text("DESCRIPTION"),
+        url: page_url(event.property("URL").map(|p| p.value.as_str()), None),
+        links: event
+            .property(LINKS_PROPERTY)
+            .map(|p| read_links(&p.value))
+            .unwrap_or_default(),
+        language: text(LANGUAGE_PROPERTY).trim().to_owned(),
+        kind: text(TYPE_PROPERTY).trim().to_owned(),
     })
 }
+
+/// Links written by Lanyard's export: a comma-separated TEXT list whose
+/// values are `URL` or `URL TITLE` (the first space separates them; a URL
+/// has no spaces).
+fn read_links(value: &str) -> Vec<Link> {
+    list_values(value)
+        .iter()
+        .filter_map(|entry| match entry.split_once(' ') {
+            Some((url, title)) => file_link(url, title, None),
+            None => file_link(entry, "", None),
+        })
+        .collect()
+}
+
+/// The non-standard property Lanyard's own export writes a session's links
+/// to: a comma-separated TEXT list of `URL` or `URL TITLE`; other calendar
+/// programs ignore it.
+pub const LINKS_PROPERTY: &str = "X-LANYARD-LINKS";
+/// The non-standard property for a session's language.
+pub const LANGUAGE_PROPERTY: &str = "X-LANYARD-LANGUAGE";
+/// The non-standard property for a session's type.
+pub const TYPE_PROPERTY: &str = "X-LANYARD-TYPE";
 
 /// The non-standard property Lanyard's own export writes speakers to (a
 /// comma-separated TEXT list); other calendar programs ignore it.

@@ -45,8 +45,12 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value};
 
+use super::zone::{EventZone, ZoneSource};
+use super::{base_url, file_link, page_url};
+use crate::model::Link;
+
 /// One session of an imported schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ImportedSession {
     /// The event's `guid`, if it has a non-empty one.
     pub guid: Option<String>,
@@ -72,6 +76,20 @@ pub struct ImportedSession {
     /// `null` or blank; `""` when neither has text. May contain HTML or
     /// Markdown, exactly as exported.
     pub abstract_text: String,
+    /// The session's own page (`url`; iCalendar `URL`) when it is a web
+    /// URL (a relative one resolved against the file's `base_url`), `""`
+    /// otherwise.
+    pub url: String,
+    /// Links attendees use (slides, recordings, projects): the file's
+    /// `links`, then its `attachments`, in file order (`{url, title}`;
+    /// schedule.xml `<link href>title</link>`); URLs resolved like `url`,
+    /// entries without one an attendee could open are dropped.
+    pub links: Vec<Link>,
+    /// The `language` (e.g. `en`), `""` when none.
+    pub language: String,
+    /// The session's `type` (free text such as `lecture`, `workshop`),
+    /// `""` when none.
+    pub kind: String,
 }
 
 /// A whole imported schedule.
@@ -79,27 +97,38 @@ pub struct ImportedSession {
 pub struct ImportedSchedule {
     /// The conference `title`, else its `acronym`, else `""`.
     pub name: String,
-    /// The IANA time zone used for [`days`](Self::days): the conference's
-    /// `time_zone_name` when it is a zone known to the bundled tz database,
-    /// otherwise `"UTC"`.
+    /// The IANA time zone floating local times were read in and
+    /// [`days`](Self::days) are counted in: the file's own zone when it is
+    /// known to the bundled tz database (schedule.json and schedule.xml
+    /// `time_zone_name`, iCalendar `X-WR-TIMEZONE` or the first `TZID`),
+    /// else the fallback zone the caller gave, else `"UTC"` (see
+    /// [`zone_source`](Self::zone_source); a file with floating times and
+    /// no zone at all is refused with [`ImportError::NoTimeZone`]).
     ///
-    /// UTC is the fallback (rather than guessing a zone from the offsets in
-    /// the event times) because an offset such as `+01:00` belongs to many
-    /// zones with different DST rules. Note that files may name a zone that
+    /// The zone is never guessed from the offsets in the event times,
+    /// because an offset such as `+01:00` belongs to many zones with
+    /// different DST rules. Note that files may name a zone that
     /// disagrees with their offsets (pretalx-democon says `UTC` but writes
     /// `+01:00`); the instants are always taken from the offsets, the zone
     /// only decides on which date a session falls.
     pub time_zone: String,
     /// All sessions, sorted by start, then room (stable otherwise).
     pub sessions: Vec<ImportedSession>,
+    /// Where [`time_zone`](Self::time_zone) came from: the file, the
+    /// caller's fallback, or nowhere (then it is `"UTC"`, and every time in
+    /// the file had an offset).
+    pub zone_source: ZoneSource,
+    /// Whether the file had local times without an offset (read in
+    /// [`time_zone`](Self::time_zone)).
+    pub floating_times: bool,
 }
 
 impl ImportedSchedule {
     /// A schedule with its sessions in the readers' order: by start, then
-    /// room, then end (stable otherwise).
+    /// room, then end (stable otherwise), and the zone its times were read in.
     pub(crate) fn sorted(
         name: String,
-        time_zone: String,
+        zone: &EventZone,
         mut sessions: Vec<ImportedSession>,
     ) -> Self {
         sessions.sort_by(|a, b| {
@@ -109,8 +138,10 @@ impl ImportedSchedule {
         });
         ImportedSchedule {
             name,
-            time_zone,
+            time_zone: zone.name().to_owned(),
             sessions,
+            zone_source: zone.source(),
+            floating_times: zone.had_floating_times(),
         }
     }
 
@@ -191,6 +222,25 @@ pub enum ImportError {
         /// What is wrong, e.g. `event 123: <duration> expected HH:MM, got "1h"`.
         message: String,
     },
+    /// The file has a local time without a UTC offset, names no time zone,
+    /// and no fallback zone was given: reading it as UTC would put sessions
+    /// at the wrong hour.
+    #[error(
+        "{at}: a local time without a UTC offset, and neither the file nor the agenda \
+         names the event's time zone to read it in; give the zone (an IANA name such \
+         as Europe/Brussels)"
+    )]
+    NoTimeZone {
+        /// Where the first such time is: a JSON path, `XML line N: event ID`
+        /// or `iCalendar line N`.
+        at: String,
+    },
+    /// The fallback time zone given for a file is not a known IANA zone.
+    #[error("unknown time zone {name:?}: give an IANA name such as Europe/Brussels")]
+    UnknownTimeZone {
+        /// The name as given.
+        name: String,
+    },
 }
 
 /// Parses a c3voc `schedule.json` (or schedule2) document.
@@ -199,7 +249,17 @@ pub enum ImportError {
 /// `invalid-example.json` from voc/schedule (string ids, extra `answers`,
 /// `rooms` at the wrong level) is imported, since none of its schema
 /// violations affect the agenda.
+///
+/// Local times without an offset are read in the file's `time_zone_name`;
+/// without one they are refused ([`ImportError::NoTimeZone`]): give a
+/// fallback zone with [`parse_schedule`](super::parse_schedule).
 pub fn parse_schedule_json(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
+    read(bytes, None)
+}
+
+/// [`parse_schedule_json`] with a zone for floating times when the file
+/// names none (see [`parse_schedule`](super::parse_schedule)).
+pub(crate) fn read(bytes: &[u8], fallback: Option<&str>) -> Result<ImportedSchedule, ImportError> {
     let root: Value = serde_json::from_slice(bytes).map_err(syntax_error)?;
     // The `schedule` wrapper is optional: accept a bare schedule object too.
     let (schedule, base) = match root.get("schedule") {
@@ -216,14 +276,10 @@ pub fn parse_schedule_json(bytes: &[u8]) -> Result<ImportedSchedule, ImportError
     let empty = Map::new();
     let conference = conference.unwrap_or(&empty);
 
-    let time_zone = conference
-        .get("time_zone_name")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|name| TimeZone::get(name).is_ok())
-        .unwrap_or("UTC")
-        .to_owned();
-    let tz = TimeZone::get(&time_zone).unwrap_or(TimeZone::UTC);
+    let zone = EventZone::new(
+        conference.get("time_zone_name").and_then(Value::as_str),
+        fallback,
+    )?;
     let name = [conference.get("title"), conference.get("acronym")]
         .into_iter()
         .flatten()
@@ -233,7 +289,8 @@ pub fn parse_schedule_json(bytes: &[u8]) -> Result<ImportedSchedule, ImportError
         .to_owned();
 
     let ctx = Context {
-        tz,
+        zone,
+        base: base_url(schedule.get("base_url").and_then(Value::as_str)),
         rooms: array_of(conference.get("rooms")),
         tracks: array_of(conference.get("tracks")),
         persons: array_of(schedule.get("persons")),
@@ -280,12 +337,14 @@ pub fn parse_schedule_json(bytes: &[u8]) -> Result<ImportedSchedule, ImportError
             }
         }
     }
-    Ok(ImportedSchedule::sorted(name, time_zone, sessions))
+    Ok(ImportedSchedule::sorted(name, &ctx.zone, sessions))
 }
 
-/// Lookup tables shared by all events of one file.
+/// The event's zone and the lookup tables shared by all events of one file.
 struct Context<'a> {
-    tz: TimeZone,
+    zone: EventZone,
+    /// `base_url`, for relative links.
+    base: Option<url::Url>,
     rooms: &'a [Value],
     tracks: &'a [Value],
     persons: &'a [Value],
@@ -383,15 +442,13 @@ fn read_event(
     };
     let start_path = join(path, start_key);
     let start = match field(event, start_key) {
-        Some(v) => parse_instant(v, &start_path, &ctx.tz)?,
+        Some(v) => parse_instant(v, &start_path, &ctx.zone)?,
         None => return Err(ImportError::Missing { path: start_path }),
     };
-    // schedule.json gives a duration, schedule2 an end (duration deprecated).
-    let keys = if room_key.is_some() {
-        ["duration", "end"]
-    } else {
-        ["end", "duration"]
-    };
+    // The end is an instant (`end`, newer) or a duration (`duration`,
+    // deprecated but what older schedule.json files give); the instant
+    // wins, as it keeps seconds the `HH:MM` duration cannot.
+    let keys = ["end", "duration"];
     let Some((key, value)) = keys
         .into_iter()
         .find_map(|key| field(event, key).map(|v| (key, v)))
@@ -407,7 +464,7 @@ fn read_event(
             .checked_add(parse_duration(value, &end_path)?)
             .ok_or_else(|| invalid(&end_path, "a shorter duration", value))?
     } else {
-        let end = parse_instant(value, &end_path, &ctx.tz)?.as_second();
+        let end = parse_instant(value, &end_path, &ctx.zone)?.as_second();
         if end < start.as_second() {
             return Err(invalid(&end_path, "an instant not before the start", value));
         }
@@ -432,14 +489,37 @@ fn read_event(
             .or_else(|| text(event, "description"))
             .unwrap_or("")
             .to_owned(),
+        url: page_url(text(event, "url"), ctx.base.as_ref()),
+        links: read_links(event, ctx.base.as_ref()),
+        language: text(event, "language").unwrap_or("").trim().to_owned(),
+        kind: text(event, "type").unwrap_or("").trim().to_owned(),
     })
 }
 
-/// An RFC 3339 instant; without an offset, a local date-time in the zone.
+/// `links` then `attachments`: each `{url, title}` (`href` is accepted for
+/// `url`), or a bare URL string; entries without an absolute web URL are
+/// dropped (an attendee cannot open a relative path).
+fn read_links(event: &Map<String, Value>, base: Option<&url::Url>) -> Vec<Link> {
+    ["links", "attachments"]
+        .into_iter()
+        .flat_map(|key| array_of(field(event, key)))
+        .filter_map(|entry| match entry {
+            Value::String(url) => file_link(url, "", base),
+            Value::Object(link) => {
+                let url = text(link, "url").or_else(|| text(link, "href"))?;
+                file_link(url, text(link, "title").unwrap_or(""), base)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// An RFC 3339 instant; without an offset, a local date-time in the
+/// event's zone (an error when there is none, see [`EventZone`]).
 pub(super) fn parse_instant(
     value: &Value,
     path: &str,
-    tz: &TimeZone,
+    zone: &EventZone,
 ) -> Result<Timestamp, ImportError> {
     const EXPECTED: &str = "an RFC 3339 date-time such as 2019-08-21T11:00:00+02:00";
     let s = value
@@ -449,11 +529,12 @@ pub(super) fn parse_instant(
     if let Ok(ts) = s.parse::<Timestamp>() {
         return Ok(ts);
     }
-    s.replace(' ', "T")
+    let local = s
+        .replace(' ', "T")
         .parse::<DateTime>()
-        .ok()
-        .and_then(|dt| dt.to_zoned(tz.clone()).ok())
-        .map(|z| z.timestamp())
+        .map_err(|_| invalid(path, EXPECTED, value))?;
+    zone.local(local)
+        .map_err(|no_zone| no_zone.at(path))?
         .ok_or_else(|| invalid(path, EXPECTED, value))
 }
 
@@ -665,6 +746,26 @@ mod tests {
         assert_eq!(open.track, "CCC");
         assert_eq!(open.speakers, ["jinxx", "smtw"]);
         assert_eq!(open.abstract_text, "A hearty welcome me lasses and lads!");
+        // Its page, language, type; links and attachments, the relative
+        // attachment paths resolved against the schedule's base_url.
+        assert_eq!(
+            open.url,
+            "https://fahrplan.events.ccc.de/camp/2019/Fahrplan/events/10386.html"
+        );
+        assert_eq!(
+            (open.language.as_str(), open.kind.as_str()),
+            ("en", "lecture")
+        );
+        let hacking = by_guid(&s, "24b58c74-2bba-412e-84ac-c206f714f0b7");
+        assert_eq!(
+            hacking.links,
+            [Link::new(
+                "https://fahrplan.events.ccc.de/system/event_attachments/attachments/000/003/792/\
+                 original/Hacking_Containers_and_Kubernetes.pdf?1566398735",
+                "Slides"
+            )]
+        );
+        assert_eq!(s.sessions.iter().map(|x| x.links.len()).sum::<usize>(), 64);
         // One event has an empty persons list.
         assert_eq!(
             s.sessions.iter().filter(|x| x.speakers.is_empty()).count(),
@@ -869,6 +970,57 @@ mod tests {
         assert_eq!(open.id.as_deref(), Some("abc"));
         assert_eq!(open.end_unix - open.start_unix, 3600 + 5 * 60 + 30);
         assert_eq!(open.speakers, ["Only Name"]);
+    }
+
+    #[test]
+    fn local_dates_are_read_in_the_files_zone_else_the_fallback_else_refused() {
+        let local = |zone: Option<&str>| {
+            modified(FRAB, |v| {
+                let conference = &mut v["schedule"]["conference"];
+                match zone {
+                    Some(z) => conference["time_zone_name"] = Value::from(z),
+                    None => {
+                        conference.as_object_mut().unwrap().remove("time_zone_name");
+                    }
+                }
+                let ev = &mut conference["days"][0]["rooms"]["Curie"][0];
+                ev["date"] = Value::from("2019-08-21T11:00:00");
+            })
+        };
+        let opening = "a0a0fcfe-b7fb-46e3-84b6-97a5406016b4";
+        let s = parse_schedule_json(&local(Some("Europe/Berlin"))).unwrap();
+        assert!(s.floating_times);
+        assert_eq!(s.zone_source, ZoneSource::File);
+        assert_eq!(
+            by_guid(&s, opening).start_unix,
+            ts("2019-08-21T11:00:00+02:00")
+        );
+
+        let err = parse_schedule_json(&local(None)).unwrap_err();
+        assert_eq!(
+            err,
+            ImportError::NoTimeZone {
+                at: "schedule.conference.days[0].rooms.Curie[0].date".into()
+            }
+        );
+        let s = super::read(&local(None), Some("America/New_York")).unwrap();
+        assert_eq!(s.zone_source, ZoneSource::Fallback);
+        assert_eq!(s.time_zone, "America/New_York");
+        assert_eq!(
+            by_guid(&s, opening).start_unix,
+            ts("2019-08-21T11:00:00-04:00")
+        );
+        // Every other date has an offset: those are not moved.
+        let other = &s
+            .sessions
+            .iter()
+            .find(|x| x.guid.as_deref() != Some(opening))
+            .unwrap();
+        let original = parse_schedule_json(FRAB).unwrap();
+        assert_eq!(
+            by_guid(&original, other.guid.as_deref().unwrap()).start_unix,
+            other.start_unix
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! | `track` | `<track>`, else `""` |
 //! | `speakers` | the text of each `<persons>/<person>`, trimmed, blanks dropped |
 //! | `abstract_text` | `<abstract>`, else `<description>` when the abstract is absent or blank, else `""` |
+//! | `url` | `<url>` when it is a web URL (relative: resolved against the conference `<base_url>`), else `""` |
+//! | `links` | each `<links>/<link href>` then `<attachments>/<attachment href>`, the element's text as the title; hrefs resolved like `url`, others dropped |
+//! | `language`, `kind` | `<language>`, `<type>` (trimmed), else `""` |
 //!
 //! The schedule's name is the conference `<title>`, else its `<acronym>`,
 //! else `""`; its time zone is `<time_zone_name>` when that is a zone known
@@ -31,7 +34,7 @@
 //! on the next date) is taken to be after midnight, on the next date.
 //!
 //! Lenient means: unknown elements and attributes (`<slug>`, `<recording>`,
-//! `<links>`, a `code` attribute, …), namespaces, empty optional elements,
+//! a `code` attribute, …), namespaces, empty optional elements,
 //! a missing `<conference>`, entities and CDATA sections anywhere in the text
 //! are all accepted; the XSD's patterns (slug, acronym, uuid) are not
 //! checked. Only what an agenda cannot do without is required: a title, a
@@ -78,6 +81,9 @@ use serde_json::Value;
 use super::schedule_json::{
     parse_duration, parse_instant, ImportError, ImportedSchedule, ImportedSession,
 };
+use super::zone::{EventZone, NoZone};
+use super::{base_url, file_link, page_url};
+use crate::model::Link;
 
 /// Parses a frab / pentabarf `schedule.xml` document.
 ///
@@ -85,7 +91,18 @@ use super::schedule_json::{
 /// session fields and what is tolerated. Sessions are sorted by start, then
 /// room (then end), like [`parse_schedule_json`](super::parse_schedule_json).
 /// A `<schedule>` without any `<day>` gives a schedule without sessions.
+///
+/// A `<start>` without a `<date>` is a local time: it is read in the
+/// conference's `time_zone_name`; without one it is refused
+/// ([`ImportError::NoTimeZone`]): give a fallback zone with
+/// [`parse_schedule`](super::parse_schedule).
 pub fn parse_schedule_xml(bytes: &[u8]) -> Result<ImportedSchedule, ImportError> {
+    read(bytes, None)
+}
+
+/// [`parse_schedule_xml`] with a zone for floating times when the file
+/// names none (see [`parse_schedule`](super::parse_schedule)).
+pub(crate) fn read(bytes: &[u8], fallback: Option<&str>) -> Result<ImportedSchedule, ImportError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = line_at(bytes, e.valid_up_to());
         xml_error(line, format!("not UTF-8 (byte {})", e.valid_up_to()))
@@ -103,13 +120,16 @@ pub fn parse_schedule_xml(bytes: &[u8]) -> Result<ImportedSchedule, ImportError>
     }
 
     let conference = child(root, "conference");
-    let time_zone = conference
+    let file_zone = conference
         .and_then(|c| child(c, "time_zone_name"))
-        .map(text_of)
-        .map(|name| name.trim().to_owned())
-        .filter(|name| TimeZone::get(name).is_ok())
-        .unwrap_or_else(|| "UTC".to_owned());
-    let tz = TimeZone::get(&time_zone).unwrap_or(TimeZone::UTC);
+        .map(text_of);
+    let zone = EventZone::new(file_zone.as_deref(), fallback)?;
+    let base = base_url(
+        conference
+            .and_then(|c| child(c, "base_url"))
+            .map(text_of)
+            .as_deref(),
+    );
     let name = conference
         .into_iter()
         .flat_map(|c| [child(c, "title"), child(c, "acronym")])
@@ -120,22 +140,22 @@ pub fn parse_schedule_xml(bytes: &[u8]) -> Result<ImportedSchedule, ImportError>
 
     let mut sessions = Vec::new();
     for day in children(root, "day") {
-        let day = Day::new(day, &tz);
+        let day = Day::new(day, &zone);
         for node in day.node.children().filter(Node::is_element) {
             match node.tag_name().name() {
                 "room" => {
                     let wrapper = node.attribute("name").filter(|n| !n.trim().is_empty());
                     for event in children(node, "event") {
-                        sessions.push(read_event(event, wrapper, &day, &tz)?);
+                        sessions.push(read_event(event, wrapper, &day, &zone, base.as_ref())?);
                     }
                 }
                 // The older layout: events directly under the day.
-                "event" => sessions.push(read_event(node, None, &day, &tz)?),
+                "event" => sessions.push(read_event(node, None, &day, &zone, base.as_ref())?),
                 _ => {}
             }
         }
     }
-    Ok(ImportedSchedule::sorted(name, time_zone, sessions))
+    Ok(ImportedSchedule::sorted(name, &zone, sessions))
 }
 
 /// A `<day>` and the attributes a `<start>` is read against.
@@ -148,10 +168,10 @@ struct Day<'a, 'input> {
 }
 
 impl<'a, 'input> Day<'a, 'input> {
-    fn new(node: Node<'a, 'input>, tz: &TimeZone) -> Self {
+    fn new(node: Node<'a, 'input>, zone: &EventZone) -> Self {
         let instant = |name: &str| {
             let value = Value::from(node.attribute(name)?);
-            parse_instant(&value, name, tz).ok()
+            parse_instant(&value, name, zone).ok()
         };
         Day {
             node,
@@ -262,7 +282,8 @@ fn read_event(
     event: Node<'_, '_>,
     wrapper_room: Option<&str>,
     day: &Day<'_, '_>,
-    tz: &TimeZone,
+    zone: &EventZone,
+    base: Option<&url::Url>,
 ) -> Result<ImportedSession, ImportError> {
     let guid = nonblank_attribute(event, "guid");
     let id = nonblank_attribute(event, "id");
@@ -276,7 +297,7 @@ fn read_event(
     let title = child(event, "title")
         .map(text_of)
         .ok_or_else(|| missing("title"))?;
-    let start = read_start(event, day, tz, &label)?;
+    let start = read_start(event, day, zone, &label)?;
     let duration = child(event, "duration").ok_or_else(|| missing("duration"))?;
     let duration_text = text_of(duration);
     let bad_duration = || {
@@ -321,7 +342,33 @@ fn read_event(
         abstract_text: nonblank_child(event, "abstract")
             .or_else(|| nonblank_child(event, "description"))
             .unwrap_or_default(),
+        url: page_url(Some(&trimmed_child(event, "url")), base),
+        links: read_links(event, base),
+        language: trimmed_child(event, "language"),
+        kind: trimmed_child(event, "type"),
     })
+}
+
+/// The trimmed text of the first child element with this name, else `""`.
+fn trimmed_child(node: Node<'_, '_>, name: &str) -> String {
+    child(node, name)
+        .map(|n| text_of(n).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `<links><link href="…">title</link></links>`, then
+/// `<attachments><attachment href="…">title</attachment></attachments>`;
+/// entries without an absolute web URL in `href` are dropped.
+fn read_links(event: Node<'_, '_>, base: Option<&url::Url>) -> Vec<Link> {
+    [("links", "link"), ("attachments", "attachment")]
+        .into_iter()
+        .flat_map(|(list, item)| {
+            child(event, list)
+                .into_iter()
+                .flat_map(move |l| children(l, item))
+        })
+        .filter_map(|link| file_link(link.attribute("href")?, &text_of(link), base))
+        .collect()
 }
 
 /// The start in seconds since the epoch: `<date>` if it has text, else
@@ -329,22 +376,23 @@ fn read_event(
 fn read_start(
     event: Node<'_, '_>,
     day: &Day<'_, '_>,
-    tz: &TimeZone,
+    zone: &EventZone,
     label: &str,
 ) -> Result<i64, ImportError> {
     if let Some(date) = child(event, "date").filter(|n| !text_of(*n).trim().is_empty()) {
         let text = text_of(date);
-        return parse_instant(&Value::from(text.as_str()), "date", tz)
+        return parse_instant(&Value::from(text.as_str()), "date", zone)
             .map(Timestamp::as_second)
-            .map_err(|_| {
-                xml_error(
+            .map_err(|e| match e {
+                ImportError::NoTimeZone { .. } => floating_at(NoZone, date, label),
+                _ => xml_error(
                     line_of(date),
                     format!(
                         "{label}: <date> expected an RFC 3339 date-time such as \
                          2019-08-21T11:00:00+02:00, got {}",
                         shorten(&text)
                     ),
-                )
+                ),
             });
     }
     let Some(start) = child(event, "start").filter(|n| !text_of(*n).trim().is_empty()) else {
@@ -360,17 +408,16 @@ fn read_start(
             format!("{label}: <start> expected HH:MM, got {}", shorten(&text)),
         )
     })?;
-    let Some(date) = day.date(tz)? else {
+    let Some(date) = day.date(zone.tz())? else {
         return Err(xml_error(
             line_of(start),
             format!("{label}: <start> without <date> needs the date attribute of its <day>"),
         ));
     };
     let at = |date: Date| {
-        date.to_datetime(time)
-            .to_zoned(tz.clone())
-            .map(|z| z.timestamp())
-            .map_err(|e| xml_error(line_of(start), format!("{label}: <start>: {e}")))
+        zone.local(date.to_datetime(time))
+            .map_err(|no_zone| floating_at(no_zone, start, label))?
+            .ok_or_else(|| xml_error(line_of(start), format!("{label}: <start>: out of range")))
     };
     let mut instant = at(date)?;
     // After midnight on a day that runs past it (e.g. 09:00 to 04:00)?
@@ -383,6 +430,11 @@ fn read_start(
         }
     }
     Ok(instant.as_second())
+}
+
+/// The error for a local time at `node` that no zone can place.
+fn floating_at(no_zone: NoZone, node: Node<'_, '_>, label: &str) -> ImportError {
+    no_zone.at(format!("XML line {}: {label}", line_of(node)))
 }
 
 /// `HH:MM`, `H:MM` or `HH:MM:SS` as a wall-clock time.
@@ -461,8 +513,16 @@ mod tests {
     }
 
     fn assert_same_as_json(xml: &[u8]) {
-        let from_json = parse_schedule_json(JSON).unwrap();
+        let mut from_json = parse_schedule_json(JSON).unwrap();
         let s = parse_schedule_xml(xml).unwrap();
+        // The XML fixtures were generated without the JSON's links (see
+        // tests/data/schedules/SOURCES.md); the older layout has only
+        // local <start> times, read in the file's zone.
+        for session in &mut from_json.sessions {
+            session.links.clear();
+        }
+        assert_eq!(s.floating_times, xml == NOROOM);
+        from_json.floating_times = s.floating_times;
         assert_eq!(s.name, "Chaos Communication Camp 2019");
         assert_eq!(s.time_zone, "Europe/Berlin");
         assert_eq!(s.sessions.len(), 79);
@@ -579,23 +639,48 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_missing_time_zone_is_utc() {
+    fn local_times_without_a_known_zone_are_refused_not_read_as_utc() {
         let event = r#"<day index="1" date="2019-08-21"><room name="Hall">
             <event id="1"><start>10:00</start><duration>00:30</duration><title>T</title></event>
             </room></day>"#;
         let unknown = format!(
             "<schedule><conference><title>Mars</title>\
-             <time_zone_name>Mars/Olympus_Mons</time_zone_name></conference>{event}</schedule>"
+             <time_zone_name>Mars/Olympus_Mons</time_zone_name></conference>\n{event}</schedule>"
         );
-        let s = parse_schedule_xml(unknown.as_bytes()).unwrap();
+        let err = parse_schedule_xml(unknown.as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            ImportError::NoTimeZone {
+                at: "XML line 3: event 1".into()
+            }
+        );
+        assert!(err.to_string().contains("give the zone"), "{err}");
+        // With a fallback zone, the local time is read in it.
+        let s = crate::import::parse_schedule(
+            crate::import::ScheduleFormat::Xml,
+            unknown.as_bytes(),
+            Some("Europe/Brussels"),
+        )
+        .unwrap();
         assert_eq!(s.name, "Mars");
-        assert_eq!(s.time_zone, "UTC");
-        assert_eq!(s.sessions[0].start_unix, ts("2019-08-21T10:00:00Z"));
+        assert_eq!(s.time_zone, "Europe/Brussels");
+        assert_eq!(s.zone_source, crate::import::ZoneSource::Fallback);
+        assert!(s.floating_times);
+        assert_eq!(s.sessions[0].start_unix, ts("2019-08-21T10:00:00+02:00"));
 
         let bare = format!("<schedule>{event}</schedule>");
-        let s = parse_schedule_xml(bare.as_bytes()).unwrap();
+        assert!(matches!(
+            parse_schedule_xml(bare.as_bytes()),
+            Err(ImportError::NoTimeZone { .. })
+        ));
+
+        // Times with offsets need no zone: UTC only counts the days.
+        let dated = bare.replace("<start>", "<date>2019-08-21T10:00:00+02:00</date><start>");
+        let s = parse_schedule_xml(dated.as_bytes()).unwrap();
         assert_eq!(s.name, "");
         assert_eq!(s.time_zone, "UTC");
+        assert_eq!(s.zone_source, crate::import::ZoneSource::Unnamed);
+        assert!(!s.floating_times);
         assert_eq!(s.sessions[0].room, "Hall");
 
         let empty = parse_schedule_xml(b"<schedule/>").unwrap();
@@ -648,7 +733,8 @@ mod tests {
         assert_eq!(l, line);
         assert!(message.ends_with("event 10386: <date> or <start> is missing"));
 
-        let no_room = "<schedule><day date=\"2019-08-21\">\
+        let no_room = "<schedule><conference><time_zone_name>UTC</time_zone_name></conference>\
+             <day date=\"2019-08-21\">\
              <event guid=\"g-1\"><start>10:00</start><duration>0:30</duration><title>T</title>\
              <room> </room></event></day></schedule>";
         let (l, message) = xml_err(no_room.as_bytes());
