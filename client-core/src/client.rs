@@ -320,7 +320,7 @@ impl Client {
     }
 
     /// Reads the agenda's view (an empty one if no agenda is held yet).
-    fn view<R>(&self, f: impl FnOnce(&AgendaView) -> R) -> Result<R, ClientError> {
+    pub(crate) fn view<R>(&self, f: impl FnOnce(&AgendaView) -> R) -> Result<R, ClientError> {
         let agenda = self.creds()?.agenda();
         let mut st = self.lock();
         if !st.views.contains_key(&agenda) {

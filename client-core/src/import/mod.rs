@@ -32,7 +32,6 @@ pub use schedule_xml::parse_schedule_xml;
 pub use zone::ZoneSource;
 
 use crate::client::Client;
-use crate::docs::AgendaDoc;
 use crate::error::ClientError;
 use crate::model::Link;
 
@@ -143,13 +142,7 @@ impl Client {
 
     /// The agenda's own zone, `None` while it has none (a fresh agenda).
     fn agenda_time_zone(&self) -> Result<Option<String>, ClientError> {
-        let st = self.lock();
-        let creds = st.creds.as_ref().ok_or(ClientError::NotJoined)?;
-        let agenda = lanyard_protocol::DocId::Agenda(creds.claims.event.clone());
-        Ok(st
-            .replica
-            .get(&agenda)
-            .and_then(|rd| AgendaDoc::event(&rd.doc).1))
+        self.view(|v| v.time_zone.clone())
     }
 }
 
