@@ -383,9 +383,10 @@ fn imported_of(s: &Session) -> ImportedSession {
     }
 }
 
-/// What a session of the agenda carries beyond what an organizer types.
-pub(crate) fn details_of_session(s: &Session) -> SessionDetails {
-    details_of(&imported_of(s))
+/// The edit that adds a session of the agenda (as it is) to another agenda.
+pub(crate) fn addition_of(s: &Session) -> AgendaEdit {
+    let imported = imported_of(s);
+    AgendaEdit::Add(new_session(&s.id, &imported), details_of(&imported))
 }
 
 /// Writes the fields of `wanted` that differ from `was`, status included; true if any did.

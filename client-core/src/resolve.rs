@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::{now_ms, persist_sync, Client, State};
 use crate::docs::{AgendaDoc, AgendaEdit, NotesDoc};
 use crate::error::ClientError;
-use crate::model::{NewSession, Session};
+use crate::model::Session;
 use crate::time;
 
 /// An edit set aside that could not be redone, kept for the person to see.
@@ -288,19 +288,7 @@ fn agenda_edits(have: &Automerge, from: &Automerge, wanted: &Automerge) -> Vec<A
                     status: crate::model::SessionStatus::Scheduled,
                     ..s.clone()
                 };
-                edits.push(AgendaEdit::Add(
-                    NewSession {
-                        id: s.id.clone(),
-                        title: s.title.clone(),
-                        abstract_text: s.abstract_text.clone(),
-                        room: s.room.clone(),
-                        start_unix: s.start_unix,
-                        end_unix: s.end_unix,
-                        track: s.track.clone(),
-                        speakers: s.speakers.clone(),
-                    },
-                    crate::docs::details_of_session(&s),
-                ));
+                edits.push(crate::docs::addition_of(&s));
                 if added != s {
                     edits.push(AgendaEdit::Restore(added, s));
                 }
