@@ -164,8 +164,9 @@ pub enum Command {
     /// (distinct dates, in the event's time zone, on which a session
     /// starts), rooms (distinct rooms holding a session), sessions, added,
     /// removed (cancelled by this import), changed, unchanged, change_bytes
-    /// (size of the Automerge change made; 0 when nothing changed), dry_run
-    /// and elapsed_ms (reading, parsing and applying the file).
+    /// (size of the Automerge changes made; 0 when nothing changed), changes
+    /// (how many: a large import is split so each fits the server's change
+    /// limit), dry_run and elapsed_ms (reading, parsing and applying the file).
     Import {
         /// The schedule file.
         file: PathBuf,

@@ -162,6 +162,7 @@ pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::
             "changed": c.changed,
             "unchanged": c.unchanged,
             "change_bytes": c.change_bytes,
+            "changes": c.changes,
             "dry_run": summary.dry_run,
             "elapsed_ms": (elapsed_ms * 10.0).round() / 10.0,
         });
@@ -183,15 +184,17 @@ pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::
     );
     if dry_run {
         outln!(
-            "dry run, nothing written: would make {what} ({} change)",
-            count(c.change_bytes, "byte")
+            "dry run, nothing written: would make {what} ({} in {})",
+            count(c.change_bytes, "byte"),
+            count(c.changes, "change")
         );
     } else if c.change_bytes == 0 {
         outln!("nothing to change: the agenda already matches ({what})");
     } else {
         outln!(
-            "imported: {what}; one change of {}{}",
+            "imported: {what}; {} in {} (each within the server's change limit){}",
             count(c.change_bytes, "byte"),
+            count(c.changes, "change"),
             crate::pending_note(client)
         );
     }

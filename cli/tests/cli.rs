@@ -788,10 +788,12 @@ fn import_prints_the_counts_of_each_real_schedule_and_reimports_as_a_no_op() {
             "{file}"
         );
         assert!(first["change_bytes"].as_u64().unwrap() > 0, "{file}");
+        assert!(first["changes"].as_u64().unwrap() >= 1, "{file}");
         assert_eq!(d.agenda_json(&[]).len() as u64, sessions, "{file}");
         let again = d.json(&["import", &path, "--json"]);
         assert_eq!(counts(&again), [sessions, rooms, days, 0, 0, 0], "{file}");
         assert_eq!(again["change_bytes"], 0, "{file}");
+        assert_eq!(again["changes"], 0, "{file}");
         let text = d.ok(&["import", &path]);
         assert!(text.contains("nothing to change"), "{file}: {text}");
     }
