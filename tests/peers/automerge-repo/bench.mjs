@@ -628,7 +628,10 @@ async function main() {
   R.join_server_payload_bytes = delta(join0, join1, "payload_bytes")
   pJoin.end()
   // What the simulated devices cost this process (JS heap and Automerge's wasm memory).
-  R.bench_rss_bytes_after_join = process.memoryUsage().rss
+  const mem = process.memoryUsage()
+  R.bench_rss_bytes_after_join = mem.rss
+  // Automerge's documents live in its WebAssembly memory (counted in external/arrayBuffers).
+  R.bench_memory_after_join = { rss: mem.rss, heap_used: mem.heapUsed, external: mem.external, array_buffers: mem.arrayBuffers }
   R.bench_rss_per_device_bytes = Math.round((R.bench_rss_bytes_after_join - R.bench_rss_bytes_before_devices) / Math.max(1, N))
   say(`join: ${joinedCount()}/${N} devices hold the agenda after ${(now() - tJoin).toFixed(0)} ms`)
 
