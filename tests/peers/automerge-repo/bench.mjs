@@ -618,7 +618,7 @@ async function main() {
   current.refreshers.push(joinFigures)
   const joinOk = await waitUntil(() => joinedCount() === N, tJoin + deadlineMs, () => {
     joinFigures()
-    say(`join: ${joinedCount()}/${N} devices; ${devStats.opened} sockets opened, ${devStats.failed} failed; ${serverLine()}`)
+    say(`join: ${joinedCount()}/${N} devices; ${devStats.opened} sockets opened, ${devStats.failed} failed; ${serverLine()}; bench rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`)
   })
   if (!joinOk) timedOut.push("join")
   joinFigures()
