@@ -40,13 +40,15 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --changes=*) changes="${args[i]#--changes=}" ;;
   esac
 done
-echo "== automerge-repo, $n devices" >&2
+echo "== automerge-repo, $n devices (log: $out/automerge-repo-$n.log)" >&2
+# No stale figures: a runner that crashes writes none, and the table says so.
+rm -f "$out/automerge-repo-$n.json"
 (
   cd tests/peers/automerge-repo
   npm install --no-audit --no-fund >&2
   node bench.mjs --attendees "$n" --seed "$seed" --changes "$changes" \
     --agenda-json "../../../$agenda" ${AM_FLAGS:-} \
-    --json "../../../$out/automerge-repo-$n.json" >&2 || true
+    --json "../../../$out/automerge-repo-$n.json" 2>&1 | tee "../../../$out/automerge-repo-$n.log" >&2 || true
 )
 node tests/peers/automerge-repo/compare.mjs "$out/lanyard-$n.json" "$out/automerge-repo-$n.json" \
   | tee "$out/compare-$n.md"

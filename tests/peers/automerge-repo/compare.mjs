@@ -18,7 +18,11 @@ const read = p => {
   }
 }
 const L = read(lanyardPath)
-const A = read(amPath)
+// A runner that crashed (e.g. out of memory) writes no figures: the table
+// still shows Lanyard's, and says so.
+const A = fs.existsSync(amPath)
+  ? read(amPath)
+  : { attendees: L.attendees, agenda: L.agenda, sessions: L.sessions, versions: {}, converged: null, timed_out: ["join", "changes", "storm"], errors: [`no figures: ${amPath} was not written (did the runner crash? see its output)`] }
 const n = L.attendees
 if (A.attendees !== n) process.stderr.write(`compare: warning: N differs (${n} vs ${A.attendees})\n`)
 
@@ -59,12 +63,13 @@ const ratio = (l, a, kind) => {
   return `${(a / l).toFixed(1)}×`
 }
 const head = ["figure", "Lanyard", "automerge-repo", "automerge-repo / Lanyard"]
-const body = rows.map(([name, l, a, kind]) => [name, fmt(l), fmt(a), ratio(l, a, kind)])
+const show = (v, kind) => (kind === "count" && v != null ? String(v) : fmt(v))
+const body = rows.map(([name, l, a, kind]) => [name, show(l, kind), show(a, kind), ratio(l, a, kind)])
 const widths = head.map((h, i) => Math.max(h.length, ...body.map(r => String(r[i]).length)))
 const line = r => "| " + r.map((c, i) => String(c).padEnd(widths[i])).join(" | ") + " |"
 const out = [
   `Venue workload ${L.agenda?.startsWith("synthetic") ? "v1" : "v2"}, agenda ${L.agenda} (${L.sessions} sessions; automerge-repo: ${A.agenda ?? "?"}, ${A.sessions} sessions${A.same_changes_as_lanyard ? ", the same changes" : ""}), N = ${n}, ${L.profile}, seed ${L.seed}; Lanyard ${L.versions?.lanyard} (automerge ${L.versions?.automerge}, quinn ${L.versions?.quinn}), ` +
-    `automerge-repo ${A.versions?.["@automerge/automerge-repo"]} (automerge ${A.versions?.["@automerge/automerge"]}, node ${A.versions?.node})`,
+    `automerge-repo ${A.versions?.["@automerge/automerge-repo"] ?? "?"} (automerge ${A.versions?.["@automerge/automerge"] ?? "?"}, node ${A.versions?.node ?? "?"})`,
   "",
   line(head),
   "|" + widths.map(w => "-".repeat(w + 2)).join("|") + "|",
