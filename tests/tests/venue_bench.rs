@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use lanyard_tests::backend::ServerMode;
-use lanyard_tests::venue::{run, VenueConfig};
+use lanyard_tests::venue::{run, AgendaSource, VenueConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
     let cfg = VenueConfig {
         attendees: 12,
-        sessions: 40,
+        agenda: AgendaSource::Synthetic { sessions: 40 },
         changes: 3,
         change_interval: Duration::from_millis(300),
         seed: 5,
@@ -92,4 +92,42 @@ async fn a_server_binary_that_cannot_start_or_exits_is_a_clear_error() {
         format!("{err:#}").contains("exited before listening"),
         "{err:#}"
     );
+}
+
+/// Workload v2 scaled down: the real FOSDEM 2025 agenda (943 sessions,
+/// imported by the organizer's importer as several changes that fit the
+/// change limit) reaches every device, and moves of real sessions to other
+/// real rooms (odd ones also 30 minutes later) are seen by every device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_fosdem_agenda_runs_through_every_phase() {
+    let cfg = VenueConfig {
+        attendees: 4,
+        agenda: AgendaSource::File(lanyard_tests::venue::default_agenda_file()),
+        changes: 4,
+        change_interval: Duration::from_millis(200),
+        seed: 7,
+        phase_deadline: Duration::from_secs(180),
+        ..VenueConfig::default()
+    };
+    let report = run(cfg).await.unwrap_or_else(|e| panic!("seed 7: {e:#}"));
+    println!("{report}");
+    assert_eq!(report.agenda, "fosdem-2025.xml");
+    assert_eq!((report.sessions, report.rooms), (943, 29));
+    assert_eq!(
+        report.converged, 4,
+        "every device's whole agenda equals the organizer's"
+    );
+    assert_eq!(report.lost_writes, 0);
+    assert_eq!(
+        report.fanout_ms.count,
+        4 * 4,
+        "every device saw every change"
+    );
+    assert_eq!(report.storm_device_ms.map(|p| p.count), Some(4));
+    let join = &report.phases[2];
+    assert!(
+        join.bytes_sent > 4 * 300_000,
+        "the join sent the whole real agenda to every device: {join:?}"
+    );
+    assert!(report.sim_rss_after_join_bytes > 0 && report.sim_peak_rss_bytes > 0);
 }

@@ -16,7 +16,7 @@ use lanyard_client_core::{BackgroundOptions, BackgroundSync, NewSession, Session
 use lanyard_protocol::Role;
 use lanyard_server::AdmissionConfig;
 use lanyard_tests::netem::{Netem, NetemConfig, Profile, Profiles};
-use lanyard_tests::venue::{run, VenueConfig};
+use lanyard_tests::venue::{run, AgendaSource, VenueConfig};
 use lanyard_tests::{wait_for, wait_for_within, Device, TestServer};
 
 fn profile(name: &str) -> Profile {
@@ -40,7 +40,7 @@ async fn venue_with(
 ) {
     let cfg = VenueConfig {
         attendees,
-        sessions: 12,
+        agenda: AgendaSource::Synthetic { sessions: 12 },
         changes: 3,
         change_interval: Duration::from_millis(500),
         seed,
@@ -234,7 +234,7 @@ async fn a_reconnect_storm_of_500_devices_converges_within_the_admission_limits(
     };
     let cfg = VenueConfig {
         attendees: 500,
-        sessions: 10,
+        agenda: AgendaSource::Synthetic { sessions: 10 },
         changes: 1,
         change_interval: Duration::from_millis(200),
         seed: 21,

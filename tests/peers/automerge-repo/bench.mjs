@@ -1,10 +1,14 @@
-// Venue workload v1 (/work/shared/WORKLOAD.md) against the automerge-repo 2.x
+// Venue workload (WORKLOAD.md, v2 with --agenda-json, else v1) against the automerge-repo 2.x
 // sync server (server.mjs, a separate process), for side-by-side comparison
 // with Lanyard's `lanyard-venue`.
 //
-// node bench.mjs --attendees N [--sessions 300] [--changes 10] [--seed 1]
+// node bench.mjs --attendees N [--agenda-json FILE | --sessions 300] [--changes 10] [--seed 1]
 //                [--json FILE] [--deadline-s 600] [--change-interval-ms 1000]
 //                [--agenda per-item|single] [--storm-settle-ms 0] [--quiet]
+//
+// --agenda-json FILE: the agenda and schedule changes as Lanyard's importer
+// read them, written by `lanyard-venue --write-agenda-json FILE` (workload v2:
+// the real FOSDEM 2025 agenda by default). Without it, the seeded v1 agenda.
 //
 // Devices: N attendee Repos plus one organizer Repo in this process, each with
 // its own WebSocketClientAdapter (its own WebSocket) and no storage adapter
@@ -28,6 +32,7 @@ function parseArgs(argv) {
   const o = {
     attendees: null,
     sessions: 300,
+    agendaJson: null,
     changes: 10,
     seed: 1,
     json: null,
@@ -57,6 +62,7 @@ function parseArgs(argv) {
       case "--deadline-s": o.deadlineS = num(a, v()); break
       case "--change-interval-ms": o.changeIntervalMs = num(a, v()); break
       case "--agenda": o.agenda = v(); break
+      case "--agenda-json": o.agendaJson = v(); break
       case "--storm-settle-ms": o.stormSettleMs = num(a, v()); break
       case "--quiet": o.quiet = true; break
       case "-h": case "--help": usage(null); break
@@ -64,7 +70,7 @@ function parseArgs(argv) {
     }
   }
   if (o.attendees === null) usage("--attendees N is required")
-  if (o.sessions < 2 || o.sessions < o.changes + 1) usage("--sessions must be at least 2 and at least --changes + 1")
+  if (o.agendaJson === null && (o.sessions < 2 || o.sessions < o.changes + 1)) usage("--sessions must be at least 2 and at least --changes + 1")
   if (!["per-item", "single"].includes(o.agenda)) usage("--agenda is per-item or single")
   return o
 }
@@ -72,7 +78,7 @@ function parseArgs(argv) {
 function usage(msg) {
   if (msg) process.stderr.write(`bench: ${msg}\n`)
   process.stderr.write(
-    "usage: node bench.mjs --attendees N [--sessions 300] [--changes 10] [--seed 1]\n" +
+    "usage: node bench.mjs --attendees N [--agenda-json FILE | --sessions 300] [--changes 10] [--seed 1]\n" +
       "                      [--json FILE] [--deadline-s 600] [--change-interval-ms 1000]\n" +
       "                      [--agenda per-item|single] [--storm-settle-ms 0] [--quiet]\n",
   )
@@ -188,6 +194,42 @@ function planStorm(seed, agenda, n) {
   return { change, offsets }
 }
 
+// Workload v2: the agenda (and the changes) exactly as Lanyard's importer read
+// them, from `lanyard-venue --write-agenda-json FILE`. Every problem names the file.
+function readAgendaJson(file, seed, m, n) {
+  const fail = msg => { throw new Error(`--agenda-json ${file}: ${msg}`) }
+  let j
+  try { j = JSON.parse(fs.readFileSync(file, "utf8")) } catch (e) { fail(e.message) }
+  if (!j || !Array.isArray(j.sessions) || j.sessions.length < 2) fail("needs a \"sessions\" array of at least 2 sessions")
+  if (!Array.isArray(j.rooms) || j.rooms.length < 2) fail("needs a \"rooms\" array of at least 2 room names")
+  const str = (s, k, i) => { if (typeof s[k] !== "string") fail(`sessions[${i}].${k}: expected a string`); return s[k] }
+  const int = (s, k, i) => { if (!Number.isInteger(s[k])) fail(`sessions[${i}].${k}: expected an integer (unix seconds)`); return s[k] }
+  const sessions = j.sessions.map((s, i) => ({
+    id: str(s, "id", i), title: str(s, "title", i), abstract: str(s, "abstract", i), room: str(s, "room", i),
+    start: int(s, "start", i), end: int(s, "end", i), track: str(s, "track", i),
+    speakers: Array.isArray(s.speakers) ? s.speakers.map(String) : fail(`sessions[${i}].speakers: expected a list`),
+    status: str(s, "status", i),
+  }))
+  const agenda = {
+    event: { name: String(j.event?.name ?? "Venue Conference"), timeZone: String(j.event?.time_zone ?? "UTC") },
+    rooms: j.rooms.map(name => ({ name: String(name), capacity: 0 })),
+    sessions,
+    source: String(j.source ?? file),
+  }
+  const ids = new Set(sessions.map(s => s.id))
+  const change = (c, k) => {
+    if (!c || !ids.has(c.session) || typeof c.room !== "string") fail(`change ${k}: needs a known session and a room`)
+    return { k, session: c.session, room: c.room, times: Array.isArray(c.times) ? c.times : null }
+  }
+  // The same changes as Lanyard when the file was written for this seed and M;
+  // otherwise planned here (mulberry32) over the file's sessions and rooms.
+  const same = j.seed === seed && Array.isArray(j.changes) && j.changes.length === m && j.storm
+  const plan = same ? j.changes.map(change) : planChanges(seed, agenda, m)
+  const storm = planStorm(seed, agenda, n)
+  if (same) storm.change = change(j.storm, "storm")
+  return { agenda, plan, storm, sameChanges: !!same }
+}
+
 // Agenda fields are scalars, not collaborative text: Automerge 3 turns plain JS
 // strings into text objects, so every string goes in as A.ImmutableString.
 const S = x => new A.ImmutableString(x)
@@ -195,7 +237,9 @@ const docSession = s => ({
   id: S(s.id), title: S(s.title), abstract: S(s.abstract), room: S(s.room),
   start: s.start, end: s.end, track: S(s.track), speakers: s.speakers.map(S), status: S(s.status),
 })
-const docEvent = () => ({ name: S("Venue Conference"), timeZone: S("America/New_York"), days: 3, firstDay: S("2026-06-10") })
+const docEvent = ev => (ev
+  ? { name: S(ev.name), timeZone: S(ev.timeZone) }
+  : { name: S("Venue Conference"), timeZone: S("America/New_York"), days: 3, firstDay: S("2026-06-10") })
 
 function applyChange(d, ch) {
   const s = d.sessions[ch.session]
@@ -371,7 +415,8 @@ function readVersions() {
 // still reports what it measured.
 const R = {
   system: "automerge-repo",
-  workload: "venue v1",
+  workload: opts.agendaJson ? "venue v2" : "venue v1",
+  agenda: opts.agendaJson ? null : `synthetic-${opts.sessions}`,
   versions: readVersions(),
   machine: { cpus: os.cpus().length, kernel: os.release(), platform: `${os.platform()}-${os.arch()}` },
   profile: "loopback",
@@ -405,10 +450,24 @@ async function main() {
   const N = opts.attendees
   const deadlineMs = opts.deadlineS * 1000
   const timedOut = R.timed_out
+  let agenda, plan, storm
+  if (opts.agendaJson) {
+    const a = readAgendaJson(opts.agendaJson, opts.seed, opts.changes, N)
+    ;({ agenda, plan, storm } = a)
+    opts.sessions = R.sessions = agenda.sessions.length
+    R.agenda = agenda.source
+    R.rooms = agenda.rooms.length
+    R.same_changes_as_lanyard = a.sameChanges
+    say(`agenda ${agenda.source}: ${agenda.sessions.length} sessions in ${agenda.rooms.length} rooms, ${agenda.event.timeZone}; changes ${a.sameChanges ? "as Lanyard's" : "planned here"}`)
+  } else {
+    agenda = generateAgenda(opts.seed, opts.sessions)
+    plan = planChanges(opts.seed, agenda, opts.changes)
+    storm = planStorm(opts.seed, agenda, N)
+  }
   const server = await startServer()
   const port = server.port
   const wsUrl = `ws://127.0.0.1:${port}`
-  say(`server pid ${server.pid} on ${wsUrl} (data in ${server.data_dir}); ${N} attendees, ${opts.sessions} sessions, ${opts.changes} changes, seed ${opts.seed}`)
+  say(`server pid ${server.pid} on ${wsUrl} (data in ${server.data_dir}); ${N} attendees, ${R.agenda}, ${opts.sessions} sessions, ${opts.changes} changes, seed ${opts.seed}`)
 
   const serverCpu = R.server_cpu_s
   const benchCpu = (R.bench_cpu_s = {})
@@ -453,9 +512,6 @@ async function main() {
   const delta = (a, b, key) => (a && b ? b[key] - a[key] : null)
 
   // ---- publish ----
-  const agenda = generateAgenda(opts.seed, opts.sessions)
-  const plan = planChanges(opts.seed, agenda, opts.changes)
-  const storm = planStorm(opts.seed, agenda, N)
   const orgStats = newConnStats()
   const orgAdapter = new CountingClientAdapter(wsUrl, orgStats)
   const organizer = new Repo({ network: [orgAdapter], peerId: "organizer" })
@@ -467,13 +523,13 @@ async function main() {
   let handle
   if (opts.agenda === "single") {
     handle = organizer.create({
-      event: docEvent(),
+      event: docEvent(agenda.event),
       rooms: Object.fromEntries(agenda.rooms.map(r => [r.name, { name: S(r.name), capacity: r.capacity }])),
       sessions: Object.fromEntries(agenda.sessions.map(s => [s.id, docSession(s)])),
     })
   } else {
     handle = organizer.create()
-    handle.change(d => { d.event = docEvent(); d.rooms = {}; d.sessions = {} })
+    handle.change(d => { d.event = docEvent(agenda.event); d.rooms = {}; d.sessions = {} })
     for (const r of agenda.rooms) handle.change(d => { d.rooms[r.name] = { name: S(r.name), capacity: r.capacity } })
     for (const s of agenda.sessions) handle.change(d => { d.sessions[s.id] = docSession(s) })
   }
@@ -542,6 +598,7 @@ async function main() {
   current = { devices, verdicts, refreshers: [] }
 
   const pJoin = phase("join")
+  R.bench_rss_bytes_before_devices = process.memoryUsage().rss
   const join0 = await stats()
   tJoin = now()
   for (let i = 0; i < N; i++) {
@@ -561,7 +618,7 @@ async function main() {
   current.refreshers.push(joinFigures)
   const joinOk = await waitUntil(() => joinedCount() === N, tJoin + deadlineMs, () => {
     joinFigures()
-    say(`join: ${joinedCount()}/${N} devices; ${devStats.opened} sockets opened, ${devStats.failed} failed; ${serverLine()}`)
+    say(`join: ${joinedCount()}/${N} devices; ${devStats.opened} sockets opened, ${devStats.failed} failed; ${serverLine()}; bench rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB`)
   })
   if (!joinOk) timedOut.push("join")
   joinFigures()
@@ -570,6 +627,12 @@ async function main() {
   R.join_server_bytes = delta(join0, join1, "wire_bytes")
   R.join_server_payload_bytes = delta(join0, join1, "payload_bytes")
   pJoin.end()
+  // What the simulated devices cost this process (JS heap and Automerge's wasm memory).
+  const mem = process.memoryUsage()
+  R.bench_rss_bytes_after_join = mem.rss
+  // Automerge's documents live in its WebAssembly memory (counted in external/arrayBuffers).
+  R.bench_memory_after_join = { rss: mem.rss, heap_used: mem.heapUsed, external: mem.external, array_buffers: mem.arrayBuffers }
+  R.bench_rss_per_device_bytes = Math.round((R.bench_rss_bytes_after_join - R.bench_rss_bytes_before_devices) / Math.max(1, N))
   say(`join: ${joinedCount()}/${N} devices hold the agenda after ${(now() - tJoin).toFixed(0)} ms`)
 
   // ---- changes ----
@@ -668,7 +731,7 @@ function summary(r) {
   const mib = b => (b == null ? "?" : `${(b / 2 ** 20).toFixed(0)} MiB`)
   const cpu = r.server_cpu_s ?? {}
   const lines = [
-    `automerge-repo-venue: ${r.attendees} attendees, loopback, seed ${r.seed} (automerge-repo ${r.versions["@automerge/automerge-repo"]}, automerge ${r.versions["@automerge/automerge"]}, node ${r.versions.node})`,
+    `automerge-repo-venue: ${r.attendees} attendees, agenda ${r.agenda} (${r.sessions} sessions), loopback, seed ${r.seed} (automerge-repo ${r.versions["@automerge/automerge-repo"]}, automerge ${r.versions["@automerge/automerge"]}, node ${r.versions.node})`,
     `  converged            ${r.converged}/${r.attendees}${r.timed_out.length ? `  TIMED OUT: ${r.timed_out.join(", ")}` : ""}`,
     `  publish              ${r.publish_ms} ms (${r.sessions} sessions, ${r.agenda_doc?.changes} changes, ${r.agenda_doc?.saved_bytes} bytes saved)`,
     `  join (ms)            ${p(r.join_ms)}  total ${r.join_ms?.total ?? "-"}  (${r.join_ms?.count ?? 0} devices)`,
@@ -679,6 +742,7 @@ function summary(r) {
     `  server peak rss      ${mib(r.server_peak_rss_bytes)}${r.server_peak_rss_bytes_by_phase?.storm ? ` (storm ${mib(r.server_peak_rss_bytes_by_phase.storm)})` : ""}`,
     `  server cpu (s)       publish ${cpu.publish}  join ${cpu.join}  changes ${cpu.changes}  storm ${cpu.storm}  (${r.server_cpu_ms_per_device_per_change} ms per device per change)`,
     `  bench cpu (s)        ${Object.entries(r.bench_cpu_s ?? {}).map(([k, v]) => `${k} ${v}`).join("  ")}  (${r.bench_cpu_ms_per_device_per_change} ms per device per change)`,
+    `  bench memory         ${mib(r.bench_rss_bytes_before_devices)} before devices, ${mib(r.bench_rss_bytes_after_join)} after join: ${((r.bench_rss_per_device_bytes ?? 0) / 2 ** 20).toFixed(2)} MiB per device`,
     `  errors               ${r.errors.length ? r.errors.join("; ") : "none"}`,
     `  wall time            ${r.wall_s} s`,
   ]

@@ -1,7 +1,10 @@
 //! `lanyard-venue`: the venue simulator. Runs a real server, one organizer and
 //! N attendee devices (client cores on memory stores, real QUIC), optionally
 //! through the impairment proxy, drives the workload of `WORKLOAD.md` and
-//! prints convergence, fan-out latency, bytes, retries, refusals and lost writes.
+//! prints convergence, fan-out latency, bytes, retries, refusals, lost writes
+//! and its own memory per simulated device. The agenda is the FOSDEM 2025
+//! schedule by default (`--agenda FILE` for another, `--agenda synthetic` for
+//! the seeded v1 agenda).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +15,9 @@ use clap::Parser;
 use lanyard_server::AdmissionConfig;
 use lanyard_tests::backend::ServerMode;
 use lanyard_tests::netem::Profiles;
-use lanyard_tests::venue::{run, VenueConfig};
+use lanyard_tests::venue::{
+    agenda_json, default_agenda_file, read_schedule, run, AgendaSource, VenueConfig,
+};
 
 #[derive(Parser)]
 #[command(
@@ -39,9 +44,21 @@ struct Args {
     /// Draw the latency distribution of each phase to this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Sessions in the agenda.
-    #[arg(long, default_value_t = 300)]
-    sessions: usize,
+    /// The agenda: a schedule file read by the project's importer by its
+    /// extension (.xml frab/pentabarf, .json c3voc, .ics iCalendar), or
+    /// `synthetic` for the seeded v1 agenda (see --sessions). Default: the
+    /// repository's FOSDEM 2025 schedule (workload v2).
+    #[arg(long, value_name = "FILE|synthetic")]
+    agenda: Option<String>,
+    /// Sessions in the synthetic agenda (only with --agenda synthetic; default 300).
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Write the agenda (as imported) and the seed's schedule changes as plain
+    /// JSON to this file for a peer system's runner
+    /// (tests/peers/automerge-repo/bench.mjs --agenda-json), then exit
+    /// without running the workload.
+    #[arg(long, value_name = "FILE")]
+    write_agenda_json: Option<PathBuf>,
     /// Schedule changes in the changes phase (one per --change-interval).
     #[arg(long, default_value_t = 10)]
     changes: usize,
@@ -92,6 +109,37 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<bool> {
     let args = Args::parse();
+    let agenda = match (args.agenda.as_deref(), args.sessions) {
+        (Some("synthetic"), sessions) => AgendaSource::Synthetic {
+            sessions: sessions.unwrap_or(300),
+        },
+        (file, None) => AgendaSource::File(file.map_or_else(default_agenda_file, PathBuf::from)),
+        (file, Some(n)) => {
+            anyhow::bail!(
+            "--sessions {n} sets the size of the synthetic agenda; the agenda here is the file {} \
+             (add --agenda synthetic)",
+            file.map_or_else(|| default_agenda_file().display().to_string(), str::to_owned)
+        )
+        }
+    };
+    // A bad file is reported before a server starts.
+    if let AgendaSource::File(path) = &agenda {
+        read_schedule(path)?;
+    }
+    if let Some(path) = &args.write_agenda_json {
+        let json = agenda_json(&agenda, args.seed, args.changes)?;
+        std::fs::write(path, serde_json::to_vec(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "lanyard-venue: agenda {} ({} sessions) and {} changes of seed {} written to {}",
+            agenda.label(),
+            json["sessions"].as_array().map_or(0, Vec::len),
+            args.changes,
+            args.seed,
+            path.display()
+        );
+        return Ok(true);
+    }
     let profile = match &args.profile {
         None => None,
         Some(name) => {
@@ -127,7 +175,7 @@ fn real_main() -> anyhow::Result<bool> {
         .max(1);
     let cfg = VenueConfig {
         attendees: args.attendees,
-        sessions: args.sessions,
+        agenda,
         changes: args.changes,
         change_interval: args.change_interval,
         seed: args.seed,
