@@ -258,7 +258,7 @@ mod tests {
         seen: &mut Vec<automerge::ChangeHash>,
         bookmarks: &HashSet<String>,
     ) -> (Vec<Alert>, Vec<Arc<dyn AlertListener>>) {
-        let change = view.update(d, seen);
+        let change = view.update(d);
         *seen = d.get_heads();
         hub.changed(&change, bookmarks, "America/New_York")
     }

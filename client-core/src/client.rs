@@ -41,7 +41,7 @@ pub(crate) struct Credentials {
 }
 
 impl Credentials {
-    fn agenda(&self) -> DocId {
+    pub(crate) fn agenda(&self) -> DocId {
         DocId::Agenda(self.claims.event.clone())
     }
     fn own(&self) -> DocId {
@@ -344,7 +344,9 @@ impl Client {
         f: impl FnOnce(&mut Automerge, &str) -> Result<(), ClientError>,
     ) -> Result<(), ClientError> {
         {
-            let mut st = self.state()?;
+            // Only the edited document is loaded: a note never waits for the agenda.
+            let mut st = self.lock();
+            st.load(doc)?;
             let id = doc.to_string();
             let before = st
                 .replica
@@ -358,7 +360,7 @@ impl Client {
                 roll_back(&mut st, doc, &before);
                 return Err(e);
             }
-            st.update_view(doc, &before);
+            st.update_view(doc);
         }
         self.inner.local_edit.notify_one();
         self.status_changed();
@@ -556,7 +558,7 @@ impl Client {
                 Err(ClientError::OverLimit {
                     limit: LimitKind::Change,
                     ..
-                }) if budget > 1024 => budget /= 2,
+                }) if budget > self.limits().max_change / 64 => budget /= 2,
                 other => break other?,
             }
         };
@@ -637,8 +639,9 @@ impl Client {
         };
         let (pos, delete) = (to_usize(pos)?, to_usize(delete)?);
         let own = self.creds()?.own();
+        let piece = self.note_piece();
         self.edit(&own, |d, id| {
-            NotesDoc::splice(d, id, session, pos, delete, insert, now_ms())
+            NotesDoc::splice_in_pieces(d, id, session, pos, delete, insert, piece, now_ms())
         })
     }
 
@@ -662,9 +665,18 @@ impl Client {
     /// Pending changes, last successful sync, refused changes.
     pub fn status(&self) -> SyncStatus {
         let mut st = self.lock();
-        if let Err(e) = st.load_all() {
-            // Reported, and what is loaded is counted.
-            st.last_error = Some(e.to_string());
+        // An attendee never has agenda changes of its own: a document left
+        // unloaded (its view is current) has none pending, so only an
+        // organizer's device loads it to count.
+        let attendee = st
+            .creds
+            .as_ref()
+            .is_some_and(|c| c.claims.role == Role::Attendee);
+        if !attendee {
+            if let Err(e) = st.load_all() {
+                // Reported, and what is loaded is counted.
+                st.last_error = Some(e.to_string());
+            }
         }
         SyncStatus {
             pending_changes: st.replica.pending_count() as u64,
@@ -806,17 +818,21 @@ impl State {
     }
 
     /// Brings the view of `doc` (when it is the agenda) up to date with the
-    /// document, from its heads `before`; returns what changed, for alerts.
-    pub(crate) fn update_view(&mut self, doc: &DocId, before: &[ChangeHash]) -> ViewChange {
+    /// document; returns what changed, for alerts.
+    pub(crate) fn update_view(&mut self, doc: &DocId) -> ViewChange {
         if !matches!(doc, DocId::Agenda(_)) {
             return ViewChange::default();
         }
         let Some(rd) = self.replica.get(doc) else {
             return ViewChange::default();
         };
+        match self.views.get_mut(doc) {
+            Some(view) if view.heads == rd.doc.get_heads() => return ViewChange::default(),
+            _ => {}
+        }
         self.views_dirty.insert(doc.clone());
         match self.views.get_mut(doc) {
-            Some(view) => view.update(&rd.doc, before),
+            Some(view) => view.update(&rd.doc),
             None => {
                 self.views.insert(doc.clone(), AgendaView::build(&rd.doc));
                 ViewChange {
@@ -828,14 +844,16 @@ impl State {
     }
 
     /// Stores the views changed since they were last stored, each with the
-    /// stamp of the stored document it shows. Runs outside any hot path (at
-    /// the end of a sync, when the client closes); a failure only means the
-    /// next open loads the document.
+    /// stamp of the stored document it shows: only a view that shows the
+    /// document as it is on disk (else it stays to be stored later). Runs
+    /// outside any hot path (at the end of a sync, when the client closes);
+    /// a failure only means the next open loads the document.
     pub(crate) fn store_views(&mut self, store: &Arc<dyn Store>) {
         for doc in std::mem::take(&mut self.views_dirty) {
             let heads = self.replica.get(&doc).map(|rd| rd.doc.get_heads());
-            if heads.is_none() || heads.as_ref() != self.saved_heads.get(&doc) {
-                // Not all on disk: the view would not match the stored document.
+            let shown = self.views.get(&doc).map(|v| v.heads.clone());
+            if heads.is_none() || heads != shown || heads.as_ref() != self.saved_heads.get(&doc) {
+                self.views_dirty.insert(doc);
                 continue;
             }
             let written = store.load_doc(&doc.to_string()).and_then(|bytes| {
@@ -847,6 +865,7 @@ impl State {
             });
             if let Err(e) = written {
                 tracing::warn!(doc = %doc, error = %e, "cannot store the agenda's view");
+                self.views_dirty.insert(doc);
             }
         }
     }
@@ -965,16 +984,17 @@ fn check_limits(st: &mut State, doc: &DocId, before: &[ChangeHash]) -> Result<()
             limits.max_change,
         ));
     }
-    let added: usize = new.iter().map(|c| c.raw_bytes().len()).sum();
+    let bytes_of = |changes: &[automerge::Change]| -> usize {
+        changes.iter().map(|c| c.raw_bytes().len()).sum()
+    };
     let heads = rd.doc.get_heads();
+    // Counted from the last count on: only the changes since then (this
+    // edit's, and what arrived from the server) are read.
     let total = match st.doc_bytes.get(doc) {
-        Some((at, bytes)) if at.as_slice() == before => bytes + added,
-        _ => rd
-            .doc
-            .get_changes(&[])
-            .iter()
-            .map(|c| c.raw_bytes().len())
-            .sum(),
+        Some((at, bytes)) if at.iter().all(|h| rd.doc.get_change_by_hash(h).is_some()) => {
+            bytes + bytes_of(&rd.doc.get_changes(at))
+        }
+        _ => bytes_of(&rd.doc.get_changes(&[])),
     };
     let max = limits.max_doc_for(doc);
     if total > max {

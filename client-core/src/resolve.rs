@@ -154,7 +154,12 @@ impl Client {
         st.replica.set_actor(actor);
         for plan in plans {
             let id = plan.doc.to_string();
-            store.replace_doc(&id, &plan.rebuilt.save())?;
+            if let Err(e) = store.replace_doc(&id, &plan.rebuilt.save()) {
+                // It may have landed (a failed flush): the next save of this
+                // document replaces it whole, whichever version is on disk.
+                st.saved_heads.insert(plan.doc.clone(), Vec::new());
+                return Err(e.into());
+            }
             let heads = plan.rebuilt.get_heads();
             let rd = st.replica.get_or_create(&plan.doc);
             rd.doc = plan.rebuilt;
@@ -280,6 +285,15 @@ fn agenda_edits(have: &Automerge, from: &Automerge, wanted: &Automerge) -> Vec<A
         if was.get(&s.id) == Some(&s) {
             continue;
         }
+        // Only the fields the set-aside edits changed: a refused change that
+        // is not redone may have written others.
+        let s = match was.get(&s.id) {
+            Some(w) => match now.get(&s.id) {
+                Some(h) => changed_fields(h, w, &s),
+                None => s,
+            },
+            None => s,
+        };
         match now.get(&s.id) {
             Some(h) if *h == s => {}
             Some(h) => edits.push(AgendaEdit::Restore(h.clone(), s)),
@@ -306,6 +320,36 @@ fn agenda_edits(have: &Automerge, from: &Automerge, wanted: &Automerge) -> Vec<A
         }
     }
     edits
+}
+
+/// `have` with the fields that differ between `from` and `wanted` taken from `wanted`.
+fn changed_fields(have: &Session, from: &Session, wanted: &Session) -> Session {
+    fn pick<T: PartialEq + Clone>(have: &T, from: &T, wanted: &T) -> T {
+        if from == wanted {
+            have.clone()
+        } else {
+            wanted.clone()
+        }
+    }
+    Session {
+        id: wanted.id.clone(),
+        title: pick(&have.title, &from.title, &wanted.title),
+        abstract_text: pick(
+            &have.abstract_text,
+            &from.abstract_text,
+            &wanted.abstract_text,
+        ),
+        room: pick(&have.room, &from.room, &wanted.room),
+        start_unix: pick(&have.start_unix, &from.start_unix, &wanted.start_unix),
+        end_unix: pick(&have.end_unix, &from.end_unix, &wanted.end_unix),
+        track: pick(&have.track, &from.track, &wanted.track),
+        speakers: pick(&have.speakers, &from.speakers, &wanted.speakers),
+        status: pick(&have.status, &from.status, &wanted.status),
+        url: pick(&have.url, &from.url, &wanted.url),
+        links: pick(&have.links, &from.links, &wanted.links),
+        language: pick(&have.language, &from.language, &wanted.language),
+        kind: pick(&have.kind, &from.kind, &wanted.kind),
+    }
 }
 
 fn describe(edit: &AgendaEdit, tz: &str) -> String {
@@ -430,8 +474,19 @@ fn redo_notes(
     let piece = (limits.max_change / 4).max(16);
     for session in note_ids(&[from, wanted]) {
         let text = NotesDoc::note(wanted, &session);
-        if NotesDoc::note(from, &session) == text || NotesDoc::note(&plan.rebuilt, &session) == text
-        {
+        let before = NotesDoc::note(from, &session);
+        if before == text || NotesDoc::note(&plan.rebuilt, &session) == text {
+            continue;
+        }
+        if before != NotesDoc::note(&plan.rebuilt, &session) {
+            // A refused change that is not redone wrote this note too: the
+            // later edits cannot be told apart from it, so the text is kept.
+            plan.kept.push(KeptEdit {
+                doc: doc_str.to_owned(),
+                session: Some(session.clone()),
+                text,
+                reason: format!("built on a change the server refused: {why}"),
+            });
             continue;
         }
         let before = plan.rebuilt.get_heads();

@@ -5,10 +5,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use automerge::ChangeHash;
 use lanyard_protocol::wire::{self, FrameDecoder, ALPN};
 use lanyard_protocol::{
-    ClientEvent, ClientMsg, ClientSession, DocId, ErrorCode, Limits, ServerMsg, SessionError,
+    ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, ServerMsg, SessionError,
 };
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
@@ -503,70 +502,40 @@ impl Client {
         session: &mut ClientSession,
         msg: ServerMsg,
     ) -> Result<Received, SyncError> {
-        let (send, settled, alerts, received) = {
+        let (stored, alerts, received) = {
             let mut st = self.state()?;
-            let before: Vec<(DocId, Vec<ChangeHash>)> = st
-                .replica
-                .doc_ids()
-                .into_iter()
-                .filter_map(|d| st.replica.get(&d).map(|rd| (d, rd.doc.get_heads())))
-                .collect();
-            let out = session
-                .handle(&mut st.replica, msg)
-                .map_err(session_error)?;
-            for doc in &out.docs_changed {
-                persist_doc(&self.inner.store, &mut st, doc)?;
-            }
-            let mut change = None;
-            for doc in out
-                .docs_changed
-                .iter()
-                .filter(|d| matches!(d, DocId::Agenda(_)))
-            {
-                let heads = before
-                    .iter()
-                    .find(|(d, _)| d == doc)
-                    .map_or(&[][..], |(_, h)| h.as_slice());
-                change = Some(st.update_view(doc, heads));
-            }
-            // A base is stored only over changes that are on disk: a
-            // document a failed write left unsaved is saved first.
-            if !out.sync_changed.is_empty() {
-                persist_unsaved(&self.inner.store, &mut st)?;
-            }
-            for doc in &out.sync_changed {
-                persist_sync(&self.inner.store, &st, doc)?;
-            }
+            let handled = session.handle(&mut st.replica, msg);
+            // Whatever happens next, the view follows the document (a
+            // message that fails may have applied changes first), and what
+            // arrived is announced: alerts and counters never wait on disk.
+            let agenda = st.creds.as_ref().map(|c| c.agenda());
+            let change = agenda.map(|a| st.update_view(&a)).unwrap_or_default();
             let mut received = 0;
-            for ev in &out.events {
-                match ev {
-                    ClientEvent::Updated { changes, .. } => received += *changes as u64,
-                    ClientEvent::Welcomed { limits } => {
-                        st.keep_limits(&self.inner.store, *limits)?
+            if let Ok(out) = &handled {
+                for ev in &out.events {
+                    if let ClientEvent::Updated { changes, .. } = ev {
+                        received += *changes as u64;
                     }
-                    _ => {}
                 }
             }
             if received > 0 {
                 self.inner.remote.send_modify(|n| *n += received);
             }
-            let alerts = match change {
-                Some(change) => self.alerts_after_remote(&st, &change),
-                None => Vec::new(),
+            let alerts = if change.sessions.is_empty() && change.announcements.is_empty() {
+                Vec::new()
+            } else {
+                self.alerts_after_remote(&st, &change)
             };
-            let settled = session.is_settled(&st.replica);
-            if settled {
-                let now = now_ms() / 1000;
-                st.last_sync = Some(now);
-                let bytes = serde_json::to_vec(&now).unwrap_or_default();
-                self.inner.store.put_meta("last_sync", &bytes)?;
-            }
-            (out.send, settled, alerts, received)
+            let stored = handled
+                .map_err(session_error)
+                .and_then(|out| self.store_received(&mut st, session, out));
+            (stored, alerts, received)
         };
         self.status_changed();
         for (alert, listener) in alerts {
             listener.on_alert(alert);
         }
+        let (send, settled) = stored?;
         if settled {
             self.record_outcome(None);
         }
@@ -575,6 +544,43 @@ impl Client {
             settled,
             received,
         })
+    }
+
+    /// Makes what one server message brought durable: the documents it
+    /// changed, then (only over documents on disk) their sync state, the
+    /// limits it announced, the time of a completed sync. Returns what to
+    /// send back and whether everything is in sync.
+    fn store_received(
+        &self,
+        st: &mut crate::client::State,
+        session: &ClientSession,
+        out: lanyard_protocol::ClientOutput,
+    ) -> Result<(Vec<ClientMsg>, bool), SyncError> {
+        let store = &self.inner.store;
+        for doc in &out.docs_changed {
+            persist_doc(store, st, doc)?;
+        }
+        // A base is stored only over changes that are on disk: a document
+        // a failed write left unsaved is saved first.
+        if !out.sync_changed.is_empty() {
+            persist_unsaved(store, st)?;
+        }
+        for doc in &out.sync_changed {
+            persist_sync(store, st, doc)?;
+        }
+        for ev in &out.events {
+            if let ClientEvent::Welcomed { limits } = ev {
+                st.keep_limits(store, *limits)?;
+            }
+        }
+        let settled = session.is_settled(&st.replica);
+        if settled {
+            let now = now_ms() / 1000;
+            st.last_sync = Some(now);
+            let bytes = serde_json::to_vec(&now).unwrap_or_default();
+            store.put_meta("last_sync", &bytes)?;
+        }
+        Ok((out.send, settled))
     }
 
     async fn run_session(

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use automerge::legacy::{Key, ObjectId, OpId, OpType};
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, ReadDoc as _, ROOT};
-use ring::digest::{digest, SHA256};
+use ring::digest::SHA256;
 use serde::{Deserialize, Serialize};
 
 use crate::docs::AgendaDoc;
@@ -26,8 +26,10 @@ use crate::model::{Announcement, Room, Session};
 /// The agenda as plain values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct AgendaView {
-    /// Digest of the stored document this view was made from.
+    /// Digest of the stored document this view was made from (see [`stamp_of`]).
     pub(crate) stamp: Vec<u8>,
+    /// The document's heads this view shows.
+    pub(crate) heads: Vec<ChangeHash>,
     pub(crate) name: Option<String>,
     pub(crate) time_zone: Option<String>,
     pub(crate) rooms: Vec<Room>,
@@ -70,9 +72,16 @@ pub(crate) struct ViewChange {
     pub(crate) rebuilt: bool,
 }
 
-/// The stamp of stored document bytes.
+/// The layout of a stored view and how sessions are read: a new version
+/// makes every stored view stale once (rebuilt at the next open).
+const VIEW_FORMAT: &[u8] = b"lanyard-agenda-view/1";
+
+/// The stamp of stored document bytes (and of the view format).
 pub(crate) fn stamp_of(bytes: &[u8]) -> Vec<u8> {
-    digest(&SHA256, bytes).as_ref().to_vec()
+    let mut ctx = ring::digest::Context::new(&SHA256);
+    ctx.update(VIEW_FORMAT);
+    ctx.update(bytes);
+    ctx.finish().as_ref().to_vec()
 }
 
 /// The part of the agenda an Automerge object belongs to.
@@ -226,12 +235,32 @@ fn touched(doc: &Automerge, before: &[ChangeHash], index: &mut ObjIndex) -> Touc
     t
 }
 
+/// The announcements in `now` that `shown` did not have (as a multiset:
+/// a concurrent post may land before one already shown).
+fn new_announcements(shown: &[Announcement], now: &[Announcement]) -> Vec<Announcement> {
+    let mut seen: HashMap<(&str, i64), usize> = HashMap::new();
+    for a in shown {
+        *seen.entry((a.text.as_str(), a.at_unix)).or_default() += 1;
+    }
+    now.iter()
+        .filter(|a| match seen.get_mut(&(a.text.as_str(), a.at_unix)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
 impl AgendaView {
     /// The view of `doc`.
     pub(crate) fn build(doc: &Automerge) -> AgendaView {
         let (name, time_zone) = AgendaDoc::event(doc);
         AgendaView {
             stamp: Vec::new(),
+            heads: doc.get_heads(),
             name,
             time_zone,
             rooms: AgendaDoc::rooms(doc),
@@ -244,25 +273,30 @@ impl AgendaView {
         }
     }
 
-    /// Brings the view from the document at `before` to the document now,
-    /// reading again only what the changes in between touched.
-    pub(crate) fn update(&mut self, doc: &Automerge, before: &[ChangeHash]) -> ViewChange {
+    /// Brings the view from the heads it shows to the document now, reading
+    /// again only what the changes in between touched. A view whose heads
+    /// the document does not hold (it cannot be) is read again whole.
+    pub(crate) fn update(&mut self, doc: &Automerge) -> ViewChange {
+        let before = std::mem::take(&mut self.heads);
+        let known = before.iter().all(|h| doc.get_change_by_hash(h).is_some());
         let mut index = match self.index.take() {
-            Some(i) => i,
             // Built from the document after the changes: a superset of the
             // objects they can touch (those they made are there too).
-            None => ObjIndex::build(doc),
+            Some(i) if known => i,
+            _ => ObjIndex::build(doc),
         };
-        let t = touched(doc, before, &mut index);
+        let before = if known { before } else { Vec::new() };
+        let t = touched(doc, &before, &mut index);
         let mut change = ViewChange {
             was_empty: self.sessions.is_empty(),
             ..ViewChange::default()
         };
         self.stamp.clear();
+        self.heads = doc.get_heads();
         if t.all {
             change.rebuilt = true;
             let old = std::mem::take(&mut self.sessions);
-            let shown = self.announcements.len();
+            let shown = std::mem::take(&mut self.announcements);
             *self = AgendaView::build(doc);
             for s in self.sessions.values() {
                 let was = old.get(&s.id);
@@ -270,7 +304,7 @@ impl AgendaView {
                     change.sessions.push((was.cloned(), s.clone()));
                 }
             }
-            change.announcements = self.announcements.iter().skip(shown).cloned().collect();
+            change.announcements = new_announcements(&shown, &self.announcements);
             self.index = Some(ObjIndex::build(doc));
             return change;
         }
@@ -281,9 +315,9 @@ impl AgendaView {
             self.rooms = AgendaDoc::rooms(doc);
         }
         if t.announcements {
-            let shown = self.announcements.len();
-            self.announcements = AgendaDoc::announcements(doc);
-            change.announcements = self.announcements.iter().skip(shown).cloned().collect();
+            let now = AgendaDoc::announcements(doc);
+            change.announcements = new_announcements(&self.announcements, &now);
+            self.announcements = now;
         }
         let sessions_obj = obj_at(doc, &ROOT, "sessions");
         for id in t.sessions {
@@ -367,9 +401,8 @@ mod tests {
         let mut d = Automerge::new();
         let mut v = AgendaView::build(&d);
         let mut step = |d: &mut Automerge, edit: &dyn Fn(&mut Automerge)| {
-            let before = d.get_heads();
             edit(d);
-            let ch = v.update(d, &before);
+            let ch = v.update(d);
             assert_eq!(v, AgendaView::build(d));
             ch
         };

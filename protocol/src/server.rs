@@ -628,12 +628,23 @@ impl ServerCore {
             return vec![refusal(conn, doc, hashes, RefusalReason::Forbidden, heads)];
         }
         let mut out = Vec::new();
-        let incoming: usize = raw.iter().map(Vec::len).sum();
+        // Only changes new to the server count, and only they are refused: a
+        // device whose base lags re-sends changes it received from here.
+        let is_new = |c: &&Change| {
+            self.docs
+                .get(&doc)
+                .is_none_or(|am| am.get_change_by_hash(&c.hash()).is_none())
+        };
+        let incoming: usize = decoded
+            .iter()
+            .filter(is_new)
+            .map(|c| c.raw_bytes().len())
+            .sum();
         let held = self.sizes.get(&doc).copied().unwrap_or(0);
         let max_doc = limits.max_doc_for(&doc);
         if held + incoming > max_doc {
             self.stats.changes_refused += raw.len() as u64;
-            let hashes = decoded.iter().map(|c| c.hash().0).collect();
+            let hashes = decoded.iter().filter(is_new).map(|c| c.hash().0).collect();
             let heads = heads_now(self);
             return vec![refusal(conn, doc, hashes, RefusalReason::TooLarge, heads)];
         }

@@ -176,3 +176,45 @@ async fn a_sync_whose_local_writes_fail_reports_it_and_the_next_one_completes() 
     assert_eq!(client.note("t1").unwrap(), "my note");
     assert_eq!(client.status().pending_changes, 0);
 }
+
+/// A change that arrives while the device's disk fails is shown at once and
+/// never lost from the agenda's read model: after the disk recovers, a
+/// restart lists the agenda as the document has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_received_while_writes_fail_is_listed_after_a_restart() {
+    let srv = TestServer::start().await.unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client
+        .add_session(NewSession {
+            id: "t1".into(),
+            title: "Keynote".into(),
+            room: "Hall A".into(),
+            start_unix: 1_781_000_000,
+            end_unix: 1_781_003_600,
+            ..Default::default()
+        })
+        .unwrap();
+    org.sync().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (client, store) = device(&srv, &path);
+    let timeout = std::time::Duration::from_secs(60);
+    client.sync(timeout).await.unwrap();
+    assert_eq!(client.session("t1").unwrap().unwrap().room, "Hall A");
+
+    org.client
+        .move_session("t1", Some("Hall B".into()), None, None)
+        .unwrap();
+    org.sync().await.unwrap();
+    store.arm(Fault::Writes);
+    assert!(client.sync(timeout).await.is_err());
+    assert_eq!(
+        client.session("t1").unwrap().unwrap().room,
+        "Hall B",
+        "shown as soon as it arrived"
+    );
+    store.disarm(Fault::Writes);
+    client.sync(timeout).await.unwrap();
+    let (client, _store) = restart(client, store, &path);
+    assert_eq!(client.session("t1").unwrap().unwrap().room, "Hall B");
+}
