@@ -319,7 +319,33 @@ impl Client {
         })
     }
 
-    /// Reads the agenda's view (an empty one if no agenda is held yet).
+    /// Reads one thing of the agenda: from its view when there is one, else
+    /// straight from the document (a single lookup is not worth building the
+    /// view: a device that never lists the agenda never pays for one).
+    fn peek<R>(
+        &self,
+        from_view: impl FnOnce(&AgendaView) -> R,
+        from_doc: impl FnOnce(&Automerge) -> R,
+    ) -> Result<R, ClientError> {
+        let agenda = self.creds()?.agenda();
+        let st = self.lock();
+        if let Some(v) = st.views.get(&agenda) {
+            return Ok(from_view(v));
+        }
+        Ok(match st.replica.get(&agenda) {
+            Some(rd) => from_doc(&rd.doc),
+            // Unloaded documents always have a view; this is an agenda not held yet.
+            None => from_view(&AgendaView::default()),
+        })
+    }
+
+    /// The agenda's own zone, `None` while it has none (a fresh agenda).
+    pub(crate) fn peek_time_zone(&self) -> Result<Option<String>, ClientError> {
+        self.peek(|v| v.time_zone.clone(), |d| AgendaDoc::event(d).1)
+    }
+
+    /// Reads the agenda's view, built on first use (an empty one if no
+    /// agenda is held yet).
     pub(crate) fn view<R>(&self, f: impl FnOnce(&AgendaView) -> R) -> Result<R, ClientError> {
         let agenda = self.creds()?.agenda();
         let mut st = self.lock();
@@ -329,6 +355,7 @@ impl Client {
                 None => AgendaView::default(),
             };
             st.views.insert(agenda.clone(), built);
+            st.views_dirty.insert(agenda.clone());
         }
         Ok(f(st.views.entry(agenda).or_default()))
     }
@@ -389,7 +416,7 @@ impl Client {
     /// The event's name and time zone.
     pub fn event_info(&self) -> Result<EventInfo, ClientError> {
         let creds = self.creds()?;
-        let (name, tz) = self.view(|v| (v.name.clone(), v.time_zone.clone()))?;
+        let (name, tz) = self.peek(|v| (v.name.clone(), v.time_zone.clone()), AgendaDoc::event)?;
         Ok(EventInfo {
             id: creds.claims.event.to_string(),
             name: name.unwrap_or_else(|| creds.claims.event.to_string()),
@@ -428,17 +455,17 @@ impl Client {
 
     /// One session.
     pub fn session(&self, id: &str) -> Result<Option<Session>, ClientError> {
-        self.view(|v| v.session(id))
+        self.peek(|v| v.session(id), |d| AgendaDoc::session(d, id))
     }
 
     /// Rooms.
     pub fn rooms(&self) -> Result<Vec<Room>, ClientError> {
-        self.view(|v| v.rooms.clone())
+        self.peek(|v| v.rooms.clone(), AgendaDoc::rooms)
     }
 
     /// Announcements, oldest first.
     pub fn announcements(&self) -> Result<Vec<Announcement>, ClientError> {
-        self.view(|v| v.announcements.clone())
+        self.peek(|v| v.announcements.clone(), AgendaDoc::announcements)
     }
 
     // ----- agenda: organizer edits -----
@@ -743,7 +770,8 @@ impl Client {
     /// [`alerts`](crate::alerts)). Returns an id for
     /// [`remove_alert_listener`](Self::remove_alert_listener).
     pub fn add_alert_listener(&self, listener: Arc<dyn AlertListener>) -> Result<u64, ClientError> {
-        self.creds()?;
+        // Alerts compare the agenda's view before and after each change.
+        self.view(|_| ())?;
         Ok(self.alert_hub().add(listener))
     }
 
@@ -826,21 +854,16 @@ impl State {
         let Some(rd) = self.replica.get(doc) else {
             return ViewChange::default();
         };
-        match self.views.get_mut(doc) {
-            Some(view) if view.heads == rd.doc.get_heads() => return ViewChange::default(),
-            _ => {}
+        // No view yet: nothing listed the agenda and no alert listener
+        // waits (registering one builds it), so there is nothing to update.
+        let Some(view) = self.views.get_mut(doc) else {
+            return ViewChange::default();
+        };
+        if view.heads == rd.doc.get_heads() {
+            return ViewChange::default();
         }
         self.views_dirty.insert(doc.clone());
-        match self.views.get_mut(doc) {
-            Some(view) => view.update(&rd.doc),
-            None => {
-                self.views.insert(doc.clone(), AgendaView::build(&rd.doc));
-                ViewChange {
-                    was_empty: true,
-                    ..ViewChange::default()
-                }
-            }
-        }
+        view.update(&rd.doc)
     }
 
     /// Stores the views changed since they were last stored, each with the
@@ -1156,6 +1179,8 @@ mod tests {
             c.set_event("Conf", "Europe/Brussels").unwrap();
             c.add_session(talk("t1")).unwrap();
             c.add_session(talk("t2")).unwrap();
+            // Listing builds the view; closing stores it.
+            assert_eq!(c.sessions().unwrap().len(), 2);
         }
         let c = Client::with_store(store.clone()).unwrap();
         assert!(
@@ -1172,6 +1197,17 @@ mod tests {
             c.session("t1").unwrap().unwrap().status,
             crate::model::SessionStatus::Cancelled
         );
+    }
+
+    #[test]
+    fn a_device_that_never_lists_builds_no_view_and_reads_the_document() {
+        let c = Client::in_memory().unwrap();
+        c.join(&link(Role::Organizer, "org")).unwrap();
+        c.add_session(talk("t1")).unwrap();
+        assert_eq!(c.session("t1").unwrap().unwrap().title, "Talk t1");
+        assert!(c.lock().views.is_empty(), "a lookup builds no view");
+        assert_eq!(c.sessions().unwrap().len(), 1);
+        assert_eq!(c.lock().views.len(), 1, "a listing does");
     }
 
     #[test]

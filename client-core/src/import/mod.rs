@@ -142,7 +142,7 @@ impl Client {
 
     /// The agenda's own zone, `None` while it has none (a fresh agenda).
     fn agenda_time_zone(&self) -> Result<Option<String>, ClientError> {
-        self.view(|v| v.time_zone.clone())
+        self.peek_time_zone()
     }
 }
 
