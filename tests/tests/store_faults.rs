@@ -35,6 +35,23 @@ fn restart(client: Client, store: Faulty, path: &Path) -> (Client, Faulty) {
     open(path)
 }
 
+/// An organizer device that published session t1, "Keynote" in Hall A.
+async fn publish_keynote(srv: &TestServer) -> lanyard_tests::Device {
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client
+        .add_session(NewSession {
+            id: "t1".into(),
+            title: "Keynote".into(),
+            room: "Hall A".into(),
+            start_unix: 1_781_000_000,
+            end_unix: 1_781_003_600,
+            ..Default::default()
+        })
+        .unwrap();
+    org.sync().await.unwrap();
+    org
+}
+
 fn is_storage_error(r: Result<(), ClientError>) {
     match r {
         Err(ClientError::Store(e)) => assert!(!e.to_string().is_empty()),
@@ -143,18 +160,7 @@ async fn a_failing_flush_reports_the_error_and_keeps_every_edit_after_a_restart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_whose_local_writes_fail_reports_it_and_the_next_one_completes() {
     let srv = TestServer::start().await.unwrap();
-    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
-    org.client
-        .add_session(NewSession {
-            id: "t1".into(),
-            title: "Keynote".into(),
-            room: "Hall A".into(),
-            start_unix: 1_781_000_000,
-            end_unix: 1_781_003_600,
-            ..Default::default()
-        })
-        .unwrap();
-    org.sync().await.unwrap();
+    publish_keynote(&srv).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let (client, store) = device(&srv, &path);
@@ -183,18 +189,7 @@ async fn a_sync_whose_local_writes_fail_reports_it_and_the_next_one_completes() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_received_while_writes_fail_is_listed_after_a_restart() {
     let srv = TestServer::start().await.unwrap();
-    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
-    org.client
-        .add_session(NewSession {
-            id: "t1".into(),
-            title: "Keynote".into(),
-            room: "Hall A".into(),
-            start_unix: 1_781_000_000,
-            end_unix: 1_781_003_600,
-            ..Default::default()
-        })
-        .unwrap();
-    org.sync().await.unwrap();
+    let org = publish_keynote(&srv).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let (client, store) = device(&srv, &path);
