@@ -15,8 +15,9 @@ use std::time::Instant;
 use lanyard_client_core::export::{to_schedule_json, to_schedule_xml};
 use lanyard_client_core::import::{parse_schedule, ImportedSchedule, ScheduleFormat};
 use lanyard_client_core::{Client, NewSession};
-use lanyard_protocol::{cert_pin, token, DeviceId, EventId, JoinLink, Role, TokenClaims, UserId};
-use ring::signature::Ed25519KeyPair;
+use lanyard_protocol::Role;
+
+mod common;
 use serde_json::Value;
 
 fn data(name: &str) -> PathBuf {
@@ -41,23 +42,7 @@ fn parse(name: &str) -> ImportedSchedule {
 
 /// An organizer's device for the event `event`.
 fn organizer(event: &str) -> Client {
-    let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
-    let claims = TokenClaims {
-        event: EventId::new(event).unwrap(),
-        user: UserId::new("org").unwrap(),
-        role: Role::Organizer,
-        device: DeviceId::new("laptop").unwrap(),
-        expires_at: 4_000_000_000,
-    };
-    let link = JoinLink {
-        server: "127.0.0.1:9".into(),
-        event: claims.event.clone(),
-        token: token::sign(&claims, &key),
-        pin: cert_pin(b"cert"),
-    };
-    let c = Client::in_memory().unwrap();
-    c.join(&link.to_string()).unwrap();
-    c
+    common::joined(event, Role::Organizer)
 }
 
 /// The c3voc JSON Schema errors of `value`, as `path: message` lines.

@@ -9,8 +9,9 @@ use lanyard_client_core::import::{
     parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
 };
 use lanyard_client_core::{Client, ClientError, SessionStatus};
-use lanyard_protocol::{cert_pin, token, DeviceId, EventId, JoinLink, Role, TokenClaims, UserId};
-use ring::signature::Ed25519KeyPair;
+use lanyard_protocol::Role;
+
+mod common;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,23 +21,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn client(role: Role) -> Client {
-    let key = Ed25519KeyPair::from_seed_unchecked(&[5; 32]).unwrap();
-    let claims = TokenClaims {
-        event: EventId::new("conf").unwrap(),
-        user: UserId::new("org").unwrap(),
-        role,
-        device: DeviceId::new("laptop").unwrap(),
-        expires_at: 4_000_000_000,
-    };
-    let link = JoinLink {
-        server: "127.0.0.1:9".into(),
-        event: claims.event.clone(),
-        token: token::sign(&claims, &key),
-        pin: cert_pin(b"cert"),
-    };
-    let c = Client::in_memory().unwrap();
-    c.join(&link.to_string()).unwrap();
-    c
+    common::joined("conf", role)
 }
 
 fn parse(name: &str) -> ImportedSchedule {

@@ -135,14 +135,9 @@ impl Client {
     ) -> Result<ImportedSchedule, ReadScheduleError> {
         let fallback = match time_zone {
             Some(tz) => Some(tz.to_owned()),
-            None => self.agenda_time_zone()?,
+            None => self.peek_time_zone()?,
         };
         Ok(parse_schedule(format, bytes, fallback.as_deref())?)
-    }
-
-    /// The agenda's own zone, `None` while it has none (a fresh agenda).
-    fn agenda_time_zone(&self) -> Result<Option<String>, ClientError> {
-        self.peek_time_zone()
     }
 }
 
