@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     pub(crate) remote: watch::Sender<u64>,
     /// Reconnection attempts of the background sync.
     pub(crate) retries: std::sync::atomic::AtomicU64,
+    /// Told of every change that arrives, before it is applied (benchmarks).
+    pub(crate) arrivals: std::sync::Mutex<Option<ArrivalProbe>>,
     /// A client endpoint shared with other clients, if one was given.
     pub(crate) endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
     /// Alert listeners (locked after `state` when both are needed).
@@ -100,6 +102,10 @@ impl Drop for Inner {
         st.store_views(&self.store);
     }
 }
+
+/// Called with a document and the hashes of the changes that just arrived
+/// for it (decoded, hashes computed), before they are applied.
+pub type ArrivalProbe = Box<dyn Fn(&DocId, &[[u8; 32]]) + Send + Sync>;
 
 /// The device's Lanyard client: agenda, notes and bookmarks, offline-first.
 ///
@@ -195,7 +201,18 @@ impl Client {
             }),
             None => Limits::default(),
         };
+        // Random per install and kept: a reconnect replaces the session a
+        // lost goodbye left open on the server.
+        let installation: [u8; 16] = match store.get_meta("installation")? {
+            Some(b) if b.len() == 16 => b.as_slice().try_into().unwrap_or_default(),
+            _ => {
+                let bytes: [u8; 16] = rand::random();
+                store.put_meta("installation", &bytes)?;
+                bytes
+            }
+        };
         let mut replica = Replica::new(actor);
+        replica.set_installation(installation);
         let mut saved_heads = HashMap::new();
         let mut views = HashMap::new();
         let mut unloaded = HashMap::new();
@@ -253,6 +270,7 @@ impl Client {
                 remote,
                 retries: std::sync::atomic::AtomicU64::new(0),
                 endpoint: std::sync::Mutex::new(None),
+                arrivals: std::sync::Mutex::new(None),
                 alerts: Mutex::new(AlertHub::default()),
                 status,
                 network: Notify::new(),
@@ -688,6 +706,39 @@ impl Client {
     }
 
     // ----- status -----
+
+    /// Whether the device holds (applied, not merely queued) the change
+    /// with this hash in `doc`.
+    pub fn has_change(&self, doc: &DocId, hash: &[u8; 32]) -> Result<bool, ClientError> {
+        let mut st = self.state()?;
+        st.load(doc)?;
+        Ok(st
+            .replica
+            .get(doc)
+            .is_some_and(|rd| rd.doc.get_change_by_hash(&ChangeHash(*hash)).is_some()))
+    }
+
+    /// The heads of `doc` on this device (empty if it holds none of it).
+    pub fn heads(&self, doc: &DocId) -> Result<Vec<[u8; 32]>, ClientError> {
+        let mut st = self.state()?;
+        st.load(doc)?;
+        Ok(st
+            .replica
+            .get(doc)
+            .map(|rd| rd.doc.get_heads().iter().map(|h| h.0).collect())
+            .unwrap_or_default())
+    }
+
+    /// Registers a probe told of every change that arrives from the server,
+    /// before it is applied (benchmarks measure arrival apart from apply).
+    #[doc(hidden)]
+    pub fn set_arrival_probe(&self, probe: Option<ArrivalProbe>) {
+        *self
+            .inner
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = probe;
+    }
 
     /// Pending changes, last successful sync, refused changes.
     pub fn status(&self) -> SyncStatus {

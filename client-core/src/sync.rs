@@ -3,11 +3,12 @@
 //! pushes and reconnects with exponential backoff and full jitter.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lanyard_protocol::wire::{self, FrameDecoder, ALPN};
 use lanyard_protocol::{
-    ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, ServerMsg, SessionError,
+    Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, Millis,
+    ServerMsg, SessionError,
 };
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
@@ -417,7 +418,7 @@ impl Client {
         let (stop, mut stop_rx) = watch::channel(false);
         let client = self.clone();
         let task = tokio::spawn(async move {
-            let mut attempt: u32 = 0;
+            let mut backoff = Backoff::new(opts.policy());
             loop {
                 if *stop_rx.borrow() {
                     break;
@@ -426,7 +427,7 @@ impl Client {
                     client.record_outcome(Some(SyncError::NotJoined.to_string()));
                     break;
                 };
-                let started = Instant::now();
+                let started = Millis::from_system(std::time::SystemTime::now());
                 let result = match connect(&creds, client.shared_endpoint()).await {
                     Ok(link) => {
                         client.lock().connected = true;
@@ -460,15 +461,11 @@ impl Client {
                         }
                     }
                 }
-                if started.elapsed() >= opts.stable_after {
-                    attempt = 0;
-                }
-                // The server's hint is already jittered; otherwise back off with full jitter.
-                let delay = match hint {
-                    Some(after) => after,
-                    None => full_jitter(&opts, attempt),
-                };
-                attempt = attempt.saturating_add(1);
+                // The server's hint is already jittered; otherwise back off
+                // with full jitter (the policy the simulation runs too).
+                let ended = Millis::from_system(std::time::SystemTime::now());
+                let backed_off = backoff.next_delay(started, ended, rand::rng().random::<f64>());
+                let delay = hint.unwrap_or(backed_off);
                 // A network change (the app calls `network_changed` when WiFi
                 // returns) ends the wait at once, unless the server asked
                 // for this delay. Registered before the retry is counted, so
@@ -483,7 +480,7 @@ impl Client {
                     _ = tokio::time::sleep(delay) => {}
                     _ = network, if hint.is_none() => {
                         debug!("network changed: reconnecting now");
-                        attempt = 0;
+                        backoff.reset();
                     }
                     _ = stop_rx.changed() => break,
                 }
@@ -502,6 +499,7 @@ impl Client {
         session: &mut ClientSession,
         msg: ServerMsg,
     ) -> Result<Received, SyncError> {
+        self.probe_arrival(&msg);
         let (stored, alerts, received) = {
             let mut st = self.state()?;
             let handled = session.handle(&mut st.replica, msg);
@@ -544,6 +542,34 @@ impl Client {
             settled,
             received,
         })
+    }
+
+    /// Tells the arrival probe, if any, of the changes `msg` carries.
+    fn probe_arrival(&self, msg: &ServerMsg) {
+        let probe = self
+            .inner
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(probe) = probe.as_ref() else {
+            return;
+        };
+        let updates: Vec<&lanyard_protocol::DocUpdate> = match msg {
+            ServerMsg::Update(u) => vec![u],
+            ServerMsg::Welcome { docs, .. } => docs.iter().collect(),
+            _ => return,
+        };
+        for u in updates {
+            let hashes: Vec<[u8; 32]> = u
+                .changes
+                .iter()
+                .filter_map(|b| automerge::Change::try_from(b.as_slice()).ok())
+                .map(|c| c.hash().0)
+                .collect();
+            if !hashes.is_empty() {
+                probe(&u.doc, &hashes);
+            }
+        }
     }
 
     /// Makes what one server message brought durable: the documents it
@@ -664,16 +690,16 @@ impl Client {
     }
 }
 
-fn full_jitter(opts: &BackgroundOptions, attempt: u32) -> Duration {
-    let exp = opts
-        .backoff_base
-        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-        .min(opts.backoff_cap);
-    let ms = u64::try_from(exp.as_millis()).unwrap_or(u64::MAX).max(1);
-    if !opts.jitter {
-        return Duration::from_millis(ms);
+impl BackgroundOptions {
+    /// The reconnect policy these options make.
+    pub fn policy(&self) -> BackoffPolicy {
+        BackoffPolicy {
+            base: self.backoff_base,
+            cap: self.backoff_cap,
+            stable_after: self.stable_after,
+            jitter: self.jitter,
+        }
     }
-    Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
 #[cfg(test)]
@@ -729,8 +755,11 @@ mod tests {
             stable_after: Duration::from_secs(1),
             jitter: true,
         };
+        // Failed attempts in a row (each session ends as it starts).
+        let mut backoff = Backoff::new(opts.policy());
+        let t = Millis(0);
         for attempt in 0..30 {
-            let d = full_jitter(&opts, attempt);
+            let d = backoff.next_delay(t, t, rand::rng().random::<f64>());
             let bound = (100u64 << attempt.min(20)).min(2000);
             assert!(
                 d <= Duration::from_millis(bound),
@@ -738,7 +767,9 @@ mod tests {
             );
         }
         // Jitter: many draws at the cap are not all equal.
-        let draws: std::collections::HashSet<_> = (0..50).map(|_| full_jitter(&opts, 10)).collect();
+        let draws: std::collections::HashSet<_> = (0..50)
+            .map(|_| backoff.next_delay(t, t, rand::rng().random::<f64>()))
+            .collect();
         assert!(draws.len() > 10);
     }
 }

@@ -844,6 +844,7 @@ pub fn run_scenario(s: &Scenario) {
         event: event(),
         token: s.token.token(),
         docs: s.docs.iter().take(8).map(DigestInput::digest).collect(),
+        installation: [0; 16],
     };
     let actions = server.handle(NOW, 1, hello);
     check_actions(&server, &actions, &mut persisted);
@@ -906,6 +907,7 @@ pub fn run_scenario(s: &Scenario) {
                     event,
                     token: token.token(),
                     docs: docs.iter().take(8).map(DigestInput::digest).collect(),
+                    installation: [0; 16],
                 };
                 server.handle(NOW, conn(c), msg)
             }
@@ -992,6 +994,7 @@ fn check_honest_push(server: &mut ServerCore, persisted: &mut Vec<(DocId, Vec<u8
             event: event(),
             token: honest_token().clone(),
             docs: Vec::new(),
+            installation: [0; 16],
         },
     );
     let sent = check_actions(server, &actions, persisted);

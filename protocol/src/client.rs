@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DocId, EventId};
 use crate::wire::{
-    ClientMsg, DocDigest, DocUpdate, ErrorCode, Hash, Limits, RefusalReason, ServerMsg,
+    ClientMsg, DocDigest, DocUpdate, ErrorCode, Hash, InstallationId, Limits, RefusalReason,
+    ServerMsg,
 };
 
 /// Most changes in one push (the server accepts up to `Limits::max_changes_per_push`).
@@ -52,6 +53,7 @@ pub struct ReplicaDoc {
 #[derive(Debug)]
 pub struct Replica {
     actor: ActorId,
+    installation: InstallationId,
     docs: BTreeMap<DocId, ReplicaDoc>,
 }
 
@@ -64,6 +66,7 @@ impl Replica {
     pub fn new(actor: ActorId) -> Self {
         Replica {
             actor,
+            installation: [0; 16],
             docs: BTreeMap::new(),
         }
     }
@@ -71,6 +74,17 @@ impl Replica {
     /// The actor id of this device.
     pub fn actor(&self) -> &ActorId {
         &self.actor
+    }
+
+    /// This installation's id, sent in every `Hello` (zeros until set).
+    pub fn installation(&self) -> InstallationId {
+        self.installation
+    }
+
+    /// Sets the installation id: random per install, kept by the device,
+    /// so a reconnect replaces the session its lost goodbye left open.
+    pub fn set_installation(&mut self, id: InstallationId) {
+        self.installation = id;
     }
 
     /// Makes `actor` this device's actor for every document from now on (a
@@ -270,6 +284,10 @@ pub struct ClientSession {
     resyncing: HashSet<DocId>,
     /// Catch-ups announced in the Welcome and still arriving: the heads they end at.
     awaiting: HashMap<DocId, Vec<Hash>>,
+    /// Heads the server announced that this device lacks, seen while a
+    /// catch-up was on its way (checked again once it has arrived, instead
+    /// of asking for a second catch-up of the same changes).
+    lacking: HashMap<DocId, Vec<Hash>>,
     /// The server's limits: the defaults until the Welcome announces them.
     limits: Limits,
 }
@@ -285,6 +303,7 @@ impl ClientSession {
             in_flight: HashMap::new(),
             resyncing: HashSet::new(),
             awaiting: HashMap::new(),
+            lacking: HashMap::new(),
             limits: Limits::default(),
         };
         let docs = replica
@@ -300,6 +319,7 @@ impl ClientSession {
             event: s.event.clone(),
             token: s.token.clone(),
             docs,
+            installation: replica.installation,
         }];
         for id in replica.doc_ids() {
             msgs.extend(s.push_pending(replica, &id));
@@ -386,8 +406,20 @@ impl ClientSession {
                     }
                     self.update(replica, u, &mut out)?;
                 }
+                // Updates that overtook the Welcome were waiting for it.
+                let early: Vec<DocId> = self.lacking.keys().cloned().collect();
+                for doc in early {
+                    self.recheck(replica, &doc, &mut out);
+                }
             }
             ServerMsg::Update(u) => self.update(replica, u, &mut out)?,
+            ServerMsg::Heads { doc, heads } => {
+                // A beacon: lacking any of these, ask (or wait for what is
+                // on its way); holding them all, they are confirmed.
+                if replica.get(&doc).is_some() || !heads.is_empty() {
+                    self.confirm(replica, &doc, &heads, &mut out);
+                }
+            }
             ServerMsg::Ack { doc, heads } => {
                 self.confirm(replica, &doc, &heads, &mut out);
                 out.events.push(ClientEvent::Acked { doc });
@@ -436,6 +468,26 @@ impl ClientSession {
         Ok(out)
     }
 
+    /// Whether changes of `doc` from the server are on their way: the
+    /// Welcome, a catch-up it announced, or the answer to a resync.
+    fn catching_up(&self, doc: &DocId) -> bool {
+        self.phase == Phase::AwaitingWelcome
+            || self.resyncing.contains(doc)
+            || self.awaiting.contains_key(doc)
+    }
+
+    /// Once a catch-up has arrived: heads seen meanwhile are confirmed if
+    /// held now (they came from the server), and still lacking need one
+    /// (small) resync.
+    fn recheck(&mut self, replica: &mut Replica, doc: &DocId, out: &mut ClientOutput) {
+        if self.catching_up(doc) {
+            return;
+        }
+        if let Some(heads) = self.lacking.remove(doc) {
+            self.confirm(replica, doc, &heads, out);
+        }
+    }
+
     /// Records that the server holds `heads` of `doc`.
     fn confirm(
         &mut self,
@@ -445,7 +497,12 @@ impl ClientSession {
         out: &mut ClientOutput,
     ) {
         if !replica.has_all(doc, heads) {
-            self.request_resync(replica, doc, out);
+            if self.catching_up(doc) {
+                // What is on its way probably brings them.
+                self.lacking.insert(doc.clone(), heads.to_vec());
+            } else {
+                self.request_resync(replica, doc, out);
+            }
             return;
         }
         let Some(rd) = replica.docs.get_mut(doc) else {
@@ -513,8 +570,8 @@ impl ClientSession {
         u: DocUpdate,
         out: &mut ClientOutput,
     ) -> Result<(), SessionError> {
-        self.resyncing.remove(&u.doc);
         if u.is_empty() && u.heads.is_empty() && replica.get(&u.doc).is_none() {
+            self.resyncing.remove(&u.doc);
             return Ok(());
         }
         let doc_id = u.doc.clone();
@@ -526,14 +583,13 @@ impl ClientSession {
             decoded.push(Change::try_from(bytes.as_slice()).map_err(|e| bad(&e))?);
         }
         let rd = replica.get_or_create(&u.doc);
-        let mut n = decoded.len();
-        if n > 0 {
+        let before = rd.doc.get_heads();
+        if !decoded.is_empty() {
             rd.doc.apply_changes(decoded).map_err(|e| bad(&e))?;
         }
         if !u.snapshot.is_empty() {
             // Loaded strictly on its own first (`load_incremental` would skip a
             // corrupt chunk silently): a bad snapshot leaves the document as it was.
-            let before = rd.doc.get_heads();
             let mut loaded = Automerge::load(&u.snapshot).map_err(|e| bad(&e))?;
             if rd.doc.is_empty() {
                 loaded.set_actor(rd.doc.get_actor().clone());
@@ -541,8 +597,15 @@ impl ClientSession {
             } else {
                 rd.doc.merge(&mut loaded).map_err(|e| bad(&e))?;
             }
-            n += rd.doc.get_changes_meta(&before).len();
         }
+        // Only changes now in the document count: Automerge queues a change
+        // whose dependencies are missing, and it is not received until it
+        // applies.
+        let n = if rd.doc.get_heads() == before {
+            0
+        } else {
+            rd.doc.get_changes_meta(&before).len()
+        };
         if n > 0 {
             out.docs_changed.insert(u.doc.clone());
             out.events.push(ClientEvent::Updated {
@@ -555,7 +618,13 @@ impl ClientSession {
                 self.awaiting.remove(&u.doc);
             }
         }
+        // A resync is answered once the device holds the heads an update
+        // announces (an update that overtook the answer does not end it).
+        if replica.has_all(&u.doc, &u.heads) {
+            self.resyncing.remove(&u.doc);
+        }
         self.confirm(replica, &u.doc, &u.heads, out);
+        self.recheck(replica, &u.doc, out);
         out.send.extend(self.push_pending(replica, &u.doc));
         Ok(())
     }

@@ -11,6 +11,8 @@
 //! * [`wire`]: messages, framing and limits.
 //! * [`client`]: the device side: a [`Replica`] and a [`ClientSession`].
 //! * [`server`]: the server side: [`ServerCore`] with authorization and fan-out.
+//! * [`time`]: [`Millis`], the time the drivers pass in, and the reconnect
+//!   [`Backoff`] both the device driver and the simulation run.
 //!
 //! ## The sync model
 //!
@@ -27,7 +29,7 @@
 //! ```
 //! use automerge::{transaction::Transactable as _, ActorId, ReadDoc as _, ROOT};
 //! use lanyard_protocol::{
-//!     token, wire, ClientSession, DeviceId, DocId, EventId, Replica, Role, ServerAction,
+//!     token, wire, ClientSession, DeviceId, DocId, EventId, Millis, Replica, Role, ServerAction,
 //!     ServerConfig, ServerCore, ServerMsg, TokenClaims, UserId,
 //! };
 //! use ring::signature::{Ed25519KeyPair, KeyPair as _};
@@ -60,8 +62,8 @@
 //! server.connect(1);
 //! let mut replies = Vec::new();
 //! for m in msgs {
-//!     for action in server.handle(1_700_000_000, 1, m) {
-//!         if let ServerAction::Send { frame, .. } = action {
+//!     for action in server.handle(Millis::from_secs(1_700_000_000), 1, m) {
+//!         for (_, frame) in action.sends() {
 //!             replies.push(wire::decode::<ServerMsg>(&frame[wire::HEADER_LEN..]).unwrap());
 //!         }
 //!     }
@@ -78,6 +80,7 @@ pub mod client;
 pub mod ids;
 pub mod link;
 pub mod server;
+pub mod time;
 pub mod token;
 pub mod wire;
 
@@ -88,9 +91,12 @@ pub use client::{
 pub use ids::{DeviceId, DocId, EventId, IdError, SessionId, UserId};
 pub use link::{cert_pin, JoinLink, LinkError};
 pub use server::{
-    ConnId, Lane, LoadError, ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats,
+    ConnId, HelloGate, HelloGateConfig, Lane, LoadError, ServerAction, ServerConfig, ServerCore,
+    ServerSession, ServerStats,
 };
+pub use time::{Backoff, BackoffPolicy, Millis};
 pub use token::{Role, TokenClaims, TokenError};
 pub use wire::{
-    ClientMsg, DocDigest, DocUpdate, ErrorCode, FrameError, Limits, RefusalReason, ServerMsg, ALPN,
+    ClientMsg, DocDigest, DocUpdate, ErrorCode, FrameError, InstallationId, Limits, RefusalReason,
+    ServerMsg, ALPN,
 };

@@ -10,11 +10,16 @@ use crate::ids::{DocId, EventId};
 
 /// ALPN protocol name; the version lives here, so a client speaking another
 /// version fails the TLS handshake with `no_application_protocol`.
-pub const ALPN: &[u8] = b"lanyard/2";
+pub const ALPN: &[u8] = b"lanyard/3";
 
 /// Protocol version number carried in [`ALPN`]. Version 2 announces the
-/// server's [`Limits`] in the `Welcome`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// server's [`Limits`] in the `Welcome`; version 3 adds the installation id
+/// to `Hello` and the server's heads beacon ([`ServerMsg::Heads`]).
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// An installation id: random per install of the app, kept on the device.
+/// All zeros means none was given.
+pub type InstallationId = [u8; 16];
 
 /// Size limits, all checked before allocation.
 ///
@@ -132,6 +137,9 @@ pub enum ClientMsg {
         token: String,
         /// What the device holds.
         docs: Vec<DocDigest>,
+        /// This installation: a new session replaces one the same
+        /// installation left open (its goodbye was lost).
+        installation: InstallationId,
     },
     /// New local changes to one document.
     Push {
@@ -208,6 +216,14 @@ pub enum ServerMsg {
         /// Human-readable explanation.
         message: String,
     },
+    /// The server's heads of a document, sent a while after its last change
+    /// (a beacon): a device lacking any of them asks with `Resync`.
+    Heads {
+        /// The document.
+        doc: DocId,
+        /// The server's heads.
+        heads: Vec<Hash>,
+    },
 }
 
 /// Error codes used in `Error` messages and as QUIC stream/connection codes.
@@ -236,6 +252,8 @@ pub enum ErrorCode {
     TooManySessions,
     /// The session sent requests faster than allowed.
     RateLimited,
+    /// A newer session of the same installation replaced this one.
+    Replaced,
 }
 
 impl ErrorCode {
@@ -253,6 +271,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => 9,
             ErrorCode::TooManySessions => 10,
             ErrorCode::RateLimited => 11,
+            ErrorCode::Replaced => 12,
         }
     }
 
@@ -270,6 +289,7 @@ impl ErrorCode {
             9 => ErrorCode::Overloaded,
             10 => ErrorCode::TooManySessions,
             11 => ErrorCode::RateLimited,
+            12 => ErrorCode::Replaced,
             _ => return None,
         })
     }
@@ -289,6 +309,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Overloaded => "server overloaded",
             ErrorCode::TooManySessions => "too many sessions",
             ErrorCode::RateLimited => "too many requests",
+            ErrorCode::Replaced => "replaced by a newer session of this installation",
         };
         f.write_str(s)
     }

@@ -13,12 +13,12 @@ use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, Change, ReadDoc as _, ROOT};
 use lanyard_protocol::wire::{self, HEADER_LEN};
 use lanyard_protocol::{
-    token, ClientMsg, DeviceId, DocId, EventId, RefusalReason, Role, ServerAction, ServerConfig,
-    ServerCore, ServerMsg, TokenClaims, UserId,
+    token, ClientMsg, DeviceId, DocId, EventId, Millis, RefusalReason, Role, ServerAction,
+    ServerConfig, ServerCore, ServerMsg, TokenClaims, UserId,
 };
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-const NOW: u64 = 1_700_000_000;
+const NOW: Millis = Millis::from_secs(1_700_000_000);
 
 /// Automerge chunk magic bytes.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
@@ -76,7 +76,7 @@ fn setup() -> Setup {
         user: UserId::new("org").unwrap(),
         role: Role::Organizer,
         device: DeviceId::new("dev").unwrap(),
-        expires_at: NOW + 3600,
+        expires_at: NOW.as_secs() + 3600,
     };
     Setup {
         server: ServerCore::new(ServerConfig {
@@ -98,6 +98,7 @@ fn hello(s: &mut Setup, conn: u64) {
             event: s.event.clone(),
             token: s.organizer.clone(),
             docs: Vec::new(),
+            installation: [0; 16],
         },
     );
     assert!(matches!(sent[..], [ServerMsg::Welcome { .. }]), "{sent:?}");
@@ -108,12 +109,11 @@ fn run(server: &mut ServerCore, conn: u64, msg: ClientMsg) -> (Vec<ServerMsg>, V
     let mut sent = Vec::new();
     let mut persisted = Vec::new();
     for a in server.handle(NOW, conn, msg) {
-        match a {
-            ServerAction::Send { frame, .. } => {
-                sent.push(wire::decode(&frame[HEADER_LEN..]).unwrap());
-            }
-            ServerAction::Persist { changes, .. } => persisted.extend(changes),
-            ServerAction::Close { .. } => {}
+        for (_, frame) in a.sends() {
+            sent.push(wire::decode(&frame[HEADER_LEN..]).unwrap());
+        }
+        if let ServerAction::Persist { changes, .. } = a {
+            persisted.extend(changes);
         }
     }
     (sent, persisted)
@@ -285,7 +285,7 @@ fn a_non_canonical_change_is_refused_or_held_consistently() {
             user: UserId::new("ann").unwrap(),
             role: Role::Attendee,
             device: DeviceId::new("dev").unwrap(),
-            expires_at: NOW + 3600,
+            expires_at: NOW.as_secs() + 3600,
         },
         &key,
     );
@@ -297,6 +297,7 @@ fn a_non_canonical_change_is_refused_or_held_consistently() {
             event: s.event.clone(),
             token: ann,
             docs: Vec::new(),
+            installation: [0; 16],
         },
     );
     assert_eq!(welcome.len(), 1);
@@ -311,7 +312,7 @@ fn a_non_canonical_change_is_refused_or_held_consistently() {
     );
     let mut sent = Vec::new();
     for a in s.server.handle_frame(NOW, 2, &body) {
-        if let ServerAction::Send { frame, .. } = a {
+        for (_, frame) in a.sends() {
             sent.push(wire::decode::<ServerMsg>(&frame[HEADER_LEN..]).unwrap());
         }
     }
@@ -453,7 +454,7 @@ fn a_change_naming_an_actor_index_out_of_range_is_refused_not_a_panic() {
             user: UserId::new("ann").unwrap(),
             role: Role::Attendee,
             device: DeviceId::new("dev").unwrap(),
-            expires_at: NOW + 3600,
+            expires_at: NOW.as_secs() + 3600,
         },
         &key,
     );
@@ -465,6 +466,7 @@ fn a_change_naming_an_actor_index_out_of_range_is_refused_not_a_panic() {
             event: s.event.clone(),
             token: ann,
             docs: Vec::new(),
+            installation: [0; 16],
         },
     );
     assert_eq!(welcome.len(), 1);

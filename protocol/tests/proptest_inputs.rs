@@ -10,13 +10,13 @@ use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, ROOT};
 use lanyard_protocol::wire::{self, FrameDecoder, FrameError, HEADER_LEN};
 use lanyard_protocol::{
-    token, ClientMsg, DeviceId, DocId, EventId, Role, ServerAction, ServerConfig, ServerCore,
-    ServerMsg, TokenClaims, UserId,
+    token, ClientMsg, DeviceId, DocId, EventId, Millis, Role, ServerAction, ServerConfig,
+    ServerCore, ServerMsg, TokenClaims, UserId,
 };
 use proptest::prelude::*;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-const NOW: u64 = 1_700_000_000;
+const NOW: Millis = Millis::from_secs(1_700_000_000);
 
 /// Automerge chunk magic bytes.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
@@ -152,7 +152,7 @@ fn tokens() -> &'static (Vec<u8>, String, String) {
             user: UserId::new(user).unwrap(),
             role,
             device: DeviceId::new("dev").unwrap(),
-            expires_at: NOW + 3600,
+            expires_at: NOW.as_secs() + 3600,
         };
         (
             key.public_key().as_ref().to_vec(),
@@ -169,14 +169,12 @@ fn event() -> EventId {
 /// Sends of a batch of actions, decoded; panics on an undecodable frame.
 fn sent(actions: Vec<ServerAction>) -> Vec<(u64, ServerMsg)> {
     actions
-        .into_iter()
-        .filter_map(|a| match a {
-            ServerAction::Send { conn, frame, .. } => {
-                let len = u32::from_be_bytes(frame[..HEADER_LEN].try_into().unwrap()) as usize;
-                assert_eq!(len, frame.len() - HEADER_LEN);
-                Some((conn, wire::decode(&frame[HEADER_LEN..]).unwrap()))
-            }
-            _ => None,
+        .iter()
+        .flat_map(ServerAction::sends)
+        .map(|(conn, frame)| {
+            let len = u32::from_be_bytes(frame[..HEADER_LEN].try_into().unwrap()) as usize;
+            assert_eq!(len, frame.len() - HEADER_LEN);
+            (conn, wire::decode(&frame[HEADER_LEN..]).unwrap())
         })
         .collect()
 }
@@ -249,6 +247,7 @@ impl Input {
                         event: event(),
                         token: tokens().2.clone(),
                         docs: Vec::new(),
+                        installation: [0; 16],
                     },
                 };
                 let mut b = msg_body(&msg);
@@ -376,6 +375,7 @@ proptest! {
             event: event(),
             token: token.clone(),
             docs: Vec::new(),
+            installation: [0; 16],
         };
         const HONEST: u64 = 1;
         const FUZZED: u64 = 2;

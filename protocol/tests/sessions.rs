@@ -10,13 +10,13 @@ use lanyard_protocol::client::MAX_PUSH_CHANGES;
 use lanyard_protocol::server::{CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
 use lanyard_protocol::wire::{self, HEADER_LEN};
 use lanyard_protocol::{
-    token, ClientMsg, ClientSession, DeviceId, DocId, EventId, Limits, RefusalReason, Replica,
-    Role, ServerAction, ServerConfig, ServerCore, ServerMsg, TokenClaims, UserId,
+    token, ClientMsg, ClientSession, DeviceId, DocId, EventId, Limits, Millis, RefusalReason,
+    Replica, Role, ServerAction, ServerConfig, ServerCore, ServerMsg, TokenClaims, UserId,
 };
 use rand::{Rng as _, SeedableRng as _};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-const NOW: u64 = 1_700_000_000;
+const NOW: Millis = Millis::from_secs(1_700_000_000);
 
 fn setup(limits: Limits) -> (ServerCore, String, EventId) {
     let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
@@ -26,7 +26,7 @@ fn setup(limits: Limits) -> (ServerCore, String, EventId) {
         user: UserId::new("ann").unwrap(),
         role: Role::Attendee,
         device: DeviceId::new("phone").unwrap(),
-        expires_at: NOW + 60,
+        expires_at: NOW.as_secs() + 60,
     };
     let server = ServerCore::new(ServerConfig {
         token_key: key.public_key().as_ref().to_vec(),
@@ -50,7 +50,7 @@ fn exchange(server: &mut ServerCore, conn: u64, msgs: Vec<ClientMsg>) -> Vec<Ser
     let mut replies = Vec::new();
     for m in msgs {
         for a in server.handle(NOW, conn, m) {
-            if let ServerAction::Send { frame, .. } = a {
+            for (_, frame) in a.sends() {
                 replies.push(wire::decode(&frame[HEADER_LEN..]).unwrap());
             }
         }
@@ -424,6 +424,7 @@ fn hello_on(server: &mut ServerCore, token: &str, event: &EventId, conn: u64) ->
             event: event.clone(),
             token: token.to_owned(),
             docs: Vec::new(),
+            installation: [0; 16],
         }],
     )
 }
@@ -472,6 +473,7 @@ fn a_session_sending_faster_than_allowed_is_closed_clearly() {
         event: event.clone(),
         token,
         docs: Vec::new(),
+        installation: [0; 16],
     };
     let mut replies = exchange(&mut server, 1, vec![hello]);
     // Four more requests in the same second fit the burst of five...
@@ -497,11 +499,12 @@ fn a_session_sending_faster_than_allowed_is_closed_clearly() {
             event: event.clone(),
             token: token2,
             docs: Vec::new(),
+            installation: [0; 16],
         },
     );
     for second in 0..20 {
         for _ in 0..2 {
-            let out = server.handle(NOW + second, 2, resync());
+            let out = server.handle(NOW + std::time::Duration::from_secs(second), 2, resync());
             assert!(
                 !out.iter().any(|a| matches!(a, ServerAction::Close { .. })),
                 "two per second are allowed (second {second})"

@@ -42,9 +42,9 @@ use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, ReadDoc as _, Value, ROOT};
 use bytes::Bytes;
 use lanyard_protocol::{
-    token, wire, ClientEvent, ClientMsg, ClientSession, ConnId, DeviceId, DocId, EventId,
-    RefusalReason, Replica, Role, ServerAction, ServerConfig, ServerCore, ServerMsg, SessionError,
-    TokenClaims, UserId,
+    token, wire, Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, ConnId, DeviceId,
+    DocId, EventId, Millis, RefusalReason, Replica, Role, ServerAction, ServerConfig, ServerCore,
+    ServerMsg, SessionError, TokenClaims, UserId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -52,6 +52,15 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 /// Unix time of simulated millisecond 0.
 const BASE_UNIX: u64 = 1_700_000_000;
+
+/// The devices' reconnect policy in the simulation (the shipped [`Backoff`]
+/// with short delays: simulated networks heal in seconds).
+const SIM_BACKOFF: BackoffPolicy = BackoffPolicy {
+    base: std::time::Duration::from_millis(200),
+    cap: std::time::Duration::from_secs(5),
+    stable_after: std::time::Duration::from_secs(10),
+    jitter: true,
+};
 /// Token expiry, far after any simulated time.
 const EXPIRES: u64 = 2_000_000_000;
 /// Granularity of random actions and timers.
@@ -245,7 +254,8 @@ struct Device {
     replica: Replica,
     sess: Option<Sess>,
     next_connect_at: u64,
-    attempt: u32,
+    /// The reconnect policy the device driver ships.
+    backoff: Backoff,
     partitioned_until: u64,
     /// Every legitimate local change (doc, hash).
     local: Vec<(DocId, ChangeHash)>,
@@ -437,6 +447,7 @@ fn describe_server(m: &ServerMsg) -> String {
             short_all(&u.heads)
         ),
         ServerMsg::Ack { doc, heads } => format!("Ack {doc} heads=[{}]", short_all(heads)),
+        ServerMsg::Heads { doc, heads } => format!("Heads {doc} [{}]", short_all(heads)),
         ServerMsg::Refused {
             doc,
             changes,
@@ -569,7 +580,7 @@ impl Sim {
                 forger,
                 sess: None,
                 next_connect_at: rng.random_range(0..2_000),
-                attempt: 0,
+                backoff: Backoff::new(SIM_BACKOFF),
                 partitioned_until: 0,
                 local: Vec::new(),
                 forged_local: Vec::new(),
@@ -615,8 +626,9 @@ impl Sim {
         )
     }
 
-    fn unix(&self) -> u64 {
-        BASE_UNIX + self.now / 1000
+    /// The server's clock: the simulated time after [`BASE_UNIX`].
+    fn unix(&self) -> Millis {
+        Millis::from_secs(BASE_UNIX) + std::time::Duration::from_millis(self.now)
     }
 
     fn per_tick(rate_per_s: f64) -> f64 {
@@ -689,6 +701,16 @@ impl Sim {
             self.random_actions();
         }
         self.device_timers();
+        self.server_timers();
+    }
+
+    /// The server's timers (heads beacons), when due.
+    fn server_timers(&mut self) {
+        let now = self.unix();
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            let actions = self.server.handle_timeout(now);
+            self.execute(actions);
+        }
     }
 
     fn heal(&mut self) {
@@ -704,7 +726,7 @@ impl Sim {
             }
             let soon = self.now + self.rng.random_range(0..1_000);
             let d = &mut self.devices[dev];
-            d.attempt = 0;
+            d.backoff.reset();
             d.next_connect_at = d.next_connect_at.min(soon);
         }
     }
@@ -858,9 +880,12 @@ impl Sim {
             }
         }
         let d = &mut self.devices[dev];
-        let cap = (200u64 << d.attempt.min(5)).min(5_000);
-        d.attempt += 1;
-        d.next_connect_at = self.now + 50 + self.rng.random_range(0..=cap);
+        let delay = d.backoff.next_delay(
+            Millis(s.started_at),
+            Millis(self.now),
+            self.rng.random::<f64>(),
+        );
+        d.next_connect_at = self.now + delay.as_millis() as u64;
         self.log(|| format!("{} drops session {}", self.devices[dev].name, s.conn));
     }
 
@@ -1033,7 +1058,7 @@ impl Sim {
                     .iter()
                     .any(|e| matches!(e, ClientEvent::Welcomed { .. }))
                 {
-                    d.attempt = 0;
+                    d.backoff.reset();
                 }
                 for id in d.replica.doc_ids() {
                     let base = &d.replica.get(&id).unwrap().sync.base;
@@ -1234,6 +1259,19 @@ impl Sim {
                     }
                     self.transmit(conn, Dir::Down, Payload::Down { conn, frame });
                 }
+                ServerAction::Broadcast { conns, frame, .. } => {
+                    for conn in conns {
+                        self.check_outgoing(conn, &frame);
+                        self.transmit(
+                            conn,
+                            Dir::Down,
+                            Payload::Down {
+                                conn,
+                                frame: frame.clone(),
+                            },
+                        );
+                    }
+                }
                 ServerAction::Close { conn, code } => {
                     self.log(|| format!("server closes {conn}: {code}"));
                     let c = self.conns.get_mut(&conn).unwrap();
@@ -1349,6 +1387,10 @@ impl Sim {
             ServerMsg::Ack { doc, heads } => {
                 readable(&doc, "Ack");
                 durable(&doc, &heads, "Ack");
+            }
+            ServerMsg::Heads { doc, heads } => {
+                readable(&doc, "Heads");
+                durable(&doc, &heads, "Heads");
             }
             ServerMsg::Refused {
                 doc,
@@ -1708,7 +1750,7 @@ fn a_seed_replays_identically() {
 // Focused deterministic tests
 // ---------------------------------------------------------------------------
 
-const NOW: u64 = 1_700_000_000;
+const NOW: Millis = Millis::from_secs(1_700_000_000);
 
 struct Fixture {
     key: Ed25519KeyPair,
@@ -1753,14 +1795,11 @@ impl Fixture {
         let mut out = Vec::new();
         for m in msgs {
             for a in self.server.handle(NOW, conn, m) {
-                match a {
-                    ServerAction::Persist { doc, changes } => {
-                        self.disk.entry(doc).or_default().extend(changes)
-                    }
-                    ServerAction::Send { conn, frame, .. } => {
-                        out.push((conn, decode_server(&frame)))
-                    }
-                    ServerAction::Close { .. } => {}
+                for (conn, frame) in a.sends() {
+                    out.push((conn, decode_server(frame)));
+                }
+                if let ServerAction::Persist { doc, changes } = a {
+                    self.disk.entry(doc).or_default().extend(changes);
                 }
             }
         }
@@ -1890,11 +1929,11 @@ fn a_push_is_acknowledged_only_after_its_persist_action() {
         actions
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| match a {
-                ServerAction::Send { conn: c, frame, .. } if *c == conn => {
-                    Some((i, decode_server(frame)))
-                }
-                _ => None,
+            .flat_map(|(i, a)| {
+                a.sends()
+                    .into_iter()
+                    .filter(|(c, _)| *c == conn)
+                    .map(move |(_, frame)| (i, decode_server(frame)))
             })
             .collect::<Vec<_>>()
     };

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lanyard_protocol::wire::{self, ErrorCode, FrameError, HEADER_LEN};
 use lanyard_protocol::{
-    ConnId, DocId, Lane, Limits, ServerAction, ServerConfig, ServerCore, ServerMsg, ServerStats,
+    ConnId, DocId, HelloGate, HelloGateConfig, Lane, Limits, Millis, ServerAction, ServerConfig,
+    ServerCore, ServerMsg, ServerStats,
 };
 use lanyard_store::{SledStore, Store, StoreError};
 use tokio::sync::{mpsc, watch};
@@ -43,13 +44,21 @@ pub struct ServerOptions {
     pub admission: AdmissionConfig,
     /// A connection must open its stream, and send a complete `Hello` on it,
     /// within this time; a client that connects and then says nothing (a
-    /// slowloris) is closed instead of holding a connection slot.
+    /// slowloris) is closed instead of holding a connection slot. While more
+    /// than [`HelloGateConfig::max_waiting`] connections wait, the oldest
+    /// go after [`HelloGateConfig::crowded_timeout`] (see [`HelloGate`]).
     pub hello_timeout: Duration,
+    /// Bytes of frames queued for one device above which fan-out to it stops
+    /// and it is switched to a catch-up once it has read what is queued.
+    pub outbox_bytes: usize,
 }
 
 /// Default of [`ServerOptions::hello_timeout`]: generous for a phone on a
-/// congested venue network (a `Hello` is one small frame).
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
+/// busy CPU or a collapsing link, so it gets in without a reconnect loop.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default of [`ServerOptions::outbox_bytes`].
+pub const OUTBOX_BYTES: usize = 256 * 1024;
 
 impl ServerOptions {
     /// Defaults for a data directory and listen address.
@@ -60,6 +69,7 @@ impl ServerOptions {
             limits: Limits::default(),
             admission: AdmissionConfig::default(),
             hello_timeout: HELLO_TIMEOUT,
+            outbox_bytes: OUTBOX_BYTES,
         }
     }
 }
@@ -98,10 +108,72 @@ enum Outbound {
     Close,
 }
 
+/// One device's outbox: the writer's queue, and the bytes in it.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Outbound>,
+    queued: Arc<AtomicUsize>,
+    /// A broadcast was dropped: nothing more is fanned out to it until the
+    /// writer has emptied the queue and the core sent its catch-up.
+    behind: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Outbox {
+    fn send(&self, msg: Outbound) {
+        if let Outbound::Frame(f, _) = &msg {
+            self.queued.fetch_add(f.len(), Ordering::Relaxed);
+        }
+        let _ = self.tx.send(msg);
+    }
+}
+
+/// What a held send is: to one device, or one frame to many.
+enum Held {
+    One(ConnId, Outbound),
+    Many {
+        doc: DocId,
+        base: Vec<automerge::ChangeHash>,
+        conns: Vec<ConnId>,
+        frame: Bytes,
+        lane: Lane,
+    },
+}
+
+/// A broadcast dropped for a device over its outbox bound.
+type Dropped = (ConnId, DocId, Vec<automerge::ChangeHash>);
+
+/// Queues a broadcast frame for every device, dropping it for those over
+/// `bound` (returned: the core must hear of them).
+fn broadcast(
+    outboxes: &HashMap<ConnId, Outbox>,
+    bound: usize,
+    doc: &DocId,
+    base: &[automerge::ChangeHash],
+    conns: &[ConnId],
+    frame: &Bytes,
+    lane: Lane,
+) -> Vec<Dropped> {
+    let mut dropped = Vec::new();
+    for conn in conns {
+        let Some(out) = outboxes.get(conn) else {
+            continue;
+        };
+        if out.behind.load(Ordering::Acquire) {
+            continue;
+        }
+        if out.queued.load(Ordering::Relaxed) + frame.len() > bound {
+            out.behind.store(true, Ordering::Release);
+            dropped.push((*conn, doc.clone(), base.to_vec()));
+            continue;
+        }
+        out.send(Outbound::Frame(frame.clone(), lane));
+    }
+    dropped
+}
+
 /// Sends waiting for a flush, in the order they were made.
 #[derive(Default)]
 struct FlushQueue {
-    held: Vec<(ConnId, Outbound)>,
+    held: Vec<Held>,
     /// Writes appended since the last flush began.
     dirty: u64,
     /// A flush is running and its sends are not all out yet.
@@ -111,7 +183,13 @@ struct FlushQueue {
 struct Shared {
     core: Mutex<ServerCore>,
     store: Arc<dyn Store>,
-    outboxes: Mutex<HashMap<ConnId, mpsc::UnboundedSender<Outbound>>>,
+    outboxes: Mutex<HashMap<ConnId, Outbox>>,
+    /// See [`ServerOptions::outbox_bytes`].
+    outbox_bytes: usize,
+    /// Connections waiting for their `Hello`.
+    gate: Mutex<HelloGate>,
+    /// Per waiting connection: its handle, and its stream's session once opened.
+    waiting: Mutex<HashMap<usize, Waiting>>,
     next_conn: AtomicU64,
     limits: Limits,
     admission: Mutex<Admission>,
@@ -130,15 +208,17 @@ struct Shared {
     /// Flushes done, and the writes they made durable.
     flushes: AtomicU64,
     flushed_writes: AtomicU64,
-    /// See [`ServerOptions::hello_timeout`].
-    hello_timeout: Duration,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+/// A connection the Hello gate watches.
+struct Waiting {
+    conn: quinn::Connection,
+    /// Once its first stream is open: tells that stream's reader to give up.
+    stream: Option<tokio::sync::oneshot::Sender<String>>,
+}
+
+fn now() -> Millis {
+    Millis::from_system(SystemTime::now())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,11 +235,13 @@ impl Shared {
         let mut q = lock(&self.flushq);
         let mut failed: Option<String> = None;
         let mut told_originator = false;
+        let mut dropped = Vec::new();
+        let holding = |q: &FlushQueue| q.busy || q.dirty > 0 || !q.held.is_empty();
         let out = |q: &mut FlushQueue, conn: ConnId, msg: Outbound| {
-            if q.busy || q.dirty > 0 || !q.held.is_empty() {
-                q.held.push((conn, msg));
+            if holding(q) {
+                q.held.push(Held::One(conn, msg));
             } else if let Some(tx) = outboxes.get(&conn) {
-                let _ = tx.send(msg);
+                tx.send(msg);
             }
         };
         for action in actions {
@@ -190,14 +272,47 @@ impl Shared {
                         out(&mut q, conn, Outbound::Close);
                     }
                 }
+                ServerAction::Broadcast { .. } if failed.is_some() => {}
                 ServerAction::Send { conn, frame, lane } => {
                     out(&mut q, conn, Outbound::Frame(frame, lane));
+                }
+                ServerAction::Broadcast {
+                    doc,
+                    base,
+                    conns,
+                    frame,
+                    lane,
+                } => {
+                    if holding(&q) {
+                        q.held.push(Held::Many {
+                            doc,
+                            base,
+                            conns,
+                            frame,
+                            lane,
+                        });
+                    } else {
+                        dropped.extend(broadcast(
+                            &outboxes,
+                            self.outbox_bytes,
+                            &doc,
+                            &base,
+                            &conns,
+                            &frame,
+                            lane,
+                        ));
+                    }
                 }
                 ServerAction::Close { conn, .. } => out(&mut q, conn, Outbound::Close),
             }
         }
         let wake = q.dirty > 0 || !q.held.is_empty();
         drop(q);
+        drop(outboxes);
+        for (conn, doc, base) in dropped {
+            core.fell_behind(conn, &doc, base);
+        }
+        drop(core);
         if wake {
             self.flush_wake.notify_one();
         }
@@ -255,6 +370,7 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             } else {
                 Ok(())
             };
+            let mut dropped = Vec::new();
             let failed = {
                 let outboxes = lock(&shared.outboxes);
                 match result {
@@ -263,9 +379,28 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             shared.flushes.fetch_add(1, Ordering::Relaxed);
                             shared.flushed_writes.fetch_add(writes, Ordering::Relaxed);
                         }
-                        for (conn, msg) in items {
-                            if let Some(tx) = outboxes.get(&conn) {
-                                let _ = tx.send(msg);
+                        for item in items {
+                            match item {
+                                Held::One(conn, msg) => {
+                                    if let Some(tx) = outboxes.get(&conn) {
+                                        tx.send(msg);
+                                    }
+                                }
+                                Held::Many {
+                                    doc,
+                                    base,
+                                    conns,
+                                    frame,
+                                    lane,
+                                } => dropped.extend(broadcast(
+                                    &outboxes,
+                                    shared.outbox_bytes,
+                                    &doc,
+                                    &base,
+                                    &conns,
+                                    &frame,
+                                    lane,
+                                )),
                             }
                         }
                         false
@@ -275,11 +410,17 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                         let frame =
                             internal_error(format!("the server could not store changes: {e}"));
                         let mut told = HashSet::new();
-                        for (conn, _) in items {
-                            if told.insert(conn) {
-                                if let Some(tx) = outboxes.get(&conn) {
-                                    let _ = tx.send(Outbound::Frame(frame.clone(), Lane::Bulk));
-                                    let _ = tx.send(Outbound::Close);
+                        for item in items {
+                            let conns = match item {
+                                Held::One(conn, _) => vec![conn],
+                                Held::Many { conns, .. } => conns,
+                            };
+                            for conn in conns {
+                                if told.insert(conn) {
+                                    if let Some(tx) = outboxes.get(&conn) {
+                                        tx.send(Outbound::Frame(frame.clone(), Lane::Bulk));
+                                        tx.send(Outbound::Close);
+                                    }
                                 }
                             }
                         }
@@ -287,6 +428,12 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             };
+            if !dropped.is_empty() {
+                let mut core = lock(&shared.core);
+                for (conn, doc, base) in dropped {
+                    core.fell_behind(conn, &doc, base);
+                }
+            }
             if failed {
                 // Writes that failed to flush are retried after a pause (sends
                 // stay held meanwhile).
@@ -432,10 +579,19 @@ impl Server {
             flush_wake: tokio::sync::Notify::new(),
             flushes: AtomicU64::new(0),
             flushed_writes: AtomicU64::new(0),
-            hello_timeout: opts.hello_timeout,
+            outbox_bytes: opts.outbox_bytes,
+            gate: Mutex::new(HelloGate::new(HelloGateConfig {
+                timeout: opts.hello_timeout,
+                crowded_timeout: HelloGateConfig::default()
+                    .crowded_timeout
+                    .min(opts.hello_timeout),
+                ..HelloGateConfig::default()
+            })),
+            waiting: Mutex::new(HashMap::new()),
         });
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(flusher(shared.clone(), rx.clone()));
+        tokio::spawn(timers(shared.clone(), rx.clone()));
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), rx));
         Ok(Server {
             endpoint,
@@ -586,34 +742,84 @@ async fn accept_loop(
     }
 }
 
+/// The timers: heads beacons of the core, and the Hello gate, checked a
+/// few times a second.
+async fn timers(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    const TICK: Duration = Duration::from_millis(200);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.changed() => return,
+        }
+        let t = now();
+        let due = lock(&shared.core).poll_timeout().is_some_and(|d| d <= t);
+        if due {
+            shared.run(|core| core.handle_timeout(t));
+        }
+        let expired = lock(&shared.gate).expire(t);
+        for e in expired {
+            let Some(w) = lock(&shared.waiting).remove(&(e.key as usize)) else {
+                continue;
+            };
+            let message = e.message();
+            debug!(remote = %w.conn.remote_address(), "{message}");
+            match w.stream {
+                // The stream's reader sends the error and closes it.
+                Some(tx) => {
+                    let _ = tx.send(message);
+                }
+                None => w
+                    .conn
+                    .close(ErrorCode::Protocol.to_u32().into(), message.as_bytes()),
+            }
+        }
+    }
+}
+
+/// The connection no longer waits for a Hello (it sent one, or ended).
+fn passed_gate(shared: &Shared, key: usize) {
+    lock(&shared.gate).passed(key as u64);
+    lock(&shared.waiting).remove(&key);
+}
+
 async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     let remote = conn.remote_address();
     debug!(%remote, "connection");
     let key = conn.stable_id();
     lock(&shared.live).insert(key, conn.clone());
     lock(&shared.admission).observe_open(shared.open.load(Ordering::SeqCst));
+    lock(&shared.waiting).insert(
+        key,
+        Waiting {
+            conn: conn.clone(),
+            stream: None,
+        },
+    );
+    lock(&shared.gate).opened(key as u64, now());
     let mut first = true;
     loop {
-        let accepted = if first {
-            first = false;
-            match tokio::time::timeout(shared.hello_timeout, conn.accept_bi()).await {
-                Ok(a) => a,
-                Err(_) => {
-                    debug!(%remote, "no stream opened in time: closing");
-                    conn.close(
-                        ErrorCode::Protocol.to_u32().into(),
-                        b"no request within the hello timeout",
-                    );
-                    break;
-                }
-            }
-        } else {
-            conn.accept_bi().await
-        };
-        match accepted {
+        match conn.accept_bi().await {
             Ok((send, recv)) => {
                 let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve_stream(id, conn.clone(), send, recv, shared.clone()));
+                // The first stream carries the Hello the gate waits for.
+                let expiry = if first {
+                    first = false;
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if let Some(w) = lock(&shared.waiting).get_mut(&key) {
+                        w.stream = Some(tx);
+                    }
+                    Some((key, rx))
+                } else {
+                    None
+                };
+                tokio::spawn(serve_stream(
+                    id,
+                    conn.clone(),
+                    send,
+                    recv,
+                    shared.clone(),
+                    expiry,
+                ));
             }
             Err(e) => {
                 debug!(%remote, error = %e, "connection ended");
@@ -621,6 +827,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
             }
         }
     }
+    passed_gate(&shared, key);
     lock(&shared.live).remove(&key);
     let stats = conn.stats();
     shared
@@ -637,38 +844,61 @@ async fn serve_stream(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     shared: Arc<Shared>,
+    expiry: Option<(usize, tokio::sync::oneshot::Receiver<String>)>,
 ) {
     let (tx, rx) = mpsc::unbounded_channel();
-    lock(&shared.outboxes).insert(id, tx);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let behind = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    lock(&shared.outboxes).insert(
+        id,
+        Outbox {
+            tx,
+            queued: queued.clone(),
+            behind: behind.clone(),
+        },
+    );
     lock(&shared.core).connect(id);
-    let writer = tokio::spawn(write_loop(conn, send, rx));
+    let writer = tokio::spawn(write_loop(
+        conn,
+        send,
+        rx,
+        Drain {
+            id,
+            queued,
+            behind,
+            shared: shared.clone(),
+        },
+    ));
     let limit = shared.limits.max_frame;
-    let mut authenticated = false;
+    let (gate_key, mut expired) = match expiry {
+        Some((key, rx)) => (Some(key), Some(rx)),
+        None => (None, None),
+    };
     let code = loop {
-        let read = if authenticated {
-            read_frame(&mut recv, limit).await
-        } else {
-            // Until the Hello is accepted the stream must not idle.
-            match tokio::time::timeout(shared.hello_timeout, read_frame(&mut recv, limit)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let message = format!(
-                        "no Hello within {} s of opening the stream",
-                        shared.hello_timeout.as_secs()
-                    );
-                    debug!(conn = id, "{message}");
+        let read = match expired.as_mut() {
+            // Until the Hello is accepted, the gate may give up on it.
+            Some(rx) => tokio::select! {
+                r = read_frame(&mut recv, limit) => r,
+                message = rx => {
+                    let message = message.unwrap_or_else(|_| "no Hello in time".into());
                     shared.run(|core| core.close_session(id, ErrorCode::Protocol, message));
                     break Some(ErrorCode::Protocol);
                 }
-            }
+            },
+            None => read_frame(&mut recv, limit).await,
         };
         match read {
             Ok(Some(body)) => {
-                shared.run(|core| core.handle_frame(now_unix(), id, &body));
-                if !authenticated {
-                    authenticated = lock(&shared.core)
+                shared.run(|core| core.handle_frame(now(), id, &body));
+                if expired.is_some()
+                    && lock(&shared.core)
                         .session(id)
-                        .is_some_and(|s| s.claims().is_some());
+                        .is_some_and(|s| s.claims().is_some())
+                {
+                    expired = None;
+                    if let Some(key) = gate_key {
+                        passed_gate(&shared, key);
+                    }
                 }
             }
             Ok(None) => break None,
@@ -689,6 +919,31 @@ async fn serve_stream(
     let _ = writer.await;
 }
 
+/// What the writer needs to report an emptied queue: a device that fell
+/// behind then gets its catch-up.
+struct Drain {
+    id: ConnId,
+    queued: Arc<AtomicUsize>,
+    behind: Arc<std::sync::atomic::AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl Drain {
+    /// `len` bytes were written.
+    fn written(&self, len: usize) {
+        let left = self.queued.fetch_sub(len, Ordering::Relaxed) - len;
+        if left == 0 && self.behind.load(Ordering::Acquire) {
+            // Cleared under the core's lock, before the catch-up is queued:
+            // broadcasts made after it reach the device again, behind it.
+            let (id, behind) = (self.id, &self.behind);
+            self.shared.run(|core| {
+                behind.store(false, Ordering::Release);
+                core.drained(id)
+            });
+        }
+    }
+}
+
 /// Writes a session's frames: bulk frames on its own stream, schedule pushes
 /// on a server-opened unidirectional stream with a higher priority, so a room
 /// change overtakes a note upload or a first download queued before it.
@@ -696,6 +951,7 @@ async fn write_loop(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
+    drain: Drain,
 ) {
     /// Priority of the schedule stream (bulk streams have quinn's default, 0).
     const SCHEDULE_PRIORITY: i32 = 10;
@@ -703,9 +959,11 @@ async fn write_loop(
     while let Some(out) = rx.recv().await {
         match out {
             Outbound::Frame(f, Lane::Bulk) => {
+                let len = f.len();
                 if send.write_chunk(f).await.is_err() {
                     break;
                 }
+                drain.written(len);
             }
             Outbound::Frame(f, Lane::Schedule) => {
                 if schedule.is_none() {
@@ -718,9 +976,11 @@ async fn write_loop(
                     }
                 }
                 if let Some(s) = schedule.as_mut() {
+                    let len = f.len();
                     if s.write_chunk(f).await.is_err() {
                         break;
                     }
+                    drain.written(len);
                 }
             }
             Outbound::Close => break,

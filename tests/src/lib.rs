@@ -374,6 +374,7 @@ impl RawClient {
             event: EventId::new(EVENT)?,
             token,
             docs,
+            installation: [0; 16],
         })
         .await
     }

@@ -13,6 +13,7 @@
 //! devices) and **storm** (every device disconnects, one more change, every
 //! device reconnects within one second).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -371,8 +372,13 @@ pub struct VenueReport {
     pub join_ms: Percentiles,
     /// Time until every device had the agenda, ms.
     pub join_total_ms: f64,
-    /// Latency from an organizer's change to a device showing it, over all devices and changes.
+    /// Latency from an organizer's change to a device's copy holding it
+    /// (applied, found by the change's hash), over all devices and changes.
     pub fanout_ms: Percentiles,
+    /// Latency from an organizer's change to its arrival at a device (the
+    /// frame decoded and the change's hash computed, before it is applied):
+    /// the server's part of the fan-out.
+    pub fanout_arrival_ms: Percentiles,
     /// Bytes the server sent per device over the whole run.
     pub bytes_per_device: f64,
     /// Bytes the server sent in the join phase.
@@ -437,8 +443,10 @@ pub struct PhaseFigures {
 pub struct PhaseSamples {
     /// Join: time for each device to hold the agenda.
     pub join: Vec<f64>,
-    /// Changes: time from each change to each device showing it.
+    /// Changes: time from each change to each device holding it.
     pub changes: Vec<f64>,
+    /// Changes: time from each change to its arrival at each device.
+    pub arrivals: Vec<f64>,
     /// Storm: time for each device to hold the storm change.
     pub storm: Vec<f64>,
 }
@@ -551,6 +559,7 @@ impl std::fmt::Display for VenueReport {
             self.join_total_ms
         )?;
         writeln!(f, "  change fan-out (ms)  {}", p(&self.fanout_ms))?;
+        writeln!(f, "    arrival (ms)       {}", p(&self.fanout_arrival_ms))?;
         writeln!(
             f,
             "  bytes per device     {:.0} (join {:.0}, {:.0} per change)",
@@ -690,6 +699,7 @@ struct Change {
 
 impl Change {
     /// Whether a copy of the session shows this change.
+    #[cfg(test)]
     fn shown_by(&self, s: &Session) -> bool {
         s.room == self.room && self.times.is_none_or(|(start, _)| s.start_unix == start)
     }
@@ -856,6 +866,7 @@ async fn watch_progress(
     tally: &Tally,
     expected: usize,
     t0: Instant,
+    missing: &(dyn Fn(&Tally) -> String + Sync),
 ) -> anyhow::Result<()> {
     let deadline = t0 + cfg.phase_deadline;
     let bar = crate::progress::bar(cfg.progress, what, expected as u64);
@@ -869,7 +880,11 @@ async fn watch_progress(
         }
         if Instant::now() > deadline {
             bar.abandon();
-            bail!("{what}: only {n}/{expected} after {:?}", cfg.phase_deadline);
+            bail!(
+                "{what}: only {n}/{expected} after {:?}; what is missing:\n{}",
+                cfg.phase_deadline,
+                missing(tally)
+            );
         }
         if last_report.elapsed() > Duration::from_secs(2) {
             // Say why a waiting device is waiting, from its own status.
@@ -898,6 +913,47 @@ async fn watch_progress(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Describes the first waiting devices: connection, last error, the
+/// agenda's heads, and `extra` (what it lacks).
+fn describe_devices(
+    devices: &[Device],
+    waiting: &[usize],
+    extra: &dyn Fn(usize) -> String,
+) -> String {
+    let agenda = DocId::Agenda(EventId::new(VENUE_EVENT).expect("a valid event id"));
+    let mut lines = Vec::new();
+    for &i in waiting.iter().take(20) {
+        let Some(d) = devices.get(i) else { continue };
+        let st = d.client.status();
+        let heads = d
+            .client
+            .heads(&agenda)
+            .map(|h| {
+                h.iter()
+                    .map(|h| hex_prefix(h))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|e| format!("unreadable: {e}"));
+        lines.push(format!(
+            "  device {i}: connected={} pending={} last_error={:?} agenda heads=[{heads}]{}",
+            st.connected,
+            st.pending_changes,
+            st.last_error,
+            extra(i)
+        ));
+    }
+    if waiting.len() > 20 {
+        lines.push(format!("  ... and {} more devices", waiting.len() - 20));
+    }
+    lines.join("\n")
+}
+
+/// The first 8 hex digits of a hash.
+fn hex_prefix(h: &[u8; 32]) -> String {
+    h[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Waits until `cond` holds for every device; returns per-device times since
@@ -931,7 +987,18 @@ async fn wait_all(
             }
         });
     }
-    watch_progress(cfg, server, what, devices, &tally, devices.len(), t0).await?;
+    let missing = |t: &Tally| describe_devices(devices, &t.pending(), &|_| String::new());
+    watch_progress(
+        cfg,
+        server,
+        what,
+        devices,
+        &tally,
+        devices.len(),
+        t0,
+        &missing,
+    )
+    .await?;
     Ok(tally.times())
 }
 
@@ -1051,24 +1118,19 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         d.sync = Some(d.client.start_background(background(&cfg)));
     }
     let n_sessions = sessions.len();
-    // A device holds the agenda when it holds the session the organizer wrote
-    // last (see `PublishedAgenda::written_last`): one lookup (~50 us on the
-    // real agenda) where counting every session reads the whole agenda (~60 ms
-    // here, which at 1,000 devices would be a minute of the simulator's CPU
-    // inside the join figure). Without it, sessions are counted.
-    let last_id = agenda.written_last.clone();
-    let join = wait_all(
-        &cfg,
-        &server,
-        "join",
-        &devices,
-        t_join,
-        move |c| match &last_id {
-            Some(id) => c.session(id).ok().flatten().is_some(),
-            None => c.sessions().is_ok_and(|all| all.len() == n_sessions),
-        },
-    )
-    .await?;
+    // A device holds the agenda when it holds every head of the organizer's
+    // published agenda (by hash: the changes under them come with them).
+    let agenda_id = DocId::Agenda(EventId::new(VENUE_EVENT)?);
+    let published = organizer.heads(&agenda_id)?;
+    let join = {
+        let agenda_id = agenda_id.clone();
+        wait_all(&cfg, &server, "join", &devices, t_join, move |c| {
+            published
+                .iter()
+                .all(|h| c.has_change(&agenda_id, h).unwrap_or(false))
+        })
+        .await?
+    };
     let join_total_ms = join.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     // On small runs (the tests), the join check is checked: a device that
     // holds the session written last holds every session.
@@ -1102,36 +1164,48 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     let stored = |s: &Arc<dyn lanyard_store::Store>| -> anyhow::Result<usize> {
         Ok(s.load_doc(&agenda_key)?.map_or(0, |b| b.len()))
     };
-    // One watcher per device checks the changes made so far whenever an
-    // update reaches it.
-    let made: Arc<std::sync::Mutex<Vec<(Change, Instant)>>> = Arc::default();
+    // A change counts for a device when the device holds it: the hash of
+    // the organizer's change, applied (not queued). One watcher per device
+    // checks the changes made so far whenever an update reaches it; an
+    // arrival probe records when each change's frame reached it.
+    let agenda_id = DocId::Agenda(EventId::new(VENUE_EVENT)?);
+    let made: Arc<std::sync::Mutex<Vec<([u8; 32], Instant)>>> = Arc::default();
+    let made_at: Arc<std::sync::Mutex<HashMap<[u8; 32], (usize, Instant)>>> = Arc::default();
     let (made_tx, made_rx) = tokio::sync::watch::channel(0usize);
     let tally = Tally::new(devices.len() * plan.len());
+    let arrivals = Tally::new(devices.len() * plan.len());
     let recheck = recheck_interval(devices.len());
     let mut watchers = JoinSet::new();
     for (i, d) in devices.iter().enumerate() {
         let (client, made, tally) = (d.client.clone(), made.clone(), tally.clone());
-        let mut made_rx = made_rx.clone();
         let total = plan.len();
+        {
+            let (made_at, arrivals) = (made_at.clone(), arrivals.clone());
+            client.set_arrival_probe(Some(Box::new(move |_doc, hashes| {
+                let made_at = made_at.lock().unwrap_or_else(|e| e.into_inner());
+                for h in hashes {
+                    if let Some((k, t)) = made_at.get(h) {
+                        arrivals.record(i * total + k, t.elapsed());
+                    }
+                }
+            })));
+        }
+        let mut made_rx = made_rx.clone();
+        let agenda_id = agenda_id.clone();
         watchers.spawn(async move {
             let mut updates = client.remote_changes();
             let mut seen = vec![false; total];
             loop {
-                let now_made: Vec<(usize, Change, Instant)> = {
+                let now_made: Vec<(usize, [u8; 32], Instant)> = {
                     let m = made.lock().unwrap_or_else(|e| e.into_inner());
                     m.iter()
                         .enumerate()
                         .filter(|(k, _)| !seen[*k])
-                        .map(|(k, (c, t))| (k, c.clone(), *t))
+                        .map(|(k, (h, t))| (k, *h, *t))
                         .collect()
                 };
-                for (k, ch, t) in now_made {
-                    let shown = client
-                        .session(&ch.session)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|s| ch.shown_by(&s));
-                    if shown {
+                for (k, hash, t) in now_made {
+                    if client.has_change(&agenda_id, &hash).unwrap_or(false) {
                         seen[k] = true;
                         tally.record(i * total + k, t.elapsed());
                     }
@@ -1148,6 +1222,26 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         });
     }
     let t_changes = Instant::now();
+    let total = plan.len();
+    let missing = |t: &Tally| {
+        let pending = t.pending();
+        let mut by_device: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for p in pending {
+            by_device.entry(p / total).or_default().push(p % total);
+        }
+        let made = made.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let waiting: Vec<usize> = by_device.keys().copied().collect();
+        describe_devices(&devices, &waiting, &|i| {
+            let lacks: Vec<String> = by_device[&i]
+                .iter()
+                .map(|k| match made.get(*k) {
+                    Some((h, _)) => format!("{k} ({})", hex_prefix(h)),
+                    None => format!("{k} (not made yet)"),
+                })
+                .collect();
+            format!(" lacks changes [{}]", lacks.join(", "))
+        })
+    };
     let progress = watch_progress(
         &cfg,
         &server,
@@ -1156,9 +1250,10 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         &tally,
         devices.len() * plan.len(),
         t_changes,
+        &missing,
     );
     let organize = async {
-        for ch in &plan {
+        for (k, ch) in plan.iter().enumerate() {
             let before = stored(&organizer_store)?;
             let t = Instant::now();
             organizer.move_session(
@@ -1167,13 +1262,26 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
                 ch.times.map(|t| t.0),
                 ch.times.map(|t| t.1),
             )?;
+            // The organizer is the agenda's only writer: its one head is
+            // the change just made.
+            let heads = organizer.heads(&agenda_id)?;
+            let [hash] = heads.as_slice() else {
+                bail!(
+                    "change {k}: the organizer's agenda has {} heads",
+                    heads.len()
+                );
+            };
             // One appended chunk per edit (unless the store compacted just then).
             if let Some(size) = stored(&organizer_store)?.checked_sub(before) {
                 change_sizes.push(size as f64);
             }
+            made_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*hash, (k, t));
             made.lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((ch.clone(), t));
+                .push((*hash, t));
             made_tx.send_modify(|n| *n += 1);
             tokio::time::sleep(cfg.change_interval).await;
         }
@@ -1183,7 +1291,11 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     organized?;
     progress?;
     drop(watchers);
+    for d in &devices {
+        d.client.set_arrival_probe(None);
+    }
     fanout.extend(tally.times());
+    let fanout_arrival = arrivals.times();
     clock.end(&server, "changes").await?;
     let change_bytes = clock.bytes("changes");
     say(
@@ -1218,6 +1330,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             None,
             None,
         )?;
+        let storm_heads = organizer.heads(&agenda_id)?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5707);
         let offsets: Vec<Duration> = (0..devices.len())
             .map(|_| Duration::from_millis(rng.random_range(0..1000)))
@@ -1235,12 +1348,11 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             }
             syncs
         });
-        let ch = storm_move.clone();
+        let id = agenda_id.clone();
         let per = wait_all(&cfg, &server, "storm", &devices, t, move |c| {
-            c.session(&ch.session)
-                .ok()
-                .flatten()
-                .is_some_and(|s| ch.shown_by(&s))
+            storm_heads
+                .iter()
+                .all(|h| c.has_change(&id, h).unwrap_or(false))
         })
         .await?;
         for (d, sync) in devices
@@ -1364,6 +1476,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         join_ms: Percentiles::of(&join),
         join_total_ms,
         fanout_ms: Percentiles::of(&fanout),
+        fanout_arrival_ms: Percentiles::of(&fanout_arrival),
         bytes_per_device: total_bytes as f64 / n,
         join_bytes,
         bytes_per_device_per_change: change_bytes as f64 / n / cfg.changes.max(1) as f64,
@@ -1385,6 +1498,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         samples: PhaseSamples {
             join: ms(&join),
             changes: ms(&fanout),
+            arrivals: ms(&fanout_arrival),
             storm: storm_samples,
         },
         wall_s: wall.elapsed().as_secs_f64(),

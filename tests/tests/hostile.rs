@@ -395,6 +395,7 @@ async fn zero_rtt_is_refused() {
         event: EventId::new(EVENT).unwrap(),
         token: srv.identity().unwrap().sign(&claims),
         docs: Vec::new(),
+        installation: [0; 16],
     };
     send.write_all(&lanyard_protocol::wire::encode(&hello))
         .await

@@ -1,0 +1,735 @@
+//! The sans-IO server: documents in memory, one [`ServerSession`] per device
+//! stream, authorization, and fan-out.
+//!
+//! The driver feeds it `(now, connection, frame)` and executes the returned
+//! [`ServerAction`]s **in order**. A `Send` that follows a `Persist` must not be
+//! transmitted before that `Persist` is durable: that is how "acknowledged only
+//! after it is flushed" is kept. Timers are the driver's too: it calls
+//! [`ServerCore::handle_timeout`] at [`ServerCore::poll_timeout`].
+//!
+//! One job per part:
+//! * [`ServerCore`] (this module): sessions, dispatch of each message, and
+//!   the documents by id;
+//! * `session`: one device stream's credentials and request budget
+//!   ([`ServerSession`]);
+//! * `ingest`: a push checked (limits, rights, decoding) and applied with
+//!   panic rollback, returning what was accepted and refused;
+//! * `fanout`: per document, its subscribers and what each holds, catch-ups,
+//!   the snapshot cache, shared broadcast frames and heads beacons;
+//! * `gate`: how long a connection may wait before its `Hello`
+//!   ([`HelloGate`]).
+
+mod fanout;
+mod gate;
+mod ingest;
+mod session;
+
+use std::collections::{BTreeMap, HashMap};
+
+use automerge::{Automerge, ChangeHash};
+use bytes::Bytes;
+
+pub use fanout::{BEACON_AFTER, CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
+pub use gate::{Expired, HelloGate, HelloGateConfig};
+pub use ingest::decompressed_size;
+pub use session::ServerSession;
+
+use fanout::{empty_update, DocState};
+use ingest::Screened;
+
+use crate::ids::DocId;
+use crate::time::Millis;
+use crate::token::{self, TokenClaims, TokenError};
+use crate::wire::{
+    self, ClientMsg, DocDigest, ErrorCode, FrameError, Hash, InstallationId, Limits, RefusalReason,
+    ServerMsg,
+};
+
+/// Identifies one device session (one QUIC stream) inside the driver.
+pub type ConnId = u64;
+
+/// Which lane a frame travels in: schedule pushes go before bulk traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Welcome, acknowledgements, refusals, and every update of a device's
+    /// own documents.
+    Bulk,
+    /// Every update of the agenda: catch-ups, fan-out and beacons (sent with
+    /// priority, in the order made).
+    Schedule,
+}
+
+impl Lane {
+    /// The lane a document's updates travel in.
+    pub fn of(doc: &DocId) -> Lane {
+        match doc {
+            DocId::Agenda(_) => Lane::Schedule,
+            DocId::Attendee(..) => Lane::Bulk,
+        }
+    }
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerAction {
+    /// Send one encoded frame to a session.
+    Send {
+        /// The session.
+        conn: ConnId,
+        /// The whole frame (header and body); shared between sessions on fan-out.
+        frame: Bytes,
+        /// The lane (the driver may use a higher-priority stream for `Schedule`).
+        lane: Lane,
+    },
+    /// Send one frame, encoded once, to many sessions (fan-out and beacons
+    /// of `doc`). The driver may drop it for a session whose outbox is over
+    /// its bound, and must then call [`ServerCore::fell_behind`] with `base`
+    /// (and [`ServerCore::drained`] once that outbox is empty).
+    Broadcast {
+        /// The document.
+        doc: DocId,
+        /// The heads every recipient held before this frame.
+        base: Vec<ChangeHash>,
+        /// The sessions, in ascending order.
+        conns: Vec<ConnId>,
+        /// The whole frame.
+        frame: Bytes,
+        /// The lane.
+        lane: Lane,
+    },
+    /// Store these raw changes durably before executing any later action.
+    Persist {
+        /// The document.
+        doc: DocId,
+        /// Raw Automerge changes, in causal order.
+        changes: Vec<Vec<u8>>,
+    },
+    /// Close the session's stream with this code (after sending what precedes).
+    Close {
+        /// The session.
+        conn: ConnId,
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+impl ServerAction {
+    /// Every (session, frame) this action sends, a broadcast expanded.
+    pub fn sends(&self) -> Vec<(ConnId, &Bytes)> {
+        match self {
+            ServerAction::Send { conn, frame, .. } => vec![(*conn, frame)],
+            ServerAction::Broadcast { conns, frame, .. } => {
+                conns.iter().map(|c| (*c, frame)).collect()
+            }
+            ServerAction::Persist { .. } | ServerAction::Close { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The Ed25519 public key tokens must be signed with.
+    pub token_key: Vec<u8>,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// Why a stored document could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The bytes are not an Automerge document or change chunks.
+    #[error("document {doc} is corrupt: {message}")]
+    Corrupt {
+        /// The document.
+        doc: DocId,
+        /// Automerge's error.
+        message: String,
+    },
+}
+
+/// Counters a driver can export.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Frames encoded once and sent to several devices.
+    pub broadcast_frames: u64,
+    /// Per-device sends of a shared broadcast frame.
+    pub broadcast_sends: u64,
+    /// Changes accepted from devices.
+    pub changes_accepted: u64,
+    /// Changes refused.
+    pub changes_refused: u64,
+}
+
+/// A `Hello`'s fields.
+struct Hello {
+    event: crate::ids::EventId,
+    token: String,
+    docs: Vec<DocDigest>,
+    installation: InstallationId,
+}
+
+/// The server state machine.
+#[derive(Debug)]
+pub struct ServerCore {
+    config: ServerConfig,
+    docs: BTreeMap<DocId, DocState>,
+    sessions: HashMap<ConnId, ServerSession>,
+    stats: ServerStats,
+}
+
+pub(crate) fn to_wire(h: &[ChangeHash]) -> Vec<Hash> {
+    h.iter().map(|h| h.0).collect()
+}
+
+fn from_wire(h: &[Hash]) -> Vec<ChangeHash> {
+    h.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+pub(crate) fn frame(msg: &ServerMsg) -> Bytes {
+    Bytes::from(wire::encode(msg))
+}
+
+fn send(conn: ConnId, msg: &ServerMsg, lane: Lane) -> ServerAction {
+    ServerAction::Send {
+        conn,
+        frame: frame(msg),
+        lane,
+    }
+}
+
+impl ServerCore {
+    /// An empty server.
+    pub fn new(config: ServerConfig) -> Self {
+        ServerCore {
+            config,
+            docs: BTreeMap::new(),
+            sessions: HashMap::new(),
+            stats: ServerStats::default(),
+        }
+    }
+
+    /// Loads a stored document (Automerge save or concatenated change chunks).
+    pub fn load_doc(&mut self, doc: DocId, bytes: &[u8]) -> Result<(), LoadError> {
+        let am = Automerge::load(bytes).map_err(|e| LoadError::Corrupt {
+            doc: doc.clone(),
+            message: e.to_string(),
+        })?;
+        let state = self.docs.entry(doc).or_default();
+        state.bytes = bytes.len();
+        state.am = Some(am);
+        Ok(())
+    }
+
+    /// A document, if the server holds it.
+    pub fn doc(&self, doc: &DocId) -> Option<&Automerge> {
+        self.docs.get(doc).and_then(|d| d.am.as_ref())
+    }
+
+    /// All documents held.
+    pub fn doc_ids(&self) -> impl Iterator<Item = &DocId> {
+        self.docs
+            .iter()
+            .filter(|(_, d)| d.am.is_some())
+            .map(|(id, _)| id)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// A new device stream opened.
+    pub fn connect(&mut self, conn: ConnId) {
+        self.sessions
+            .insert(conn, ServerSession::new(&self.config.limits));
+    }
+
+    /// A device stream closed.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        if let Some(s) = self.sessions.remove(&conn) {
+            for doc in &s.docs {
+                if let Some(d) = self.docs.get_mut(doc) {
+                    d.unsubscribe(conn);
+                }
+            }
+        }
+    }
+
+    /// The session state of a connection.
+    pub fn session(&self, conn: ConnId) -> Option<&ServerSession> {
+        self.sessions.get(&conn)
+    }
+
+    /// When [`ServerCore::handle_timeout`] next has work (heads beacons).
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.docs.values().filter_map(|d| d.beacon_due).min()
+    }
+
+    /// Runs the timers due at `now`: each document whose last change is
+    /// [`BEACON_AFTER`] old tells its subscribers its heads, so a device that
+    /// lacks a change (a frame the driver dropped, a bug) asks for it.
+    pub fn handle_timeout(&mut self, now: Millis) -> Vec<ServerAction> {
+        let mut out = Vec::new();
+        for (id, d) in self.docs.iter_mut() {
+            if d.beacon_due.is_some_and(|t| t <= now) {
+                d.beacon_due = None;
+                out.extend(d.beacon(id));
+            }
+        }
+        out
+    }
+
+    /// The driver dropped a [`ServerAction::Broadcast`] of `doc` for `conn`
+    /// (its outbox was over the bound): `conn` holds `base` at most and gets
+    /// nothing of `doc` until [`ServerCore::drained`].
+    pub fn fell_behind(&mut self, conn: ConnId, doc: &DocId, base: Vec<ChangeHash>) {
+        if let Some(d) = self.docs.get_mut(doc) {
+            d.fell_behind(conn, base);
+        }
+    }
+
+    /// `conn`'s outbox is empty again: one catch-up per document it fell
+    /// behind on.
+    pub fn drained(&mut self, conn: ConnId) -> Vec<ServerAction> {
+        let mut out = Vec::new();
+        let Some(s) = self.sessions.get(&conn) else {
+            return out;
+        };
+        for id in &s.docs {
+            if let Some(d) = self.docs.get_mut(id) {
+                d.drained(id, &self.config.limits, conn, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Handles one received frame body. Malformed input closes the session, never panics.
+    pub fn handle_frame(&mut self, now: Millis, conn: ConnId, body: &[u8]) -> Vec<ServerAction> {
+        match wire::decode::<ClientMsg>(body) {
+            Ok(msg) => self.handle(now, conn, msg),
+            Err(e) => self.fatal(conn, &e),
+        }
+    }
+
+    /// Closes a session because of a framing error seen by the driver.
+    pub fn fatal(&mut self, conn: ConnId, err: &FrameError) -> Vec<ServerAction> {
+        self.fail(conn, err.code(), err.to_string())
+    }
+
+    /// Closes a session for a reason the driver found (e.g. no `Hello` in
+    /// time): an error message, then the close.
+    pub fn close_session(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: String,
+    ) -> Vec<ServerAction> {
+        self.fail(conn, code, message)
+    }
+
+    fn fail(&mut self, conn: ConnId, code: ErrorCode, message: String) -> Vec<ServerAction> {
+        self.disconnect(conn);
+        vec![
+            send(conn, &ServerMsg::Error { code, message }, Lane::Bulk),
+            ServerAction::Close { conn, code },
+        ]
+    }
+
+    /// Handles one decoded message.
+    pub fn handle(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) -> Vec<ServerAction> {
+        let limits = self.config.limits;
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let authed = session.claims.is_some();
+        if !session.take_request(&limits, now) {
+            return self.fail(
+                conn,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} requests in a burst, or {} per second after it",
+                    limits.request_burst, limits.requests_per_sec
+                ),
+            );
+        }
+        match msg {
+            ClientMsg::Hello {
+                event,
+                token,
+                docs,
+                installation,
+            } => {
+                if authed {
+                    return self.fail(conn, ErrorCode::Protocol, "second Hello".into());
+                }
+                self.hello(
+                    now,
+                    conn,
+                    Hello {
+                        event,
+                        token,
+                        docs,
+                        installation,
+                    },
+                )
+            }
+            _ if !authed => self.fail(conn, ErrorCode::Protocol, "Hello must come first".into()),
+            ClientMsg::Push { doc, changes } => self.push(now, conn, doc, changes),
+            ClientMsg::Resync { doc, have } => self.resync(conn, doc, &have),
+        }
+    }
+
+    /// Sessions of the same installation, user and device as `claims`, but
+    /// `conn`: left open when a goodbye was lost.
+    fn lingering(
+        &self,
+        conn: ConnId,
+        claims: &TokenClaims,
+        installation: &InstallationId,
+    ) -> Vec<ConnId> {
+        if *installation == [0; 16] {
+            return Vec::new();
+        }
+        let mut old: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(c, s)| {
+                **c != conn
+                    && s.installation == *installation
+                    && s.claims
+                        .as_ref()
+                        .is_some_and(|o| o.user == claims.user && o.device == claims.device)
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        old.sort_unstable();
+        old
+    }
+
+    /// Checks the credentials and the session limits.
+    fn admit(
+        &self,
+        now: Millis,
+        conn: ConnId,
+        event: &crate::ids::EventId,
+        token: &str,
+    ) -> Result<TokenClaims, (ErrorCode, String)> {
+        let claims = match token::verify(token, &self.config.token_key, now.as_secs()) {
+            Ok(c) if c.event != *event => Err(TokenError::WrongEvent {
+                token_event: c.event.to_string(),
+                wanted: event.to_string(),
+            }),
+            other => other,
+        };
+        let claims = claims.map_err(|e| {
+            let code = match e {
+                TokenError::Expired { .. } => ErrorCode::TokenExpired,
+                TokenError::WrongEvent { .. } => ErrorCode::WrongEvent,
+                _ => ErrorCode::Unauthorized,
+            };
+            (code, e.to_string())
+        })?;
+        let limits = self.config.limits;
+        let open = |same: &dyn Fn(&TokenClaims) -> bool| {
+            self.sessions
+                .iter()
+                .filter(|(c, s)| **c != conn && s.claims.as_ref().is_some_and(same))
+                .count()
+        };
+        let device_sessions = open(&|c| c.user == claims.user && c.device == claims.device);
+        if device_sessions >= limits.max_sessions_per_device {
+            return Err((
+                ErrorCode::TooManySessions,
+                format!(
+                    "device {} of {} already has {device_sessions} sessions open (at most {})",
+                    claims.device, claims.user, limits.max_sessions_per_device
+                ),
+            ));
+        }
+        let user_sessions = open(&|c| c.user == claims.user);
+        if user_sessions >= limits.max_sessions_per_user {
+            return Err((
+                ErrorCode::TooManySessions,
+                format!(
+                    "{} already has {user_sessions} sessions open (at most {})",
+                    claims.user, limits.max_sessions_per_user
+                ),
+            ));
+        }
+        Ok(claims)
+    }
+
+    fn hello(&mut self, now: Millis, conn: ConnId, hello: Hello) -> Vec<ServerAction> {
+        let Hello {
+            event,
+            token,
+            docs: digests,
+            installation,
+        } = hello;
+        let mut out = Vec::new();
+        // The same installation reconnecting replaces what it left open,
+        // before the session limits are counted (the lost-goodbye problem).
+        if let Ok(claims) = token::verify(&token, &self.config.token_key, now.as_secs()) {
+            for old in self.lingering(conn, &claims, &installation) {
+                out.extend(self.fail(
+                    old,
+                    ErrorCode::Replaced,
+                    "a newer connection of this installation replaced this session".into(),
+                ));
+            }
+        }
+        let claims = match self.admit(now, conn, &event, &token) {
+            Ok(c) => c,
+            Err((code, message)) => {
+                out.extend(self.fail(conn, code, message));
+                return out;
+            }
+        };
+        let limits = self.config.limits;
+        let mut digest_of: HashMap<DocId, DocDigest> = HashMap::new();
+        for d in digests {
+            if claims.may_read(&d.doc) {
+                digest_of.insert(d.doc.clone(), d);
+            } else {
+                out.push(refusal(
+                    conn,
+                    d.doc,
+                    Vec::new(),
+                    RefusalReason::Forbidden,
+                    Vec::new(),
+                ));
+            }
+        }
+        let mut welcome = Vec::new();
+        let mut later = Vec::new();
+        let mut subscribed = Vec::new();
+        for doc in claims.readable_docs() {
+            let state = self.docs.entry(doc.clone()).or_default();
+            let heads = state.heads();
+            let mut have = Vec::new();
+            if let Some(d) = digest_of.get(&doc) {
+                have.extend(from_wire(&d.heads));
+                have.extend(from_wire(&d.base));
+            }
+            let mut updates = state.catch_up(&doc, &limits, &have);
+            // The Welcome stays small: a large catch-up follows it in updates
+            // the device applies (and keeps) one by one, in the document's lane.
+            let small = updates.len() == 1
+                && updates[0].snapshot.is_empty()
+                && updates[0].payload_len() <= CATCH_UP_CHUNK_BYTES;
+            if small {
+                welcome.extend(updates.pop());
+            } else {
+                // An empty entry with heads the device lacks: the catch-up follows.
+                welcome.push(empty_update(&doc, &heads));
+                let lane = Lane::of(&doc);
+                later.extend(
+                    updates
+                        .into_iter()
+                        .map(|u| send(conn, &ServerMsg::Update(u), lane)),
+                );
+            }
+            state.subscribe(conn, heads);
+            subscribed.push(doc);
+        }
+        if let Some(s) = self.sessions.get_mut(&conn) {
+            s.claims = Some(claims);
+            s.docs = subscribed;
+            s.installation = installation;
+        }
+        out.push(send(
+            conn,
+            &ServerMsg::Welcome {
+                docs: welcome,
+                limits,
+            },
+            Lane::Bulk,
+        ));
+        out.extend(later);
+        out
+    }
+
+    fn resync(&mut self, conn: ConnId, doc: DocId, have: &[Hash]) -> Vec<ServerAction> {
+        let readable = self
+            .sessions
+            .get(&conn)
+            .and_then(|s| s.claims.as_ref())
+            .is_some_and(|c| c.may_read(&doc));
+        if !readable {
+            return vec![refusal(
+                conn,
+                doc,
+                Vec::new(),
+                RefusalReason::Forbidden,
+                Vec::new(),
+            )];
+        }
+        let limits = self.config.limits;
+        let lane = Lane::of(&doc);
+        let Some(state) = self.docs.get_mut(&doc) else {
+            return vec![send(
+                conn,
+                &ServerMsg::Update(empty_update(&doc, &[])),
+                lane,
+            )];
+        };
+        let updates = state.catch_up(&doc, &limits, &from_wire(have));
+        state.set_known(conn, state.heads());
+        updates
+            .into_iter()
+            .map(|u| send(conn, &ServerMsg::Update(u), lane))
+            .collect()
+    }
+
+    /// The heads of `doc` a device with `claims` may see.
+    fn heads_for(&self, claims: &TokenClaims, doc: &DocId) -> Vec<Hash> {
+        if !claims.may_read(doc) {
+            return Vec::new();
+        }
+        self.docs
+            .get(doc)
+            .map(|d| to_wire(&d.heads()))
+            .unwrap_or_default()
+    }
+
+    fn push(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        doc: DocId,
+        raw: Vec<Vec<u8>>,
+    ) -> Vec<ServerAction> {
+        let Some(claims) = self.sessions.get(&conn).and_then(|s| s.claims.clone()) else {
+            return Vec::new();
+        };
+        let limits = self.config.limits;
+        let state = self.docs.get(&doc);
+        let screened = ingest::screen(
+            &claims,
+            &limits,
+            &doc,
+            state.and_then(|d| d.am.as_ref()),
+            state.map_or(0, |d| d.bytes),
+            &raw,
+        );
+        let (changes, malformed) = match screened {
+            Screened::Refuse { reason, changes } => {
+                self.stats.changes_refused += raw.len() as u64;
+                let heads = self.heads_for(&claims, &doc);
+                return vec![refusal(conn, doc, changes, reason, heads)];
+            }
+            Screened::AlreadyHeld => {
+                let heads = self.heads_for(&claims, &doc);
+                return vec![send(conn, &ServerMsg::Ack { doc, heads }, Lane::Bulk)];
+            }
+            Screened::Apply { changes, malformed } => (changes, malformed),
+        };
+        let mut out = Vec::new();
+        if malformed {
+            self.stats.changes_refused += 1;
+            out.push(refusal(
+                conn,
+                doc.clone(),
+                Vec::new(),
+                RefusalReason::Malformed,
+                Vec::new(),
+            ));
+        }
+        let state = self.docs.entry(doc.clone()).or_default();
+        let am = state.am.get_or_insert_with(Automerge::new);
+        let heads_before = am.get_heads();
+        let applied = ingest::apply(am, changes, limits.max_change);
+        let heads_after = am.get_heads();
+        self.stats.changes_accepted += applied.accepted.len() as u64;
+        self.stats.changes_refused +=
+            (applied.missing.len() + applied.bad.len() + applied.oversized.len()) as u64;
+        let new_raw: Vec<Vec<u8>> = applied
+            .accepted
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        state.bytes += new_raw.iter().map(Vec::len).sum::<usize>();
+        if !new_raw.is_empty() {
+            out.push(ServerAction::Persist {
+                doc: doc.clone(),
+                changes: new_raw.clone(),
+            });
+        }
+        let wire_heads = to_wire(&heads_after);
+        out.push(send(
+            conn,
+            &ServerMsg::Ack {
+                doc: doc.clone(),
+                heads: wire_heads.clone(),
+            },
+            Lane::Bulk,
+        ));
+        state.set_known(conn, heads_after);
+        // Permanent refusals go first: the device then knows that the changes
+        // refused below for missing dependencies are built on them.
+        for (reason, changes) in [
+            (RefusalReason::TooLarge, applied.oversized),
+            (RefusalReason::Malformed, applied.bad),
+            (RefusalReason::MissingDeps, applied.missing),
+        ] {
+            if !changes.is_empty() {
+                out.push(refusal(
+                    conn,
+                    doc.clone(),
+                    changes,
+                    reason,
+                    wire_heads.clone(),
+                ));
+            }
+        }
+        if !new_raw.is_empty() {
+            state.beacon_due = Some(now + BEACON_AFTER);
+            state.fan_out(
+                &doc,
+                &limits,
+                conn,
+                &heads_before,
+                new_raw,
+                &mut out,
+                &mut self.stats,
+            );
+        }
+        out
+    }
+}
+
+fn refusal(
+    conn: ConnId,
+    doc: DocId,
+    changes: Vec<Hash>,
+    reason: RefusalReason,
+    heads: Vec<Hash>,
+) -> ServerAction {
+    let message = match reason {
+        RefusalReason::Forbidden => match &doc {
+            DocId::Agenda(_) => format!("{doc}: only organizers may change the agenda"),
+            DocId::Attendee(..) => format!("{doc}: not your document"),
+        },
+        RefusalReason::Malformed => format!("{doc}: change could not be decoded or applied"),
+        RefusalReason::MissingDeps => format!("{doc}: change depends on changes the server lacks"),
+        RefusalReason::TooLarge => format!("{doc}: change or document over the size limits"),
+    };
+    send(
+        conn,
+        &ServerMsg::Refused {
+            doc,
+            changes,
+            reason,
+            message,
+            heads,
+        },
+        Lane::Bulk,
+    )
+}
