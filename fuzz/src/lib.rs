@@ -9,13 +9,13 @@ use automerge::transaction::{CommitOptions, Transactable as _};
 use automerge::{ActorId, Automerge, Change, ObjType, ReadDoc as _, ScalarValue, ROOT};
 use lanyard_protocol::wire::{self, Hash, HEADER_LEN};
 use lanyard_protocol::{
-    token, DeviceId, DocId, EventId, Role, ServerAction, ServerConfig, ServerCore, ServerMsg,
-    TokenClaims, UserId,
+    token, DeviceId, DocId, EventId, Millis, Role, ServerAction, ServerConfig, ServerCore,
+    ServerMsg, TokenClaims, UserId,
 };
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 /// The clock every target runs at.
-pub const NOW: u64 = 1_700_000_000;
+pub const NOW: Millis = Millis::from_secs(1_700_000_000);
 
 /// Automerge chunk magic bytes.
 pub const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
@@ -235,14 +235,14 @@ pub fn tokens() -> &'static [String; 5] {
     TOKENS.get_or_init(|| {
         let e = event();
         [
-            sign("org", Role::Organizer, NOW + 3600, &e),
-            sign("ann", Role::Attendee, NOW + 3600, &e),
-            sign("bob", Role::Attendee, NOW + 3600, &e),
-            sign("ann", Role::Attendee, NOW - 1, &e),
+            sign("org", Role::Organizer, NOW.as_secs() + 3600, &e),
+            sign("ann", Role::Attendee, NOW.as_secs() + 3600, &e),
+            sign("bob", Role::Attendee, NOW.as_secs() + 3600, &e),
+            sign("ann", Role::Attendee, NOW.as_secs() - 1, &e),
             sign(
                 "org",
                 Role::Organizer,
-                NOW + 3600,
+                NOW.as_secs() + 3600,
                 &id(EventId::new("other")),
             ),
         ]
@@ -718,20 +718,21 @@ pub fn check_actions(
 ) -> Vec<(u64, ServerMsg)> {
     let mut sent = Vec::new();
     for a in actions {
+        for (conn, frame) in a.sends() {
+            assert!(frame.len() >= HEADER_LEN, "frame without header");
+            let mut h = [0u8; HEADER_LEN];
+            h.copy_from_slice(&frame[..HEADER_LEN]);
+            assert_eq!(
+                u32::from_be_bytes(h) as usize,
+                frame.len() - HEADER_LEN,
+                "frame header disagrees with its body"
+            );
+            let msg: ServerMsg = wire::decode(&frame[HEADER_LEN..])
+                .unwrap_or_else(|e| panic!("server sent an undecodable frame: {e}"));
+            sent.push((conn, msg));
+        }
         match a {
-            ServerAction::Send { conn, frame, .. } => {
-                assert!(frame.len() >= HEADER_LEN, "frame without header");
-                let mut h = [0u8; HEADER_LEN];
-                h.copy_from_slice(&frame[..HEADER_LEN]);
-                assert_eq!(
-                    u32::from_be_bytes(h) as usize,
-                    frame.len() - HEADER_LEN,
-                    "frame header disagrees with its body"
-                );
-                let msg: ServerMsg = wire::decode(&frame[HEADER_LEN..])
-                    .unwrap_or_else(|e| panic!("server sent an undecodable frame: {e}"));
-                sent.push((*conn, msg));
-            }
+            ServerAction::Send { .. } | ServerAction::Broadcast { .. } => {}
             ServerAction::Persist { doc, changes } => {
                 for c in changes {
                     persisted.push((doc.clone(), c.clone()));
@@ -975,7 +976,7 @@ fn honest_token() -> &'static String {
                 user: id(UserId::new("org")),
                 role: Role::Organizer,
                 device: id(DeviceId::new("honest")),
-                expires_at: NOW + 3600,
+                expires_at: NOW.as_secs() + 3600,
             },
             key(),
         )
