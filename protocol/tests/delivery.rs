@@ -4,6 +4,8 @@
 //! asked for twice; changes queued for missing dependencies are not
 //! received; a reconnecting installation replaces its lingering session.
 
+#![allow(clippy::unwrap_used)]
+
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ReadDoc as _, ROOT};
 use bytes::Bytes;

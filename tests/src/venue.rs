@@ -841,6 +841,11 @@ impl Tally {
         }
     }
 
+    /// How many completions are expected.
+    fn len(&self) -> usize {
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn count(&self) -> usize {
         self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -864,10 +869,10 @@ async fn watch_progress(
     what: &str,
     devices: &[Device],
     tally: &Tally,
-    expected: usize,
     t0: Instant,
     missing: &(dyn Fn(&Tally) -> String + Sync),
 ) -> anyhow::Result<()> {
+    let expected = tally.len();
     let deadline = t0 + cfg.phase_deadline;
     let bar = crate::progress::bar(cfg.progress, what, expected as u64);
     let mut last_report = Instant::now();
@@ -930,12 +935,7 @@ fn describe_devices(
         let heads = d
             .client
             .heads(&agenda)
-            .map(|h| {
-                h.iter()
-                    .map(|h| hex_prefix(h))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
+            .map(|h| h.iter().map(hex_prefix).collect::<Vec<_>>().join(","))
             .unwrap_or_else(|e| format!("unreadable: {e}"));
         lines.push(format!(
             "  device {i}: connected={} pending={} last_error={:?} agenda heads=[{heads}]{}",
@@ -950,6 +950,12 @@ fn describe_devices(
     }
     lines.join("\n")
 }
+
+/// A change hash.
+type Hash = [u8; 32];
+
+/// A change the organizer made, and when.
+type Made = (Hash, Instant);
 
 /// The first 8 hex digits of a hash.
 fn hex_prefix(h: &[u8; 32]) -> String {
@@ -988,17 +994,7 @@ async fn wait_all(
         });
     }
     let missing = |t: &Tally| describe_devices(devices, &t.pending(), &|_| String::new());
-    watch_progress(
-        cfg,
-        server,
-        what,
-        devices,
-        &tally,
-        devices.len(),
-        t0,
-        &missing,
-    )
-    .await?;
+    watch_progress(cfg, server, what, devices, &tally, t0, &missing).await?;
     Ok(tally.times())
 }
 
@@ -1169,8 +1165,8 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     // checks the changes made so far whenever an update reaches it; an
     // arrival probe records when each change's frame reached it.
     let agenda_id = DocId::Agenda(EventId::new(VENUE_EVENT)?);
-    let made: Arc<std::sync::Mutex<Vec<([u8; 32], Instant)>>> = Arc::default();
-    let made_at: Arc<std::sync::Mutex<HashMap<[u8; 32], (usize, Instant)>>> = Arc::default();
+    let made: Arc<std::sync::Mutex<Vec<Made>>> = Arc::default();
+    let made_at: Arc<std::sync::Mutex<HashMap<Hash, (usize, Instant)>>> = Arc::default();
     let (made_tx, made_rx) = tokio::sync::watch::channel(0usize);
     let tally = Tally::new(devices.len() * plan.len());
     let arrivals = Tally::new(devices.len() * plan.len());
@@ -1243,14 +1239,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         })
     };
     let progress = watch_progress(
-        &cfg,
-        &server,
-        "changes",
-        &devices,
-        &tally,
-        devices.len() * plan.len(),
-        t_changes,
-        &missing,
+        &cfg, &server, "changes", &devices, &tally, t_changes, &missing,
     );
     let organize = async {
         for (k, ch) in plan.iter().enumerate() {

@@ -50,6 +50,17 @@ struct Subscriber {
     behind: bool,
 }
 
+/// Changes a device just added to a document, for [`DocState::fan_out`].
+#[derive(Debug)]
+pub(crate) struct NewChanges {
+    /// The session that pushed them (it gets an Ack instead).
+    pub origin: ConnId,
+    /// The document's heads before them.
+    pub heads_before: Vec<ChangeHash>,
+    /// The changes, raw, in causal order.
+    pub raw: Vec<Vec<u8>>,
+}
+
 /// Everything the server keeps for one document.
 #[derive(Debug, Default)]
 pub(crate) struct DocState {
@@ -214,12 +225,16 @@ impl DocState {
         &mut self,
         id: &DocId,
         limits: &Limits,
-        origin: ConnId,
-        heads_before: &[ChangeHash],
-        new_raw: Vec<Vec<u8>>,
+        new: NewChanges,
         out: &mut Vec<ServerAction>,
         stats: &mut ServerStats,
     ) {
+        let NewChanges {
+            origin,
+            heads_before,
+            raw: new_raw,
+        } = new;
+        let heads_before = heads_before.as_slice();
         let heads = self.heads();
         let lane = Lane::of(id);
         let mut shared = Vec::new();
@@ -314,7 +329,7 @@ impl DocState {
             return;
         }
         s.behind = false;
-        let known = std::mem::replace(&mut s.known, Vec::new());
+        let known = std::mem::take(&mut s.known);
         let heads = self.heads();
         for u in self.catch_up(id, limits, &known) {
             out.push(ServerAction::Send {

@@ -34,7 +34,7 @@ pub use gate::{Expired, HelloGate, HelloGateConfig};
 pub use ingest::decompressed_size;
 pub use session::ServerSession;
 
-use fanout::{empty_update, DocState};
+use fanout::{empty_update, DocState, NewChanges};
 use ingest::Screened;
 
 use crate::ids::DocId;
@@ -691,15 +691,12 @@ impl ServerCore {
         }
         if !new_raw.is_empty() {
             state.beacon_due = Some(now + BEACON_AFTER);
-            state.fan_out(
-                &doc,
-                &limits,
-                conn,
-                &heads_before,
-                new_raw,
-                &mut out,
-                &mut self.stats,
-            );
+            let new = NewChanges {
+                origin: conn,
+                heads_before,
+                raw: new_raw,
+            };
+            state.fan_out(&doc, &limits, new, &mut out, &mut self.stats);
         }
         out
     }
