@@ -112,6 +112,8 @@ enum Outbound {
 struct Outbox {
     tx: mpsc::UnboundedSender<Outbound>,
     queued: Arc<AtomicUsize>,
+    /// The most bytes any outbox held (shared by all).
+    peak: Arc<AtomicUsize>,
     /// A broadcast was dropped: nothing more is fanned out to it until the
     /// writer has emptied the queue and the core sent its catch-up.
     behind: Arc<std::sync::atomic::AtomicBool>,
@@ -120,7 +122,8 @@ struct Outbox {
 impl Outbox {
     fn send(&self, msg: Outbound) {
         if let Outbound::Frame(f, _) = &msg {
-            self.queued.fetch_add(f.len(), Ordering::Relaxed);
+            let now = self.queued.fetch_add(f.len(), Ordering::Relaxed) + f.len();
+            self.peak.fetch_max(now, Ordering::Relaxed);
         }
         let _ = self.tx.send(msg);
     }
@@ -186,6 +189,8 @@ struct Shared {
     outboxes: Mutex<HashMap<ConnId, Outbox>>,
     /// See [`ServerOptions::outbox_bytes`].
     outbox_bytes: usize,
+    /// The most bytes one device's outbox held.
+    outbox_peak: Arc<AtomicUsize>,
     /// Connections waiting for their `Hello`.
     gate: Mutex<HelloGate>,
     /// Per waiting connection: its handle, and its stream's session once opened.
@@ -580,6 +585,7 @@ impl Server {
             flushes: AtomicU64::new(0),
             flushed_writes: AtomicU64::new(0),
             outbox_bytes: opts.outbox_bytes,
+            outbox_peak: Arc::new(AtomicUsize::new(0)),
             gate: Mutex::new(HelloGate::new(HelloGateConfig {
                 timeout: opts.hello_timeout,
                 crowded_timeout: HelloGateConfig::default()
@@ -654,6 +660,12 @@ impl Server {
             peak_rss_bytes: process.peak_rss_bytes,
             cpu_seconds: process.cpu_seconds,
         }
+    }
+
+    /// The most bytes of frames one device's outbox has held (see
+    /// [`ServerOptions::outbox_bytes`]).
+    pub fn outbox_peak_bytes(&self) -> usize {
+        self.shared.outbox_peak.load(Ordering::Relaxed)
     }
 
     /// Connections admitted and not yet ended.
@@ -854,6 +866,7 @@ async fn serve_stream(
         Outbox {
             tx,
             queued: queued.clone(),
+            peak: shared.outbox_peak.clone(),
             behind: behind.clone(),
         },
     );

@@ -19,7 +19,9 @@ pub mod identity;
 pub mod stats;
 
 pub use admission::{AdmissionConfig, AdmissionStats};
-pub use driver::{transport_config, Server, ServerOptions, StartError, HELLO_TIMEOUT};
+pub use driver::{
+    transport_config, Server, ServerOptions, StartError, HELLO_TIMEOUT, OUTBOX_BYTES,
+};
 pub use identity::{Identity, IdentityError, Invite};
 pub use stats::{ProcessFigures, StatsError, StatsSnapshot};
 
