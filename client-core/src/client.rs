@@ -1113,6 +1113,67 @@ mod tests {
     }
 
     #[test]
+    fn edit_agenda_writes_planned_edits_and_a_failed_or_dry_attempt_changes_nothing() {
+        use crate::docs::AgendaEdit;
+        use crate::model::{SessionDetails, SessionStatus};
+        let c = Client::in_memory().unwrap();
+        c.join(&link(Role::Organizer, "org")).unwrap();
+        let talk = |id: &str| NewSession {
+            id: id.into(),
+            title: "Talk".into(),
+            room: "Hall".into(),
+            start_unix: 100,
+            end_unix: 200,
+            ..Default::default()
+        };
+        let add = |id: &str| AgendaEdit::Add(talk(id), SessionDetails::default());
+        let run = |dry_run: bool, edits: Vec<AgendaEdit>| {
+            c.edit_agenda(dry_run, |agenda| {
+                let before = agenda.sessions().len();
+                let mut wrote = 0;
+                let applied =
+                    agenda.apply(&edits, &mut |_, changed| wrote += usize::from(changed))?;
+                Ok((before, wrote, applied))
+            })
+        };
+        let (before, wrote, applied) = run(true, vec![add("t1")]).unwrap();
+        assert_eq!((before, wrote, applied.changes), (0, 1, 1));
+        assert!(applied.change_bytes > 0);
+        assert!(c.sessions().unwrap().is_empty(), "a dry run writes nothing");
+        assert_eq!(c.status().pending_changes, 0);
+
+        run(false, vec![AgendaEdit::NewRoom("Hall".into()), add("t1")]).unwrap();
+        let was = c.session("t1").unwrap().unwrap();
+        let moved = NewSession {
+            room: "Hall B".into(),
+            ..talk("t1")
+        };
+        let rewrite = AgendaEdit::Rewrite(was, moved, SessionDetails::default());
+        let (before, wrote, _) = run(false, vec![rewrite]).unwrap();
+        assert_eq!((before, wrote), (1, 1));
+        let now = c.session("t1").unwrap().unwrap();
+        assert_eq!(
+            (now.room.as_str(), now.status),
+            ("Hall B", SessionStatus::Moved)
+        );
+
+        let pending = c.status().pending_changes;
+        assert!(matches!(
+            run(false, vec![add("t2"), add("bad/id")]),
+            Err(ClientError::Id(_))
+        ));
+        assert!(c.session("t2").unwrap().is_none());
+        assert_eq!(c.status().pending_changes, pending);
+
+        let a = Client::in_memory().unwrap();
+        a.join(&link(Role::Attendee, "ann")).unwrap();
+        assert!(matches!(
+            a.edit_agenda(false, |_| Ok(())),
+            Err(ClientError::OrganizersOnly)
+        ));
+    }
+
+    #[test]
     fn a_device_holds_one_user() {
         let c = Client::in_memory().unwrap();
         c.join(&link(Role::Attendee, "ann")).unwrap();
