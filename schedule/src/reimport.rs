@@ -24,6 +24,9 @@
 //! 4. Agenda sessions no imported session was paired with are **cancelled**
 //!    (kept, marked cancelled), never deleted, so bookmarks on them survive
 //!    and attendees are told.
+//!
+//! [`import_schedule`](crate::import_schedule) writes the outcome as agenda
+//! edits holding only the fields that differ.
 
 use std::collections::{HashMap, HashSet};
 
