@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
-use lanyard_client_core::export::{to_ics, to_schedule_json, to_schedule_xml};
-use lanyard_client_core::import::{
-    ImportError, ImportedSchedule, ReadScheduleError, ScheduleFormat,
-};
 use lanyard_client_core::time::format_rfc3339;
 use lanyard_client_core::{Alert, AlertListener, BackgroundOptions, Client, Session};
+use lanyard_schedule::export::{to_ics, to_schedule_json, to_schedule_xml};
+use lanyard_schedule::import::{ImportError, ImportedSchedule, ReadScheduleError, ScheduleFormat};
+use lanyard_schedule::{import_schedule, read_schedule};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -110,7 +109,8 @@ pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::
         s.enable_steady_tick(Duration::from_millis(100));
         s
     });
-    let parsed = client.read_schedule(
+    let parsed = read_schedule(
+        client,
         schedule_format(format),
         &bytes,
         options.time_zone.as_deref(),
@@ -139,7 +139,7 @@ pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::
     };
     let progress = (large || schedule.sessions.len() >= LARGE_SCHEDULE_SESSIONS)
         .then(|| bar(schedule.sessions.len() as u64, "importing"));
-    let summary = client.import_schedule(&schedule, dry_run, &mut |n| {
+    let summary = import_schedule(client, &schedule, dry_run, &mut |n| {
         if let Some(p) = &progress {
             p.set_position(n);
         }

@@ -893,7 +893,7 @@ fn exports_reimport_to_the_same_agenda_and_mine_is_the_bookmarks() {
         if format != "ics" {
             for item in &mut want {
                 let id = item["id"].as_str().unwrap();
-                item["id"] = json!(lanyard_client_core::export::guid_for(id));
+                item["id"] = json!(lanyard_schedule::export::guid_for(id));
             }
             let key =
                 |v: &Value| ["start", "room", "id"].map(|k| v[k].as_str().unwrap().to_owned());

@@ -9,8 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lanyard_client_core::import::parse_schedule_json;
 use lanyard_protocol::Role;
+use lanyard_schedule::import::parse_schedule_json;
+use lanyard_schedule::import_schedule;
 use lanyard_tests::{TestServer, DEADLINE};
 use serde_json::Value;
 
@@ -71,9 +72,7 @@ async fn watch_prints_alerts_for_bookmarked_sessions_in_event_time() {
     ))
     .unwrap();
     let schedule = parse_schedule_json(&bytes).unwrap();
-    org.client
-        .import_schedule(&schedule, false, &mut |_| {})
-        .unwrap();
+    import_schedule(&org.client, &schedule, false, &mut |_| {}).unwrap();
     org.sync().await.unwrap();
 
     // The attendee's terminal: join, fetch the agenda, bookmark two sessions.

@@ -15,12 +15,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 use crate::alerts::{Alert, AlertHub, AlertListener};
-use crate::docs::{AgendaDoc, NotesDoc};
+use crate::docs::{AgendaDoc, AgendaEditor, NotesDoc};
 use crate::error::{ClientError, LimitKind};
-use crate::import::ImportedSchedule;
 use crate::model::{
-    Announcement, EventInfo, Identity, ImportSummary, NewSession, RefusedChange, Room, Session,
-    SessionUpdate, SyncStatus,
+    Announcement, EventInfo, Identity, NewSession, RefusedChange, Room, Session, SessionUpdate,
+    SyncStatus,
 };
 use crate::time;
 use crate::view::{stamp_of, AgendaView, ViewChange};
@@ -357,11 +356,6 @@ impl Client {
         })
     }
 
-    /// The agenda's own zone, `None` while it has none (a fresh agenda).
-    pub(crate) fn peek_time_zone(&self) -> Result<Option<String>, ClientError> {
-        self.peek(|v| v.time_zone.clone(), |d| AgendaDoc::event(d).1)
-    }
-
     /// Reads the agenda's view, built on first use (an empty one if no
     /// agenda is held yet).
     pub(crate) fn view<R>(&self, f: impl FnOnce(&AgendaView) -> R) -> Result<R, ClientError> {
@@ -440,6 +434,12 @@ impl Client {
             name: name.unwrap_or_else(|| creds.claims.event.to_string()),
             time_zone: tz.unwrap_or_else(|| "UTC".into()),
         })
+    }
+
+    /// The agenda's own IANA time zone, `None` while it has none (a fresh
+    /// agenda, which [`event_info`](Client::event_info) shows in UTC).
+    pub fn agenda_time_zone(&self) -> Result<Option<String>, ClientError> {
+        self.peek(|v| v.time_zone.clone(), |d| AgendaDoc::event(d).1)
     }
 
     /// Every session, by start time.
@@ -552,36 +552,33 @@ impl Client {
         self.organizer_edit(|d, _| AgendaDoc::add_link(d, id, &link, now_ms()))
     }
 
-    /// Imports a schedule read by one of the [`import`](crate::import)
-    /// readers into the agenda (organizers only), as one change holding only
-    /// what differs: see [`AgendaDoc::apply_import`] and, for how sessions
-    /// are matched, [`reimport`](crate::reimport). Every session of the
-    /// agenda that is not in the file is cancelled, including ones added by
-    /// hand. With `dry_run` nothing is written and the summary tells what an
-    /// import would do. `progress` is called with the number of sessions
-    /// handled so far (out of `schedule.sessions.len()`).
-    pub fn import_schedule(
+    /// Makes a large edit of the agenda (organizers only), such as a
+    /// schedule import (`lanyard_schedule::import_schedule`): `attempt` is
+    /// given an [`AgendaEditor`] to read the agenda, plan [`AgendaEdit`](crate::AgendaEdit)s
+    /// from it and [`apply`](AgendaEditor::apply) them, and its result is
+    /// returned. Changes are closed at half the server's change limit by an
+    /// estimate of the bytes written; should one still come out over the
+    /// limit, everything the attempt wrote is undone and `attempt` runs
+    /// again on the agenda as it was, with changes half as large. When
+    /// `attempt` fails, nothing changes. With `dry_run` the attempt works on
+    /// a copy of the agenda and nothing is written.
+    pub fn edit_agenda<T>(
         &self,
-        schedule: &ImportedSchedule,
         dry_run: bool,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<ImportSummary, ClientError> {
+        mut attempt: impl FnMut(&mut AgendaEditor<'_>) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
         let creds = self.creds()?;
         if creds.claims.role != Role::Organizer {
             return Err(ClientError::OrganizersOnly);
         }
         let agenda = creds.agenda();
         let mut apply = |d: &mut Automerge, id: &str, budget: usize| {
-            let counts = AgendaDoc::apply_import(d, id, schedule, budget, now_ms(), progress)?;
-            let tz = AgendaDoc::event(d).1.unwrap_or_else(|| "UTC".into());
-            Ok::<_, ClientError>((counts, tz))
+            AgendaDoc::ensure(d, id)?;
+            attempt(&mut AgendaEditor::new(d, budget, now_ms()))
         };
-        // Changes are closed at half the server's change limit by an estimate
-        // of the bytes written; should one still come out over the limit, the
-        // import is undone and made again in smaller changes.
         let mut budget = self.limits().max_change / 2;
-        let (counts, time_zone) = loop {
-            let attempt = if dry_run {
+        loop {
+            let result = if dry_run {
                 let mut copy = {
                     let st = self.state()?;
                     st.replica
@@ -596,30 +593,17 @@ impl Client {
                     Ok(())
                 })
                 .and_then(|()| {
-                    out.ok_or_else(|| ClientError::Invalid("import made no result".into()))
+                    out.ok_or_else(|| ClientError::Invalid("agenda edit made no result".into()))
                 })
             };
-            match attempt {
+            match result {
                 Err(ClientError::OverLimit {
                     limit: LimitKind::Change,
                     ..
                 }) if budget > self.limits().max_change / 64 => budget /= 2,
-                other => break other?,
+                other => return other,
             }
-        };
-        let days: HashSet<String> = schedule
-            .sessions
-            .iter()
-            .map(|s| time::day_of(s.start_unix, &time_zone))
-            .collect::<Result<_, _>>()?;
-        Ok(ImportSummary {
-            days: days.len() as u64,
-            rooms: schedule.rooms().len() as u64,
-            sessions: schedule.sessions.len() as u64,
-            time_zone,
-            counts,
-            dry_run,
-        })
+        }
     }
 
     /// Posts an announcement (organizers only).
@@ -1177,6 +1161,67 @@ mod tests {
         assert!(matches!(c.announce("hi"), Err(ClientError::OrganizersOnly)));
         assert!(c.sessions().unwrap().is_empty());
         assert_eq!(c.status().pending_changes, 0);
+    }
+
+    #[test]
+    fn edit_agenda_writes_planned_edits_and_a_failed_or_dry_attempt_changes_nothing() {
+        use crate::docs::AgendaEdit;
+        use crate::model::{SessionDetails, SessionStatus};
+        let c = Client::in_memory().unwrap();
+        c.join(&link(Role::Organizer, "org")).unwrap();
+        let talk = |id: &str| NewSession {
+            id: id.into(),
+            title: "Talk".into(),
+            room: "Hall".into(),
+            start_unix: 100,
+            end_unix: 200,
+            ..Default::default()
+        };
+        let add = |id: &str| AgendaEdit::Add(talk(id), SessionDetails::default());
+        let run = |dry_run: bool, edits: Vec<AgendaEdit>| {
+            c.edit_agenda(dry_run, |agenda| {
+                let before = agenda.sessions().len();
+                let mut wrote = 0;
+                let applied =
+                    agenda.apply(&edits, &mut |_, changed| wrote += usize::from(changed))?;
+                Ok((before, wrote, applied))
+            })
+        };
+        let (before, wrote, applied) = run(true, vec![add("t1")]).unwrap();
+        assert_eq!((before, wrote, applied.changes), (0, 1, 1));
+        assert!(applied.change_bytes > 0);
+        assert!(c.sessions().unwrap().is_empty(), "a dry run writes nothing");
+        assert_eq!(c.status().pending_changes, 0);
+
+        run(false, vec![AgendaEdit::NewRoom("Hall".into()), add("t1")]).unwrap();
+        let was = c.session("t1").unwrap().unwrap();
+        let moved = NewSession {
+            room: "Hall B".into(),
+            ..talk("t1")
+        };
+        let rewrite = AgendaEdit::Rewrite(was, moved, SessionDetails::default());
+        let (before, wrote, _) = run(false, vec![rewrite]).unwrap();
+        assert_eq!((before, wrote), (1, 1));
+        let now = c.session("t1").unwrap().unwrap();
+        assert_eq!(
+            (now.room.as_str(), now.status),
+            ("Hall B", SessionStatus::Moved)
+        );
+
+        let pending = c.status().pending_changes;
+        assert!(matches!(
+            run(false, vec![add("t2"), add("bad/id")]),
+            Err(ClientError::Id(_))
+        ));
+        assert!(c.session("t2").unwrap().is_none());
+        assert_eq!(c.status().pending_changes, pending);
+
+        let a = Client::in_memory().unwrap();
+        a.join(&link(Role::Attendee, "ann")).unwrap();
+        assert!(matches!(
+            a.edit_agenda(false, |_| Ok(())),
+            Err(ClientError::OrganizersOnly)
+        ));
     }
 
     #[test]

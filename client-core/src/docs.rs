@@ -11,19 +11,15 @@
 //! Agenda fields only organizers write (title, room, times) are plain scalars:
 //! last writer wins per field, and the agenda stays a few thousand operations.
 
-use std::collections::{HashMap, HashSet};
-
 use automerge::transaction::{CommitOptions, Transactable as _, Transaction};
 use automerge::{ActorId, Automerge, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use lanyard_protocol::SessionId;
 use ring::digest::{digest, SHA256};
 
 use crate::error::ClientError;
-use crate::import::{ImportedSchedule, ImportedSession};
 use crate::model::{
-    Announcement, ImportCounts, Link, NewSession, Room, Session, SessionDetails, SessionStatus,
-    SessionUpdate,
+    Announcement, Link, NewSession, Room, Session, SessionDetails, SessionStatus, SessionUpdate,
 };
-use crate::reimport;
 
 fn derived_actor(parts: &[&str]) -> ActorId {
     let d = digest(&SHA256, parts.join("\u{0}").as_bytes());
@@ -84,10 +80,10 @@ fn commit(tx: automerge::transaction::Transaction<'_>, now_ms: i64) {
     tx.commit_with(CommitOptions::default().with_time(now_ms));
 }
 
-/// The session an imported one becomes when it is new to the agenda.
-fn new_session(id: &str, s: &ImportedSession) -> NewSession {
+/// The fields of a session of the agenda, status left out, as a new one.
+fn new_session_of(s: &Session) -> NewSession {
     NewSession {
-        id: id.to_owned(),
+        id: s.id.clone(),
         title: s.title.clone(),
         abstract_text: s.abstract_text.clone(),
         room: s.room.clone(),
@@ -98,8 +94,8 @@ fn new_session(id: &str, s: &ImportedSession) -> NewSession {
     }
 }
 
-/// The page, links, language and type of an imported session.
-fn details_of(s: &ImportedSession) -> SessionDetails {
+/// The page, links, language and type of a session of the agenda.
+fn details_of(s: &Session) -> SessionDetails {
     SessionDetails {
         url: s.url.clone(),
         links: s.links.clone(),
@@ -198,39 +194,14 @@ fn map_of_tx(tx: &Transaction<'_>, parent: &ObjId, key: &str) -> Option<ObjId> {
     }
 }
 
-/// An imported session as the agenda stores it: names without surrounding
-/// blanks, text with `\n` line ends and no trailing blanks. Files carry
-/// CRLF and stray spaces that no format round-trips (iCalendar has no
-/// escape for a carriage return), so storing them tidy is what lets an
-/// export re-import as a no-op.
-fn tidy(s: &ImportedSession) -> ImportedSession {
-    let text = |t: &str| {
-        t.replace("\r\n", "\n")
-            .replace('\r', "\n")
-            .trim_end()
-            .to_owned()
-    };
-    ImportedSession {
-        title: s.title.trim().to_owned(),
-        room: s.room.trim().to_owned(),
-        track: s.track.trim().to_owned(),
-        speakers: s
-            .speakers
-            .iter()
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect(),
-        abstract_text: text(&s.abstract_text),
-        ..s.clone()
-    }
-}
-
-/// Writes the fields of `new` that differ from `was`; true if any did.
+/// Writes the fields of `new` and `details` that differ from `was`; true if
+/// any did.
 fn rewrite_session(
     tx: &mut Transaction<'_>,
     obj: &ObjId,
     was: &Session,
-    new: &ImportedSession,
+    new: &NewSession,
+    details: &SessionDetails,
 ) -> Result<bool, ClientError> {
     let mut any = false;
     for (key, old, value) in [
@@ -261,7 +232,7 @@ fn rewrite_session(
         any = true;
     }
     let old = optional_fields(&was.url, &was.language, &was.kind);
-    let now = optional_fields(&new.url, &new.language, &new.kind);
+    let now = optional_fields(&details.url, &details.language, &details.kind);
     for ((key, old), (_, value)) in old.into_iter().zip(now) {
         if old != value {
             if value.is_empty() {
@@ -272,8 +243,8 @@ fn rewrite_session(
             any = true;
         }
     }
-    if was.links != new.links {
-        write_links(tx, obj, &new.links)?;
+    if was.links != details.links {
+        write_links(tx, obj, &details.links)?;
         any = true;
     }
     let moved =
@@ -292,20 +263,25 @@ fn rewrite_session(
 
 /// One edit of the agenda, as large edits (imports, redoing set-aside
 /// changes) are written: several edits to a change, several changes to an
-/// edit that is too large for one.
+/// edit that is too large for one (see [`AgendaDoc::apply_edits`] and, on a
+/// device, [`Client::edit_agenda`](crate::Client::edit_agenda)).
 #[derive(Debug, Clone)]
-pub(crate) enum AgendaEdit {
+pub enum AgendaEdit {
     /// Sets the event's name and/or time zone.
     Event {
+        /// The new name, if it changes.
         name: Option<String>,
+        /// The new IANA time zone, if it changes.
         time_zone: Option<String>,
     },
     /// Adds a room of unknown capacity.
     NewRoom(String),
     /// Adds a room or sets its capacity.
     Room(Room),
-    /// Rewrites the fields of an existing session that differ in an import.
-    Rewrite(Session, ImportedSession),
+    /// Rewrites the fields of an existing session (as it was read, first)
+    /// that differ from its new version (same id) and details: a new room
+    /// or time marks it moved, a cancelled session comes back scheduled.
+    Rewrite(Session, NewSession, SessionDetails),
     /// Puts an existing session back to exactly the wanted fields and status.
     Restore(Session, Session),
     /// Adds a session.
@@ -332,9 +308,9 @@ impl AgendaEdit {
                     .sum::<usize>()
                 + 4 * OP_WEIGHT
         };
-        let text = |s: &NewSession| {
-            s.id.len()
-                + s.title.len()
+        // The id is only written when the session is added.
+        let fields = |s: &NewSession| {
+            s.title.len()
                 + s.abstract_text.len()
                 + s.room.len()
                 + s.track.len()
@@ -352,41 +328,18 @@ impl AgendaEdit {
             }
             AgendaEdit::NewRoom(r) => r.len() + 2 * OP_WEIGHT,
             AgendaEdit::Room(r) => r.name.len() + 2 * OP_WEIGHT,
-            AgendaEdit::Rewrite(_, s) => text(&new_session("", s)) + details(&details_of(s)),
-            AgendaEdit::Restore(_, s) => {
-                let s = imported_of(s);
-                text(&new_session("", &s)) + details(&details_of(&s))
-            }
-            AgendaEdit::Add(s, d) => text(s) + details(d),
+            AgendaEdit::Rewrite(_, s, d) => fields(s) + details(d),
+            AgendaEdit::Restore(_, s) => fields(&new_session_of(s)) + details(&details_of(s)),
+            AgendaEdit::Add(s, d) => s.id.len() + fields(s) + details(d),
             AgendaEdit::Cancel(id) => id.len() + OP_WEIGHT,
             AgendaEdit::Announce(a) => a.text.len() + 3 * OP_WEIGHT,
         }
     }
 }
 
-/// A session of the agenda as an importer would have read it.
-fn imported_of(s: &Session) -> ImportedSession {
-    ImportedSession {
-        guid: Some(s.id.clone()),
-        id: None,
-        title: s.title.clone(),
-        abstract_text: s.abstract_text.clone(),
-        room: s.room.clone(),
-        track: s.track.clone(),
-        speakers: s.speakers.clone(),
-        start_unix: s.start_unix,
-        end_unix: s.end_unix,
-        url: s.url.clone(),
-        links: s.links.clone(),
-        language: s.language.clone(),
-        kind: s.kind.clone(),
-    }
-}
-
 /// The edit that adds a session of the agenda (as it is) to another agenda.
 pub(crate) fn addition_of(s: &Session) -> AgendaEdit {
-    let imported = imported_of(s);
-    AgendaEdit::Add(new_session(&s.id, &imported), details_of(&imported))
+    AgendaEdit::Add(new_session_of(s), details_of(s))
 }
 
 /// Writes the fields of `wanted` that differ from `was`, status included; true if any did.
@@ -396,7 +349,7 @@ fn restore_session(
     was: &Session,
     wanted: &Session,
 ) -> Result<bool, ClientError> {
-    let mut any = rewrite_session(tx, obj, was, &imported_of(wanted))?;
+    let mut any = rewrite_session(tx, obj, was, &new_session_of(wanted), &details_of(wanted))?;
     // rewrite_session derives the status from the move; the wanted one wins.
     if any || was.status != wanted.status {
         tx.put(obj, "status", wanted.status.as_str())?;
@@ -523,100 +476,13 @@ impl AgendaDoc {
         Ok(())
     }
 
-    /// Applies an imported schedule as changes holding only the differences
-    /// (see [`crate::reimport`] for how sessions are matched): new sessions
-    /// are added, changed fields rewritten (a new room or time marks the
-    /// session moved; a cancelled session that is back is reinstated),
-    /// sessions missing from the file are cancelled. New rooms are added. The
-    /// event's name is set from the file when it has one; its time zone when
-    /// the file names one other than UTC (or one was given for its floating
-    /// times, see [`ImportedSchedule::zone_source`]).
-    ///
-    /// A large import becomes several changes, each closed once the values
-    /// written reach `budget` bytes (a re-import of a few edits stays one
-    /// small change). The caller checks the real sizes against the server's
-    /// limits. `progress` is called with the number of sessions handled.
-    pub fn apply_import(
-        doc: &mut Automerge,
-        doc_id: &str,
-        schedule: &ImportedSchedule,
-        budget: usize,
-        now_ms: i64,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<ImportCounts, ClientError> {
-        Self::ensure(doc, doc_id)?;
-        let existing = Self::sessions(doc);
-        let imported: Vec<ImportedSession> = schedule.sessions.iter().map(tidy).collect();
-        let plan = reimport::plan(&existing, &imported);
-        let old: HashMap<&str, &Session> = existing.iter().map(|s| (s.id.as_str(), s)).collect();
-        let known_rooms: HashSet<String> = Self::rooms(doc).into_iter().map(|r| r.name).collect();
-        let (name, tz) = Self::event(doc);
-        let mut edits = Vec::new();
-        let new_name = (!schedule.name.trim().is_empty()
-            && name.as_deref() != Some(schedule.name.as_str()))
-        .then(|| schedule.name.clone());
-        // "UTC" is never written: a file that names no zone says "UTC" only
-        // to count days (and an agenda without a zone shows UTC anyway), and
-        // it must not make later files' floating times read as UTC.
-        let new_tz = (schedule.time_zone != "UTC"
-            && tz.as_deref() != Some(schedule.time_zone.as_str()))
-        .then(|| schedule.time_zone.clone());
-        if new_name.is_some() || new_tz.is_some() {
-            edits.push(AgendaEdit::Event {
-                name: new_name,
-                time_zone: new_tz,
-            });
-        }
-        for room in schedule.rooms() {
-            if !known_rooms.contains(&room) {
-                edits.push(AgendaEdit::NewRoom(room));
-            }
-        }
-        for (id, new) in &plan.update {
-            if let Some(was) = old.get(id.as_str()) {
-                edits.push(AgendaEdit::Rewrite((*was).clone(), (*new).clone()));
-            }
-        }
-        for (id, new) in &plan.add {
-            edits.push(AgendaEdit::Add(new_session(id, new), details_of(new)));
-        }
-        for id in &plan.unmatched {
-            if old
-                .get(id.as_str())
-                .is_some_and(|s| s.status != SessionStatus::Cancelled)
-            {
-                edits.push(AgendaEdit::Cancel(id.clone()));
-            }
-        }
-        let mut counts = ImportCounts::default();
-        let mut done = 0u64;
-        let hashes = Self::apply_edits(doc, &edits, budget, now_ms, &mut |edit, changed| {
-            match edit {
-                AgendaEdit::Rewrite(..) if changed => counts.changed += 1,
-                AgendaEdit::Rewrite(..) => counts.unchanged += 1,
-                AgendaEdit::Add(..) => counts.added += 1,
-                AgendaEdit::Cancel(_) => counts.removed += 1,
-                _ => return,
-            }
-            if !matches!(edit, AgendaEdit::Cancel(_)) {
-                done += 1;
-                progress(done);
-            }
-        })?;
-        counts.changes = hashes.len() as u64;
-        counts.change_bytes = hashes
-            .iter()
-            .filter_map(|h| doc.get_change_by_hash(h))
-            .map(|c| c.raw_bytes().len() as u64)
-            .sum();
-        Ok(counts)
-    }
-
     /// Writes `edits` as changes, each closed once the values it writes reach
-    /// about `budget` bytes; `done` is told of each edit and whether it
-    /// wrote anything. Returns the changes made, in order (none when nothing
-    /// differed).
-    pub(crate) fn apply_edits(
+    /// about `budget` bytes (so a few edits stay one small change); `done`
+    /// is told of each edit and whether it wrote anything. Returns the
+    /// changes made, in order (none when nothing differed). The agenda must
+    /// exist in `doc` (its genesis applied). The caller checks the real
+    /// sizes against the server's limits.
+    pub fn apply_edits(
         doc: &mut Automerge,
         edits: &[AgendaEdit],
         budget: usize,
@@ -660,10 +526,12 @@ impl AgendaDoc {
                         tx.put(&r, "capacity", i64::from(room.capacity))?;
                         true
                     }
-                    AgendaEdit::Rewrite(was, new) => match map_of_tx(&tx, &sessions, &was.id) {
-                        Some(obj) => rewrite_session(&mut tx, &obj, was, new)?,
-                        None => false,
-                    },
+                    AgendaEdit::Rewrite(was, new, details) => {
+                        match map_of_tx(&tx, &sessions, &was.id) {
+                            Some(obj) => rewrite_session(&mut tx, &obj, was, new, details)?,
+                            None => false,
+                        }
+                    }
                     AgendaEdit::Restore(was, wanted) => match map_of_tx(&tx, &sessions, &was.id) {
                         Some(obj) => restore_session(&mut tx, &obj, was, wanted)?,
                         None => false,
@@ -870,6 +738,83 @@ impl AgendaDoc {
         tx.put(&a, "at", now_ms / 1000)?;
         commit(tx, now_ms);
         Ok(())
+    }
+}
+
+/// The agenda while a large organizer edit (such as a schedule import) is
+/// planned and written: what [`Client::edit_agenda`](crate::Client::edit_agenda)
+/// hands to each attempt. It reads the agenda as it is, and writes
+/// [`AgendaEdit`]s in changes closed at the attempt's budget.
+pub struct AgendaEditor<'a> {
+    doc: &'a mut Automerge,
+    budget: usize,
+    now_ms: i64,
+}
+
+/// What [`AgendaEditor::apply`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppliedEdits {
+    /// How many changes the edits were written as (0 when nothing differed).
+    pub changes: u64,
+    /// Bytes of those Automerge changes (0 when nothing differed).
+    pub change_bytes: u64,
+}
+
+impl<'a> AgendaEditor<'a> {
+    /// An editor of the agenda in `doc`, which must exist (genesis applied).
+    pub(crate) fn new(doc: &'a mut Automerge, budget: usize, now_ms: i64) -> Self {
+        AgendaEditor {
+            doc,
+            budget,
+            now_ms,
+        }
+    }
+
+    /// All sessions, sorted by start, room and id.
+    pub fn sessions(&self) -> Vec<Session> {
+        AgendaDoc::sessions(self.doc)
+    }
+
+    /// Rooms, by name.
+    pub fn rooms(&self) -> Vec<Room> {
+        AgendaDoc::rooms(self.doc)
+    }
+
+    /// Event name and time zone (`None` where never set).
+    pub fn event(&self) -> (Option<String>, Option<String>) {
+        AgendaDoc::event(self.doc)
+    }
+
+    /// Writes `edits` as changes each closed once the values written reach
+    /// this attempt's budget (see [`AgendaDoc::apply_edits`]); `done` is
+    /// told of each edit and whether it wrote anything. A session added
+    /// under an invalid id, or ending before it starts, is an error and
+    /// nothing is written.
+    pub fn apply(
+        &mut self,
+        edits: &[AgendaEdit],
+        done: &mut dyn FnMut(&AgendaEdit, bool),
+    ) -> Result<AppliedEdits, ClientError> {
+        for edit in edits {
+            if let AgendaEdit::Add(s, _) = edit {
+                SessionId::new(s.id.as_str())?;
+                if s.end_unix < s.start_unix {
+                    return Err(ClientError::Invalid(format!(
+                        "session {} ends before it starts",
+                        s.id
+                    )));
+                }
+            }
+        }
+        let hashes = AgendaDoc::apply_edits(self.doc, edits, self.budget, self.now_ms, done)?;
+        Ok(AppliedEdits {
+            changes: hashes.len() as u64,
+            change_bytes: hashes
+                .iter()
+                .filter_map(|h| self.doc.get_change_by_hash(h))
+                .map(|c| c.raw_bytes().len() as u64)
+                .sum(),
+        })
     }
 }
 

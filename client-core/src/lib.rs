@@ -21,15 +21,16 @@
 //! After `join(link)` with an invite link, `sessions()`, `set_note()`,
 //! `set_bookmark()` and (for organizers) `move_session()` work offline;
 //! `sync()` or `start_background()` exchange changes with the server.
+//!
+//! Reading and writing schedule files (organizer tools; phones never need
+//! them) is the `lanyard-schedule` crate's job: it imports through
+//! [`Client::edit_agenda`] and exports what [`Client::sessions`] lists.
 
 pub mod alerts;
 mod client;
 pub mod docs;
 mod error;
-pub mod export;
-pub mod import;
 pub mod model;
-pub mod reimport;
 pub mod resolve;
 mod sync;
 pub mod time;
@@ -38,12 +39,12 @@ mod view;
 
 pub use alerts::{Alert, AlertKind, AlertListener};
 pub use client::Client;
+pub use docs::{AgendaEdit, AgendaEditor, AppliedEdits};
 pub use error::{ClientError, LimitKind, SyncError};
 pub use lanyard_store::{MemoryStore, SledStore, Store, StoreError};
 pub use model::{
-    Announcement, EventInfo, Identity, ImportCounts, ImportSummary, Link, NewSession,
-    RefusedChange, Room, Session, SessionDetails, SessionStatus, SessionUpdate, SyncReport,
-    SyncStatus,
+    Announcement, EventInfo, Identity, Link, NewSession, RefusedChange, Room, Session,
+    SessionDetails, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
 pub use resolve::{KeptEdit, ResolveReport};
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync, Received};

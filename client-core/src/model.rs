@@ -38,7 +38,7 @@ impl SessionStatus {
 
 /// Whether a URL is an absolute `http(s)://` URL with a host: the only kind
 /// an attendee can open.
-pub(crate) fn is_web_url(url: &str) -> bool {
+pub fn is_web_url(url: &str) -> bool {
     web_url(url).is_some()
 }
 
@@ -49,7 +49,7 @@ pub(crate) fn is_web_url(url: &str) -> bool {
 /// percent-encoded too (`[`, `]`, `{`, `|`, a second `#`, a `%` not
 /// followed by two hex digits, ...). `None` for anything else. Links are
 /// stored in this form, so an export re-imports unchanged.
-pub(crate) fn web_url(url: &str) -> Option<String> {
+pub fn web_url(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url.trim()).ok()?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
         return None;
@@ -333,41 +333,4 @@ pub struct SyncReport {
     pub acknowledged_changes: u64,
     /// Changes refused by the server (all of them, including earlier ones).
     pub refused: Vec<RefusedChange>,
-}
-
-/// What applying an imported schedule changed in the agenda.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ImportCounts {
-    /// Sessions new to the agenda.
-    pub added: u64,
-    /// Agenda sessions missing from the file, now cancelled.
-    pub removed: u64,
-    /// Sessions that exist and had at least one field rewritten.
-    pub changed: u64,
-    /// Sessions that exist and were already as in the file.
-    pub unchanged: u64,
-    /// Bytes of the Automerge changes made (0 when nothing changed).
-    pub change_bytes: u64,
-    /// How many changes the import was written as: a large import is split
-    /// so that each fits the server's limits (0 when nothing changed).
-    pub changes: u64,
-}
-
-/// The outcome of `Client::import_schedule`: what the file holds and what
-/// importing it changed (or, for a dry run, would change).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportSummary {
-    /// Distinct dates, in the event's time zone, on which a session starts.
-    pub days: u64,
-    /// Distinct rooms holding at least one session.
-    pub rooms: u64,
-    /// Sessions in the file.
-    pub sessions: u64,
-    /// The event's time zone the days are counted in.
-    pub time_zone: String,
-    /// What changed in the agenda.
-    #[serde(flatten)]
-    pub counts: ImportCounts,
-    /// True when nothing was written (dry run).
-    pub dry_run: bool,
 }

@@ -367,7 +367,7 @@ fn describe(edit: &AgendaEdit, tz: &str) -> String {
         .to_owned(),
         AgendaEdit::NewRoom(r) => format!("room {r}"),
         AgendaEdit::Room(r) => format!("room {} (capacity {})", r.name, r.capacity),
-        AgendaEdit::Rewrite(_, s) => format!("session {:?}", s.title),
+        AgendaEdit::Rewrite(_, s, _) => format!("session {:?}", s.title),
         AgendaEdit::Restore(_, s) => format!(
             "session {} {:?}: {}, {} ({})",
             s.id,

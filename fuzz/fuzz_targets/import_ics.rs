@@ -2,7 +2,7 @@
 //! panic; an imported schedule keeps its documented invariants.
 #![no_main]
 
-use lanyard_client_core::import::parse_ics;
+use lanyard_schedule::import::parse_ics;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1027,8 +1027,8 @@ fn check_honest_push(server: &mut ServerCore, persisted: &mut Vec<(DocId, Vec<u8
 /// by start, then room) and its days and rooms can be listed.
 pub fn check_import(
     result: Result<
-        lanyard_client_core::import::ImportedSchedule,
-        lanyard_client_core::import::ImportError,
+        lanyard_schedule::import::ImportedSchedule,
+        lanyard_schedule::import::ImportError,
     >,
 ) {
     match result {

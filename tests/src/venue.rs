@@ -3,7 +3,7 @@
 //! through [`crate::netem`], driving the workload of `WORKLOAD.md`.
 //!
 //! The agenda (workload v2) is a real schedule file read by the project's own
-//! importer and published by the organizer's `Client::import_schedule`
+//! importer and published by the organizer's `lanyard_schedule::import_schedule`
 //! (default: the FOSDEM 2025 schedule in `tests/data/schedules`), or (v1) the
 //! seeded synthetic agenda of [`generate_agenda`]; see [`AgendaSource`].
 //!
@@ -20,11 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use lanyard_client_core::import::{
-    parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
-};
 use lanyard_client_core::{BackgroundOptions, BackgroundSync, Client, NewSession, Room, Session};
 use lanyard_protocol::{DeviceId, DocId, EventId, JoinLink, Role, TokenClaims, UserId};
+use lanyard_schedule::import::{
+    parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
+};
+use lanyard_schedule::import_schedule;
 use lanyard_server::{AdmissionConfig, AdmissionStats, StatsSnapshot};
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
@@ -48,7 +49,7 @@ pub enum AgendaSource {
     },
     /// Workload v2: a schedule file read by the project's importer, chosen by
     /// extension (`.xml` frab/pentabarf, `.json` c3voc, `.ics` iCalendar) and
-    /// published with `Client::import_schedule`.
+    /// published with `lanyard_schedule::import_schedule`.
     File(PathBuf),
 }
 
@@ -81,7 +82,7 @@ pub fn read_schedule(path: &Path) -> anyhow::Result<ImportedSchedule> {
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    type Reader = fn(&[u8]) -> Result<ImportedSchedule, lanyard_client_core::import::ImportError>;
+    type Reader = fn(&[u8]) -> Result<ImportedSchedule, lanyard_schedule::import::ImportError>;
     let parse: Reader = match ext.as_str() {
         "xml" => parse_schedule_xml,
         "json" => parse_schedule_json,
@@ -126,7 +127,7 @@ pub struct PublishedAgenda {
 
 /// Writes the agenda into the organizer's device (nothing is sent: the
 /// device syncs later) and reads it back. A schedule file is imported with
-/// `Client::import_schedule` (several changes that each fit the change limit).
+/// `lanyard_schedule::import_schedule` (several changes that each fit the change limit).
 pub fn write_agenda(
     organizer: &Client,
     source: &AgendaSource,
@@ -149,8 +150,7 @@ pub fn write_agenda(
         }
         AgendaSource::File(path) => {
             let schedule = read_schedule(path)?;
-            organizer
-                .import_schedule(&schedule, false, &mut |_| {})
+            import_schedule(organizer, &schedule, false, &mut |_| {})
                 .with_context(|| format!("agenda {}: import", path.display()))?;
             // An import into an empty agenda adds the file's sessions in the
             // file's order; the last one's id is the importer's, so it is

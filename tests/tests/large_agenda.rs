@@ -3,9 +3,10 @@
 //! was refused gets back to a state that syncs (issue 13), over real QUIC.
 #![allow(clippy::unwrap_used)]
 
-use lanyard_client_core::import::parse_schedule_xml;
 use lanyard_client_core::{ClientError, LimitKind, NewSession, SessionStatus};
 use lanyard_protocol::{Limits, Role};
+use lanyard_schedule::import::parse_schedule_xml;
+use lanyard_schedule::import_schedule;
 use lanyard_tests::{Device, TestServer};
 
 const FOSDEM: &str = concat!(
@@ -13,7 +14,7 @@ const FOSDEM: &str = concat!(
     "/data/schedules/fosdem-2025.xml"
 );
 
-fn fosdem() -> lanyard_client_core::import::ImportedSchedule {
+fn fosdem() -> lanyard_schedule::import::ImportedSchedule {
     parse_schedule_xml(&std::fs::read(FOSDEM).unwrap()).unwrap()
 }
 
@@ -51,10 +52,7 @@ async fn the_real_fosdem_agenda_publishes_in_changes_that_fit_and_reaches_the_at
     let srv = TestServer::start().await.unwrap();
     let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
     let schedule = fosdem();
-    let summary = org
-        .client
-        .import_schedule(&schedule, false, &mut |_| {})
-        .unwrap();
+    let summary = import_schedule(&org.client, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!(summary.sessions, schedule.sessions.len() as u64);
     assert!(summary.sessions > 900, "{}", summary.sessions);
     let max = Limits::default().max_change;
@@ -102,9 +100,7 @@ async fn limits_announced_by_the_server_are_checked_before_a_change_is_made() {
     assert_eq!(org.client.limits(), limits, "the Welcome announced them");
 
     // The import is split to the announced limit, and publishes.
-    org.client
-        .import_schedule(&fosdem(), false, &mut |_| {})
-        .unwrap();
+    import_schedule(&org.client, &fosdem(), false, &mut |_| {}).unwrap();
     let (changes, _) = local_changes_fit(&org, limits.max_change);
     assert!(changes > 10, "{changes} changes");
     org.sync().await.unwrap();
@@ -146,9 +142,7 @@ async fn an_organizer_import_refused_for_its_size_is_redone_and_a_later_move_sti
     let srv = server_with(small_changes(64 * 1024)).await;
     let mut org = srv.device(Role::Organizer, "org", "laptop").unwrap();
     let schedule = fosdem();
-    org.client
-        .import_schedule(&schedule, false, &mut |_| {})
-        .unwrap();
+    import_schedule(&org.client, &schedule, false, &mut |_| {}).unwrap();
     let report = org.sync().await.unwrap();
     assert!(
         !report.refused.is_empty(),

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use lanyard_client_core::import::{parse_ics, parse_schedule_json, parse_schedule_xml};
 use lanyard_client_core::Client;
 use lanyard_protocol::{ClientSession, DocId, DocUpdate, EventId, Replica, Role, ServerMsg};
+use lanyard_schedule::import::{parse_ics, parse_schedule_json, parse_schedule_xml};
+use lanyard_schedule::import_schedule;
 use lanyard_tests::{TestServer, EVENT};
 
 #[derive(Parser)]
@@ -85,7 +86,7 @@ fn summary(mut xs: Vec<f64>) -> (f64, f64) {
     (med, xs.last().copied().unwrap_or(0.0))
 }
 
-fn read_agenda(path: &Path) -> anyhow::Result<lanyard_client_core::import::ImportedSchedule> {
+fn read_agenda(path: &Path) -> anyhow::Result<lanyard_schedule::import::ImportedSchedule> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the agenda {}", path.display()))?;
     let name = path.to_string_lossy().to_lowercase();
@@ -133,7 +134,7 @@ async fn client_bench(agenda: &Path, runs: usize, json: bool) -> anyhow::Result<
     );
     let srv = TestServer::start().await?;
     let org = srv.device(Role::Organizer, "org", "laptop")?;
-    org.client.import_schedule(&schedule, false, &mut |_| {})?;
+    import_schedule(&org.client, &schedule, false, &mut |_| {})?;
     org.sync().await?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("db");

@@ -8,7 +8,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use lanyard_client_core::import::{
+use lanyard_schedule::import::{
     parse_ics, parse_schedule, parse_schedule_json, parse_schedule_xml, ImportError,
     ImportedSchedule, ScheduleFormat,
 };

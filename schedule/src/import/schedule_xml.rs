@@ -48,7 +48,7 @@
 //! `XML line 24: event 123: <duration> expected HH:MM, got "1h"`.
 //!
 //! ```
-//! use lanyard_client_core::import::parse_schedule_xml;
+//! use lanyard_schedule::import::parse_schedule_xml;
 //! let xml = br#"<?xml version="1.0"?>
 //! <schedule>
 //!   <conference><title>Tiny</title><time_zone_name>Europe/Berlin</time_zone_name></conference>
@@ -69,12 +69,13 @@
 //! assert_eq!(schedule.sessions[0].end_unix - schedule.sessions[0].start_unix, 45 * 60);
 //! assert_eq!(schedule.days(), ["2019-08-21"]); // in Europe/Berlin, not UTC
 //! assert_eq!(schedule.rooms(), ["Hall"]);
-//! # Ok::<(), lanyard_client_core::import::ImportError>(())
+//! # Ok::<(), lanyard_schedule::import::ImportError>(())
 //! ```
 
 use jiff::civil::{Date, Time};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use lanyard_client_core::Link;
 use roxmltree::{Document, Node};
 use serde_json::Value;
 
@@ -83,7 +84,6 @@ use super::schedule_json::{
 };
 use super::zone::{EventZone, NoZone};
 use super::{base_url, file_link, page_url};
-use crate::model::Link;
 
 /// Parses a frab / pentabarf `schedule.xml` document.
 ///

@@ -51,7 +51,7 @@
 //! or an unknown `TZID` (the property's line), or bytes that are not UTF-8.
 //!
 //! ```
-//! use lanyard_client_core::import::parse_ics;
+//! use lanyard_schedule::import::parse_ics;
 //! let ics = b"BEGIN:VCALENDAR\r\n\
 //!     X-WR-CALNAME:Tiny\r\n\
 //!     BEGIN:VEVENT\r\n\
@@ -68,7 +68,7 @@
 //! assert_eq!(schedule.sessions[0].title, "Welcome, everyone");
 //! assert_eq!(schedule.sessions[0].end_unix - schedule.sessions[0].start_unix, 45 * 60);
 //! assert_eq!(schedule.days(), ["2019-08-21"]); // in Europe/Berlin, not UTC
-//! # Ok::<(), lanyard_client_core::import::ImportError>(())
+//! # Ok::<(), lanyard_schedule::import::ImportError>(())
 //! ```
 
 use std::collections::BTreeMap;
@@ -76,11 +76,11 @@ use std::collections::BTreeMap;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{Span, Zoned};
+use lanyard_client_core::Link;
 
 use super::schedule_json::{ImportError, ImportedSchedule, ImportedSession};
 use super::zone::{self, EventZone};
 use super::{file_link, page_url};
-use crate::model::Link;
 
 /// Parses an iCalendar (RFC 5545) file into a schedule.
 ///

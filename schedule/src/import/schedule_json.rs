@@ -24,7 +24,7 @@
 //! when the bytes are not JSON at all, it names the line and column.
 //!
 //! ```
-//! use lanyard_client_core::import::parse_schedule_json;
+//! use lanyard_schedule::import::parse_schedule_json;
 //! let json = br#"{"schedule": {"conference": {
 //!     "title": "Tiny", "time_zone_name": "Europe/Berlin",
 //!     "days": [{"rooms": {"Hall": [{"id": 7, "title": "Welcome",
@@ -35,7 +35,7 @@
 //! assert_eq!(schedule.sessions[0].end_unix - schedule.sessions[0].start_unix, 45 * 60);
 //! assert_eq!(schedule.days(), ["2019-08-21"]); // in Europe/Berlin, not UTC
 //! assert_eq!(schedule.rooms(), ["Hall"]);
-//! # Ok::<(), lanyard_client_core::import::ImportError>(())
+//! # Ok::<(), lanyard_schedule::import::ImportError>(())
 //! ```
 
 use std::collections::BTreeSet;
@@ -43,11 +43,11 @@ use std::collections::BTreeSet;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
+use lanyard_client_core::Link;
 use serde_json::{Map, Value};
 
 use super::zone::{EventZone, ZoneSource};
 use super::{base_url, file_link, page_url};
-use crate::model::Link;
 
 /// One session of an imported schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

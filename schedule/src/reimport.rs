@@ -24,14 +24,17 @@
 //! 4. Agenda sessions no imported session was paired with are **cancelled**
 //!    (kept, marked cancelled), never deleted, so bookmarks on them survive
 //!    and attendees are told.
+//!
+//! [`import_schedule`](crate::import_schedule) writes the outcome as agenda
+//! edits holding only the fields that differ.
 
 use std::collections::{HashMap, HashSet};
 
+use lanyard_client_core::Session;
 use lanyard_protocol::SessionId;
 use ring::digest::{digest, SHA256};
 
 use crate::import::ImportedSession;
-use crate::model::Session;
 
 /// What a re-import does to the agenda.
 #[derive(Debug, Default)]
@@ -151,8 +154,9 @@ pub(crate) fn plan<'a>(existing: &[Session], imported: &'a [ImportedSession]) ->
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use lanyard_client_core::SessionStatus;
+
     use super::*;
-    use crate::model::SessionStatus;
 
     fn imported(guid: Option<&str>, id: Option<&str>, title: &str, start: i64) -> ImportedSession {
         ImportedSession {

@@ -15,7 +15,7 @@
 //! an iCalendar floating `DTSTART`, a JSON date without offset) are read in
 //! the event's zone: the file's own zone name when it has a known one, else
 //! the fallback given to [`parse_schedule`] (for an import into an agenda,
-//! [`Client::read_schedule`] gives the organizer's zone, else the agenda's).
+//! [`read_schedule`] gives the organizer's zone, else the agenda's).
 //! A file with floating times and no zone anywhere is refused with
 //! [`ImportError::NoTimeZone`], never read as UTC. The schedule records
 //! where its zone came from ([`ImportedSchedule::zone_source`]) and whether
@@ -31,9 +31,8 @@ pub use schedule_json::{parse_schedule_json, ImportError, ImportedSchedule, Impo
 pub use schedule_xml::parse_schedule_xml;
 pub use zone::ZoneSource;
 
-use crate::client::Client;
-use crate::error::ClientError;
-use crate::model::Link;
+use lanyard_client_core::model::web_url;
+use lanyard_client_core::{Client, ClientError, Link};
 
 /// The schedule file formats the readers understand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +51,7 @@ pub enum ScheduleFormat {
 /// [`ImportError::NoTimeZone`].
 ///
 /// ```
-/// use lanyard_client_core::import::{parse_schedule, ImportError, ScheduleFormat, ZoneSource};
+/// use lanyard_schedule::import::{parse_schedule, ImportError, ScheduleFormat, ZoneSource};
 /// let xml = br#"<schedule><day date="2025-02-01"><room name="K.1.105">
 ///     <event id="1"><start>09:30</start><duration>00:50</duration><title>Keynote</title></event>
 ///   </room></day></schedule>"#;
@@ -85,12 +84,12 @@ pub(crate) fn base_url(text: Option<&str>) -> Option<url::Url> {
 }
 
 /// A URL from a file as an absolute web URL in the stored form
-/// ([`crate::model::web_url`]); a relative one (frab writes attachments as
-/// `/system/...`) is resolved against the file's base. `None` when there is
-/// nothing an attendee could open.
+/// ([`web_url`]); a relative one (frab writes attachments as `/system/...`)
+/// is resolved against the file's base. `None` when there is nothing an
+/// attendee could open.
 fn absolute_web_url(url: &str, base: Option<&url::Url>) -> Option<String> {
     let url = url.trim();
-    if let Some(web) = crate::model::web_url(url) {
+    if let Some(web) = web_url(url) {
         return Some(web);
     }
     let relative = matches!(
@@ -100,7 +99,7 @@ fn absolute_web_url(url: &str, base: Option<&url::Url>) -> Option<String> {
     if url.is_empty() || !relative {
         return None;
     }
-    crate::model::web_url(base?.join(url).ok()?.as_str())
+    web_url(base?.join(url).ok()?.as_str())
 }
 
 /// A session's page (see [`absolute_web_url`]), else `""` (Lanyard's own
@@ -120,28 +119,26 @@ pub(crate) fn file_link(url: &str, title: &str, base: Option<&url::Url>) -> Opti
     })
 }
 
-impl Client {
-    /// Reads a schedule file for [`import_schedule`](Client::import_schedule)
-    /// into this device's agenda: floating local times are read in the
-    /// file's own zone, else in `time_zone` (the organizer's choice), else in
-    /// the agenda's zone (set by [`set_event`](Client::set_event) or an
-    /// earlier import). With none of them, a file with floating times is
-    /// refused with [`ImportError::NoTimeZone`] and nothing changes.
-    pub fn read_schedule(
-        &self,
-        format: ScheduleFormat,
-        bytes: &[u8],
-        time_zone: Option<&str>,
-    ) -> Result<ImportedSchedule, ReadScheduleError> {
-        let fallback = match time_zone {
-            Some(tz) => Some(tz.to_owned()),
-            None => self.peek_time_zone()?,
-        };
-        Ok(parse_schedule(format, bytes, fallback.as_deref())?)
-    }
+/// Reads a schedule file for [`import_schedule`](crate::import_schedule)
+/// into `client`'s agenda: floating local times are read in the file's own
+/// zone, else in `time_zone` (the organizer's choice), else in the agenda's
+/// zone (set by [`Client::set_event`] or an earlier import). With none of
+/// them, a file with floating times is refused with
+/// [`ImportError::NoTimeZone`] and nothing changes.
+pub fn read_schedule(
+    client: &Client,
+    format: ScheduleFormat,
+    bytes: &[u8],
+    time_zone: Option<&str>,
+) -> Result<ImportedSchedule, ReadScheduleError> {
+    let fallback = match time_zone {
+        Some(tz) => Some(tz.to_owned()),
+        None => client.agenda_time_zone()?,
+    };
+    Ok(parse_schedule(format, bytes, fallback.as_deref())?)
 }
 
-/// Why [`Client::read_schedule`] failed.
+/// Why [`read_schedule`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadScheduleError {

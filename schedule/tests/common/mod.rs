@@ -1,4 +1,4 @@
-//! Helpers shared by client-core's integration tests.
+//! Helpers shared by lanyard-schedule's integration tests.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use lanyard_client_core::Client;

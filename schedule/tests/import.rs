@@ -5,11 +5,12 @@
 
 use std::path::PathBuf;
 
-use lanyard_client_core::import::{
-    parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
-};
 use lanyard_client_core::{Client, ClientError, SessionStatus};
 use lanyard_protocol::Role;
+use lanyard_schedule::import::{
+    parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
+};
+use lanyard_schedule::{import_schedule, read_schedule};
 
 mod common;
 
@@ -53,9 +54,7 @@ fn each_real_schedule_imports_with_its_counts_and_reimports_as_a_no_op() {
         let c = client(Role::Organizer);
         let schedule = parse(file);
         let mut calls = 0;
-        let s = c
-            .import_schedule(&schedule, false, &mut |_| calls += 1)
-            .unwrap();
+        let s = import_schedule(&c, &schedule, false, &mut |_| calls += 1).unwrap();
         assert_eq!(
             (s.sessions, s.rooms, s.days, s.time_zone.as_str()),
             (sessions, rooms, days, tz),
@@ -70,7 +69,7 @@ fn each_real_schedule_imports_with_its_counts_and_reimports_as_a_no_op() {
         assert_eq!(c.event_info().unwrap().time_zone, tz, "{file}");
         let pending = c.status().pending_changes;
 
-        let again = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+        let again = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
         assert_eq!(again.counts.unchanged, sessions, "{file}");
         assert_eq!(
             (
@@ -107,15 +106,15 @@ fn three_hundred() -> ImportedSchedule {
 fn moving_one_session_of_300_is_a_change_of_a_few_hundred_bytes() {
     let c = client(Role::Organizer);
     let mut schedule = three_hundred();
-    let first = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let first = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!(first.counts.added, 300);
 
     let moved = &mut schedule.sessions[123];
-    let id = lanyard_client_core::reimport::key_of(moved);
+    let id = lanyard_schedule::reimport::key_of(moved);
     moved.room = "Hall B".into();
     moved.start_unix += 3600;
     moved.end_unix += 3600;
-    let second = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let second = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!(
         (
             second.counts.changed,
@@ -145,24 +144,24 @@ fn moving_one_session_of_300_is_a_change_of_a_few_hundred_bytes() {
 fn sessions_missing_from_a_reimport_are_cancelled_and_come_back() {
     let c = client(Role::Organizer);
     let mut schedule = parse("frab-camp2019.json");
-    c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     let gone = schedule.sessions.remove(10);
-    let gone_id = lanyard_client_core::reimport::key_of(&gone);
+    let gone_id = lanyard_schedule::reimport::key_of(&gone);
     c.set_bookmark(&gone_id, true).unwrap();
 
-    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let s = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!((s.counts.removed, s.counts.changed), (1, 0));
     assert_eq!(s.sessions, 78);
     let kept = c.session(&gone_id).unwrap().expect("kept, not deleted");
     assert_eq!(kept.status, SessionStatus::Cancelled);
     assert_eq!(c.bookmarks().unwrap(), vec![gone_id.clone()]);
     // Cancelled once is not cancelled again.
-    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let s = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!(s.counts.removed, 0);
     assert_eq!(s.counts.change_bytes, 0);
     // Back in the file: reinstated.
     schedule.sessions.push(gone);
-    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let s = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!(s.counts.changed, 1);
     assert_eq!(
         c.session(&gone_id).unwrap().unwrap().status,
@@ -174,13 +173,13 @@ fn sessions_missing_from_a_reimport_are_cancelled_and_come_back() {
 fn regenerated_guids_match_by_title_and_keep_notes() {
     let c = client(Role::Organizer);
     let mut schedule = parse("pretalx-rc3.json");
-    c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
-    let id = lanyard_client_core::reimport::key_of(&schedule.sessions[5]);
+    import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
+    let id = lanyard_schedule::reimport::key_of(&schedule.sessions[5]);
     c.set_note(&id, "bring a laptop").unwrap();
     for (i, s) in schedule.sessions.iter_mut().enumerate() {
         s.guid = Some(format!("regenerated-{i}"));
     }
-    let s = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let s = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!(
         (s.counts.added, s.counts.removed, s.counts.changed),
         (0, 0, 0),
@@ -194,7 +193,7 @@ fn regenerated_guids_match_by_title_and_keep_notes() {
 fn a_dry_run_writes_nothing_and_attendees_cannot_import() {
     let c = client(Role::Organizer);
     let schedule = parse("pretalx-democon.json");
-    let dry = c.import_schedule(&schedule, true, &mut |_| {}).unwrap();
+    let dry = import_schedule(&c, &schedule, true, &mut |_| {}).unwrap();
     assert!(dry.dry_run);
     assert_eq!(dry.counts.added, 36);
     assert!(dry.counts.change_bytes > 0);
@@ -203,7 +202,7 @@ fn a_dry_run_writes_nothing_and_attendees_cannot_import() {
 
     let a = client(Role::Attendee);
     assert!(matches!(
-        a.import_schedule(&schedule, false, &mut |_| {}),
+        import_schedule(&a, &schedule, false, &mut |_| {}),
         Err(ClientError::OrganizersOnly)
     ));
     assert!(a.sessions().unwrap().is_empty());
@@ -215,9 +214,7 @@ fn a_dry_run_writes_nothing_and_attendees_cannot_import() {
 fn a_utc_file_keeps_the_event_zone_the_organizer_set() {
     let c = client(Role::Organizer);
     c.set_event("PyCon UK", "Europe/London").unwrap();
-    let s = c
-        .import_schedule(&parse("pyconuk2015-schedule.ics"), false, &mut |_| {})
-        .unwrap();
+    let s = import_schedule(&c, &parse("pyconuk2015-schedule.ics"), false, &mut |_| {}).unwrap();
     assert_eq!(s.time_zone, "Europe/London");
     assert_eq!(c.event_info().unwrap().time_zone, "Europe/London");
     assert_eq!(s.days, 4);
@@ -229,7 +226,7 @@ fn a_utc_file_keeps_the_event_zone_the_organizer_set() {
 /// 0-byte no-op re-import into the agenda it came from.
 #[test]
 fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
-    use lanyard_client_core::export::{guid_for, to_ics, to_schedule_json, to_schedule_xml};
+    use lanyard_schedule::export::{guid_for, to_ics, to_schedule_json, to_schedule_xml};
     for file in [
         "frab-camp2019.json",
         "pyconuk2015-schedule.ics",
@@ -237,7 +234,7 @@ fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
         "fosdem-2025.xml",
     ] {
         let c = client(Role::Organizer);
-        c.import_schedule(&parse(file), false, &mut |_| {}).unwrap();
+        import_schedule(&c, &parse(file), false, &mut |_| {}).unwrap();
         let event = c.event_info().unwrap();
         let sessions = c.sessions().unwrap();
         let ics = to_ics(&event, &sessions, 1_700_000_000).unwrap();
@@ -248,14 +245,14 @@ fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
             ("json", parse_schedule_json(json.as_bytes()).unwrap()),
             ("xml", parse_schedule_xml(xml.as_bytes()).unwrap()),
         ] {
-            let again = c.import_schedule(&back, false, &mut |_| {}).unwrap();
+            let again = import_schedule(&c, &back, false, &mut |_| {}).unwrap();
             assert_eq!(
                 (again.counts.unchanged, again.counts.change_bytes),
                 (sessions.len() as u64, 0),
                 "{file} via {format}: {again:?}"
             );
             let fresh = client(Role::Organizer);
-            fresh.import_schedule(&back, false, &mut |_| {}).unwrap();
+            import_schedule(&fresh, &back, false, &mut |_| {}).unwrap();
             let mut want = sessions.clone();
             if format != "ics" {
                 for s in &mut want {
@@ -283,31 +280,31 @@ fn exports_of_a_real_agenda_reimport_to_the_same_sessions() {
 /// file is refused, and an explicit zone does the same as the agenda's.
 #[test]
 fn a_fosdem_export_without_zone_or_dates_gives_the_instants_of_the_original() {
-    use lanyard_client_core::import::{ImportError, ScheduleFormat, ZoneSource};
+    use lanyard_schedule::import::{ImportError, ScheduleFormat, ZoneSource};
     let original = parse("fosdem-2025.xml");
     assert_eq!(original.sessions.len(), 943);
     assert!(!original.floating_times);
     let floating = fixture("fosdem-2025-floating.xml");
 
     let c = client(Role::Organizer);
-    let err = c
-        .read_schedule(ScheduleFormat::Xml, &floating, None)
-        .unwrap_err();
+    let err = read_schedule(&c, ScheduleFormat::Xml, &floating, None).unwrap_err();
     assert!(
         matches!(
             &err,
-            lanyard_client_core::import::ReadScheduleError::Import(ImportError::NoTimeZone { .. })
+            lanyard_schedule::import::ReadScheduleError::Import(ImportError::NoTimeZone { .. })
         ),
         "{err}"
     );
 
     c.set_event("FOSDEM 2025", "Europe/Brussels").unwrap();
-    let from_agenda = c
-        .read_schedule(ScheduleFormat::Xml, &floating, None)
-        .unwrap();
-    let given = client(Role::Organizer)
-        .read_schedule(ScheduleFormat::Xml, &floating, Some("Europe/Brussels"))
-        .unwrap();
+    let from_agenda = read_schedule(&c, ScheduleFormat::Xml, &floating, None).unwrap();
+    let given = read_schedule(
+        &client(Role::Organizer),
+        ScheduleFormat::Xml,
+        &floating,
+        Some("Europe/Brussels"),
+    )
+    .unwrap();
     for read in [&from_agenda, &given] {
         assert!(read.floating_times);
         assert_eq!(read.zone_source, ZoneSource::Fallback);
@@ -326,8 +323,8 @@ fn a_fosdem_export_without_zone_or_dates_gives_the_instants_of_the_original() {
         assert_eq!(read.sessions, original.sessions);
     }
     // Imported into the Brussels agenda, then the original on top: no change.
-    c.import_schedule(&from_agenda, false, &mut |_| {}).unwrap();
-    let again = c.import_schedule(&original, false, &mut |_| {}).unwrap();
+    import_schedule(&c, &from_agenda, false, &mut |_| {}).unwrap();
+    let again = import_schedule(&c, &original, false, &mut |_| {}).unwrap();
     assert_eq!(again.counts.change_bytes, 0, "{again:?}");
 }
 
@@ -337,7 +334,7 @@ fn a_fosdem_export_without_zone_or_dates_gives_the_instants_of_the_original() {
 fn a_new_link_in_a_reimport_changes_only_that_session() {
     let c = client(Role::Organizer);
     let mut schedule = parse("fosdem-2025.xml");
-    c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     let talk = &mut schedule.sessions[100];
     let id = talk.guid.clone().unwrap();
     let before = talk.links.len();
@@ -345,7 +342,7 @@ fn a_new_link_in_a_reimport_changes_only_that_session() {
         "https://video.fosdem.org/2025/ud2120/talk.av1.webm",
         "Video recording (AV1/WebM)",
     ));
-    let again = c.import_schedule(&schedule, false, &mut |_| {}).unwrap();
+    let again = import_schedule(&c, &schedule, false, &mut |_| {}).unwrap();
     assert_eq!(
         (again.counts.changed, again.counts.unchanged),
         (1, 942),

@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use lanyard_client_core::export::{to_schedule_json, to_schedule_xml};
-use lanyard_client_core::import::{parse_schedule, ImportedSchedule, ScheduleFormat};
 use lanyard_client_core::{Client, NewSession};
 use lanyard_protocol::Role;
+use lanyard_schedule::export::{to_schedule_json, to_schedule_xml};
+use lanyard_schedule::import::{parse_schedule, ImportedSchedule, ScheduleFormat};
+use lanyard_schedule::import_schedule;
 
 mod common;
 use serde_json::Value;
@@ -99,7 +100,7 @@ fn exports_of_every_real_agenda_validate_against_the_c3voc_schemas() {
     ] {
         // An event id the acronym patterns refuse as it is.
         let c = organizer("Fosdem-2025.Main");
-        c.import_schedule(&parse(file), false, &mut |_| {}).unwrap();
+        import_schedule(&c, &parse(file), false, &mut |_| {}).unwrap();
         let event = c.event_info().unwrap();
         let sessions = c.sessions().unwrap();
 

@@ -11,8 +11,8 @@
 //! re-import matches on.
 //!
 //! ```
-//! use lanyard_client_core::export::{guid_for, to_ics, to_schedule_xml};
-//! use lanyard_client_core::import::{parse_ics, parse_schedule_xml};
+//! use lanyard_schedule::export::{guid_for, to_ics, to_schedule_xml};
+//! use lanyard_schedule::import::{parse_ics, parse_schedule_xml};
 //! use lanyard_client_core::{EventInfo, Link, Session};
 //! let event = EventInfo { id: "conf".into(), name: "Conf".into(), time_zone: "Europe/Berlin".into() };
 //! let talk = Session {
@@ -39,12 +39,12 @@ use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use lanyard_client_core::model::is_web_url;
+use lanyard_client_core::{ClientError, EventInfo, Session, SessionStatus};
 use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 use serde_json::{json, Value};
 
-use crate::error::ClientError;
 use crate::import::ics::{LANGUAGE_PROPERTY, LINKS_PROPERTY, SPEAKERS_PROPERTY, TYPE_PROPERTY};
-use crate::model::{is_web_url, EventInfo, Session, SessionStatus};
 
 fn instant(unix: i64) -> Result<Timestamp, ClientError> {
     Timestamp::from_second(unix).map_err(|e| ClientError::Time(e.to_string()))
@@ -334,8 +334,10 @@ impl<'a> Days<'a> {
 
     /// The start and end of a date in the event's zone (midnight to midnight).
     fn bounds(&self, date: jiff::civil::Date) -> Result<(String, String), ClientError> {
-        let (from, to) =
-            crate::time::day_bounds(&date.to_string(), self.tz.iana_name().unwrap_or("UTC"))?;
+        let (from, to) = lanyard_client_core::time::day_bounds(
+            &date.to_string(),
+            self.tz.iana_name().unwrap_or("UTC"),
+        )?;
         Ok((self.rfc3339(from)?, self.rfc3339(to)?))
     }
 
@@ -596,11 +598,12 @@ fn write_xml_event(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use lanyard_client_core::Link;
+
     use super::*;
     use crate::import::{
         parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule, ImportedSession,
     };
-    use crate::model::Link;
 
     fn session(id: &str, title: &str, start: i64, status: SessionStatus) -> Session {
         Session {
