@@ -38,8 +38,15 @@ fn down(dev: &mut Device, actions: &[ServerAction]) -> (Vec<ClientMsg>, Vec<Clie
     (send, events)
 }
 
-/// Connects a device and runs its exchanges until nothing more is sent.
-fn join(f: &mut Fixture, conn: ConnId, token: String, actor: u8) -> Device {
+/// Connects a fresh device (actor `[actor; 16]`) of `user` with `role` on
+/// `device`, and runs its exchanges until nothing more is sent.
+fn join(
+    f: &mut Fixture,
+    conn: ConnId,
+    (user, role, device): (&str, Role, &str),
+    actor: u8,
+) -> Device {
+    let token = f.token(user, role, device, IN_AN_HOUR);
     let replica = Replica::new(ActorId::from(&[actor; 16][..]));
     join_with(f, conn, token, replica)
 }
@@ -76,10 +83,8 @@ fn holds(dev: &Device, doc: &DocId, key: &str) -> bool {
 #[test]
 fn a_dropped_push_is_found_by_the_heads_beacon_and_repaired() {
     let mut f = fixture();
-    let token = f.token("org", Role::Organizer, "laptop", IN_AN_HOUR);
-    let mut org = join(&mut f, 1, token, 1);
-    let token = f.token("ann", Role::Attendee, "phone", IN_AN_HOUR);
-    let mut att = join(&mut f, 2, token, 2);
+    let mut org = join(&mut f, 1, ("org", Role::Organizer, "laptop"), 1);
+    let mut att = join(&mut f, 2, ("ann", Role::Attendee, "phone"), 2);
     let agenda = f.agenda();
     let first = organizer_edit(&mut f, &mut org, "first", NOW);
     down(&mut att, &first);
@@ -116,10 +121,8 @@ fn a_dropped_push_is_found_by_the_heads_beacon_and_repaired() {
 #[test]
 fn a_device_behind_its_outbox_bound_gets_one_catch_up_when_it_drains() {
     let mut f = fixture();
-    let token = f.token("org", Role::Organizer, "laptop", IN_AN_HOUR);
-    let mut org = join(&mut f, 1, token, 1);
-    let token = f.token("ann", Role::Attendee, "phone", IN_AN_HOUR);
-    let mut att = join(&mut f, 2, token, 2);
+    let mut org = join(&mut f, 1, ("org", Role::Organizer, "laptop"), 1);
+    let mut att = join(&mut f, 2, ("ann", Role::Attendee, "phone"), 2);
     let agenda = f.agenda();
     // The driver drops the first broadcast for the attendee (its outbox is
     // full) and reports it.
@@ -167,8 +170,7 @@ fn a_device_behind_its_outbox_bound_gets_one_catch_up_when_it_drains() {
 #[test]
 fn a_change_that_overtakes_the_catch_up_is_not_received_early_nor_asked_for_twice() {
     let mut f = fixture();
-    let token = f.token("org", Role::Organizer, "laptop", IN_AN_HOUR);
-    let mut org = join(&mut f, 1, token, 1);
+    let mut org = join(&mut f, 1, ("org", Role::Organizer, "laptop"), 1);
     let agenda = f.agenda();
     // An agenda large enough for a snapshot catch-up.
     for i in 0..40 {
