@@ -84,11 +84,6 @@ impl TestKey {
         }
     }
 
-    /// The key pair itself.
-    pub fn pair(&self) -> &Ed25519KeyPair {
-        &self.pair
-    }
-
     /// The public key, as [`ServerConfig::token_key`] takes it.
     pub fn public_key(&self) -> Vec<u8> {
         self.pair.public_key().as_ref().to_vec()
@@ -165,14 +160,6 @@ impl Fixture {
     /// The event's agenda.
     pub fn agenda(&self) -> DocId {
         DocId::Agenda(self.event.clone())
-    }
-
-    /// `user`'s own document of the event.
-    pub fn own_doc(&self, user: &str) -> DocId {
-        DocId::Attendee(
-            self.event.clone(),
-            UserId::new(user).expect("a valid user id"),
-        )
     }
 
     /// A token for `user` with `role` on `device`, for the event, expiring at
