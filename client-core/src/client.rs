@@ -1115,22 +1115,15 @@ pub(crate) fn persist_sync(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use lanyard_protocol::{cert_pin, token, DeviceId, EventId, UserId};
-    use ring::signature::Ed25519KeyPair;
+    use lanyard_protocol::cert_pin;
+    use lanyard_protocol::testing::{event, TestKey};
 
     fn link(role: Role, user: &str) -> String {
-        let key = Ed25519KeyPair::from_seed_unchecked(&[3; 32]).unwrap();
-        let claims = TokenClaims {
-            event: EventId::new("conf").unwrap(),
-            user: UserId::new(user).unwrap(),
-            role,
-            device: DeviceId::new("d").unwrap(),
-            expires_at: 4_000_000_000,
-        };
+        let event = event();
         JoinLink {
             server: "127.0.0.1:9".into(),
-            event: claims.event.clone(),
-            token: token::sign(&claims, &key),
+            token: TestKey::new(3).token(&event, user, role, "d", 4_000_000_000),
+            event,
             pin: cert_pin(b"c"),
         }
         .to_string()

@@ -4,7 +4,8 @@
 //! messages round-trip.
 #![no_main]
 
-use lanyard_protocol::wire::{self, FrameDecoder, FrameError};
+use lanyard_protocol::testing::{frames, round_trip};
+use lanyard_protocol::wire::FrameError;
 use lanyard_protocol::{ClientMsg, ServerMsg};
 use libfuzzer_sys::fuzz_target;
 
@@ -13,39 +14,6 @@ struct Input {
     limit: u8,
     cuts: Vec<u8>,
     data: Vec<u8>,
-}
-
-/// What a decoder yields: the frame bodies, then how it stopped.
-fn frames(limit: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Result<(), FrameError>) {
-    let mut d = FrameDecoder::new(limit);
-    let mut out = Vec::new();
-    for chunk in chunks {
-        d.push(chunk);
-        loop {
-            match d.next_frame() {
-                Ok(Some(body)) => {
-                    assert!(body.len() <= limit, "body over the limit");
-                    out.push(body);
-                }
-                Ok(None) => break,
-                Err(e) => return (out, Err(e)),
-            }
-        }
-    }
-    let end = d.finish();
-    (out, end)
-}
-
-fn round_trip<M>(body: &[u8])
-where
-    M: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
-{
-    if let Ok(m) = wire::decode::<M>(body) {
-        let frame = wire::encode(&m);
-        let again: M = wire::decode(&frame[wire::HEADER_LEN..])
-            .unwrap_or_else(|e| panic!("re-encoded {m:?} does not decode: {e}"));
-        assert_eq!(again, m);
-    }
 }
 
 fuzz_target!(|input: Input| {
@@ -70,7 +38,7 @@ fuzz_target!(|input: Input| {
         assert!(len > l);
     }
     for body in &bodies {
-        round_trip::<ClientMsg>(body);
-        round_trip::<ServerMsg>(body);
+        let _ = round_trip::<ClientMsg>(body);
+        let _ = round_trip::<ServerMsg>(body);
     }
 });

@@ -1,93 +1,19 @@
-//! Shared helpers of Lanyard's fuzz targets: Automerge change chunks whose
-//! checksum is fixed up after mutation, a pool of real changes, signed tokens
-//! with a fixed key, and the structured scenario the `server_core` target runs.
+//! Shared helpers of Lanyard's fuzz targets: a pool of real Automerge changes
+//! (mutated with their checksum fixed up by `lanyard_protocol::testing`),
+//! tokens pre-signed with the harness's key, and the structured scenario the
+//! `server_core` target runs.
 
 use std::sync::OnceLock;
 
 use automerge::marks::{ExpandMark, Mark};
 use automerge::transaction::{CommitOptions, Transactable as _};
 use automerge::{ActorId, Automerge, Change, ObjType, ReadDoc as _, ScalarValue, ROOT};
-use lanyard_protocol::wire::{self, Hash, HEADER_LEN};
-use lanyard_protocol::{
-    token, DeviceId, DocId, EventId, Millis, Role, ServerAction, ServerConfig, ServerCore,
-    ServerMsg, TokenClaims, UserId,
+use lanyard_protocol::testing::{
+    self, body_start, checksum_ok, event, fix_checksum, hello, honest_change, TestKey, IN_AN_HOUR,
+    NOW,
 };
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
-
-/// The clock every target runs at.
-pub const NOW: Millis = Millis::from_secs(1_700_000_000);
-
-/// Automerge chunk magic bytes.
-pub const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-
-/// Offset of the chunk type byte: magic (4) and checksum (4) come first.
-const TYPE_AT: usize = 8;
-
-/// Appends `v` as unsigned LEB128.
-pub fn write_uleb(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Reads unsigned LEB128 at the start of `bytes`: the value and its length.
-pub fn read_uleb(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut v = 0u64;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((v, i + 1));
-        }
-    }
-    None
-}
-
-/// Where the body of a chunk starts (after magic, checksum, type and LEB128
-/// length), when the header is readable.
-pub fn body_start(chunk: &[u8]) -> Option<usize> {
-    if chunk.len() <= TYPE_AT || chunk[..4] != MAGIC {
-        return None;
-    }
-    let (_, n) = read_uleb(&chunk[TYPE_AT + 1..])?;
-    Some(TYPE_AT + 1 + n)
-}
-
-/// Rebuilds the header of an Automerge chunk around its (possibly mutated)
-/// body: the length becomes the body's real length and the checksum the first
-/// 4 bytes of SHA-256 over `chunk type || LEB128 length || body`, exactly as
-/// `automerge::storage::chunk::Header` computes it. Everything after the
-/// header counts as the body. Bytes without a readable header come back as
-/// they are.
-pub fn fix_checksum(chunk: &[u8]) -> Vec<u8> {
-    let Some(start) = body_start(chunk) else {
-        return chunk.to_vec();
-    };
-    let body = &chunk[start..];
-    let mut typed = vec![chunk[TYPE_AT]];
-    write_uleb(&mut typed, body.len() as u64);
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&typed);
-    ctx.update(body);
-    let digest = ctx.finish();
-    let mut out = Vec::with_capacity(8 + typed.len() + body.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&digest.as_ref()[..4]);
-    out.extend_from_slice(&typed);
-    out.extend_from_slice(body);
-    out
-}
-
-/// Whether the chunk's stored checksum matches its contents (what
-/// `Automerge::load` insists on).
-pub fn checksum_ok(chunk: &[u8]) -> bool {
-    body_start(chunk).is_some() && fix_checksum(chunk) == chunk
-}
+use lanyard_protocol::wire::{self, Hash};
+use lanyard_protocol::{DocId, EventId, Role, ServerAction, ServerCore, ServerMsg, UserId};
 
 /// Real Automerge changes (raw chunks) covering many op kinds: scalars of
 /// every type, nested maps and lists, text with marks, counters and their
@@ -197,53 +123,34 @@ fn build_pool() -> Vec<Vec<u8>> {
     pool
 }
 
-/// The signing key of every target's server (fixed seed).
-pub fn key() -> &'static Ed25519KeyPair {
-    static KEY: OnceLock<Ed25519KeyPair> = OnceLock::new();
-    KEY.get_or_init(|| {
-        Ed25519KeyPair::from_seed_unchecked(&[9; 32])
-            .unwrap_or_else(|e| panic!("fixed seed is a valid key: {e}"))
-    })
-}
-
-/// The event every target uses.
-pub fn event() -> EventId {
-    id(EventId::new("conf"))
+/// The signing key of every target's server (seed 9).
+fn key() -> &'static TestKey {
+    static KEY: OnceLock<TestKey> = OnceLock::new();
+    KEY.get_or_init(|| TestKey::new(9))
 }
 
 fn id<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("fixed id is valid: {e:?}"))
 }
 
-/// A token for `user` with `role`, valid at [`NOW`].
-pub fn sign(user: &str, role: Role, expires_at: u64, event: &EventId) -> String {
-    token::sign(
-        &TokenClaims {
-            event: event.clone(),
-            user: id(UserId::new(user)),
-            role,
-            device: id(DeviceId::new("dev")),
-            expires_at,
-        },
-        key(),
-    )
-}
-
-/// Pre-signed tokens (signing per execution would dominate the run time).
+/// Pre-signed tokens, all on device `dev` (signing per execution would
+/// dominate the run time).
 pub fn tokens() -> &'static [String; 5] {
     static TOKENS: OnceLock<[String; 5]> = OnceLock::new();
     TOKENS.get_or_init(|| {
         let e = event();
+        let k = key();
         [
-            sign("org", Role::Organizer, NOW.as_secs() + 3600, &e),
-            sign("ann", Role::Attendee, NOW.as_secs() + 3600, &e),
-            sign("bob", Role::Attendee, NOW.as_secs() + 3600, &e),
-            sign("ann", Role::Attendee, NOW.as_secs() - 1, &e),
-            sign(
+            k.token(&e, "org", Role::Organizer, "dev", IN_AN_HOUR),
+            k.token(&e, "ann", Role::Attendee, "dev", IN_AN_HOUR),
+            k.token(&e, "bob", Role::Attendee, "dev", IN_AN_HOUR),
+            k.token(&e, "ann", Role::Attendee, "dev", NOW.as_secs() - 1),
+            k.token(
+                &id(EventId::new("other")),
                 "org",
                 Role::Organizer,
-                NOW.as_secs() + 3600,
-                &id(EventId::new("other")),
+                "dev",
+                IN_AN_HOUR,
             ),
         ]
     })
@@ -251,10 +158,7 @@ pub fn tokens() -> &'static [String; 5] {
 
 /// A fresh server with the fixed key and default limits.
 pub fn server() -> ServerCore {
-    ServerCore::new(ServerConfig {
-        token_key: key().public_key().as_ref().to_vec(),
-        limits: Default::default(),
-    })
+    key().server(Default::default())
 }
 
 /// Which document a message names.
@@ -716,58 +620,17 @@ pub fn check_actions(
     actions: &[ServerAction],
     persisted: &mut Vec<(DocId, Vec<u8>)>,
 ) -> Vec<(u64, ServerMsg)> {
-    let mut sent = Vec::new();
+    let sent = testing::sent(actions);
+    persisted.extend(testing::persisted(actions));
     for a in actions {
-        for (conn, frame) in a.sends() {
-            assert!(frame.len() >= HEADER_LEN, "frame without header");
-            let mut h = [0u8; HEADER_LEN];
-            h.copy_from_slice(&frame[..HEADER_LEN]);
-            assert_eq!(
-                u32::from_be_bytes(h) as usize,
-                frame.len() - HEADER_LEN,
-                "frame header disagrees with its body"
+        if let ServerAction::Close { conn, .. } = a {
+            assert!(
+                server.session(*conn).is_none(),
+                "a closed session is still open"
             );
-            let msg: ServerMsg = wire::decode(&frame[HEADER_LEN..])
-                .unwrap_or_else(|e| panic!("server sent an undecodable frame: {e}"));
-            sent.push((conn, msg));
-        }
-        match a {
-            ServerAction::Send { .. } | ServerAction::Broadcast { .. } => {}
-            ServerAction::Persist { doc, changes } => {
-                for c in changes {
-                    persisted.push((doc.clone(), c.clone()));
-                }
-            }
-            ServerAction::Close { conn, .. } => {
-                assert!(
-                    server.session(*conn).is_none(),
-                    "a closed session is still open"
-                );
-            }
         }
     }
     sent
-}
-
-/// The actor of the honest organizer that pushes after the fuzzed steps.
-pub const HONEST_ACTOR: [u8; 16] = *b"honest-organizer";
-
-/// A change of [`HONEST_ACTOR`] with no dependencies: any server must accept it.
-pub fn honest_change() -> &'static (Vec<u8>, Hash) {
-    static HONEST: OnceLock<(Vec<u8>, Hash)> = OnceLock::new();
-    HONEST.get_or_init(|| {
-        let mut am = Automerge::new().with_actor(ActorId::from(&HONEST_ACTOR[..]));
-        let mut tx = am.transaction();
-        tx.put(ROOT, "honest", "still answered")
-            .unwrap_or_else(|e| panic!("honest put: {e}"));
-        tx.commit();
-        let c = am
-            .get_changes(&[])
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("honest change"));
-        (c.raw_bytes().to_vec(), c.hash().0)
-    })
 }
 
 /// Whether to leave out of pushes the changes that hit the known Automerge
@@ -969,18 +832,7 @@ fn check_reload(server: &ServerCore, persisted: &[(DocId, Vec<u8>)]) {
 /// limits reached by the fuzzed sessions do not apply).
 fn honest_token() -> &'static String {
     static TOKEN: OnceLock<String> = OnceLock::new();
-    TOKEN.get_or_init(|| {
-        token::sign(
-            &TokenClaims {
-                event: event(),
-                user: id(UserId::new("org")),
-                role: Role::Organizer,
-                device: id(DeviceId::new("honest")),
-                expires_at: NOW.as_secs() + 3600,
-            },
-            key(),
-        )
-    })
+    TOKEN.get_or_init(|| key().token(&event(), "org", Role::Organizer, "honest", IN_AN_HOUR))
 }
 
 /// An honest organizer connecting now still gets a Welcome and its push acked.
@@ -988,16 +840,7 @@ fn check_honest_push(server: &mut ServerCore, persisted: &mut Vec<(DocId, Vec<u8
     use lanyard_protocol::ClientMsg;
     const HONEST: u64 = 100;
     server.connect(HONEST);
-    let actions = server.handle(
-        NOW,
-        HONEST,
-        ClientMsg::Hello {
-            event: event(),
-            token: honest_token().clone(),
-            docs: Vec::new(),
-            installation: [0; 16],
-        },
-    );
+    let actions = server.handle(NOW, HONEST, hello(&event(), honest_token()));
     let sent = check_actions(server, &actions, persisted);
     assert!(
         sent.iter()

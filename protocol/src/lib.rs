@@ -13,6 +13,8 @@
 //! * [`server`]: the server side: [`ServerCore`] with authorization and fan-out.
 //! * [`time`]: [`Millis`], the time the drivers pass in, and the reconnect
 //!   [`Backoff`] both the device driver and the simulation run.
+//! * `testing` (feature `testing`): the harness shared by the tests, the
+//!   fuzz targets and the cross-crate tests.
 //!
 //! ## The sync model
 //!
@@ -80,6 +82,8 @@ pub mod client;
 pub mod ids;
 pub mod link;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod token;
 pub mod wire;

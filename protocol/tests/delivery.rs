@@ -8,21 +8,15 @@
 
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ReadDoc as _, ROOT};
-use bytes::Bytes;
-use lanyard_protocol::wire::{self, HEADER_LEN};
+use lanyard_protocol::testing::{sent_to, Fixture, IN_AN_HOUR, NOW};
 use lanyard_protocol::{
-    token, ClientEvent, ClientMsg, ClientSession, ConnId, DeviceId, DocId, ErrorCode, EventId,
-    Limits, Millis, Replica, Role, ServerAction, ServerConfig, ServerCore, ServerMsg, TokenClaims,
-    UserId,
+    ClientEvent, ClientMsg, ClientSession, ConnId, DocId, ErrorCode, Millis, Replica, Role,
+    ServerAction, ServerMsg,
 };
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-const NOW: Millis = Millis::from_secs(1_700_000_000);
-
-struct Fixture {
-    server: ServerCore,
-    key: Ed25519KeyPair,
-    event: EventId,
+/// The server of these tests: key seed 5.
+fn fixture() -> Fixture {
+    Fixture::new(5)
 }
 
 /// One device: its replica and its session.
@@ -32,97 +26,39 @@ struct Device {
     session: ClientSession,
 }
 
-fn decode(frame: &Bytes) -> ServerMsg {
-    wire::decode(&frame[HEADER_LEN..]).unwrap()
+/// Delivers to the device what `actions` send it; returns what it sends back.
+fn down(dev: &mut Device, actions: &[ServerAction]) -> (Vec<ClientMsg>, Vec<ClientEvent>) {
+    let mut send = Vec::new();
+    let mut events = Vec::new();
+    for m in sent_to(dev.conn, actions) {
+        let out = dev.session.handle(&mut dev.replica, m).unwrap();
+        send.extend(out.send);
+        events.extend(out.events);
+    }
+    (send, events)
 }
 
-/// The messages `actions` send to `conn`, in order.
-fn to(conn: ConnId, actions: &[ServerAction]) -> Vec<ServerMsg> {
-    actions
-        .iter()
-        .flat_map(ServerAction::sends)
-        .filter(|(c, _)| *c == conn)
-        .map(|(_, f)| decode(f))
-        .collect()
+/// Connects a fresh device (actor `[actor; 16]`) of `user` with `role` on
+/// `device`, and runs its exchanges until nothing more is sent.
+fn join(
+    f: &mut Fixture,
+    conn: ConnId,
+    (user, role, device): (&str, Role, &str),
+    actor: u8,
+) -> Device {
+    let token = f.token(user, role, device, IN_AN_HOUR);
+    let replica = Replica::new(ActorId::from(&[actor; 16][..]));
+    join_with(f, conn, token, replica)
 }
 
-impl Fixture {
-    fn new() -> Fixture {
-        let key = Ed25519KeyPair::from_seed_unchecked(&[5; 32]).unwrap();
-        let server = ServerCore::new(ServerConfig {
-            token_key: key.public_key().as_ref().to_vec(),
-            limits: Limits::default(),
-        });
-        Fixture {
-            server,
-            key,
-            event: EventId::new("conf").unwrap(),
-        }
-    }
-
-    fn agenda(&self) -> DocId {
-        DocId::Agenda(self.event.clone())
-    }
-
-    fn token(&self, user: &str, role: Role, device: &str) -> String {
-        token::sign(
-            &TokenClaims {
-                event: self.event.clone(),
-                user: UserId::new(user).unwrap(),
-                role,
-                device: DeviceId::new(device).unwrap(),
-                expires_at: NOW.as_secs() + 3600,
-            },
-            &self.key,
-        )
-    }
-
-    /// Feeds messages from `conn` to the server at `now`.
-    fn up(&mut self, now: Millis, conn: ConnId, msgs: Vec<ClientMsg>) -> Vec<ServerAction> {
-        msgs.into_iter()
-            .flat_map(|m| self.server.handle(now, conn, m))
-            .collect()
-    }
-
-    /// Delivers to the device what `actions` send it; returns what it sends back.
-    fn down(dev: &mut Device, actions: &[ServerAction]) -> (Vec<ClientMsg>, Vec<ClientEvent>) {
-        let mut send = Vec::new();
-        let mut events = Vec::new();
-        for m in to(dev.conn, actions) {
-            let out = dev.session.handle(&mut dev.replica, m).unwrap();
-            send.extend(out.send);
-            events.extend(out.events);
-        }
-        (send, events)
-    }
-
-    /// Connects a device and runs its exchanges until nothing more is sent.
-    fn join(&mut self, conn: ConnId, token: String, actor: u8) -> Device {
-        let replica = Replica::new(ActorId::from(&[actor; 16][..]));
-        self.join_with(conn, token, replica)
-    }
-
-    fn join_with(&mut self, conn: ConnId, token: String, replica: Replica) -> Device {
-        self.server.connect(conn);
-        let (session, msgs) = ClientSession::start(self.event.clone(), token, &replica);
-        let mut dev = Device {
-            conn,
-            replica,
-            session,
-        };
-        self.settle(&mut dev, msgs);
-        dev
-    }
-
-    fn settle(&mut self, dev: &mut Device, mut msgs: Vec<ClientMsg>) {
-        for _ in 0..20 {
-            if msgs.is_empty() {
-                return;
-            }
-            let actions = self.up(NOW, dev.conn, std::mem::take(&mut msgs));
-            msgs = Self::down(dev, &actions).0;
-        }
-        panic!("the device did not settle");
+fn join_with(f: &mut Fixture, conn: ConnId, token: String, mut replica: Replica) -> Device {
+    f.server.connect(conn);
+    let (mut session, msgs) = ClientSession::start(f.event.clone(), token, &replica);
+    f.settle(conn, &mut session, &mut replica, msgs);
+    Device {
+        conn,
+        replica,
+        session,
     }
 }
 
@@ -133,8 +69,8 @@ fn organizer_edit(f: &mut Fixture, org: &mut Device, key: &str, now: Millis) -> 
     tx.put(ROOT, key, "v").unwrap();
     tx.commit();
     let push = org.session.local_change(&org.replica, &agenda);
-    let actions = f.up(now, org.conn, push);
-    Fixture::down(org, &actions);
+    let actions = f.handle(now, org.conn, push);
+    down(org, &actions);
     actions
 }
 
@@ -146,15 +82,15 @@ fn holds(dev: &Device, doc: &DocId, key: &str) -> bool {
 
 #[test]
 fn a_dropped_push_is_found_by_the_heads_beacon_and_repaired() {
-    let mut f = Fixture::new();
-    let mut org = f.join(1, f.token("org", Role::Organizer, "laptop"), 1);
-    let mut att = f.join(2, f.token("ann", Role::Attendee, "phone"), 2);
+    let mut f = fixture();
+    let mut org = join(&mut f, 1, ("org", Role::Organizer, "laptop"), 1);
+    let mut att = join(&mut f, 2, ("ann", Role::Attendee, "phone"), 2);
     let agenda = f.agenda();
     let first = organizer_edit(&mut f, &mut org, "first", NOW);
-    Fixture::down(&mut att, &first);
+    down(&mut att, &first);
     // The second change's push to the attendee is lost on purpose.
     let actions = organizer_edit(&mut f, &mut org, "second", NOW);
-    assert_eq!(to(2, &actions).len(), 1, "one push for the attendee");
+    assert_eq!(sent_to(2, &actions).len(), 1, "one push for the attendee");
     assert!(holds(&att, &agenda, "first"));
     assert!(!holds(&att, &agenda, "second"));
     // Nothing else happens: the server's timer is bounded.
@@ -162,31 +98,31 @@ fn a_dropped_push_is_found_by_the_heads_beacon_and_repaired() {
     assert!(due.since(NOW) <= lanyard_protocol::server::BEACON_AFTER);
     assert!(f.server.handle_timeout(NOW).is_empty(), "not due yet");
     let beacon = f.server.handle_timeout(due);
-    let heads: Vec<ServerMsg> = to(2, &beacon);
+    let heads: Vec<ServerMsg> = sent_to(2, &beacon);
     assert!(
         matches!(heads.as_slice(), [ServerMsg::Heads { .. }]),
         "{heads:?}"
     );
     assert_eq!(f.server.poll_timeout(), None, "one beacon per quiet period");
     // The attendee finds it lacks the heads and asks; the catch-up repairs it.
-    let (asks, _) = Fixture::down(&mut att, &beacon);
+    let (asks, _) = down(&mut att, &beacon);
     assert!(
         matches!(asks.as_slice(), [ClientMsg::Resync { .. }]),
         "{asks:?}"
     );
-    f.settle(&mut att, asks);
+    f.settle(att.conn, &mut att.session, &mut att.replica, asks);
     assert!(holds(&att, &agenda, "second"));
     assert!(att.session.is_settled(&att.replica));
     // A device that holds everything answers a beacon with nothing.
-    let org_msgs = Fixture::down(&mut org, &beacon).0;
+    let org_msgs = down(&mut org, &beacon).0;
     assert!(org_msgs.is_empty(), "{org_msgs:?}");
 }
 
 #[test]
 fn a_device_behind_its_outbox_bound_gets_one_catch_up_when_it_drains() {
-    let mut f = Fixture::new();
-    let mut org = f.join(1, f.token("org", Role::Organizer, "laptop"), 1);
-    let mut att = f.join(2, f.token("ann", Role::Attendee, "phone"), 2);
+    let mut f = fixture();
+    let mut org = join(&mut f, 1, ("org", Role::Organizer, "laptop"), 1);
+    let mut att = join(&mut f, 2, ("ann", Role::Attendee, "phone"), 2);
     let agenda = f.agenda();
     // The driver drops the first broadcast for the attendee (its outbox is
     // full) and reports it.
@@ -204,13 +140,16 @@ fn a_device_behind_its_outbox_bound_gets_one_catch_up_when_it_drains() {
     // While it is behind, nothing more is queued for it.
     for i in 1..50 {
         let actions = organizer_edit(&mut f, &mut org, &format!("k{i}"), NOW);
-        assert!(to(2, &actions).is_empty(), "change {i} was queued for it");
+        assert!(
+            sent_to(2, &actions).is_empty(),
+            "change {i} was queued for it"
+        );
     }
     // Drained: one catch-up, and the device holds all 50 changes.
     let catch_up = f.server.drained(2);
-    let msgs = to(2, &catch_up);
+    let msgs = sent_to(2, &catch_up);
     assert!(!msgs.is_empty() && msgs.len() <= 2, "{msgs:?}");
-    let (back, events) = Fixture::down(&mut att, &catch_up);
+    let (back, events) = down(&mut att, &catch_up);
     assert!(back.is_empty(), "{back:?}");
     let received: usize = events
         .iter()
@@ -223,15 +162,15 @@ fn a_device_behind_its_outbox_bound_gets_one_catch_up_when_it_drains() {
     assert!((0..50).all(|i| holds(&att, &agenda, &format!("k{i}"))));
     // From then on it is fanned out to again.
     let actions = organizer_edit(&mut f, &mut org, "after", NOW);
-    Fixture::down(&mut att, &actions);
+    down(&mut att, &actions);
     assert!(holds(&att, &agenda, "after"));
     assert!(f.server.drained(2).is_empty(), "no second catch-up");
 }
 
 #[test]
 fn a_change_that_overtakes_the_catch_up_is_not_received_early_nor_asked_for_twice() {
-    let mut f = Fixture::new();
-    let mut org = f.join(1, f.token("org", Role::Organizer, "laptop"), 1);
+    let mut f = fixture();
+    let mut org = join(&mut f, 1, ("org", Role::Organizer, "laptop"), 1);
     let agenda = f.agenda();
     // An agenda large enough for a snapshot catch-up.
     for i in 0..40 {
@@ -240,14 +179,14 @@ fn a_change_that_overtakes_the_catch_up_is_not_received_early_nor_asked_for_twic
         tx.commit();
     }
     let push = org.session.local_change(&org.replica, &agenda);
-    let actions = f.up(NOW, 1, push);
-    Fixture::down(&mut org, &actions);
+    let actions = f.handle(NOW, 1, push);
+    down(&mut org, &actions);
     // An empty device says Hello; the Welcome announces a catch-up that follows.
     f.server.connect(2);
     let replica = Replica::new(ActorId::from(&[2u8; 16][..]));
     let (session, hello) = ClientSession::start(
         f.event.clone(),
-        f.token("ann", Role::Attendee, "phone"),
+        f.token("ann", Role::Attendee, "phone", IN_AN_HOUR),
         &replica,
     );
     let mut att = Device {
@@ -255,15 +194,15 @@ fn a_change_that_overtakes_the_catch_up_is_not_received_early_nor_asked_for_twic
         replica,
         session,
     };
-    let welcome = f.up(NOW, 2, hello);
-    let welcome_msgs = to(2, &welcome);
+    let welcome = f.handle(NOW, 2, hello);
+    let welcome_msgs = sent_to(2, &welcome);
     assert!(welcome_msgs.len() >= 2, "a Welcome and a catch-up");
     // A new change is pushed to it before the catch-up arrives.
     let fanout = organizer_edit(&mut f, &mut org, "late", NOW);
     let (first, rest) = welcome_msgs.split_first().unwrap();
     let out = att.session.handle(&mut att.replica, first.clone()).unwrap();
     assert!(out.send.is_empty(), "{:?}", out.send);
-    for m in to(2, &fanout) {
+    for m in sent_to(2, &fanout) {
         let out = att.session.handle(&mut att.replica, m).unwrap();
         assert!(
             out.send.is_empty(),
@@ -296,16 +235,16 @@ fn a_change_that_overtakes_the_catch_up_is_not_received_early_nor_asked_for_twic
 
 #[test]
 fn a_reconnecting_installation_replaces_its_lingering_session() {
-    let mut f = Fixture::new();
-    let token = f.token("ann", Role::Attendee, "phone");
+    let mut f = fixture();
+    let token = f.token("ann", Role::Attendee, "phone", IN_AN_HOUR);
     let mut replica = Replica::new(ActorId::from(&[3u8; 16][..]));
     replica.set_installation([7; 16]);
-    let old = f.join_with(1, token.clone(), replica);
+    let old = join_with(&mut f, 1, token.clone(), replica);
     // The goodbye of connection 1 was lost; the same installation comes back.
     f.server.connect(2);
     let (_, hello) = ClientSession::start(f.event.clone(), token.clone(), &old.replica);
-    let actions = f.up(NOW, 2, hello);
-    let to_old = to(1, &actions);
+    let actions = f.handle(NOW, 2, hello);
+    let to_old = sent_to(1, &actions);
     assert!(
         matches!(
             to_old.as_slice(),
@@ -316,14 +255,14 @@ fn a_reconnecting_installation_replaces_its_lingering_session() {
         ),
         "{to_old:?}"
     );
-    assert!(matches!(to(2, &actions)[0], ServerMsg::Welcome { .. }));
+    assert!(matches!(sent_to(2, &actions)[0], ServerMsg::Welcome { .. }));
     assert_eq!(f.server.session_count(), 1);
     // Another installation of the same device does not replace it.
     f.server.connect(3);
     let mut other = Replica::new(ActorId::from(&[4u8; 16][..]));
     other.set_installation([8; 16]);
     let (_, hello) = ClientSession::start(f.event.clone(), token, &other);
-    let actions = f.up(NOW, 3, hello);
-    assert!(to(2, &actions).is_empty());
+    let actions = f.handle(NOW, 3, hello);
+    assert!(sent_to(2, &actions).is_empty());
     assert_eq!(f.server.session_count(), 2);
 }

@@ -11,17 +11,9 @@
 
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, Change, ReadDoc as _, ROOT};
-use lanyard_protocol::wire::{self, HEADER_LEN};
-use lanyard_protocol::{
-    token, ClientMsg, DeviceId, DocId, EventId, Millis, RefusalReason, Role, ServerAction,
-    ServerConfig, ServerCore, ServerMsg, TokenClaims, UserId,
-};
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
-
-const NOW: Millis = Millis::from_secs(1_700_000_000);
-
-/// Automerge chunk magic bytes.
-const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+use lanyard_protocol::testing::{self, fix_checksum, hello, sent, Fixture, IN_AN_HOUR, NOW};
+use lanyard_protocol::wire;
+use lanyard_protocol::{ClientMsg, DocId, RefusalReason, Role, ServerCore, ServerMsg, UserId};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
@@ -31,99 +23,41 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Rebuilds a chunk's header (length and checksum) around its body, as the
-/// fuzz targets do: checksum = first 4 bytes of SHA-256 over
-/// `chunk type || LEB128 length || body`.
-fn fix_checksum(chunk: &[u8]) -> Vec<u8> {
-    assert_eq!(chunk[..4], MAGIC);
-    let mut at = 9;
-    while chunk[at] & 0x80 != 0 {
-        at += 1;
-    }
-    let body = &chunk[at + 1..];
-    let mut typed = vec![chunk[8]];
-    let mut n = body.len() as u64;
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            typed.push(b);
-            break;
-        }
-        typed.push(b | 0x80);
-    }
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&typed);
-    ctx.update(body);
-    let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&ctx.finish().as_ref()[..4]);
-    out.extend_from_slice(&typed);
-    out.extend_from_slice(body);
-    out
+/// The server of these tests: key seed 9, default limits.
+fn setup() -> Fixture {
+    Fixture::new(9)
 }
 
-struct Setup {
-    server: ServerCore,
-    event: EventId,
-    organizer: String,
-}
-
-fn setup() -> Setup {
-    let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
-    let event = EventId::new("conf").unwrap();
-    let claims = TokenClaims {
-        event: event.clone(),
-        user: UserId::new("org").unwrap(),
-        role: Role::Organizer,
-        device: DeviceId::new("dev").unwrap(),
-        expires_at: NOW.as_secs() + 3600,
-    };
-    Setup {
-        server: ServerCore::new(ServerConfig {
-            token_key: key.public_key().as_ref().to_vec(),
-            limits: Default::default(),
-        }),
-        organizer: token::sign(&claims, &key),
-        event,
-    }
+/// A token for `user` on device `dev`, valid for an hour.
+fn token(s: &Fixture, user: &str, role: Role) -> String {
+    s.token(user, role, "dev", IN_AN_HOUR)
 }
 
 /// Connects `conn` as the organizer and checks the Welcome.
-fn hello(s: &mut Setup, conn: u64) {
+fn connect_organizer(s: &mut Fixture, conn: u64) {
     s.server.connect(conn);
-    let (sent, _) = run(
-        &mut s.server,
-        conn,
-        ClientMsg::Hello {
-            event: s.event.clone(),
-            token: s.organizer.clone(),
-            docs: Vec::new(),
-            installation: [0; 16],
-        },
-    );
+    let organizer = token(s, "org", Role::Organizer);
+    let (sent, _) = run(&mut s.server, conn, hello(&s.event, &organizer));
     assert!(matches!(sent[..], [ServerMsg::Welcome { .. }]), "{sent:?}");
 }
 
 /// Handles one message; returns the messages sent and the changes persisted.
 fn run(server: &mut ServerCore, conn: u64, msg: ClientMsg) -> (Vec<ServerMsg>, Vec<Vec<u8>>) {
-    let mut sent = Vec::new();
-    let mut persisted = Vec::new();
-    for a in server.handle(NOW, conn, msg) {
-        for (_, frame) in a.sends() {
-            sent.push(wire::decode(&frame[HEADER_LEN..]).unwrap());
-        }
-        if let ServerAction::Persist { changes, .. } = a {
-            persisted.extend(changes);
-        }
-    }
-    (sent, persisted)
+    let actions = server.handle(NOW, conn, msg);
+    (
+        sent(&actions).into_iter().map(|(_, m)| m).collect(),
+        testing::persisted(&actions)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect(),
+    )
 }
 
 /// Pushes `changes` on `conn` to `doc`; asserts that the server answers with
 /// a refusal for `reason`, persists nothing, and still acknowledges a valid
 /// change from the same session afterwards.
 fn assert_refused(
-    s: &mut Setup,
+    s: &mut Fixture,
     conn: u64,
     doc: DocId,
     changes: Vec<Vec<u8>>,
@@ -167,7 +101,7 @@ fn assert_refused(
 /// refused as `Malformed`, and the session keeps working.
 fn assert_malformed(change: &str) {
     let mut s = setup();
-    hello(&mut s, 1);
+    connect_organizer(&mut s, 1);
     let agenda = DocId::Agenda(s.event.clone());
     assert_refused(
         &mut s,
@@ -215,7 +149,7 @@ fn the_checksum_fix_up_agrees_with_automerge() {
 #[test]
 fn a_change_with_a_wrong_checksum_is_refused_or_reloads() {
     let mut s = setup();
-    hello(&mut s, 1);
+    connect_organizer(&mut s, 1);
     let mut bad = real_change();
     bad[4] ^= 0xff;
     assert!(
@@ -278,28 +212,9 @@ const NON_CANONICAL_PUSH: &str = "010104636f6e6603616e6e016e856f4a83d5e578550164
 #[test]
 fn a_non_canonical_change_is_refused_or_held_consistently() {
     let mut s = setup();
-    let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
-    let ann = token::sign(
-        &TokenClaims {
-            event: s.event.clone(),
-            user: UserId::new("ann").unwrap(),
-            role: Role::Attendee,
-            device: DeviceId::new("dev").unwrap(),
-            expires_at: NOW.as_secs() + 3600,
-        },
-        &key,
-    );
+    let ann = token(&s, "ann", Role::Attendee);
     s.server.connect(2);
-    let welcome = s.server.handle(
-        NOW,
-        2,
-        ClientMsg::Hello {
-            event: s.event.clone(),
-            token: ann,
-            docs: Vec::new(),
-            installation: [0; 16],
-        },
-    );
+    let welcome = s.server.handle(NOW, 2, hello(&s.event, &ann));
     assert_eq!(welcome.len(), 1);
     let body = hex(NON_CANONICAL_PUSH);
     let own = DocId::Attendee(s.event.clone(), UserId::new("ann").unwrap());
@@ -310,13 +225,8 @@ fn a_non_canonical_change_is_refused_or_held_consistently() {
             changes: vec![hex(NON_CANONICAL_CHANGE)],
         }
     );
-    let mut sent = Vec::new();
-    for a in s.server.handle_frame(NOW, 2, &body) {
-        for (_, frame) in a.sends() {
-            sent.push(wire::decode::<ServerMsg>(&frame[HEADER_LEN..]).unwrap());
-        }
-    }
-    let refused = sent.iter().any(|m| {
+    let sent = sent(&s.server.handle_frame(NOW, 2, &body));
+    let refused = sent.iter().any(|(_, m)| {
         matches!(
             m,
             ServerMsg::Refused {
@@ -334,7 +244,7 @@ fn a_non_canonical_change_is_refused_or_held_consistently() {
         assert_eq!(reloaded.get_heads(), am.get_heads());
     }
     // The organizer is still served.
-    hello(&mut s, 1);
+    connect_organizer(&mut s, 1);
     let (sent, _) = run(
         &mut s.server,
         1,
@@ -446,29 +356,10 @@ fn a_change_naming_an_actor_index_out_of_range_is_refused_not_a_panic() {
     assert_malformed(ACTOR_INDEX_FOUND);
     // A reader pushing it to the agenda gets `Forbidden`, not a panic.
     let mut s = setup();
-    hello(&mut s, 1);
-    let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
-    let ann = token::sign(
-        &TokenClaims {
-            event: s.event.clone(),
-            user: UserId::new("ann").unwrap(),
-            role: Role::Attendee,
-            device: DeviceId::new("dev").unwrap(),
-            expires_at: NOW.as_secs() + 3600,
-        },
-        &key,
-    );
+    connect_organizer(&mut s, 1);
+    let ann = token(&s, "ann", Role::Attendee);
     s.server.connect(2);
-    let welcome = s.server.handle(
-        NOW,
-        2,
-        ClientMsg::Hello {
-            event: s.event.clone(),
-            token: ann,
-            docs: Vec::new(),
-            installation: [0; 16],
-        },
-    );
+    let welcome = s.server.handle(NOW, 2, hello(&s.event, &ann));
     assert_eq!(welcome.len(), 1);
     let agenda = DocId::Agenda(s.event.clone());
     let bad = vec![hex(ACTOR_INDEX_OUT_OF_RANGE)];
@@ -502,7 +393,7 @@ const FOLLOW_UP_MISNAMED: &str = "856f4a83818ed88001d901017dfe4bfa894fc735c5a456
 #[test]
 fn a_change_automerge_cannot_index_after_applying_is_refused_not_a_panic() {
     let mut s = setup();
-    hello(&mut s, 1);
+    connect_organizer(&mut s, 1);
     let agenda = DocId::Agenda(s.event.clone());
     let mut persisted = Vec::new();
     for change in [FOLLOW_UP_BASE, FOLLOW_UP_MUTATED, FOLLOW_UP_MISNAMED] {

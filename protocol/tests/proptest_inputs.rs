@@ -8,90 +8,14 @@ use std::sync::OnceLock;
 
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, ROOT};
-use lanyard_protocol::wire::{self, FrameDecoder, FrameError, HEADER_LEN};
+use lanyard_protocol::testing::{
+    event, fix_checksum, frames, hello, honest_change, round_trip, sent, TestKey, IN_AN_HOUR, NOW,
+};
+use lanyard_protocol::wire::{self, FrameError, HEADER_LEN};
 use lanyard_protocol::{
-    token, ClientMsg, DeviceId, DocId, EventId, Millis, Role, ServerAction, ServerConfig,
-    ServerCore, ServerMsg, TokenClaims, UserId,
+    ClientMsg, DocId, EventId, Role, ServerAction, ServerConfig, ServerCore, ServerMsg, UserId,
 };
 use proptest::prelude::*;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
-
-const NOW: Millis = Millis::from_secs(1_700_000_000);
-
-/// Automerge chunk magic bytes.
-const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-
-/// Everything a frame decoder yields: the bodies, then how it stopped.
-fn frames(limit: usize, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Result<(), FrameError>) {
-    let mut d = FrameDecoder::new(limit);
-    let mut out = Vec::new();
-    for chunk in chunks {
-        d.push(chunk);
-        loop {
-            match d.next_frame() {
-                Ok(Some(body)) => {
-                    assert!(body.len() <= limit, "a body over the limit");
-                    out.push(body);
-                }
-                Ok(None) => break,
-                Err(e) => return (out, Err(e)),
-            }
-        }
-    }
-    let end = d.finish();
-    (out, end)
-}
-
-/// Decodes as `M`; a decoded message must re-encode to a frame decoding to itself.
-fn decode_round_trip<M>(body: &[u8]) -> Result<M, FrameError>
-where
-    M: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
-{
-    let m = wire::decode::<M>(body)?;
-    let frame = wire::encode(&m);
-    let len = u32::from_be_bytes(frame[..HEADER_LEN].try_into().unwrap()) as usize;
-    assert_eq!(len, frame.len() - HEADER_LEN);
-    let again: M = wire::decode(&frame[HEADER_LEN..]).unwrap();
-    assert_eq!(again, m);
-    Ok(m)
-}
-
-/// Rebuilds a chunk's header (length, checksum) around its body: checksum =
-/// first 4 bytes of SHA-256 over `chunk type || LEB128 length || body`.
-fn fix_checksum(chunk: &[u8]) -> Vec<u8> {
-    let Some(start) = body_start(chunk) else {
-        return chunk.to_vec();
-    };
-    let body = &chunk[start..];
-    let mut typed = vec![chunk[8]];
-    let mut n = body.len() as u64;
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            typed.push(b);
-            break;
-        }
-        typed.push(b | 0x80);
-    }
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&typed);
-    ctx.update(body);
-    let mut out = MAGIC.to_vec();
-    out.extend_from_slice(&ctx.finish().as_ref()[..4]);
-    out.extend_from_slice(&typed);
-    out.extend_from_slice(body);
-    out
-}
-
-/// Where a chunk's body starts, if its header is readable.
-fn body_start(chunk: &[u8]) -> Option<usize> {
-    if chunk.len() < 10 || chunk[..4] != MAGIC {
-        return None;
-    }
-    let len = chunk[9..].iter().take(10).position(|b| b & 0x80 == 0)?;
-    Some(9 + len + 1)
-}
 
 /// Real changes: two of actor 01×16 (the second depending on the first) and
 /// a text change of actor 02×16.
@@ -129,54 +53,19 @@ fn pool() -> &'static [Vec<u8>] {
     })
 }
 
-/// The honest organizer's change: no dependencies, an actor nobody else uses.
-fn honest_change() -> &'static (Vec<u8>, [u8; 32]) {
-    static HONEST: OnceLock<(Vec<u8>, [u8; 32])> = OnceLock::new();
-    HONEST.get_or_init(|| {
-        let mut am = Automerge::new().with_actor(ActorId::from(&b"honest-organizer"[..]));
-        let mut tx = am.transaction();
-        tx.put(ROOT, "honest", "still answered").unwrap();
-        tx.commit();
-        let c = am.get_changes(&[]).remove(0);
-        (c.raw_bytes().to_vec(), c.hash().0)
-    })
-}
-
-/// Tokens signed once with a fixed key: the organizer `org` and attendee `ann`.
+/// Tokens signed once with a fixed key (seed 9), both on device `dev`:
+/// the organizer `org` and attendee `ann`; and the key's public half.
 fn tokens() -> &'static (Vec<u8>, String, String) {
     static TOKENS: OnceLock<(Vec<u8>, String, String)> = OnceLock::new();
     TOKENS.get_or_init(|| {
-        let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
-        let claims = |user: &str, role| TokenClaims {
-            event: EventId::new("conf").unwrap(),
-            user: UserId::new(user).unwrap(),
-            role,
-            device: DeviceId::new("dev").unwrap(),
-            expires_at: NOW.as_secs() + 3600,
-        };
+        let key = TestKey::new(9);
+        let token = |user: &str, role| key.token(&event(), user, role, "dev", IN_AN_HOUR);
         (
-            key.public_key().as_ref().to_vec(),
-            token::sign(&claims("org", Role::Organizer), &key),
-            token::sign(&claims("ann", Role::Attendee), &key),
+            key.public_key(),
+            token("org", Role::Organizer),
+            token("ann", Role::Attendee),
         )
     })
-}
-
-fn event() -> EventId {
-    EventId::new("conf").unwrap()
-}
-
-/// Sends of a batch of actions, decoded; panics on an undecodable frame.
-fn sent(actions: Vec<ServerAction>) -> Vec<(u64, ServerMsg)> {
-    actions
-        .iter()
-        .flat_map(ServerAction::sends)
-        .map(|(conn, frame)| {
-            let len = u32::from_be_bytes(frame[..HEADER_LEN].try_into().unwrap()) as usize;
-            assert_eq!(len, frame.len() - HEADER_LEN);
-            (conn, wire::decode(&frame[HEADER_LEN..]).unwrap())
-        })
-        .collect()
 }
 
 /// What the fuzzed session sends, as a frame body.
@@ -243,12 +132,7 @@ impl Input {
                         doc: doc(*which / 3),
                         have: vec![[7; 32]],
                     },
-                    _ => ClientMsg::Hello {
-                        event: event(),
-                        token: tokens().2.clone(),
-                        docs: Vec::new(),
-                        installation: [0; 16],
-                    },
+                    _ => hello(&event(), &tokens().2),
                 };
                 let mut b = msg_body(&msg);
                 let n = b.len();
@@ -325,8 +209,8 @@ proptest! {
             prop_assert!(len > l);
         }
         for body in &cut.0 {
-            let _ = decode_round_trip::<ClientMsg>(body);
-            let _ = decode_round_trip::<ServerMsg>(body);
+            let _ = round_trip::<ClientMsg>(body);
+            let _ = round_trip::<ServerMsg>(body);
         }
     }
 
@@ -335,10 +219,10 @@ proptest! {
     fn any_bytes_decode_to_an_error_or_a_round_tripping_message(
         data in proptest::collection::vec(any::<u8>(), 0..256),
     ) {
-        if let Err(e) = decode_round_trip::<ClientMsg>(&data) {
+        if let Err(e) = round_trip::<ClientMsg>(&data) {
             prop_assert!(!e.to_string().is_empty());
         }
-        if let Err(e) = decode_round_trip::<ServerMsg>(&data) {
+        if let Err(e) = round_trip::<ServerMsg>(&data) {
             prop_assert!(!e.to_string().is_empty());
         }
     }
@@ -350,8 +234,8 @@ proptest! {
             .prop_map(|(which, at, value)| Input::Flipped { which, at, value }),
     ) {
         let body = input.body();
-        let _ = decode_round_trip::<ClientMsg>(&body);
-        let _ = decode_round_trip::<ServerMsg>(&body);
+        let _ = round_trip::<ClientMsg>(&body);
+        let _ = round_trip::<ServerMsg>(&body);
     }
 }
 
@@ -371,17 +255,11 @@ proptest! {
             token_key: key.clone(),
             limits: Default::default(),
         });
-        let hello = |token: &String| ClientMsg::Hello {
-            event: event(),
-            token: token.clone(),
-            docs: Vec::new(),
-            installation: [0; 16],
-        };
         const HONEST: u64 = 1;
         const FUZZED: u64 = 2;
         for (conn, token) in [(HONEST, org), (FUZZED, if organizer { org } else { ann })] {
             server.connect(conn);
-            let welcome = sent(server.handle(NOW, conn, hello(token)));
+            let welcome = sent(&server.handle(NOW, conn, hello(&event(), token)));
             let welcomed = matches!(welcome[..], [(c, ServerMsg::Welcome { .. })] if c == conn);
             prop_assert!(welcomed, "no Welcome: {:?}", welcome);
         }
@@ -393,11 +271,11 @@ proptest! {
                     prop_assert!(server.session(FUZZED).is_none());
                 }
             }
-            let _ = sent(actions);
+            let _ = sent(&actions);
         }
         let (change, hash) = honest_change();
         let agenda = DocId::Agenda(event());
-        let replies = sent(server.handle(
+        let replies = sent(&server.handle(
             NOW,
             HONEST,
             ClientMsg::Push { doc: agenda.clone(), changes: vec![change.clone()] },

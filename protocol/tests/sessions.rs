@@ -8,31 +8,19 @@ use std::collections::HashSet;
 use automerge::{Change, ChangeHash};
 use lanyard_protocol::client::MAX_PUSH_CHANGES;
 use lanyard_protocol::server::{CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
-use lanyard_protocol::wire::{self, HEADER_LEN};
+use lanyard_protocol::testing::{self, deflate_bomb, hello, Fixture, NOW};
+use lanyard_protocol::wire;
 use lanyard_protocol::{
-    token, ClientMsg, ClientSession, DeviceId, DocId, EventId, Limits, Millis, RefusalReason,
-    Replica, Role, ServerAction, ServerConfig, ServerCore, ServerMsg, TokenClaims, UserId,
+    ClientMsg, ClientSession, DocId, EventId, Limits, RefusalReason, Replica, Role, ServerAction,
+    ServerCore, ServerMsg, UserId,
 };
 use rand::{Rng as _, SeedableRng as _};
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
-const NOW: Millis = Millis::from_secs(1_700_000_000);
-
+/// A server with `limits`, a token of `ann`'s phone valid for a minute, and the event.
 fn setup(limits: Limits) -> (ServerCore, String, EventId) {
-    let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
-    let event = EventId::new("conf").unwrap();
-    let claims = TokenClaims {
-        event: event.clone(),
-        user: UserId::new("ann").unwrap(),
-        role: Role::Attendee,
-        device: DeviceId::new("phone").unwrap(),
-        expires_at: NOW.as_secs() + 60,
-    };
-    let server = ServerCore::new(ServerConfig {
-        token_key: key.public_key().as_ref().to_vec(),
-        limits,
-    });
-    (server, token::sign(&claims, &key), event)
+    let f = Fixture::with_limits(9, limits);
+    let token = f.token("ann", Role::Attendee, "phone", NOW.as_secs() + 60);
+    (f.server, token, f.event)
 }
 
 fn own(event: &EventId) -> DocId {
@@ -45,17 +33,12 @@ fn put(replica: &mut Replica, doc: &DocId, key: &str, value: &str) {
     tx.commit();
 }
 
-/// Runs messages through the server and returns its replies, checking the order of actions.
+/// Runs messages through the server and returns its replies, in order.
 fn exchange(server: &mut ServerCore, conn: u64, msgs: Vec<ClientMsg>) -> Vec<ServerMsg> {
-    let mut replies = Vec::new();
-    for m in msgs {
-        for a in server.handle(NOW, conn, m) {
-            for (_, frame) in a.sends() {
-                replies.push(wire::decode(&frame[HEADER_LEN..]).unwrap());
-            }
-        }
-    }
-    replies
+    testing::exchange(server, NOW, conn, msgs)
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect()
 }
 
 #[test]
@@ -417,16 +400,7 @@ fn a_snapshot_merges_into_a_device_that_already_holds_part_of_the_document() {
 /// A fresh Hello for `ann`'s phone on connection `conn`; the reply.
 fn hello_on(server: &mut ServerCore, token: &str, event: &EventId, conn: u64) -> Vec<ServerMsg> {
     server.connect(conn);
-    exchange(
-        server,
-        conn,
-        vec![ClientMsg::Hello {
-            event: event.clone(),
-            token: token.to_owned(),
-            docs: Vec::new(),
-            installation: [0; 16],
-        }],
-    )
+    exchange(server, conn, vec![hello(event, token)])
 }
 
 fn error_of(replies: &[ServerMsg]) -> Option<(wire::ErrorCode, String)> {
@@ -469,13 +443,7 @@ fn a_session_sending_faster_than_allowed_is_closed_clearly() {
         doc: own(&EventId::new("conf").unwrap()),
         have: Vec::new(),
     };
-    let hello = ClientMsg::Hello {
-        event: event.clone(),
-        token,
-        docs: Vec::new(),
-        installation: [0; 16],
-    };
-    let mut replies = exchange(&mut server, 1, vec![hello]);
+    let mut replies = exchange(&mut server, 1, vec![hello(&event, &token)]);
     // Four more requests in the same second fit the burst of five...
     for _ in 0..4 {
         replies.extend(exchange(&mut server, 1, vec![resync()]));
@@ -492,16 +460,7 @@ fn a_session_sending_faster_than_allowed_is_closed_clearly() {
     // A patient session is refilled as time passes.
     server.connect(2);
     let (_, token2, _) = setup(Limits::default());
-    let _ = server.handle(
-        NOW,
-        2,
-        ClientMsg::Hello {
-            event: event.clone(),
-            token: token2,
-            docs: Vec::new(),
-            installation: [0; 16],
-        },
-    );
+    let _ = server.handle(NOW, 2, hello(&event, &token2));
     for second in 0..20 {
         for _ in 0..2 {
             let out = server.handle(NOW + std::time::Duration::from_secs(second), 2, resync());
@@ -538,30 +497,6 @@ fn attendee_documents_have_their_own_size_limit() {
     assert!(server
         .doc(&doc)
         .is_none_or(|d| d.get(ROOT, "note").unwrap().is_none()));
-}
-
-/// A compressed change chunk that inflates to far more than the change limit.
-fn deflate_bomb(inflated: usize) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..inflated / zeros.len() {
-        enc.write_all(&zeros).unwrap();
-    }
-    let body = enc.finish().unwrap();
-    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut len = body.len() as u64;
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            chunk.push(byte);
-            break;
-        }
-        chunk.push(byte | 0x80);
-    }
-    chunk.extend(body);
-    chunk
 }
 
 #[test]

@@ -41,14 +41,14 @@ use std::time::Instant;
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, ReadDoc as _, Value, ROOT};
 use bytes::Bytes;
+use lanyard_protocol::testing::{claims, decode_frame, Fixture, TestKey, NOW};
 use lanyard_protocol::{
-    token, wire, Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, ConnId, DeviceId,
-    DocId, EventId, Millis, RefusalReason, Replica, Role, ServerAction, ServerConfig, ServerCore,
-    ServerMsg, SessionError, TokenClaims, UserId,
+    wire, Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, ConnId, DocId, EventId,
+    Millis, RefusalReason, Replica, Role, ServerAction, ServerConfig, ServerCore, ServerMsg,
+    SessionError, TokenClaims, UserId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 /// Unix time of simulated millisecond 0.
 const BASE_UNIX: u64 = 1_700_000_000;
@@ -487,10 +487,6 @@ fn describe_client(m: &ClientMsg) -> String {
     }
 }
 
-fn decode_server(frame: &[u8]) -> ServerMsg {
-    wire::decode::<ServerMsg>(&frame[wire::HEADER_LEN..]).expect("server frames decode")
-}
-
 // ---------------------------------------------------------------------------
 // The simulation
 // ---------------------------------------------------------------------------
@@ -528,11 +524,8 @@ impl Sim {
         let faults = Faults::random(&mut rng);
         let mut key_seed = [0u8; 32];
         rng.fill(&mut key_seed);
-        let key = Ed25519KeyPair::from_seed_unchecked(&key_seed).unwrap();
-        let config = ServerConfig {
-            token_key: key.public_key().as_ref().to_vec(),
-            limits: Default::default(),
-        };
+        let key = TestKey::from_seed(&key_seed);
+        let config = key.config(Default::default());
         let event = EventId::new("venue-conf").unwrap();
 
         // Who is here: (user, role, device name, forger).
@@ -561,14 +554,8 @@ impl Sim {
         let mut devices = Vec::new();
         let mut actors = HashMap::new();
         for (user, role, name, forger) in people {
-            let claims = TokenClaims {
-                event: event.clone(),
-                user: UserId::new(user).unwrap(),
-                role,
-                device: DeviceId::new(name.clone()).unwrap(),
-                expires_at: EXPIRES,
-            };
-            let token = token::sign(&claims, &key);
+            let claims = claims(&event, &user, role, &name, EXPIRES);
+            let token = key.sign(&claims);
             let actor = random_actor(&mut rng);
             actors.insert(actor.to_bytes().to_vec(), devices.len());
             devices.push(Device {
@@ -1003,7 +990,7 @@ impl Sim {
         if s.conn != conn {
             return;
         }
-        let msg = decode_server(frame);
+        let msg = decode_frame(frame);
         if let ServerMsg::Welcome { docs, .. } = &msg {
             if docs.iter().all(|u| u.is_empty()) {
                 self.stats.empty_welcomes += 1;
@@ -1356,7 +1343,7 @@ impl Sim {
                 dev.name
             );
         };
-        match decode_server(frame) {
+        match decode_frame(frame) {
             ServerMsg::Welcome { docs, .. } => {
                 let mut ids: Vec<DocId> = docs.iter().map(|u| u.doc.clone()).collect();
                 ids.sort();
@@ -1750,108 +1737,27 @@ fn a_seed_replays_identically() {
 // Focused deterministic tests
 // ---------------------------------------------------------------------------
 
-const NOW: Millis = Millis::from_secs(1_700_000_000);
-
-struct Fixture {
-    key: Ed25519KeyPair,
-    event: EventId,
-    server: ServerCore,
-    disk: BTreeMap<DocId, Vec<Vec<u8>>>,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        let key = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
-        let server = ServerCore::new(ServerConfig {
-            token_key: key.public_key().as_ref().to_vec(),
-            limits: Default::default(),
-        });
-        Fixture {
-            key,
-            event: EventId::new("conf").unwrap(),
-            server,
-            disk: BTreeMap::new(),
-        }
-    }
-
-    fn agenda(&self) -> DocId {
-        DocId::Agenda(self.event.clone())
-    }
-
-    fn token(&self, user: &str, role: Role, device: &str) -> String {
-        let claims = TokenClaims {
-            event: self.event.clone(),
-            user: UserId::new(user).unwrap(),
-            role,
-            device: DeviceId::new(device).unwrap(),
-            expires_at: EXPIRES,
-        };
-        token::sign(&claims, &self.key)
-    }
-
-    /// Feeds `msgs` to the server, executes the actions (Persist to disk) and
-    /// returns the messages sent to each connection, in order.
-    fn exchange(&mut self, conn: ConnId, msgs: Vec<ClientMsg>) -> Vec<(ConnId, ServerMsg)> {
-        let mut out = Vec::new();
-        for m in msgs {
-            for a in self.server.handle(NOW, conn, m) {
-                for (conn, frame) in a.sends() {
-                    out.push((conn, decode_server(frame)));
-                }
-                if let ServerAction::Persist { doc, changes } = a {
-                    self.disk.entry(doc).or_default().extend(changes);
-                }
-            }
-        }
-        out
-    }
-
-    /// Connects a device and runs the exchange until nothing more is sent.
-    fn sync(&mut self, conn: ConnId, token: String, replica: &mut Replica) -> ClientSession {
-        self.server.connect(conn);
-        let (mut s, mut msgs) = ClientSession::start(self.event.clone(), token, replica);
-        while !msgs.is_empty() {
-            let mut next = Vec::new();
-            for (to, m) in self.exchange(conn, std::mem::take(&mut msgs)) {
-                if to == conn {
-                    next.extend(s.handle(replica, m).unwrap().send);
-                }
-            }
-            msgs = next;
-        }
-        assert!(s.is_settled(replica));
-        s
-    }
-
-    fn restart(&mut self) {
-        let mut server = ServerCore::new(ServerConfig {
-            token_key: self.key.public_key().as_ref().to_vec(),
-            limits: Default::default(),
-        });
-        for (doc, changes) in &self.disk {
-            server.load_doc(doc.clone(), &changes.concat()).unwrap();
-        }
-        self.server = server;
-    }
-}
-
 fn replica(n: u8) -> Replica {
     Replica::new(ActorId::from(&[n; 16][..]))
 }
 
 #[test]
 fn a_device_with_nothing_new_gets_an_empty_welcome_in_one_exchange() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(9);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let agenda = f.agenda();
     let mut org = replica(1);
     for _ in 0..3 {
         edit_agenda(&mut rng, &mut org.get_or_create(&agenda).doc);
     }
-    f.sync(1, f.token("org", Role::Organizer, "laptop"), &mut org);
+    f.sync(
+        1,
+        f.token("org", Role::Organizer, "laptop", EXPIRES),
+        &mut org,
+    );
 
     let mut att = replica(2);
-    let token = f.token("ann", Role::Attendee, "phone");
+    let token = f.token("ann", Role::Attendee, "phone", EXPIRES);
     f.sync(2, token.clone(), &mut att);
     assert_eq!(
         att.get(&agenda).unwrap().doc.get_heads(),
@@ -1870,7 +1776,7 @@ fn a_device_with_nothing_new_gets_an_empty_welcome_in_one_exchange() {
     let ServerAction::Send { conn: 3, frame, .. } = &actions[0] else {
         panic!("expected a Send, got {actions:?}");
     };
-    let ServerMsg::Welcome { docs, .. } = decode_server(frame) else {
+    let ServerMsg::Welcome { docs, .. } = decode_frame(frame) else {
         panic!("expected a Welcome");
     };
     assert_eq!(docs.len(), 2);
@@ -1890,14 +1796,18 @@ fn a_device_with_nothing_new_gets_an_empty_welcome_in_one_exchange() {
 
 #[test]
 fn a_push_is_acknowledged_only_after_its_persist_action() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(9);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let agenda = f.agenda();
-    let org_token = f.token("org", Role::Organizer, "laptop");
+    let org_token = f.token("org", Role::Organizer, "laptop", EXPIRES);
     let mut org = replica(1);
     let mut org_s = f.sync(1, org_token.clone(), &mut org);
     let mut att = replica(2);
-    let mut att_s = f.sync(2, f.token("ann", Role::Attendee, "phone"), &mut att);
+    let mut att_s = f.sync(
+        2,
+        f.token("ann", Role::Attendee, "phone", EXPIRES),
+        &mut att,
+    );
 
     let h = edit_agenda(&mut rng, &mut org.get_or_create(&agenda).doc);
     let raw = org
@@ -1933,7 +1843,7 @@ fn a_push_is_acknowledged_only_after_its_persist_action() {
                 a.sends()
                     .into_iter()
                     .filter(|(c, _)| *c == conn)
-                    .map(move |(_, frame)| (i, decode_server(frame)))
+                    .map(move |(_, frame)| (i, decode_frame(frame)))
             })
             .collect::<Vec<_>>()
     };
@@ -1975,21 +1885,25 @@ fn a_push_is_acknowledged_only_after_its_persist_action() {
 
 #[test]
 fn an_attendee_push_to_the_agenda_is_refused_and_kept_marked() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(9);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let agenda = f.agenda();
     let mut org = replica(1);
     edit_agenda(&mut rng, &mut org.get_or_create(&agenda).doc);
-    f.sync(1, f.token("org", Role::Organizer, "laptop"), &mut org);
+    f.sync(
+        1,
+        f.token("org", Role::Organizer, "laptop", EXPIRES),
+        &mut org,
+    );
     let before = f.disk.clone();
 
     let mut att = replica(2);
     let forged = edit_agenda(&mut rng, &mut att.get_or_create(&agenda).doc);
-    let token = f.token("mallory", Role::Attendee, "phone");
+    let token = f.token("mallory", Role::Attendee, "phone", EXPIRES);
     f.server.connect(2);
     let (mut s, msgs) = ClientSession::start(f.event.clone(), token, &att);
     assert_eq!(msgs.len(), 2, "Hello and the pipelined push");
-    let replies = f.exchange(2, msgs);
+    let replies = f.exchange(NOW, 2, msgs);
     assert_eq!(f.disk, before, "nothing was stored");
     let mut refused = false;
     for (_, m) in replies {
@@ -2025,20 +1939,28 @@ fn an_attendee_push_to_the_agenda_is_refused_and_kept_marked() {
 
 #[test]
 fn an_update_that_overtakes_another_is_resynced() {
-    let mut f = Fixture::new();
+    let mut f = Fixture::new(9);
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let agenda = f.agenda();
     let mut org = replica(1);
-    let mut org_s = f.sync(1, f.token("org", Role::Organizer, "laptop"), &mut org);
+    let mut org_s = f.sync(
+        1,
+        f.token("org", Role::Organizer, "laptop", EXPIRES),
+        &mut org,
+    );
     let mut att = replica(2);
-    let mut att_s = f.sync(2, f.token("ann", Role::Attendee, "phone"), &mut att);
+    let mut att_s = f.sync(
+        2,
+        f.token("ann", Role::Attendee, "phone", EXPIRES),
+        &mut att,
+    );
 
     // Two pushes, two fan-out updates to the attendee.
     let mut updates = Vec::new();
     for _ in 0..2 {
         edit_agenda(&mut rng, &mut org.get_or_create(&agenda).doc);
         let msgs = org_s.local_change(&org, &agenda);
-        for (to, m) in f.exchange(1, msgs) {
+        for (to, m) in f.exchange(NOW, 1, msgs) {
             if to == 2 {
                 updates.push(m);
             } else {
@@ -2064,7 +1986,7 @@ fn an_update_that_overtakes_another_is_resynced() {
     let mut msgs: Vec<ClientMsg> = resync.into_iter().chain(out.send).collect();
     while !msgs.is_empty() {
         let mut next = Vec::new();
-        for (to, m) in f.exchange(2, std::mem::take(&mut msgs)) {
+        for (to, m) in f.exchange(NOW, 2, std::mem::take(&mut msgs)) {
             assert_eq!(to, 2);
             next.extend(att_s.handle(&mut att, m).unwrap().send);
         }

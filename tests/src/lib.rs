@@ -21,9 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use lanyard_client_core::Client;
 use lanyard_protocol::wire::{self, FrameDecoder};
-use lanyard_protocol::{
-    ClientMsg, DeviceId, EventId, JoinLink, Role, ServerMsg, TokenClaims, UserId,
-};
+use lanyard_protocol::{ClientMsg, EventId, JoinLink, Role, ServerMsg, TokenClaims};
 use lanyard_server::{Identity, Server, ServerOptions};
 use tempfile::TempDir;
 
@@ -127,13 +125,8 @@ impl TestServer {
 
     /// Claims for `user` valid for an hour.
     pub fn claims(role: Role, user: &str, device: &str) -> TokenClaims {
-        TokenClaims {
-            event: EventId::new(EVENT).expect("valid event"),
-            user: UserId::new(user).expect("valid user"),
-            role,
-            device: DeviceId::new(device).expect("valid device"),
-            expires_at: unix_now() + 3600,
-        }
+        let event = EventId::new(EVENT).expect("valid event");
+        lanyard_protocol::testing::claims(&event, user, role, device, unix_now() + 3600)
     }
 
     /// A join link for arbitrary claims, signed by this server.

@@ -6,12 +6,16 @@
 use std::time::{Duration, Instant};
 
 use automerge::transaction::Transactable as _;
+use lanyard_protocol::testing::deflate_bomb;
 use lanyard_protocol::wire::ErrorCode;
 use lanyard_protocol::{ClientMsg, DocId, EventId, RefusalReason, Role, ServerMsg, UserId};
 use lanyard_tests::{wait_for, RawClient, TestServer, EVENT};
 use rand::{Rng as _, SeedableRng as _};
 
 const SEED: u64 = 11;
+
+/// What the deflate bombs inflate to: 512 MiB of zeros (about 0.5 MB on the wire).
+const BOMB_INFLATED: usize = 512 << 20;
 
 fn attendee_doc(user: &str) -> DocId {
     DocId::Attendee(EventId::new(EVENT).unwrap(), UserId::new(user).unwrap())
@@ -210,7 +214,7 @@ async fn a_request_flood_is_cut_off_and_a_deflate_bomb_refused() {
     .unwrap();
     raw.send(&ClientMsg::Push {
         doc: attendee_doc("ann"),
-        changes: vec![deflate_bomb()],
+        changes: vec![deflate_bomb(BOMB_INFLATED)],
     })
     .await
     .unwrap();
@@ -222,30 +226,6 @@ async fn a_request_flood_is_cut_off_and_a_deflate_bomb_refused() {
         .await
         .unwrap();
     assert_eq!(reason, RefusalReason::TooLarge);
-}
-
-/// A compressed change chunk of 512 MiB of zeros (about 0.5 MB on the wire).
-fn deflate_bomb() -> Vec<u8> {
-    use std::io::Write as _;
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..512 {
-        enc.write_all(&zeros).unwrap();
-    }
-    let body = enc.finish().unwrap();
-    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
-    let mut len = body.len() as u64;
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            chunk.push(byte);
-            break;
-        }
-        chunk.push(byte | 0x80);
-    }
-    chunk.extend(body);
-    chunk
 }
 
 /// Milliseconds from a local edit to its acknowledgement, for `n` edits.
@@ -342,7 +322,7 @@ async fn honest_devices_are_served_during_an_attack() {
                         let _ = raw
                             .send(&ClientMsg::Push {
                                 doc: attendee_doc(&user),
-                                changes: vec![deflate_bomb()],
+                                changes: vec![deflate_bomb(BOMB_INFLATED)],
                             })
                             .await;
                     }
