@@ -91,6 +91,11 @@ pub(crate) struct Inner {
     pub(crate) network: Notify,
     /// The endpoint of the live background connection, when it owns one.
     pub(crate) active_endpoint: Mutex<Option<quinn::Endpoint>>,
+    /// The TLS configuration for the server's pin, kept so reconnects
+    /// resume the TLS session.
+    pub(crate) tls: Mutex<Option<(String, Arc<quinn::crypto::rustls::QuicClientConfig>)>>,
+    /// The keep-alive interval of the next connection, adapted to the link.
+    pub(crate) keep_alive: Mutex<crate::sync::KeepAlive>,
 }
 
 impl Drop for Inner {
@@ -274,6 +279,8 @@ impl Client {
                 status,
                 network: Notify::new(),
                 active_endpoint: Mutex::new(None),
+                tls: Mutex::new(None),
+                keep_alive: Mutex::new(crate::sync::KeepAlive::default()),
             }),
         })
     }

@@ -20,7 +20,7 @@ use crate::client::{
 };
 use crate::error::{ClientError, SyncError};
 use crate::model::SyncReport;
-use crate::tls::pinned_client_config;
+use crate::tls::{client_config, pinned_crypto};
 
 /// How often a long connection stores the agenda's view.
 const VIEW_STORE_EVERY: Duration = Duration::from_secs(5);
@@ -186,17 +186,66 @@ pub fn shared_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     )
 }
 
+/// The keep-alive interval of a device's connections, adapted to its link.
+/// Keep-alives keep NAT bindings and, on WiFi that loses packets in bursts,
+/// a steady trickle gets both directions through a burst within the idle
+/// timeout (measured on the collapsing profile: 1 s instead of 3 s halved
+/// reconnects). On a clean link they only cost bytes and the server's CPU
+/// (10,000 devices at 1 s are 10,000 packets a second). So: 1 s after a
+/// connection that lost packets or timed out; doubled, up to 8 s, after one
+/// that stayed clean for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    interval: Duration,
+}
+
+impl KeepAlive {
+    /// Shortest interval (lossy links).
+    pub const MIN: Duration = Duration::from_secs(1);
+    /// Longest interval (clean links; well under NAT timeouts and the 30 s idle timeout).
+    pub const MAX: Duration = Duration::from_secs(8);
+    /// A connection this long without loss counts as clean.
+    pub const CLEAN_AFTER: Duration = Duration::from_secs(20);
+
+    /// The interval for the next connection.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Learns from a connection that ended: `lost` of `sent` packets lost,
+    /// `timed_out` if it ended by the idle timeout, `lasted` its life.
+    pub fn learn(&mut self, lost: u64, sent: u64, timed_out: bool, lasted: Duration) {
+        let lossy = timed_out || lost.saturating_mul(100) > sent.max(1);
+        if lossy {
+            self.interval = Self::MIN;
+        } else if lasted >= Self::CLEAN_AFTER {
+            self.interval = (self.interval * 2).min(Self::MAX);
+        }
+    }
+}
+
+impl Default for KeepAlive {
+    /// Starts at 2 s: a first connection on an unknown link.
+    fn default() -> Self {
+        KeepAlive {
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Connects to the server named in the credentials, on the shared endpoint
 /// when one was given, else on a UDP socket of its own.
-async fn connect(creds: &Credentials, shared: Option<quinn::Endpoint>) -> Result<Link, SyncError> {
+async fn connect(
+    creds: &Credentials,
+    shared: Option<quinn::Endpoint>,
+    config: quinn::ClientConfig,
+) -> Result<Link, SyncError> {
     let server = creds.link.server.as_str();
     let addr: SocketAddr = tokio::net::lookup_host(server)
         .await
         .map_err(|e| SyncError::Unreachable(format!("cannot resolve {server}: {e}")))?
         .next()
         .ok_or_else(|| SyncError::Unreachable(format!("{server} has no address")))?;
-    let config =
-        pinned_client_config(&creds.link.pin).map_err(|e| SyncError::Protocol(e.to_string()))?;
     let (endpoint, owned) = match shared {
         Some(endpoint) => (endpoint, false),
         None => {
@@ -352,7 +401,9 @@ impl Client {
         let deadline = tokio::time::Instant::now() + timeout;
         let server = creds.link.server.clone();
         let shared = self.shared_endpoint();
-        let result = match tokio::time::timeout_at(deadline, connect(&creds, shared)).await {
+        let config = self.client_config(&creds.link.pin)?;
+        let result = match tokio::time::timeout_at(deadline, connect(&creds, shared, config)).await
+        {
             Err(_) => Err(SyncError::Unreachable(format!(
                 "no answer from {server} within {} s",
                 timeout.as_secs()
@@ -403,6 +454,46 @@ impl Client {
         self.inner.network.notify_waiters();
     }
 
+    /// The configuration of the next connection: the TLS half kept for the
+    /// pin (so the TLS session resumes) and the keep-alive the link earned.
+    fn client_config(&self, pin: &str) -> Result<quinn::ClientConfig, SyncError> {
+        let crypto = {
+            let mut tls = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
+            match tls.as_ref() {
+                Some((p, c)) if p == pin => c.clone(),
+                _ => {
+                    let c = pinned_crypto(pin).map_err(|e| SyncError::Protocol(e.to_string()))?;
+                    *tls = Some((pin.to_owned(), c.clone()));
+                    c
+                }
+            }
+        };
+        let keep_alive = self
+            .inner
+            .keep_alive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .interval();
+        Ok(client_config(crypto, keep_alive))
+    }
+
+    /// Adapts the next keep-alive interval to how this connection went.
+    fn learn_link(&self, conn: &quinn::Connection, started: Millis) {
+        let stats = conn.stats();
+        let timed_out = matches!(conn.close_reason(), Some(quinn::ConnectionError::TimedOut));
+        let lasted = Millis::from_system(std::time::SystemTime::now()).since(started);
+        self.inner
+            .keep_alive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .learn(
+                stats.path.lost_packets,
+                stats.path.sent_packets,
+                timed_out,
+                lasted,
+            );
+    }
+
     fn set_active_endpoint(&self, endpoint: Option<quinn::Endpoint>) {
         *self
             .inner
@@ -428,7 +519,14 @@ impl Client {
                     break;
                 };
                 let started = Millis::from_system(std::time::SystemTime::now());
-                let result = match connect(&creds, client.shared_endpoint()).await {
+                let config = match client.client_config(&creds.link.pin) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        client.record_outcome(Some(e.to_string()));
+                        break;
+                    }
+                };
+                let result = match connect(&creds, client.shared_endpoint(), config).await {
                     Ok(link) => {
                         client.lock().connected = true;
                         client.set_active_endpoint(link.owned.clone());
@@ -439,6 +537,7 @@ impl Client {
                         client.set_active_endpoint(None);
                         client.lock().connected = false;
                         client.status_changed();
+                        client.learn_link(&link.conn, started);
                         // Tell the server at once, so it frees the connection
                         // instead of waiting for the idle timeout.
                         link.close(b"bye").await;
@@ -745,6 +844,28 @@ mod tests {
             conn_error("s:1", &overloaded),
             SyncError::Overloaded { retry_after: Some(d) } if d == Duration::from_millis(1500)
         ));
+    }
+
+    #[test]
+    fn the_keep_alive_shortens_on_a_lossy_link_and_grows_on_a_clean_one() {
+        let mut k = KeepAlive::default();
+        assert_eq!(k.interval(), Duration::from_secs(2));
+        let long = KeepAlive::CLEAN_AFTER;
+        k.learn(0, 1000, false, long);
+        assert_eq!(k.interval(), Duration::from_secs(4));
+        k.learn(0, 1000, false, long);
+        k.learn(0, 1000, false, long);
+        assert_eq!(k.interval(), KeepAlive::MAX);
+        // A short clean connection teaches nothing.
+        k.learn(0, 10, false, Duration::from_secs(1));
+        assert_eq!(k.interval(), KeepAlive::MAX);
+        // Loss over 1 %, or an idle timeout: back to 1 s.
+        k.learn(30, 1000, false, long);
+        assert_eq!(k.interval(), KeepAlive::MIN);
+        k.learn(0, 1000, false, long);
+        assert_eq!(k.interval(), Duration::from_secs(2));
+        k.learn(0, 5, true, long);
+        assert_eq!(k.interval(), KeepAlive::MIN);
     }
 
     #[test]

@@ -82,14 +82,24 @@ pub struct TlsError(String);
 /// device reconnects, room for the server's push streams, and small windows
 /// (phones receive little).
 pub fn client_transport() -> quinn::TransportConfig {
+    client_transport_with(Duration::from_secs(1))
+}
+
+/// [`client_transport`] with another keep-alive interval (the background
+/// sync adapts it to the link: see `KeepAlive` in the sync module).
+pub fn client_transport_with(keep_alive: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(1)))
+    t.keep_alive_interval(Some(keep_alive))
         .max_concurrent_uni_streams(4u32.into())
         .max_concurrent_bidi_streams(0u32.into())
         .stream_receive_window((4u32 << 20).into())
         .receive_window((8u32 << 20).into())
         .send_window(1 << 20)
-        .initial_rtt(Duration::from_millis(300));
+        .initial_rtt(Duration::from_millis(300))
+        // No path MTU discovery: its probes cost more bytes than larger
+        // packets save for this protocol's small frames (see the server's
+        // transport configuration).
+        .mtu_discovery_config(None);
     if let Ok(idle) = Duration::from_secs(30).try_into() {
         t.max_idle_timeout(Some(idle));
     }
@@ -131,4 +141,25 @@ pub fn pinned_tls_config(pin: &str, alpn: &[u8]) -> Result<rustls::ClientConfig,
 /// A quinn client configuration that trusts only the certificate with `pin`.
 pub fn pinned_client_config(pin: &str) -> Result<quinn::ClientConfig, TlsError> {
     pinned_client_config_with_alpn(pin, ALPN)
+}
+
+/// The TLS half of a client configuration for `pin`: keep it and build every
+/// connection's configuration from it ([`client_config`]), so reconnects
+/// resume the TLS session (its ticket cache lives here) instead of a full
+/// handshake with the server's certificate.
+pub fn pinned_crypto(pin: &str) -> Result<Arc<quinn::crypto::rustls::QuicClientConfig>, TlsError> {
+    let tls = pinned_tls_config(pin, ALPN)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError(e.to_string()))?;
+    Ok(Arc::new(crypto))
+}
+
+/// A connection's configuration: the shared TLS half and a keep-alive interval.
+pub fn client_config(
+    crypto: Arc<quinn::crypto::rustls::QuicClientConfig>,
+    keep_alive: Duration,
+) -> quinn::ClientConfig {
+    let mut config = quinn::ClientConfig::new(crypto);
+    config.transport_config(Arc::new(client_transport_with(keep_alive)));
+    config
 }

@@ -204,6 +204,10 @@ struct Shared {
     live: Mutex<HashMap<usize, quinn::Connection>>,
     /// UDP bytes sent on connections that have ended.
     closed_tx_bytes: AtomicU64,
+    /// Traffic of connections that have ended (handshakes counted as they end).
+    closed_traffic: Mutex<crate::stats::TrafficStats>,
+    /// Bytes of protocol frames written to devices.
+    frame_bytes: AtomicU64,
     /// UDP bytes received on connections that have ended.
     closed_rx_bytes: AtomicU64,
     /// Sends held until the writes before them are durable.
@@ -479,7 +483,12 @@ pub fn transport_config() -> quinn::TransportConfig {
         .stream_receive_window((256u32 << 10).into())
         .receive_window((512u32 << 10).into())
         .send_window(1 << 20)
-        .initial_rtt(Duration::from_millis(300));
+        .initial_rtt(Duration::from_millis(300))
+        // No path MTU discovery: its probes (up to 1452 B, several per
+        // connection) cost ~6 KB per connection, a fifth of a second of a
+        // collapsing 32 kbit/s link each time a device reconnects, to
+        // enlarge packets this protocol's small frames rarely fill.
+        .mtu_discovery_config(None);
     if let Ok(idle) = Duration::from_secs(30).try_into() {
         t.max_idle_timeout(Some(idle));
     }
@@ -545,6 +554,12 @@ impl Server {
             .with_single_cert(identity.cert_chain(), identity.private_key())
             .map_err(|e| StartError::Tls(e.to_string()))?;
         tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+        // Reconnecting devices resume their TLS session: stateless tickets
+        // (no memory per device), one per handshake; the resumed handshake
+        // skips the certificate and its signature.
+        tls.ticketer =
+            rustls::crypto::ring::Ticketer::new().map_err(|e| StartError::Tls(e.to_string()))?;
+        tls.send_tls13_tickets = 1;
         // No 0-RTT: early data can be replayed by anyone who captured it,
         // and every request of this protocol may write (a Push), so none is
         // safe to accept before the handshake completes.
@@ -579,6 +594,8 @@ impl Server {
             open: AtomicUsize::new(0),
             live: Mutex::new(HashMap::new()),
             closed_tx_bytes: AtomicU64::new(0),
+            closed_traffic: Mutex::new(crate::stats::TrafficStats::default()),
+            frame_bytes: AtomicU64::new(0),
             closed_rx_bytes: AtomicU64::new(0),
             flushq: Mutex::new(FlushQueue::default()),
             flush_wake: tokio::sync::Notify::new(),
@@ -631,11 +648,15 @@ impl Server {
     /// Every counter at once, with this process's memory and CPU figures.
     pub fn snapshot(&self) -> StatsSnapshot {
         let (mut tx, mut rx) = (0, 0);
+        let mut traffic = *lock(&self.shared.closed_traffic);
         for c in lock(&self.shared.live).values() {
             let s = c.stats();
             tx += s.udp_tx.bytes;
             rx += s.udp_rx.bytes;
+            traffic.add_connection(&s);
+            traffic.handshakes += 1;
         }
+        traffic.frame_bytes = self.shared.frame_bytes.load(Ordering::Relaxed);
         let (core, sessions) = {
             let core = lock(&self.shared.core);
             (core.stats(), core.session_count())
@@ -659,6 +680,8 @@ impl Server {
             rss_bytes: process.rss_bytes,
             peak_rss_bytes: process.peak_rss_bytes,
             cpu_seconds: process.cpu_seconds,
+            traffic,
+            outbox_peak_bytes: self.outbox_peak_bytes() as u64,
         }
     }
 
@@ -842,6 +865,11 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
     passed_gate(&shared, key);
     lock(&shared.live).remove(&key);
     let stats = conn.stats();
+    {
+        let mut t = lock(&shared.closed_traffic);
+        t.add_connection(&stats);
+        t.handshakes += 1;
+    }
     shared
         .closed_tx_bytes
         .fetch_add(stats.udp_tx.bytes, Ordering::Relaxed);
@@ -944,6 +972,9 @@ struct Drain {
 impl Drain {
     /// `len` bytes were written.
     fn written(&self, len: usize) {
+        self.shared
+            .frame_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
         let left = self.queued.fetch_sub(len, Ordering::Relaxed) - len;
         if left == 0 && self.behind.load(Ordering::Acquire) {
             // Cleared under the core's lock, before the catch-up is queued:

@@ -23,7 +23,7 @@ pub use driver::{
     transport_config, Server, ServerOptions, StartError, HELLO_TIMEOUT, OUTBOX_BYTES,
 };
 pub use identity::{Identity, IdentityError, Invite};
-pub use stats::{ProcessFigures, StatsError, StatsSnapshot};
+pub use stats::{ProcessFigures, StatsError, StatsSnapshot, TrafficStats};
 
 /// A future that resolves on SIGINT or SIGTERM. The handlers are installed
 /// when this returns, so a signal sent right after the startup lines is caught.

@@ -43,6 +43,46 @@ pub struct StatsSnapshot {
     pub peak_rss_bytes: u64,
     /// CPU time the process has used, user plus system, seconds (Linux; 0 elsewhere).
     pub cpu_seconds: f64,
+    /// Where the bytes sent went, all connections ever.
+    pub traffic: TrafficStats,
+    /// The most bytes of frames one device's outbox held.
+    pub outbox_peak_bytes: u64,
+}
+
+/// Where the server's bytes go: what QUIC sent besides the protocol's frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrafficStats {
+    /// Connections that completed their handshake.
+    pub handshakes: u64,
+    /// Bytes of the protocol's frames written to devices (the rest of
+    /// `bytes_sent` is QUIC and TLS: handshakes, acknowledgements,
+    /// keep-alives, headers and retransmissions).
+    pub frame_bytes: u64,
+    /// Bytes of packets declared lost (their data is sent again).
+    pub lost_bytes: u64,
+    /// UDP datagrams sent.
+    pub datagrams: u64,
+    /// PING frames sent (keep-alives).
+    pub ping_frames: u64,
+    /// ACK frames sent.
+    pub ack_frames: u64,
+    /// CRYPTO frames sent (TLS handshakes).
+    pub crypto_frames: u64,
+    /// STREAM frames sent.
+    pub stream_frames: u64,
+}
+
+impl TrafficStats {
+    /// Adds one connection's figures.
+    pub fn add_connection(&mut self, s: &quinn::ConnectionStats) {
+        self.lost_bytes += s.path.lost_bytes;
+        self.datagrams += s.udp_tx.datagrams;
+        self.ping_frames += s.frame_tx.ping;
+        self.ack_frames += s.frame_tx.acks;
+        self.crypto_frames += s.frame_tx.crypto;
+        self.stream_frames += s.frame_tx.stream;
+    }
 }
 
 /// Why a stats file could not be read or written.

@@ -406,6 +406,10 @@ pub struct VenueReport {
     pub server_flushes: u64,
     /// Writes made durable by those flushes.
     pub server_flushed_writes: u64,
+    /// Where the server's bytes went (handshakes, frames, losses, keep-alives).
+    pub server_traffic: lanyard_server::TrafficStats,
+    /// The most bytes one device's outbox held on the server.
+    pub server_outbox_peak_bytes: u64,
     /// Per phase: wall time, server CPU, server memory, bytes sent.
     pub phases: Vec<PhaseFigures>,
     /// Mean size of the organizer's Automerge change in the changes phase, bytes.
@@ -596,6 +600,21 @@ impl std::fmt::Display for VenueReport {
             self.server_cpu_s,
             self.server_flushed_writes,
             self.server_flushes
+        )?;
+        let t = &self.server_traffic;
+        writeln!(
+            f,
+            "  server traffic       {} handshakes, {} B of frames in {} B sent ({} datagrams), \
+             {} B lost and resent, {} pings, {} acks, {} crypto frames; outbox peak {} B",
+            t.handshakes,
+            t.frame_bytes,
+            self.bytes_per_device as u64 * self.attendees as u64,
+            t.datagrams,
+            t.lost_bytes,
+            t.ping_frames,
+            t.ack_frames,
+            t.crypto_frames,
+            self.server_outbox_peak_bytes
         )?;
         writeln!(
             f,
@@ -1479,6 +1498,8 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         server_cpu_s: last.cpu_seconds,
         server_flushes: last.flushes,
         server_flushed_writes: last.flushed_writes,
+        server_traffic: last.traffic,
+        server_outbox_peak_bytes: last.outbox_peak_bytes,
         phases: clock.done,
         change_size_bytes,
         never_converged: cfg.attendees - converged,

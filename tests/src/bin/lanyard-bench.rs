@@ -14,6 +14,12 @@
 //!   listed a day, and once it has applied a change.
 //!
 //! Figures are medians and maxima over `--runs`; targets in issue 13.
+//!
+//! `lanyard-bench handshakes`: QUIC + TLS handshakes per second against a
+//! real server on loopback, full (a new TLS configuration each time, as
+//! before issue 14) and resumed (one configuration kept, so the TLS session
+//! resumes from the server's ticket), with the bytes the server sent for
+//! each.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,6 +58,12 @@ enum Command {
         /// Print the figures as JSON too.
         #[arg(long)]
         json: bool,
+    },
+    /// Handshakes per second, full and resumed, and the server's bytes for each.
+    Handshakes {
+        /// Handshakes of each kind.
+        #[arg(long, default_value_t = 500)]
+        count: usize,
     },
     /// (internal) Open a device database, list one day, print timings as JSON.
     #[command(hide = true)]
@@ -277,12 +289,64 @@ async fn client_bench(agenda: &Path, runs: usize, json: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// Connects `count` times one after the other; `config` gives each
+/// connection's configuration. Returns handshakes per second and the
+/// server's bytes per handshake.
+async fn handshake_round(
+    srv: &TestServer,
+    count: usize,
+    config: &dyn Fn() -> anyhow::Result<quinn::ClientConfig>,
+) -> anyhow::Result<(f64, f64)> {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let mut received = 0u64;
+    let mut handshaking = Duration::ZERO;
+    for _ in 0..count {
+        let t = Instant::now();
+        let conn = endpoint
+            .connect_with(config()?, srv.addr(), "localhost")?
+            .await
+            .context("handshake")?;
+        handshaking += t.elapsed();
+        // A moment for what follows the handshake (the session ticket),
+        // counted in the bytes but not in the time.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        received += conn.stats().udp_rx.bytes;
+        conn.close(0u32.into(), b"bye");
+    }
+    let rate = count as f64 / handshaking.as_secs_f64();
+    endpoint.wait_idle().await;
+    Ok((rate, received as f64 / count as f64))
+}
+
+async fn handshakes(count: usize) -> anyhow::Result<()> {
+    let srv = TestServer::start().await?;
+    let pin = srv.identity()?.pin();
+    let keep = Duration::from_secs(5);
+    let full = || -> anyhow::Result<quinn::ClientConfig> {
+        let crypto = lanyard_client_core::tls::pinned_crypto(&pin)?;
+        Ok(lanyard_client_core::tls::client_config(crypto, keep))
+    };
+    let kept = lanyard_client_core::tls::pinned_crypto(&pin)?;
+    let resumed = || -> anyhow::Result<quinn::ClientConfig> {
+        Ok(lanyard_client_core::tls::client_config(kept.clone(), keep))
+    };
+    // One resumed connection first, to hold a ticket.
+    handshake_round(&srv, 1, &resumed).await?;
+    let (full_rate, full_bytes) = handshake_round(&srv, count, &full).await?;
+    let (resumed_rate, resumed_bytes) = handshake_round(&srv, count, &resumed).await?;
+    println!("handshakes on loopback, {count} of each, one after the other:");
+    println!("  full     {full_rate:>8.0} per second, server sent {full_bytes:>6.0} B each");
+    println!("  resumed  {resumed_rate:>8.0} per second, server sent {resumed_bytes:>6.0} B each");
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::Client { agenda, runs, json } => client_bench(&agenda, runs, json).await,
         Command::ClientOpen { db, day } => client_open(&db, &day),
+        Command::Handshakes { count } => handshakes(count).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
