@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod crashloop;
+pub mod light;
 pub mod netem;
 pub mod plot;
 pub mod progress;

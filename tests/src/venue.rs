@@ -33,6 +33,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::backend::{Backend, ServerMode};
+use crate::light::{Light, LightLink, LightSync};
 use crate::netem::{Netem, NetemConfig, Profile};
 
 /// The event of the workload.
@@ -271,6 +272,10 @@ pub struct VenueConfig {
     pub server: ServerMode,
     /// Devices per client UDP endpoint (socket); 1 gives each device its own.
     pub devices_per_endpoint: usize,
+    /// Devices that keep a full copy of the agenda (the first ones); the rest
+    /// are light devices (see [`crate::light`]). `None`: all of them up to
+    /// 1,000 devices, 1,000 above.
+    pub full_devices: Option<usize>,
 }
 
 impl Default for VenueConfig {
@@ -290,6 +295,7 @@ impl Default for VenueConfig {
             progress: true,
             server: ServerMode::InProcess,
             devices_per_endpoint: 1,
+            full_devices: None,
         }
     }
 }
@@ -791,9 +797,113 @@ fn storm_change(seed: u64, agenda: &PublishedAgenda) -> anyhow::Result<Change> {
     })
 }
 
+/// A simulated device: a full client (a copy of the agenda, the shipped
+/// background sync) or a light one (see [`crate::light`]).
+#[derive(Clone)]
+enum Kind {
+    Full(Client),
+    Light(Arc<Light>, quinn::Endpoint, LightLink),
+}
+
 struct Device {
-    client: Client,
-    sync: Option<BackgroundSync>,
+    kind: Kind,
+    sync: Option<DevSync>,
+}
+
+enum DevSync {
+    Full(BackgroundSync),
+    Light(LightSync),
+}
+
+impl DevSync {
+    async fn stop(self) {
+        match self {
+            DevSync::Full(s) => s.stop().await,
+            DevSync::Light(s) => s.stop().await,
+        }
+    }
+}
+
+/// What the benchmark reads of a device.
+struct DevStatus {
+    connected: bool,
+    pending: usize,
+    last_error: Option<String>,
+    retries: u64,
+}
+
+impl Kind {
+    /// Whether the device holds the agenda change `hash` (applied to its
+    /// copy; for a light device: arrived).
+    fn holds(&self, agenda: &DocId, hash: &Hash) -> bool {
+        match self {
+            Kind::Full(c) => c.has_change(agenda, hash).unwrap_or(false),
+            Kind::Light(l, ..) => l.holds(hash),
+        }
+    }
+
+    fn heads(&self, agenda: &DocId) -> anyhow::Result<Vec<Hash>> {
+        Ok(match self {
+            Kind::Full(c) => c.heads(agenda)?,
+            Kind::Light(l, ..) => l.heads(),
+        })
+    }
+
+    fn updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Kind::Full(c) => c.remote_changes(),
+            Kind::Light(l, ..) => l.updates(),
+        }
+    }
+
+    fn status(&self) -> DevStatus {
+        match self {
+            Kind::Full(c) => {
+                let s = c.status();
+                DevStatus {
+                    connected: s.connected,
+                    pending: s.pending_changes as usize,
+                    last_error: s.last_error,
+                    retries: s.retries,
+                }
+            }
+            Kind::Light(l, ..) => DevStatus {
+                connected: l.connected(),
+                pending: l.pending(),
+                last_error: l.last_error(),
+                retries: l.retries(),
+            },
+        }
+    }
+
+    /// Sets (or clears) the probe told of every agenda change that arrives.
+    fn set_probe(&self, probe: Option<crate::light::Probe>) {
+        match self {
+            Kind::Full(c) => {
+                c.set_arrival_probe(probe.map(|p| Box::new(move |_: &DocId, h: &[Hash]| p(h)) as _))
+            }
+            Kind::Light(l, ..) => l.set_probe(probe),
+        }
+    }
+
+    fn start(&self, cfg: &VenueConfig) -> anyhow::Result<DevSync> {
+        Ok(match self {
+            Kind::Full(c) => DevSync::Full(c.start_background(background(cfg))),
+            Kind::Light(l, endpoint, link) => DevSync::Light(LightSync::start(
+                l.clone(),
+                endpoint.clone(),
+                link.clone(),
+                background(cfg).policy(),
+            )?),
+        })
+    }
+
+    fn full(&self) -> Option<&Client> {
+        match self {
+            Kind::Full(c) => Some(c),
+            Kind::Light(..) => None,
+        }
+    }
 }
 
 fn link(
@@ -874,6 +984,16 @@ impl Tally {
         (0..done.len()).filter(|i| done[*i].is_none()).collect()
     }
 
+    /// The times of the completions whose index satisfies `keep`.
+    fn times_where(&self, keep: impl Fn(usize) -> bool) -> Vec<Duration> {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        done.iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .filter_map(|(_, t)| *t)
+            .collect()
+    }
+
     fn times(&self) -> Vec<Duration> {
         let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         done.iter().flatten().copied().collect()
@@ -916,7 +1036,7 @@ async fn watch_progress(
                 .pending()
                 .into_iter()
                 .filter_map(|i| devices.get(i))
-                .find_map(|dev| dev.client.status().last_error)
+                .find_map(|dev| dev.kind.status().last_error)
                 .map(|e| format!(" (a waiting device's last error: {e})"))
                 .unwrap_or_default();
             let st = server.stats();
@@ -950,16 +1070,21 @@ fn describe_devices(
     let mut lines = Vec::new();
     for &i in waiting.iter().take(20) {
         let Some(d) = devices.get(i) else { continue };
-        let st = d.client.status();
+        let st = d.kind.status();
         let heads = d
-            .client
+            .kind
             .heads(&agenda)
             .map(|h| h.iter().map(hex_prefix).collect::<Vec<_>>().join(","))
             .unwrap_or_else(|e| format!("unreadable: {e}"));
         lines.push(format!(
-            "  device {i}: connected={} pending={} last_error={:?} agenda heads=[{heads}]{}",
+            "  device {i}{}: connected={} pending={} last_error={:?} agenda heads=[{heads}]{}",
+            if d.kind.full().is_some() {
+                ""
+            } else {
+                " (light)"
+            },
             st.connected,
-            st.pending_changes,
+            st.pending,
             st.last_error,
             extra(i)
         ));
@@ -990,18 +1115,18 @@ async fn wait_all(
     what: &str,
     devices: &[Device],
     t0: Instant,
-    cond: impl Fn(&Client) -> bool + Send + Sync + 'static,
+    cond: impl Fn(&Kind) -> bool + Send + Sync + 'static,
 ) -> anyhow::Result<Vec<Duration>> {
     let cond = Arc::new(cond);
     let tally = Tally::new(devices.len());
     let recheck = recheck_interval(devices.len());
     let mut watchers = JoinSet::new();
     for (i, d) in devices.iter().enumerate() {
-        let (client, cond, tally) = (d.client.clone(), cond.clone(), tally.clone());
+        let (kind, cond, tally) = (d.kind.clone(), cond.clone(), tally.clone());
         watchers.spawn(async move {
-            let mut updates = client.remote_changes();
+            let mut updates = kind.updates();
             loop {
-                if cond(&client) {
+                if cond(&kind) {
                     tally.record(i, t0.elapsed());
                     return;
                 }
@@ -1103,15 +1228,46 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     let sim_rss_before_devices = own_memory().0;
     let mut devices = Vec::with_capacity(cfg.attendees);
     let mut endpoint: Option<quinn::Endpoint> = None;
+    let full_devices = cfg
+        .full_devices
+        .unwrap_or(cfg.attendees.min(1000))
+        .min(cfg.attendees);
+    let event = EventId::new(VENUE_EVENT)?;
     for i in 0..cfg.attendees {
+        if cfg.devices_per_endpoint > 1 && i % cfg.devices_per_endpoint == 0 {
+            endpoint = Some(
+                lanyard_client_core::shared_endpoint("127.0.0.1:0".parse()?)
+                    .context("cannot open a client endpoint")?,
+            );
+        }
+        let user = format!("a{i:05}");
+        let session = &sessions[i % sessions.len()].id;
+        let note = format!("note of attendee {i}");
+        if i >= full_devices {
+            let claims = claims(Role::Attendee, &user)?;
+            let mut actor = [0u8; 16];
+            actor[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            actor[8..].copy_from_slice(&cfg.seed.to_be_bytes());
+            let own = DocId::Attendee(event.clone(), UserId::new(&user)?);
+            let light = Light::new(&event, own, actor, session, &note)?;
+            let link = LightLink {
+                addr: connect_addr,
+                pin: identity.pin(),
+                event: event.clone(),
+                token: identity.sign(&claims),
+            };
+            let endpoint = match &endpoint {
+                Some(e) => e.clone(),
+                None => lanyard_client_core::shared_endpoint("127.0.0.1:0".parse()?)?,
+            };
+            devices.push(Device {
+                kind: Kind::Light(light, endpoint, link),
+                sync: None,
+            });
+            continue;
+        }
         let client = Client::in_memory()?;
         if cfg.devices_per_endpoint > 1 {
-            if i % cfg.devices_per_endpoint == 0 {
-                endpoint = Some(
-                    lanyard_client_core::shared_endpoint("127.0.0.1:0".parse()?)
-                        .context("cannot open a client endpoint")?,
-                );
-            }
             if let Some(e) = &endpoint {
                 client.share_endpoint(e.clone());
             }
@@ -1119,18 +1275,27 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         client.join(&link(
             &identity,
             connect_addr,
-            &claims(Role::Attendee, &format!("a{i:05}"))?,
+            &claims(Role::Attendee, &user)?,
         )?)?;
-        client.set_note(
-            &sessions[i % sessions.len()].id,
-            &format!("note of attendee {i}"),
-        )?;
-        devices.push(Device { client, sync: None });
+        client.set_note(session, &note)?;
+        devices.push(Device {
+            kind: Kind::Full(client),
+            sync: None,
+        });
+    }
+    if full_devices < cfg.attendees {
+        say(
+            &cfg,
+            format!(
+                "{full_devices} devices keep a full copy of the agenda, {} are light",
+                cfg.attendees - full_devices
+            ),
+        );
     }
     clock.end(&server, "setup").await?;
     let t_join = Instant::now();
     for d in &mut devices {
-        d.sync = Some(d.client.start_background(background(&cfg)));
+        d.sync = Some(d.kind.start(&cfg)?);
     }
     let n_sessions = sessions.len();
     // A device holds the agenda when it holds every head of the organizer's
@@ -1139,10 +1304,8 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     let published = organizer.heads(&agenda_id)?;
     let join = {
         let agenda_id = agenda_id.clone();
-        wait_all(&cfg, &server, "join", &devices, t_join, move |c| {
-            published
-                .iter()
-                .all(|h| c.has_change(&agenda_id, h).unwrap_or(false))
+        wait_all(&cfg, &server, "join", &devices, t_join, move |k| {
+            published.iter().all(|h| k.holds(&agenda_id, h))
         })
         .await?
     };
@@ -1150,15 +1313,15 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     // On small runs (the tests), the join check is checked: a device that
     // holds the session written last holds every session.
     if devices.len() <= 50 {
-        for (i, d) in devices.iter().enumerate() {
-            let held = d.client.sessions()?.len();
+        for (i, c) in devices.iter().filter_map(|d| d.kind.full()).enumerate() {
+            let held = c.sessions()?.len();
             if held != n_sessions {
                 bail!("join: device {i} passed the join check holding {held} of {n_sessions} sessions");
             }
         }
     }
-    wait_all(&cfg, &server, "notes uploaded", &devices, t_join, |c| {
-        c.status().pending_changes == 0
+    wait_all(&cfg, &server, "notes uploaded", &devices, t_join, |k| {
+        k.status().pending == 0
     })
     .await?;
     clock.end(&server, "join").await?;
@@ -1192,11 +1355,11 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     let recheck = recheck_interval(devices.len());
     let mut watchers = JoinSet::new();
     for (i, d) in devices.iter().enumerate() {
-        let (client, made, tally) = (d.client.clone(), made.clone(), tally.clone());
+        let (kind, made, tally) = (d.kind.clone(), made.clone(), tally.clone());
         let total = plan.len();
         {
             let (made_at, arrivals) = (made_at.clone(), arrivals.clone());
-            client.set_arrival_probe(Some(Box::new(move |_doc, hashes| {
+            kind.set_probe(Some(Box::new(move |hashes| {
                 let made_at = made_at.lock().unwrap_or_else(|e| e.into_inner());
                 for h in hashes {
                     if let Some((k, t)) = made_at.get(h) {
@@ -1208,7 +1371,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         let mut made_rx = made_rx.clone();
         let agenda_id = agenda_id.clone();
         watchers.spawn(async move {
-            let mut updates = client.remote_changes();
+            let mut updates = kind.updates();
             let mut seen = vec![false; total];
             loop {
                 let now_made: Vec<(usize, [u8; 32], Instant)> = {
@@ -1220,7 +1383,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
                         .collect()
                 };
                 for (k, hash, t) in now_made {
-                    if client.has_change(&agenda_id, &hash).unwrap_or(false) {
+                    if kind.holds(&agenda_id, &hash) {
                         seen[k] = true;
                         tally.record(i * total + k, t.elapsed());
                     }
@@ -1300,9 +1463,10 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     progress?;
     drop(watchers);
     for d in &devices {
-        d.client.set_arrival_probe(None);
+        d.kind.set_probe(None);
     }
-    fanout.extend(tally.times());
+    // The applied figure is the full devices' (a light device keeps no copy).
+    fanout.extend(tally.times_where(|idx| idx / total.max(1) < full_devices));
     let fanout_arrival = arrivals.times();
     clock.end(&server, "changes").await?;
     let change_bytes = clock.bytes("changes");
@@ -1344,28 +1508,26 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             .map(|_| Duration::from_millis(rng.random_range(0..1000)))
             .collect();
         // Reconnect every device within one second, while measuring.
-        let clients: Vec<Client> = devices.iter().map(|d| d.client.clone()).collect();
-        let opts = background(&cfg);
+        let kinds: Vec<Kind> = devices.iter().map(|d| d.kind.clone()).collect();
+        let storm_cfg = cfg.clone();
         let reconnect = tokio::spawn(async move {
-            let mut order: Vec<usize> = (0..clients.len()).collect();
+            let mut order: Vec<usize> = (0..kinds.len()).collect();
             order.sort_by_key(|i| offsets[*i]);
-            let mut syncs: Vec<Option<BackgroundSync>> = (0..clients.len()).map(|_| None).collect();
+            let mut syncs: Vec<Option<DevSync>> = (0..kinds.len()).map(|_| None).collect();
             for i in order {
                 tokio::time::sleep_until((t + offsets[i]).into()).await;
-                syncs[i] = Some(clients[i].start_background(opts.clone()));
+                syncs[i] = Some(kinds[i].start(&storm_cfg)?);
             }
-            syncs
+            Ok::<_, anyhow::Error>(syncs)
         });
         let id = agenda_id.clone();
-        let per = wait_all(&cfg, &server, "storm", &devices, t, move |c| {
-            storm_heads
-                .iter()
-                .all(|h| c.has_change(&id, h).unwrap_or(false))
+        let per = wait_all(&cfg, &server, "storm", &devices, t, move |k| {
+            storm_heads.iter().all(|h| k.holds(&id, h))
         })
         .await?;
         for (d, sync) in devices
             .iter_mut()
-            .zip(reconnect.await.context("reconnect task")?)
+            .zip(reconnect.await.context("reconnect task")??)
         {
             d.sync = sync;
         }
@@ -1406,13 +1568,25 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             .collect::<anyhow::Result<Vec<_>>>()
     };
     let reference = read(&organizer)?;
+    // A light device converged when the agenda heads it holds are the
+    // organizer's and its note is acknowledged.
+    let mut final_heads = organizer.heads(&agenda_id)?;
+    final_heads.sort();
     let mut converged = 0;
     let mut retries = 0;
     let mut errors = std::collections::BTreeMap::new();
     for d in &devices {
-        let s = d.client.status();
+        let s = d.kind.status();
         retries += s.retries;
-        if s.pending_changes == 0 && read(&d.client)? == reference {
+        let same = match &d.kind {
+            Kind::Full(c) => read(c)? == reference,
+            Kind::Light(l, ..) => {
+                let mut h = l.heads();
+                h.sort();
+                h == final_heads
+            }
+        };
+        if s.pending == 0 && same {
             converged += 1;
         }
         if let Some(e) = s.last_error {

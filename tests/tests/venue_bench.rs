@@ -131,3 +131,36 @@ async fn the_real_fosdem_agenda_runs_through_every_phase() {
     );
     assert!(report.sim_rss_after_join_bytes > 0 && report.sim_peak_rss_bytes > 0);
 }
+
+/// Light devices (no copy of the agenda: each change decoded and its hash
+/// checked) run beside full ones: every device of both kinds receives every
+/// change and the storm's, every note reaches the server, and the applied
+/// figure counts only the full devices while the arrival figure counts all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_devices_run_beside_a_sample_of_full_ones_and_everyone_converges() {
+    let cfg = VenueConfig {
+        attendees: 16,
+        full_devices: Some(4),
+        agenda: AgendaSource::Synthetic { sessions: 40 },
+        changes: 3,
+        change_interval: Duration::from_millis(300),
+        seed: 11,
+        devices_per_endpoint: 4,
+        phase_deadline: Duration::from_secs(180),
+        ..VenueConfig::default()
+    };
+    let report = run(cfg).await.unwrap_or_else(|e| panic!("seed 11: {e:#}"));
+    println!("{report}");
+    assert_eq!(report.converged, 16, "light and full devices converge");
+    assert_eq!(
+        report.lost_writes, 0,
+        "light devices' notes reached the server"
+    );
+    assert_eq!(report.fanout_ms.count, 3 * 4, "applied: the full devices");
+    assert_eq!(
+        report.fanout_arrival_ms.count,
+        3 * 16,
+        "arrival: every device, every change"
+    );
+    assert_eq!(report.storm_device_ms.map(|p| p.count), Some(16));
+}

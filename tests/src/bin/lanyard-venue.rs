@@ -94,6 +94,12 @@ struct Args {
     /// proxy impairs each client address separately; 100 on loopback).
     #[arg(long)]
     devices_per_endpoint: Option<usize>,
+    /// Devices that keep a full copy of the agenda and apply every change
+    /// (the first ones; the rest are light devices that decode each change
+    /// and check its hash, so the figures measure the server, not the
+    /// simulator). Default: every device up to 1,000, 1,000 above.
+    #[arg(long)]
+    full_devices: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -192,6 +198,7 @@ fn real_main() -> anyhow::Result<bool> {
         progress: true,
         server,
         devices_per_endpoint,
+        full_devices: args.full_devices,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
