@@ -15,7 +15,6 @@ use automerge::{Automerge, ChangeHash, ReadDoc as _};
 
 use super::{frame, to_wire, ConnId, Lane, ServerAction, ServerStats};
 use crate::ids::DocId;
-use crate::time::Millis;
 use crate::wire::{DocUpdate, Limits, ServerMsg};
 
 /// Largest batch of raw changes in one catch-up update: a device on a slow
@@ -70,8 +69,6 @@ pub(crate) struct DocState {
     pub bytes: usize,
     snapshot: Option<Snapshot>,
     subs: BTreeMap<ConnId, Subscriber>,
-    /// When the next heads beacon is due.
-    pub beacon_due: Option<Millis>,
 }
 
 fn doc_update(

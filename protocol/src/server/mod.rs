@@ -176,6 +176,12 @@ pub struct ServerCore {
     config: ServerConfig,
     docs: BTreeMap<DocId, DocState>,
     sessions: HashMap<ConnId, ServerSession>,
+    /// Authenticated sessions by user, so a `Hello` counts a user's
+    /// sessions without scanning every session (10,000 devices reconnecting
+    /// at once would make that quadratic).
+    by_user: HashMap<crate::ids::UserId, Vec<ConnId>>,
+    /// Documents with a heads beacon due, and when.
+    beacons: BTreeMap<DocId, Millis>,
     stats: ServerStats,
 }
 
@@ -206,6 +212,8 @@ impl ServerCore {
             config,
             docs: BTreeMap::new(),
             sessions: HashMap::new(),
+            by_user: HashMap::new(),
+            beacons: BTreeMap::new(),
             stats: ServerStats::default(),
         }
     }
@@ -259,6 +267,14 @@ impl ServerCore {
                     d.unsubscribe(conn);
                 }
             }
+            if let Some(c) = &s.claims {
+                if let Some(list) = self.by_user.get_mut(&c.user) {
+                    list.retain(|x| *x != conn);
+                    if list.is_empty() {
+                        self.by_user.remove(&c.user);
+                    }
+                }
+            }
         }
     }
 
@@ -269,7 +285,7 @@ impl ServerCore {
 
     /// When [`ServerCore::handle_timeout`] next has work (heads beacons).
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.docs.values().filter_map(|d| d.beacon_due).min()
+        self.beacons.values().min().copied()
     }
 
     /// Runs the timers due at `now`: each document whose last change is
@@ -277,10 +293,16 @@ impl ServerCore {
     /// lacks a change (a frame the driver dropped, a bug) asks for it.
     pub fn handle_timeout(&mut self, now: Millis) -> Vec<ServerAction> {
         let mut out = Vec::new();
-        for (id, d) in self.docs.iter_mut() {
-            if d.beacon_due.is_some_and(|t| t <= now) {
-                d.beacon_due = None;
-                out.extend(d.beacon(id));
+        let due: Vec<DocId> = self
+            .beacons
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.beacons.remove(&id);
+            if let Some(d) = self.docs.get(&id) {
+                out.extend(d.beacon(&id));
             }
         }
         out
@@ -386,6 +408,18 @@ impl ServerCore {
         }
     }
 
+    /// The authenticated sessions of `user`.
+    fn user_sessions<'a>(
+        &'a self,
+        user: &crate::ids::UserId,
+    ) -> impl Iterator<Item = (ConnId, &'a ServerSession)> + 'a {
+        self.by_user
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.sessions.get(c).map(|s| (*c, s)))
+    }
+
     /// Sessions of the same installation, user and device as `claims`, but
     /// `conn`: left open when a goodbye was lost.
     fn lingering(
@@ -398,16 +432,13 @@ impl ServerCore {
             return Vec::new();
         }
         let mut old: Vec<ConnId> = self
-            .sessions
-            .iter()
+            .user_sessions(&claims.user)
             .filter(|(c, s)| {
-                **c != conn
+                *c != conn
                     && s.installation == *installation
-                    && s.claims
-                        .as_ref()
-                        .is_some_and(|o| o.user == claims.user && o.device == claims.device)
+                    && s.claims.as_ref().is_some_and(|o| o.device == claims.device)
             })
-            .map(|(c, _)| *c)
+            .map(|(c, _)| c)
             .collect();
         old.sort_unstable();
         old
@@ -438,9 +469,8 @@ impl ServerCore {
         })?;
         let limits = self.config.limits;
         let open = |same: &dyn Fn(&TokenClaims) -> bool| {
-            self.sessions
-                .iter()
-                .filter(|(c, s)| **c != conn && s.claims.as_ref().is_some_and(same))
+            self.user_sessions(&claims.user)
+                .filter(|(c, s)| *c != conn && s.claims.as_ref().is_some_and(same))
                 .count()
         };
         let device_sessions = open(&|c| c.user == claims.user && c.device == claims.device);
@@ -540,6 +570,10 @@ impl ServerCore {
             subscribed.push(doc);
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
+            self.by_user
+                .entry(claims.user.clone())
+                .or_default()
+                .push(conn);
             s.claims = Some(claims);
             s.docs = subscribed;
             s.installation = installation;
@@ -690,7 +724,7 @@ impl ServerCore {
             }
         }
         if !new_raw.is_empty() {
-            state.beacon_due = Some(now + BEACON_AFTER);
+            self.beacons.insert(doc.clone(), now + BEACON_AFTER);
             let new = NewChanges {
                 origin: conn,
                 heads_before,
