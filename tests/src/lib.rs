@@ -290,23 +290,31 @@ pub struct RawClient {
     pushes: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
 }
 
+/// Forwards every frame body read from `recv` to `tx`, in a task of its own,
+/// until the stream ends or `tx` is dropped.
+pub fn forward_frames(
+    mut recv: quinn::RecvStream,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) {
+    tokio::spawn(async move {
+        let mut decoder = FrameDecoder::new(64 << 20);
+        while let Ok(Some(chunk)) = recv.read_chunk(1 << 16, true).await {
+            decoder.push(&chunk.bytes);
+            while let Ok(Some(body)) = decoder.next_frame() {
+                if tx.send(body).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
 /// Reads every push stream the server opens on `conn`, forwarding frame bodies.
 fn forward_pushes(conn: quinn::Connection) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Ok(mut recv) = conn.accept_uni().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut decoder = FrameDecoder::new(64 << 20);
-                while let Ok(Some(chunk)) = recv.read_chunk(1 << 16, true).await {
-                    decoder.push(&chunk.bytes);
-                    while let Ok(Some(body)) = decoder.next_frame() {
-                        if tx.send(body).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+        while let Ok(recv) = conn.accept_uni().await {
+            forward_frames(recv, tx.clone());
         }
     });
     rx

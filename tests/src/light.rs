@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use automerge::{ActorId, Automerge, Change};
 use lanyard_client_core::docs::NotesDoc;
-use lanyard_protocol::wire::{self, FrameDecoder, Hash};
+use lanyard_protocol::wire::{self, Hash};
 use lanyard_protocol::{
     Backoff, BackoffPolicy, ClientMsg, ClientSession, DocDigest, DocId, DocSyncState, EventId,
     Millis, Replica, ServerMsg,
@@ -196,9 +196,9 @@ impl Light {
         let readers = tokio::spawn({
             let conn = conn.clone();
             async move {
-                forward(recv, tx.clone());
+                crate::forward_frames(recv, tx.clone());
                 while let Ok(uni) = conn.accept_uni().await {
-                    forward(uni, tx.clone());
+                    crate::forward_frames(uni, tx.clone());
                 }
             }
         });
@@ -257,21 +257,6 @@ impl Light {
         conn.close(0u32.into(), b"bye");
         result
     }
-}
-
-/// Forwards every frame body of `recv` to `tx`.
-fn forward(mut recv: quinn::RecvStream, tx: mpsc::UnboundedSender<Vec<u8>>) {
-    tokio::spawn(async move {
-        let mut decoder = FrameDecoder::new(64 << 20);
-        while let Ok(Some(chunk)) = recv.read_chunk(1 << 16, true).await {
-            decoder.push(&chunk.bytes);
-            while let Ok(Some(body)) = decoder.next_frame() {
-                if tx.send(body).is_err() {
-                    return;
-                }
-            }
-        }
-    });
 }
 
 /// A light device's background connection: reconnects with the shipped

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::ReadDoc as _;
-use lanyard_protocol::wire::{self, FrameDecoder};
+use lanyard_protocol::wire;
 use lanyard_protocol::{ClientSession, DocId, EventId, Replica, Role, ServerMsg};
 use lanyard_tests::{wait_for, TestServer, DEADLINE, EVENT};
 use tokio::io::AsyncWriteExt as _;
@@ -18,21 +18,6 @@ const BOUND: usize = 32 * 1024;
 
 /// Announcements the organizer makes while the device does not read.
 const CHANGES: usize = 1000;
-
-/// Forwards every frame body of `recv` to `tx`.
-fn forward(mut recv: quinn::RecvStream, tx: mpsc::UnboundedSender<Vec<u8>>) {
-    tokio::spawn(async move {
-        let mut decoder = FrameDecoder::new(64 << 20);
-        while let Ok(Some(chunk)) = recv.read_chunk(1 << 16, true).await {
-            decoder.push(&chunk.bytes);
-            while let Ok(Some(body)) = decoder.next_frame() {
-                if tx.send(body).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_stops_reading_costs_bounded_memory_and_converges_when_it_reads_again() {
@@ -122,12 +107,12 @@ async fn a_device_that_stops_reading_costs_bounded_memory_and_converges_when_it_
 
     // The device reads again: everything the server holds arrives.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    forward(recv, tx.clone());
+    lanyard_tests::forward_frames(recv, tx.clone());
     {
         let conn = conn.clone();
         tokio::spawn(async move {
             while let Ok(uni) = conn.accept_uni().await {
-                forward(uni, tx.clone());
+                lanyard_tests::forward_frames(uni, tx.clone());
             }
         });
     }
