@@ -163,7 +163,11 @@ fn broadcast(
         if out.behind.load(Ordering::Acquire) {
             continue;
         }
-        if out.queued.load(Ordering::Relaxed) + frame.len() > bound {
+        // An empty outbox always takes the frame: one larger than the bound
+        // (a large import) would otherwise be dropped with nothing queued to
+        // drain, and the device would never get its catch-up.
+        let queued = out.queued.load(Ordering::Relaxed);
+        if queued > 0 && queued + frame.len() > bound {
             out.behind.store(true, Ordering::Release);
             dropped.push((*conn, doc.clone(), base.to_vec()));
             continue;
@@ -1079,6 +1083,43 @@ const READ_CHUNK: usize = 64 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outbox() -> (Outbox, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let out = Outbox {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            peak: Arc::new(AtomicUsize::new(0)),
+            behind: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        (out, rx)
+    }
+
+    /// Over the bound a broadcast is dropped and reported, and later ones
+    /// too until the device drains; a frame larger than the bound still goes
+    /// to an empty outbox (nothing would drain to send its catch-up).
+    #[test]
+    fn a_broadcast_is_dropped_only_behind_queued_bytes_over_the_bound() {
+        let doc = DocId::parse("agenda/venue").unwrap_or_else(|e| panic!("{e}"));
+        let (out, mut rx) = outbox();
+        let outboxes = HashMap::from([(7, out)]);
+        let big = Bytes::from(vec![0u8; 300]);
+        let dropped = broadcast(&outboxes, 100, &doc, &[], &[7], &big, Lane::Schedule);
+        assert!(
+            dropped.is_empty(),
+            "an empty outbox takes a frame over the bound"
+        );
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Frame(f, _)) if f.len() == 300));
+        let small = Bytes::from(vec![0u8; 10]);
+        let dropped = broadcast(&outboxes, 100, &doc, &[], &[7], &small, Lane::Schedule);
+        assert_eq!(dropped.len(), 1, "300 B queued: over the bound");
+        assert!(outboxes[&7].behind.load(Ordering::Acquire));
+        // Behind: nothing more is queued, and nothing more reported.
+        let dropped = broadcast(&outboxes, 100, &doc, &[], &[7], &small, Lane::Schedule);
+        assert!(dropped.is_empty());
+        assert!(rx.try_recv().is_err());
+        assert_eq!(outboxes[&7].queued.load(Ordering::Relaxed), 300);
+    }
 
     /// The server's socket gets the buffers it asks for, up to the kernel's cap.
     #[cfg(target_os = "linux")]

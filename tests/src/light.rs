@@ -47,6 +47,8 @@ pub struct Light {
     /// Its own document (the note), as the shipped client session keeps it.
     replica: Mutex<Replica>,
     probe: Mutex<Option<Probe>>,
+    /// The TLS configuration, kept across reconnects so sessions resume.
+    tls: Mutex<Option<Arc<quinn::crypto::rustls::QuicClientConfig>>>,
 }
 
 /// Where and as whom a light device connects.
@@ -92,6 +94,7 @@ impl Light {
             last_error: Mutex::new(None),
             replica: Mutex::new(replica),
             probe: Mutex::new(None),
+            tls: Mutex::new(None),
         }))
     }
 
@@ -274,7 +277,17 @@ impl LightSync {
         link: LightLink,
         policy: BackoffPolicy,
     ) -> anyhow::Result<LightSync> {
-        let crypto = lanyard_client_core::tls::pinned_crypto(&link.pin)?;
+        let crypto = {
+            let mut tls = lock(&light.tls);
+            match tls.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    let c = lanyard_client_core::tls::pinned_crypto(&link.pin)?;
+                    *tls = Some(c.clone());
+                    c
+                }
+            }
+        };
         let (stop, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut backoff = Backoff::new(policy);

@@ -444,11 +444,10 @@ impl ServerCore {
         old
     }
 
-    /// Checks the credentials and the session limits.
-    fn admit(
+    /// Checks the token: signed by this server, not expired, for `event`.
+    fn credentials(
         &self,
         now: Millis,
-        conn: ConnId,
         event: &crate::ids::EventId,
         token: &str,
     ) -> Result<TokenClaims, (ErrorCode, String)> {
@@ -459,14 +458,22 @@ impl ServerCore {
             }),
             other => other,
         };
-        let claims = claims.map_err(|e| {
+        claims.map_err(|e| {
             let code = match e {
                 TokenError::Expired { .. } => ErrorCode::TokenExpired,
                 TokenError::WrongEvent { .. } => ErrorCode::WrongEvent,
                 _ => ErrorCode::Unauthorized,
             };
             (code, e.to_string())
-        })?;
+        })
+    }
+
+    /// Checks the session limits of the device and the user of `claims`.
+    fn session_limits(
+        &self,
+        conn: ConnId,
+        claims: &TokenClaims,
+    ) -> Result<(), (ErrorCode, String)> {
         let limits = self.config.limits;
         let open = |same: &dyn Fn(&TokenClaims) -> bool| {
             self.user_sessions(&claims.user)
@@ -493,7 +500,7 @@ impl ServerCore {
                 ),
             ));
         }
-        Ok(claims)
+        Ok(())
     }
 
     fn hello(&mut self, now: Millis, conn: ConnId, hello: Hello) -> Vec<ServerAction> {
@@ -503,25 +510,24 @@ impl ServerCore {
             docs: digests,
             installation,
         } = hello;
-        let mut out = Vec::new();
+        let claims = match self.credentials(now, &event, &token) {
+            Ok(c) => c,
+            Err((code, message)) => return self.fail(conn, code, message),
+        };
         // The same installation reconnecting replaces what it left open,
         // before the session limits are counted (the lost-goodbye problem).
-        if let Ok(claims) = token::verify(&token, &self.config.token_key, now.as_secs()) {
-            for old in self.lingering(conn, &claims, &installation) {
-                out.extend(self.fail(
-                    old,
-                    ErrorCode::Replaced,
-                    "a newer connection of this installation replaced this session".into(),
-                ));
-            }
+        let mut out = Vec::new();
+        for old in self.lingering(conn, &claims, &installation) {
+            out.extend(self.fail(
+                old,
+                ErrorCode::Replaced,
+                "a newer connection of this installation replaced this session".into(),
+            ));
         }
-        let claims = match self.admit(now, conn, &event, &token) {
-            Ok(c) => c,
-            Err((code, message)) => {
-                out.extend(self.fail(conn, code, message));
-                return out;
-            }
-        };
+        if let Err((code, message)) = self.session_limits(conn, &claims) {
+            out.extend(self.fail(conn, code, message));
+            return out;
+        }
         let limits = self.config.limits;
         let mut digest_of: HashMap<DocId, DocDigest> = HashMap::new();
         for d in digests {
