@@ -1348,7 +1348,10 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     // arrival probe records when each change's frame reached it.
     let agenda_id = DocId::Agenda(EventId::new(VENUE_EVENT)?);
     let made: Arc<std::sync::Mutex<Vec<Made>>> = Arc::default();
-    let made_at: Arc<std::sync::Mutex<HashMap<Hash, (usize, Instant)>>> = Arc::default();
+    // When each device saw each agenda change arrive, kept as it happens:
+    // a change can reach a device before the organizer has recorded its
+    // hash as made, so arrival times are matched to the changes afterwards.
+    let seen: Arc<std::sync::Mutex<HashMap<(usize, Hash), Instant>>> = Arc::default();
     let (made_tx, made_rx) = tokio::sync::watch::channel(0usize);
     let tally = Tally::new(devices.len() * plan.len());
     let arrivals = Tally::new(devices.len() * plan.len());
@@ -1358,13 +1361,12 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         let (kind, made, tally) = (d.kind.clone(), made.clone(), tally.clone());
         let total = plan.len();
         {
-            let (made_at, arrivals) = (made_at.clone(), arrivals.clone());
+            let seen = seen.clone();
             kind.set_probe(Some(Box::new(move |hashes| {
-                let made_at = made_at.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 for h in hashes {
-                    if let Some((k, t)) = made_at.get(h) {
-                        arrivals.record(i * total + k, t.elapsed());
-                    }
+                    seen.entry((i, *h)).or_insert(now);
                 }
             })));
         }
@@ -1446,10 +1448,6 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             if let Some(size) = stored(&organizer_store)?.checked_sub(before) {
                 change_sizes.push(size as f64);
             }
-            made_at
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(*hash, (k, t));
             made.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((*hash, t));
@@ -1467,6 +1465,17 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     }
     // The applied figure is the full devices' (a light device keeps no copy).
     fanout.extend(tally.times_where(|idx| idx / total.max(1) < full_devices));
+    {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        let made = made.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..devices.len() {
+            for (k, (hash, t)) in made.iter().enumerate() {
+                if let Some(at) = seen.get(&(i, *hash)) {
+                    arrivals.record(i * total + k, at.saturating_duration_since(*t));
+                }
+            }
+        }
+    }
     let fanout_arrival = arrivals.times();
     clock.end(&server, "changes").await?;
     let change_bytes = clock.bytes("changes");
