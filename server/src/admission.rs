@@ -5,10 +5,15 @@
 //! decides for every incoming connection, before the expensive part of the
 //! handshake where quinn allows:
 //!
-//! * over the handshake rate (a token bucket): **refuse** at once — a QUIC
-//!   `CONNECTION_REFUSED`, no TLS work; the device backs off with full jitter;
 //! * busy (the bucket is more than half empty) and the address not validated:
 //!   **retry** — a stateless QUIC Retry, so spoofed floods cost nothing;
+//! * over the handshake rate (a token bucket), address validated: **wait** in
+//!   a first-come, first-served queue holding at most `max_wait` of the rate,
+//!   admitted as tokens come back — a device in it just sees a slow
+//!   handshake, instead of a refusal and a random backoff that can leave it
+//!   out for tens of seconds after the hall is back;
+//! * over the rate with the queue full: **refuse** at once — a QUIC
+//!   `CONNECTION_REFUSED`, no TLS work; the device backs off with full jitter;
 //! * over the connection or memory limit: **accept then close** with
 //!   [`ErrorCode::Overloaded`](lanyard_protocol::ErrorCode::Overloaded) and a
 //!   jittered retry-after hint, so devices come back spread out;
@@ -30,6 +35,10 @@ pub struct AdmissionConfig {
     pub max_memory_bytes: u64,
     /// Base of the retry-after hint; the hint is jittered in [base/2, base·3/2).
     pub retry_after: Duration,
+    /// Longest a handshake waits for the rate in the admission queue (the
+    /// queue holds `handshakes_per_sec · max_wait` devices); zero refuses
+    /// at once. Keep it well under the devices' handshake timeout.
+    pub max_wait: Duration,
 }
 
 impl Default for AdmissionConfig {
@@ -39,6 +48,7 @@ impl Default for AdmissionConfig {
             handshakes_per_sec: 1_000.0,
             max_memory_bytes: 1536 * 1024 * 1024,
             retry_after: Duration::from_secs(5),
+            max_wait: Duration::from_secs(8),
         }
     }
 }
@@ -50,7 +60,10 @@ pub enum Decision {
     Accept,
     /// Send a stateless Retry (address validation) first.
     Retry,
-    /// Refuse at once (over the handshake rate).
+    /// Over the handshake rate: wait in the queue for
+    /// [`Admission::admit_waiting`].
+    Wait,
+    /// Refuse at once (over the handshake rate, the queue full).
     Refuse,
     /// Complete the handshake, then close with this retry-after hint.
     Overloaded(Duration),
@@ -71,6 +84,12 @@ pub struct AdmissionStats {
     pub refused_memory: u64,
     /// Most connections open at once.
     pub peak_connections: u64,
+    /// Handshakes that waited in the admission queue.
+    #[serde(default)]
+    pub queued: u64,
+    /// Most handshakes waiting at once.
+    #[serde(default)]
+    pub peak_waiting: u64,
 }
 
 impl AdmissionStats {
@@ -119,43 +138,96 @@ impl Admission {
         self.last = Some(now);
     }
 
+    /// How many handshakes the queue holds.
+    pub fn queue_capacity(&self) -> usize {
+        (self.config.handshakes_per_sec.max(0.0) * self.config.max_wait.as_secs_f64()) as usize
+    }
+
+    /// The connection or memory limit, if one is reached: a jittered hint.
+    fn over_limits(&mut self, open: usize, rss: u64, jitter: f64) -> Option<Decision> {
+        let base = self.config.retry_after.as_secs_f64();
+        let hint = Duration::from_secs_f64(base * (0.5 + jitter.clamp(0.0, 1.0)));
+        if open >= self.config.max_connections {
+            self.stats.refused_connections += 1;
+            return Some(Decision::Overloaded(hint));
+        }
+        if rss > self.config.max_memory_bytes {
+            self.stats.refused_memory += 1;
+            return Some(Decision::Overloaded(hint));
+        }
+        None
+    }
+
     /// Decides for one incoming connection. `open` is the number of open
     /// connections, `rss` the resident memory in bytes, `validated` whether
-    /// the address was validated by a Retry, `jitter` a uniform draw in [0, 1).
+    /// the address was validated by a Retry, `waiting` the handshakes in the
+    /// queue, `jitter` a uniform draw in [0, 1).
     pub fn decide(
         &mut self,
         now: Instant,
         open: usize,
         rss: u64,
         validated: bool,
+        waiting: usize,
         jitter: f64,
     ) -> Decision {
         self.refill(now);
         self.stats.peak_connections = self.stats.peak_connections.max(open as u64);
-        let hint = || {
-            let base = self.config.retry_after.as_secs_f64();
-            Duration::from_secs_f64(base * (0.5 + jitter.clamp(0.0, 1.0)))
-        };
-        if open >= self.config.max_connections {
-            self.stats.refused_connections += 1;
-            return Decision::Overloaded(hint());
-        }
-        if rss > self.config.max_memory_bytes {
-            self.stats.refused_memory += 1;
-            return Decision::Overloaded(hint());
-        }
-        if self.tokens < 1.0 {
-            self.stats.refused_rate += 1;
-            return Decision::Refuse;
+        if let Some(d) = self.over_limits(open, rss, jitter) {
+            return d;
         }
         let cap = self.config.handshakes_per_sec.max(1.0);
+        // A Retry is stateless: only validated addresses may wait, so a
+        // spoofed flood can neither fill the queue nor spend tokens.
         if !validated && self.tokens < cap / 2.0 {
             self.stats.retries += 1;
             return Decision::Retry;
         }
+        // Nobody overtakes the queue.
+        if waiting > 0 || self.tokens < 1.0 {
+            if waiting < self.queue_capacity() {
+                self.stats.queued += 1;
+                self.stats.peak_waiting = self.stats.peak_waiting.max(waiting as u64 + 1);
+                return Decision::Wait;
+            }
+            self.stats.refused_rate += 1;
+            return Decision::Refuse;
+        }
         self.tokens -= 1.0;
         self.stats.accepted += 1;
         Decision::Accept
+    }
+
+    /// The first waiting handshake, if a token is back: `Accept`, or
+    /// `Overloaded` if a limit was reached while it waited. `None`: keep
+    /// waiting (see [`Admission::until_token`]).
+    pub fn admit_waiting(
+        &mut self,
+        now: Instant,
+        open: usize,
+        rss: u64,
+        jitter: f64,
+    ) -> Option<Decision> {
+        self.refill(now);
+        if let Some(d) = self.over_limits(open, rss, jitter) {
+            return Some(d);
+        }
+        if self.tokens < 1.0 {
+            return None;
+        }
+        self.tokens -= 1.0;
+        self.stats.accepted += 1;
+        Some(Decision::Accept)
+    }
+
+    /// How long until the next token.
+    pub fn until_token(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            return Duration::ZERO;
+        }
+        let rate = self.config.handshakes_per_sec.max(1e-3);
+        Duration::from_secs_f64((1.0 - self.tokens) / rate)
     }
 
     /// Records the number of open connections (for the peak).
@@ -174,6 +246,7 @@ mod tests {
             handshakes_per_sec: 4.0,
             max_memory_bytes: 1000,
             retry_after: Duration::from_secs(2),
+            max_wait: Duration::ZERO,
         }
     }
 
@@ -182,13 +255,13 @@ mod tests {
         let mut a = Admission::new(cfg());
         let t = Instant::now();
         // Validated devices: the burst of 4 passes, the 5th is refused.
-        let got: Vec<_> = (0..5).map(|_| a.decide(t, 0, 0, true, 0.5)).collect();
+        let got: Vec<_> = (0..5).map(|_| a.decide(t, 0, 0, true, 0, 0.5)).collect();
         assert_eq!(&got[..4], &[Decision::Accept; 4]);
         assert_eq!(got[4], Decision::Refuse);
         // A quarter second later one token is back.
         let t2 = t + Duration::from_millis(250);
-        assert_eq!(a.decide(t2, 0, 0, true, 0.5), Decision::Accept);
-        assert_eq!(a.decide(t2, 0, 0, true, 0.5), Decision::Refuse);
+        assert_eq!(a.decide(t2, 0, 0, true, 0, 0.5), Decision::Accept);
+        assert_eq!(a.decide(t2, 0, 0, true, 0, 0.5), Decision::Refuse);
         assert_eq!(a.stats().refused_rate, 2);
     }
 
@@ -197,11 +270,11 @@ mod tests {
         let mut a = Admission::new(cfg());
         let t = Instant::now();
         for _ in 0..3 {
-            assert_eq!(a.decide(t, 0, 0, false, 0.5), Decision::Accept);
+            assert_eq!(a.decide(t, 0, 0, false, 0, 0.5), Decision::Accept);
         }
         // More than half the bucket is gone: unvalidated devices must prove their address.
-        assert_eq!(a.decide(t, 0, 0, false, 0.5), Decision::Retry);
-        assert_eq!(a.decide(t, 0, 0, true, 0.5), Decision::Accept);
+        assert_eq!(a.decide(t, 0, 0, false, 0, 0.5), Decision::Retry);
+        assert_eq!(a.decide(t, 0, 0, true, 0, 0.5), Decision::Accept);
         assert_eq!(a.stats().retries, 1);
     }
 
@@ -209,8 +282,8 @@ mod tests {
     fn limits_send_devices_away_with_a_jittered_hint() {
         let mut a = Admission::new(cfg());
         let t = Instant::now();
-        let lo = a.decide(t, 10, 0, true, 0.0);
-        let hi = a.decide(t, 10, 0, true, 0.999);
+        let lo = a.decide(t, 10, 0, true, 0, 0.0);
+        let hi = a.decide(t, 10, 0, true, 0, 0.999);
         assert_eq!(lo, Decision::Overloaded(Duration::from_secs(1)));
         match hi {
             Decision::Overloaded(d) => {
@@ -219,12 +292,45 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            a.decide(t, 0, 5000, true, 0.5),
+            a.decide(t, 0, 5000, true, 0, 0.5),
             Decision::Overloaded(_)
         ));
         let s = a.stats();
         assert_eq!((s.refused_connections, s.refused_memory), (2, 1));
         assert_eq!(s.peak_connections, 10);
         assert_eq!(s.refused(), 3);
+    }
+
+    #[test]
+    fn over_the_rate_devices_wait_in_order_up_to_the_queue_bound() {
+        // 4 per second, a queue of one second: 4 places.
+        let mut a = Admission::new(AdmissionConfig {
+            max_wait: Duration::from_secs(1),
+            ..cfg()
+        });
+        let t = Instant::now();
+        for _ in 0..4 {
+            assert_eq!(a.decide(t, 0, 0, true, 0, 0.5), Decision::Accept);
+        }
+        assert_eq!(a.until_token(t), Duration::from_millis(250));
+        assert_eq!(a.queue_capacity(), 4);
+        let waits: Vec<_> = (0..5).map(|w| a.decide(t, 0, 0, true, w, 0.5)).collect();
+        assert_eq!(&waits[..4], &[Decision::Wait; 4]);
+        assert_eq!(waits[4], Decision::Refuse, "the queue is full");
+        // No token yet: the first waiting keeps waiting.
+        assert_eq!(a.admit_waiting(t, 0, 0, 0.5), None);
+        // A token is back: the first waiting goes in, and a newcomer does
+        // not overtake the three still waiting even with a token free.
+        let t2 = t + Duration::from_millis(500);
+        assert_eq!(a.admit_waiting(t2, 0, 0, 0.5), Some(Decision::Accept));
+        assert_eq!(a.decide(t2, 0, 0, true, 3, 0.5), Decision::Wait);
+        // A limit reached while waiting sends the device away with a hint.
+        assert!(matches!(
+            a.admit_waiting(t2, 10, 0, 0.5),
+            Some(Decision::Overloaded(_))
+        ));
+        let s = a.stats();
+        assert_eq!((s.queued, s.peak_waiting, s.refused_rate), (5, 4, 1));
+        assert_eq!(s.accepted, 5);
     }
 }

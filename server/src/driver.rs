@@ -9,7 +9,7 @@
 //! all writes that arrived while the previous flush ran durable with one
 //! flush (grouped flushes), outside the core's lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -240,7 +240,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// Runs `f` on the core and executes its actions in order, still under the
-    /// lock. Sends wait in the flush queue while any write is not yet durable.
+    /// lock. Sends wait in the flush queue while any write is not yet durable;
+    /// broadcasts always go through it, so fanning out to thousands of
+    /// devices happens in the flusher, outside the core's lock.
     fn run(&self, f: impl FnOnce(&mut ServerCore) -> Vec<ServerAction>) {
         let mut core = lock(&self.core);
         let actions = f(&mut core);
@@ -248,7 +250,6 @@ impl Shared {
         let mut q = lock(&self.flushq);
         let mut failed: Option<String> = None;
         let mut told_originator = false;
-        let mut dropped = Vec::new();
         let holding = |q: &FlushQueue| q.busy || q.dirty > 0 || !q.held.is_empty();
         let out = |q: &mut FlushQueue, conn: ConnId, msg: Outbound| {
             if holding(q) {
@@ -289,42 +290,27 @@ impl Shared {
                 ServerAction::Send { conn, frame, lane } => {
                     out(&mut q, conn, Outbound::Frame(frame, lane));
                 }
+                // A broadcast reaches many devices: the flusher queues it,
+                // outside the core's lock and in batches that yield.
                 ServerAction::Broadcast {
                     doc,
                     base,
                     conns,
                     frame,
                     lane,
-                } => {
-                    if holding(&q) {
-                        q.held.push(Held::Many {
-                            doc,
-                            base,
-                            conns,
-                            frame,
-                            lane,
-                        });
-                    } else {
-                        dropped.extend(broadcast(
-                            &outboxes,
-                            self.outbox_bytes,
-                            &doc,
-                            &base,
-                            &conns,
-                            &frame,
-                            lane,
-                        ));
-                    }
-                }
+                } => q.held.push(Held::Many {
+                    doc,
+                    base,
+                    conns,
+                    frame,
+                    lane,
+                }),
                 ServerAction::Close { conn, .. } => out(&mut q, conn, Outbound::Close),
             }
         }
         let wake = q.dirty > 0 || !q.held.is_empty();
         drop(q);
         drop(outboxes);
-        for (conn, doc, base) in dropped {
-            core.fell_behind(conn, &doc, base);
-        }
         drop(core);
         if wake {
             self.flush_wake.notify_one();
@@ -384,41 +370,17 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Ok(())
             };
             let mut dropped = Vec::new();
-            let failed = {
-                let outboxes = lock(&shared.outboxes);
-                match result {
-                    Ok(()) => {
-                        if writes > 0 {
-                            shared.flushes.fetch_add(1, Ordering::Relaxed);
-                            shared.flushed_writes.fetch_add(writes, Ordering::Relaxed);
-                        }
-                        for item in items {
-                            match item {
-                                Held::One(conn, msg) => {
-                                    if let Some(tx) = outboxes.get(&conn) {
-                                        tx.send(msg);
-                                    }
-                                }
-                                Held::Many {
-                                    doc,
-                                    base,
-                                    conns,
-                                    frame,
-                                    lane,
-                                } => dropped.extend(broadcast(
-                                    &outboxes,
-                                    shared.outbox_bytes,
-                                    &doc,
-                                    &base,
-                                    &conns,
-                                    &frame,
-                                    lane,
-                                )),
-                            }
-                        }
-                        false
+            let failed = match result {
+                Ok(()) => {
+                    if writes > 0 {
+                        shared.flushes.fetch_add(1, Ordering::Relaxed);
+                        shared.flushed_writes.fetch_add(writes, Ordering::Relaxed);
                     }
-                    Err(e) => {
+                    dropped = release(&shared, items).await;
+                    false
+                }
+                Err(e) => {
+                    let outboxes = lock(&shared.outboxes);
                         warn!(error = %e, "flush failed: disconnecting the devices waiting on it");
                         let frame =
                             internal_error(format!("the server could not store changes: {e}"));
@@ -438,7 +400,6 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             }
                         }
                         true
-                    }
                 }
             };
             if !dropped.is_empty() {
@@ -455,6 +416,58 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
         }
     }
+}
+
+/// Per-device sends the flusher makes before it lets other tasks run.
+const SENDS_PER_BATCH: usize = 512;
+
+/// Queues held sends in order, in batches of [`SENDS_PER_BATCH`] that
+/// yield, so a broadcast to 10,000 devices never holds a lock or a runtime
+/// worker for long. Returns the broadcasts dropped for devices over their
+/// outbox bound. Sends made meanwhile stay held behind these (the queue is
+/// busy), so each device still gets its frames in the order made.
+async fn release(shared: &Shared, items: Vec<Held>) -> Vec<Dropped> {
+    let mut dropped = Vec::new();
+    let mut made = 0;
+    for item in items {
+        match item {
+            Held::One(conn, msg) => {
+                if let Some(tx) = lock(&shared.outboxes).get(&conn) {
+                    tx.send(msg);
+                }
+                made += 1;
+            }
+            Held::Many {
+                doc,
+                base,
+                conns,
+                frame,
+                lane,
+            } => {
+                for batch in conns.chunks(SENDS_PER_BATCH) {
+                    dropped.extend(broadcast(
+                        &lock(&shared.outboxes),
+                        shared.outbox_bytes,
+                        &doc,
+                        &base,
+                        batch,
+                        &frame,
+                        lane,
+                    ));
+                    made += batch.len();
+                    if made >= SENDS_PER_BATCH {
+                        made = 0;
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        }
+        if made >= SENDS_PER_BATCH {
+            made = 0;
+            tokio::task::yield_now().await;
+        }
+    }
+    dropped
 }
 
 /// A running server.
@@ -498,6 +511,9 @@ pub fn transport_config() -> quinn::TransportConfig {
     }
     t
 }
+
+/// How long a stateless Retry's token stays valid.
+pub const RETRY_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Socket buffer the server asks the kernel for, each way. A whole hall
 /// reconnecting (or closing) at once sends hundreds of datagrams within a few
@@ -572,6 +588,11 @@ impl Server {
             .map_err(|e| StartError::Tls(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport_config()));
+        // A Retry's token must outlive the queues of a storm: with thousands
+        // of Initials waiting in the socket buffer (and in busy devices), the
+        // reply to a Retry reached the server more than quinn's default 15 s
+        // later, was refused as an invalid token, and the device started over.
+        config.retry_token_lifetime(RETRY_TOKEN_LIFETIME);
         let bind_error = |source| StartError::Bind {
             addr: opts.listen,
             source,
@@ -726,57 +747,87 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut memory = (Instant::now(), ProcessFigures::own().rss_bytes);
+    // Handshakes over the rate, first come first served (see `Admission`).
+    let mut waiting: VecDeque<quinn::Incoming> = VecDeque::new();
     loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => i,
-            _ = stop.changed() => break,
-        };
-        let Some(incoming) = incoming else { break };
         let now = Instant::now();
         if now.duration_since(memory.0) > Duration::from_millis(100) {
             memory = (now, ProcessFigures::own().rss_bytes);
         }
+        while !waiting.is_empty() {
+            let open = shared.open.load(Ordering::SeqCst);
+            let admitted =
+                lock(&shared.admission).admit_waiting(now, open, memory.1, rand::random::<f64>());
+            match (admitted, waiting.pop_front()) {
+                (Some(decision), Some(incoming)) => admit(incoming, decision, &shared),
+                (None, Some(incoming)) => {
+                    waiting.push_front(incoming);
+                    break;
+                }
+                (_, None) => break,
+            }
+        }
+        let wake = (!waiting.is_empty()).then(|| lock(&shared.admission).until_token(now));
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => continue,
+            _ = stop.changed() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let now = Instant::now();
         let open = shared.open.load(Ordering::SeqCst);
         let decision = lock(&shared.admission).decide(
             now,
             open,
             memory.1,
             incoming.remote_address_validated(),
+            waiting.len(),
             rand::random::<f64>(),
         );
         match decision {
-            Decision::Refuse => incoming.refuse(),
-            Decision::Retry => {
-                if incoming.may_retry() {
-                    if let Err(e) = incoming.retry() {
-                        e.into_incoming().refuse();
-                    }
-                } else {
-                    incoming.refuse();
+            Decision::Wait => waiting.push_back(incoming),
+            other => admit(incoming, other, &shared),
+        }
+    }
+    for incoming in waiting {
+        incoming.refuse();
+    }
+}
+
+/// Carries out an admission decision on an incoming connection.
+fn admit(incoming: quinn::Incoming, decision: Decision, shared: &Arc<Shared>) {
+    match decision {
+        Decision::Refuse | Decision::Wait => incoming.refuse(),
+        Decision::Retry => {
+            if incoming.may_retry() {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
                 }
+            } else {
+                incoming.refuse();
             }
-            Decision::Overloaded(after) => {
-                tokio::spawn(async move {
-                    if let Ok(conn) = incoming.await {
-                        conn.close(
-                            ErrorCode::Overloaded.to_u32().into(),
-                            wire::retry_after_reason(after).as_bytes(),
-                        );
-                    }
-                });
-            }
-            Decision::Accept => {
-                let shared = shared.clone();
-                shared.open.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let remote = incoming.remote_address();
-                    match incoming.await {
-                        Ok(conn) => serve_connection(conn, shared.clone()).await,
-                        Err(e) => debug!(%remote, error = %e, "handshake failed"),
-                    }
-                    shared.open.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
+        }
+        Decision::Overloaded(after) => {
+            tokio::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    conn.close(
+                        ErrorCode::Overloaded.to_u32().into(),
+                        wire::retry_after_reason(after).as_bytes(),
+                    );
+                }
+            });
+        }
+        Decision::Accept => {
+            let shared = shared.clone();
+            shared.open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => serve_connection(conn, shared.clone()).await,
+                    Err(e) => debug!(%remote, error = %e, "handshake failed"),
+                }
+                shared.open.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     }
 }

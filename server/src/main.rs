@@ -34,9 +34,14 @@ enum Command {
         /// Most open connections; devices over it are told when to come back.
         #[arg(long, default_value_t = AdmissionConfig::default().max_connections)]
         max_connections: usize,
-        /// Most new handshakes per second; devices over it are refused at once.
+        /// Most new handshakes per second; devices over it wait their turn
+        /// (see --max-handshake-wait), then are refused.
         #[arg(long, default_value_t = AdmissionConfig::default().handshakes_per_sec)]
         handshakes_per_sec: f64,
+        /// Longest a handshake over the rate waits its turn, first come first
+        /// served, before devices are refused (0s: refuse at once).
+        #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+        max_handshake_wait: Duration,
         /// Turn new devices away while resident memory is above this many MiB.
         #[arg(long, default_value_t = AdmissionConfig::default().max_memory_bytes >> 20)]
         max_memory_mib: u64,
@@ -104,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             max_connections,
             handshakes_per_sec,
+            max_handshake_wait,
             max_memory_mib,
             retry_after,
             stats_file,
@@ -114,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 handshakes_per_sec,
                 max_memory_bytes: max_memory_mib << 20,
                 retry_after,
+                max_wait: max_handshake_wait,
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(serve(opts, stats_file))
@@ -175,8 +182,9 @@ async fn serve(opts: ServerOptions, stats_file: Option<PathBuf>) -> anyhow::Resu
     println!("shutting down");
     let a = server.admission_stats();
     println!(
-        "admission: {} accepted, {} retries, {} refused (rate {}, connections {}, memory {}), peak {} connections",
+        "admission: {} accepted, {} waited their turn, {} retries, {} refused (rate {}, connections {}, memory {}), peak {} connections",
         a.accepted,
+        a.queued,
         a.retries,
         a.refused(),
         a.refused_rate,

@@ -80,6 +80,10 @@ struct Args {
     /// Server admission: most handshakes per second.
     #[arg(long, default_value_t = AdmissionConfig::default().handshakes_per_sec)]
     handshakes_per_sec: f64,
+    /// Server admission: longest a handshake over the rate waits its turn
+    /// before it is refused (0s: refuse at once, as before the admission queue).
+    #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
+    max_handshake_wait: Duration,
     /// Give up a phase after this many seconds.
     #[arg(long, default_value_t = 600)]
     phase_timeout: u64,
@@ -192,6 +196,7 @@ fn real_main() -> anyhow::Result<bool> {
         admission: AdmissionConfig {
             max_connections: args.max_connections,
             handshakes_per_sec: args.handshakes_per_sec,
+            max_wait: args.max_handshake_wait,
             ..AdmissionConfig::default()
         },
         phase_deadline: Duration::from_secs(args.phase_timeout),
