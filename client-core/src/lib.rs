@@ -47,4 +47,4 @@ pub use model::{
     SessionDetails, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
 pub use resolve::{KeptEdit, ResolveReport};
-pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync, Received};
+pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync, Received, HANDSHAKE_TIMEOUT};

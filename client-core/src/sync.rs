@@ -26,7 +26,7 @@ use crate::tls::{client_config, pinned_crypto};
 const VIEW_STORE_EVERY: Duration = Duration::from_secs(5);
 
 /// Longest wait for a QUIC handshake before starting a new attempt.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Reconnection settings of the background sync.
 #[derive(Debug, Clone)]

@@ -95,8 +95,8 @@ pub use client::{
 pub use ids::{DeviceId, DocId, EventId, IdError, SessionId, UserId};
 pub use link::{cert_pin, JoinLink, LinkError};
 pub use server::{
-    ConnId, HelloGate, HelloGateConfig, Lane, LoadError, ServerAction, ServerConfig, ServerCore,
-    ServerSession, ServerStats,
+    ConnId, DocPush, DocRef, HelloGate, HelloGateConfig, Lane, LoadError, Pushed, ServerAction,
+    ServerConfig, ServerCore, ServerSession, ServerStats, Sink,
 };
 pub use time::{Backoff, BackoffPolicy, Millis};
 pub use token::{Role, TokenClaims, TokenError};

@@ -178,8 +178,12 @@ impl Admission {
         }
         let cap = self.config.handshakes_per_sec.max(1.0);
         // A Retry is stateless: only validated addresses may wait, so a
-        // spoofed flood can neither fill the queue nor spend tokens.
-        if !validated && self.tokens < cap / 2.0 {
+        // spoofed flood can neither fill the queue nor spend tokens. While
+        // devices wait, every unvalidated Initial gets a Retry: a device's
+        // retransmitted first Initial must not be let in beside the
+        // connection its Retry started (two server connections for one
+        // handshake, and the device may answer the wrong one).
+        if !validated && (self.tokens < cap / 2.0 || waiting > 0) {
             self.stats.retries += 1;
             return Decision::Retry;
         }
@@ -329,8 +333,15 @@ mod tests {
             a.admit_waiting(t2, 10, 0, 0.5),
             Some(Decision::Overloaded(_))
         ));
+        // The bucket is full again, but devices still wait: an unvalidated
+        // Initial (maybe a retransmission of one already sent a Retry) gets
+        // a Retry, never a place beside its own retried handshake.
+        let t3 = t + Duration::from_secs(2);
+        assert_eq!(a.decide(t3, 0, 0, false, 3, 0.5), Decision::Retry);
+        assert_eq!(a.decide(t3, 0, 0, false, 0, 0.5), Decision::Accept);
         let s = a.stats();
         assert_eq!((s.queued, s.peak_waiting, s.refused_rate), (5, 4, 1));
-        assert_eq!(s.accepted, 5);
+        assert_eq!(s.retries, 1);
+        assert_eq!(s.accepted, 6);
     }
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lanyard_protocol::wire::{self, ErrorCode, FrameError, HEADER_LEN};
 use lanyard_protocol::{
-    ConnId, DocId, HelloGate, HelloGateConfig, Lane, Limits, Millis, ServerAction, ServerConfig,
-    ServerCore, ServerMsg, ServerStats,
+    ConnId, DocId, DocPush, HelloGate, HelloGateConfig, Lane, Limits, Millis, ServerAction,
+    ServerConfig, ServerCore, ServerMsg, ServerStats, Sink,
 };
 use lanyard_store::{SledStore, Store, StoreError};
 use tokio::sync::{mpsc, watch};
@@ -239,15 +239,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Runs `f` on the core and executes its actions in order, still under the
-    /// lock. Sends wait in the flush queue while any write is not yet durable;
-    /// broadcasts always go through it, so fanning out to thousands of
-    /// devices happens in the flusher, outside the core's lock.
-    fn run(&self, f: impl FnOnce(&mut ServerCore) -> Vec<ServerAction>) {
-        let mut core = lock(&self.core);
-        let actions = f(&mut core);
-        let outboxes = lock(&self.outboxes);
-        let mut q = lock(&self.flushq);
+    /// Runs `f` on the core, its actions going to the driver's [`Queue`]; a
+    /// push it routes then runs holding only its document's lock (work on
+    /// one document never waits for another), and is reported to the core.
+    fn run(&self, f: impl FnOnce(&mut ServerCore, &mut dyn Sink) -> Option<DocPush>) {
+        let mut queue = Queue {
+            shared: self,
+            wake: false,
+        };
+        let push = f(&mut lock(&self.core), &mut queue);
+        if let Some(push) = push {
+            let done = push.run(&mut queue);
+            lock(&self.core).pushed(now(), done);
+        }
+        if queue.wake {
+            self.flush_wake.notify_one();
+        }
+    }
+
+    /// Runs `f` on the core and queues the actions it returns.
+    fn run_actions(&self, f: impl FnOnce(&mut ServerCore) -> Vec<ServerAction>) {
+        self.run(|core, sink| {
+            let actions = f(core);
+            if !actions.is_empty() {
+                sink.take(actions);
+            }
+            None
+        });
+    }
+}
+
+/// The driver's [`Sink`]: persists writes (appended now, made durable by
+/// the flusher), queues sends to the devices' outboxes, holding them behind
+/// any write not yet durable, and hands every broadcast to the flusher,
+/// which queues it outside the core's and the documents' locks.
+struct Queue<'a> {
+    shared: &'a Shared,
+    /// The flusher has work.
+    wake: bool,
+}
+
+impl Sink for Queue<'_> {
+    fn take(&mut self, actions: Vec<ServerAction>) -> bool {
+        let shared = self.shared;
+        let outboxes = lock(&shared.outboxes);
+        let mut q = lock(&shared.flushq);
         let mut failed: Option<String> = None;
         let mut told_originator = false;
         let holding = |q: &FlushQueue| q.busy || q.dirty > 0 || !q.held.is_empty();
@@ -261,7 +297,7 @@ impl Shared {
         for action in actions {
             match action {
                 ServerAction::Persist { doc, changes } if failed.is_none() => {
-                    match self
+                    match shared
                         .store
                         .append_chunks_deferred(&doc.to_string(), &changes)
                     {
@@ -270,7 +306,6 @@ impl Shared {
                             warn!(%doc, error = %e, "could not persist changes: rolling back");
                             failed =
                                 Some(format!("{doc}: the server could not store the change: {e}"));
-                            self.rollback(&mut core, &doc);
                         }
                     }
                 }
@@ -291,7 +326,7 @@ impl Shared {
                     out(&mut q, conn, Outbound::Frame(frame, lane));
                 }
                 // A broadcast reaches many devices: the flusher queues it,
-                // outside the core's lock and in batches that yield.
+                // outside every lock but its own, in batches that yield.
                 ServerAction::Broadcast {
                     doc,
                     base,
@@ -308,26 +343,19 @@ impl Shared {
                 ServerAction::Close { conn, .. } => out(&mut q, conn, Outbound::Close),
             }
         }
-        let wake = q.dirty > 0 || !q.held.is_empty();
-        drop(q);
-        drop(outboxes);
-        drop(core);
-        if wake {
-            self.flush_wake.notify_one();
+        if q.dirty > 0 || !q.held.is_empty() {
+            self.wake = true;
         }
+        failed.is_none()
     }
 
-    /// Puts the in-memory copy of `doc` back to what is on disk.
-    fn rollback(&self, core: &mut ServerCore, doc: &DocId) {
-        let bytes = match self.store.load_doc(&doc.to_string()) {
-            Ok(b) => b.unwrap_or_default(),
+    fn stored(&mut self, doc: &DocId) -> Option<Vec<u8>> {
+        match self.shared.store.load_doc(&doc.to_string()) {
+            Ok(b) => Some(b.unwrap_or_default()),
             Err(e) => {
                 warn!(%doc, error = %e, "cannot reload the document from disk");
-                return;
+                None
             }
-        };
-        if let Err(e) = core.load_doc(doc.clone(), &bytes) {
-            warn!(%doc, error = %e, "cannot reload the document from disk");
         }
     }
 }
@@ -381,25 +409,24 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
                 Err(e) => {
                     let outboxes = lock(&shared.outboxes);
-                        warn!(error = %e, "flush failed: disconnecting the devices waiting on it");
-                        let frame =
-                            internal_error(format!("the server could not store changes: {e}"));
-                        let mut told = HashSet::new();
-                        for item in items {
-                            let conns = match item {
-                                Held::One(conn, _) => vec![conn],
-                                Held::Many { conns, .. } => conns,
-                            };
-                            for conn in conns {
-                                if told.insert(conn) {
-                                    if let Some(tx) = outboxes.get(&conn) {
-                                        tx.send(Outbound::Frame(frame.clone(), Lane::Bulk));
-                                        tx.send(Outbound::Close);
-                                    }
+                    warn!(error = %e, "flush failed: disconnecting the devices waiting on it");
+                    let frame = internal_error(format!("the server could not store changes: {e}"));
+                    let mut told = HashSet::new();
+                    for item in items {
+                        let conns = match item {
+                            Held::One(conn, _) => vec![conn],
+                            Held::Many { conns, .. } => conns,
+                        };
+                        for conn in conns {
+                            if told.insert(conn) {
+                                if let Some(tx) = outboxes.get(&conn) {
+                                    tx.send(Outbound::Frame(frame.clone(), Lane::Bulk));
+                                    tx.send(Outbound::Close);
                                 }
                             }
                         }
-                        true
+                    }
+                    true
                 }
             };
             if !dropped.is_empty() {
@@ -727,7 +754,7 @@ impl Server {
         doc: &DocId,
         f: impl FnOnce(Option<&automerge::Automerge>) -> R,
     ) -> R {
-        f(lock(&self.shared.core).doc(doc))
+        f(lock(&self.shared.core).doc(doc).as_deref())
     }
 
     /// Stops accepting, closes every connection, waits briefly for them to go, flushes.
@@ -844,7 +871,7 @@ async fn timers(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let t = now();
         let due = lock(&shared.core).poll_timeout().is_some_and(|d| d <= t);
         if due {
-            shared.run(|core| core.handle_timeout(t));
+            shared.run_actions(|core| core.handle_timeout(t));
         }
         let expired = lock(&shared.gate).expire(t);
         for e in expired {
@@ -977,7 +1004,7 @@ async fn serve_stream(
                 r = read_frame(&mut recv, limit) => r,
                 message = rx => {
                     let message = message.unwrap_or_else(|_| "no Hello in time".into());
-                    shared.run(|core| core.close_session(id, ErrorCode::Protocol, message));
+                    shared.run_actions(|core| core.close_session(id, ErrorCode::Protocol, message));
                     break Some(ErrorCode::Protocol);
                 }
             },
@@ -985,7 +1012,7 @@ async fn serve_stream(
         };
         match read {
             Ok(Some(body)) => {
-                shared.run(|core| core.handle_frame(now(), id, &body));
+                shared.run(|core, sink| core.route_frame(now(), id, &body, sink));
                 if expired.is_some()
                     && lock(&shared.core)
                         .session(id)
@@ -1001,7 +1028,7 @@ async fn serve_stream(
             Err(ReadFailure::Frame(e)) => {
                 debug!(conn = id, error = %e, "bad frame");
                 let code = e.code();
-                shared.run(|core| core.fatal(id, &e));
+                shared.run_actions(|core| core.fatal(id, &e));
                 break Some(code);
             }
             Err(ReadFailure::Gone) => break None,
@@ -1035,9 +1062,10 @@ impl Drain {
             // Cleared under the core's lock, before the catch-up is queued:
             // broadcasts made after it reach the device again, behind it.
             let (id, behind) = (self.id, &self.behind);
-            self.shared.run(|core| {
+            self.shared.run(|core, sink| {
                 behind.store(false, Ordering::Release);
-                core.drained(id)
+                core.drained_into(id, sink);
+                None
             });
         }
     }

@@ -171,9 +171,17 @@ impl Light {
         link: &LightLink,
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let conn = endpoint
-            .connect_with(config, link.addr, "localhost")?
+        // The app's handshake timeout: a handshake stuck behind a lost
+        // flight is abandoned and tried afresh.
+        let connecting = endpoint.connect_with(config, link.addr, "localhost")?;
+        let conn = tokio::time::timeout(lanyard_client_core::HANDSHAKE_TIMEOUT, connecting)
             .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "handshake: no answer within {:?}",
+                    lanyard_client_core::HANDSHAKE_TIMEOUT
+                )
+            })?
             .context("handshake")?;
         let (mut send, recv) = conn.open_bi().await?;
         let (mut session, mut hello) = {

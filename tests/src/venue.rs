@@ -1077,7 +1077,7 @@ fn describe_devices(
             .map(|h| h.iter().map(hex_prefix).collect::<Vec<_>>().join(","))
             .unwrap_or_else(|e| format!("unreadable: {e}"));
         lines.push(format!(
-            "  device {i}{}: connected={} pending={} last_error={:?} agenda heads=[{heads}]{}",
+            "  device {i}{}: connected={} pending={} retries={} last_error={:?} agenda heads=[{heads}]{}",
             if d.kind.full().is_some() {
                 ""
             } else {
@@ -1085,6 +1085,7 @@ fn describe_devices(
             },
             st.connected,
             st.pending,
+            st.retries,
             st.last_error,
             extra(i)
         ));
@@ -1516,6 +1517,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         let offsets: Vec<Duration> = (0..devices.len())
             .map(|_| Duration::from_millis(rng.random_range(0..1000)))
             .collect();
+        let reconnected_at = offsets.clone();
         // Reconnect every device within one second, while measuring.
         let kinds: Vec<Kind> = devices.iter().map(|d| d.kind.clone()).collect();
         let storm_cfg = cfg.clone();
@@ -1540,6 +1542,20 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         {
             d.sync = sync;
         }
+        let mut slowest: Vec<usize> = (0..per.len()).collect();
+        slowest.sort_by_key(|i| std::cmp::Reverse(per[*i]));
+        slowest.truncate(5);
+        say(
+            &cfg,
+            format!(
+                "storm: the slowest devices\n{}",
+                describe_devices(&devices, &slowest, &|i| format!(
+                    ", reconnected at {:.1} s, held the change at {:.1} s",
+                    reconnected_at[i].as_secs_f64(),
+                    per[i].as_secs_f64()
+                ))
+            ),
+        );
         let storm_total = per.iter().max().copied().unwrap_or_default();
         storm_ms = Some(storm_total.as_secs_f64() * 1000.0);
         storm_device_ms = Some(Percentiles::of(&per));

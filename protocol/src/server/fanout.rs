@@ -91,6 +91,13 @@ pub(crate) fn empty_update(doc: &DocId, heads: &[ChangeHash]) -> DocUpdate {
 }
 
 impl DocState {
+    /// Puts the document back to `am` (`bytes` of changes): loaded from
+    /// disk, or rolled back after a failed write. Subscribers stay.
+    pub fn reload(&mut self, am: Automerge, bytes: usize) {
+        self.am = Some(am);
+        self.bytes = bytes;
+    }
+
     /// The document's heads (none while it has no change).
     pub fn heads(&self) -> Vec<ChangeHash> {
         self.am

@@ -7,6 +7,15 @@
 //! after it is flushed" is kept. Timers are the driver's too: it calls
 //! [`ServerCore::handle_timeout`] at [`ServerCore::poll_timeout`].
 //!
+//! Each document has its own lock, so work on one document never waits for
+//! another. A driver with several threads routes a frame with
+//! [`ServerCore::route`] (sessions, credentials, catch-ups: brief) and runs a
+//! push, the expensive part, with [`DocPush::run`] holding only that
+//! document's lock; the core hands actions to a [`Sink`] while the documents
+//! they depend on are still locked, so frames reach each device in the order
+//! the state changed. [`ServerCore::handle`] does both at once and returns
+//! the actions (the simulation and tests use it).
+//!
 //! One job per part:
 //! * [`ServerCore`] (this module): sessions, dispatch of each message, and
 //!   the documents by id;
@@ -25,6 +34,7 @@ mod ingest;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::{Automerge, ChangeHash};
 use bytes::Bytes;
@@ -162,6 +172,85 @@ pub struct ServerStats {
     pub changes_refused: u64,
 }
 
+/// Where the core puts its actions. The core hands them over while the
+/// documents they depend on are still locked: a driver that queues each
+/// device's frames in `take` keeps them in the order the state changed, even
+/// while pushes to other documents run at the same time.
+pub trait Sink {
+    /// Takes actions, to be carried out in order. Returns `false` when a
+    /// `Persist` among them could not be stored: the core then puts the
+    /// document back as stored ([`Sink::stored`]), and the sink must not
+    /// acknowledge or fan out anything after the failed write.
+    fn take(&mut self, actions: Vec<ServerAction>) -> bool;
+
+    /// The document as durably stored, to roll back to after a failed
+    /// `Persist` (`None`: keep the memory copy).
+    fn stored(&mut self, _doc: &DocId) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Collects the actions (nothing fails).
+impl Sink for Vec<ServerAction> {
+    fn take(&mut self, actions: Vec<ServerAction>) -> bool {
+        self.extend(actions);
+        true
+    }
+}
+
+/// One document's state, behind its own lock.
+type DocCell = Arc<Mutex<DocState>>;
+
+fn lock_doc(cell: &DocCell) -> MutexGuard<'_, DocState> {
+    // A panic while applying a change is rolled back inside `ingest::apply`;
+    // the state behind a poisoned lock is still whole.
+    cell.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A document as the server holds it, read under its lock (see
+/// [`ServerCore::doc`]).
+pub struct DocRef<'a>(MutexGuard<'a, DocState>);
+
+impl std::ops::Deref for DocRef<'_> {
+    type Target = Automerge;
+    fn deref(&self) -> &Automerge {
+        self.0
+            .am
+            .as_ref()
+            .expect("a DocRef is made only for a document that exists")
+    }
+}
+
+impl std::fmt::Debug for DocRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocRef")
+            .field("heads", &self.get_heads())
+            .finish()
+    }
+}
+
+/// A push routed to its document by [`ServerCore::route`]: run it with
+/// [`DocPush::run`], which locks only that document, then report it with
+/// [`ServerCore::pushed`].
+#[derive(Debug)]
+pub struct DocPush {
+    conn: ConnId,
+    doc: DocId,
+    claims: TokenClaims,
+    limits: Limits,
+    raw: Vec<Vec<u8>>,
+    cell: DocCell,
+}
+
+/// What a [`DocPush`] did, for [`ServerCore::pushed`].
+#[derive(Debug)]
+#[must_use = "report it with ServerCore::pushed"]
+pub struct Pushed {
+    doc: DocId,
+    changed: bool,
+    stats: ServerStats,
+}
+
 /// A `Hello`'s fields.
 struct Hello {
     event: crate::ids::EventId,
@@ -174,7 +263,7 @@ struct Hello {
 #[derive(Debug)]
 pub struct ServerCore {
     config: ServerConfig,
-    docs: BTreeMap<DocId, DocState>,
+    docs: BTreeMap<DocId, DocCell>,
     sessions: HashMap<ConnId, ServerSession>,
     /// Authenticated sessions by user, so a `Hello` counts a user's
     /// sessions without scanning every session (10,000 devices reconnecting
@@ -224,22 +313,28 @@ impl ServerCore {
             doc: doc.clone(),
             message: e.to_string(),
         })?;
-        let state = self.docs.entry(doc).or_default();
-        state.bytes = bytes.len();
-        state.am = Some(am);
+        let cell = self.cell(&doc);
+        lock_doc(&cell).reload(am, bytes.len());
         Ok(())
     }
 
-    /// A document, if the server holds it.
-    pub fn doc(&self, doc: &DocId) -> Option<&Automerge> {
-        self.docs.get(doc).and_then(|d| d.am.as_ref())
+    /// The state of `doc`, created empty if new.
+    fn cell(&mut self, doc: &DocId) -> DocCell {
+        self.docs.entry(doc.clone()).or_default().clone()
+    }
+
+    /// A document, if the server holds it (read under its lock: drop it
+    /// before the core handles anything else).
+    pub fn doc(&self, doc: &DocId) -> Option<DocRef<'_>> {
+        let state = lock_doc(self.docs.get(doc)?);
+        state.am.is_some().then(|| DocRef(state))
     }
 
     /// All documents held.
     pub fn doc_ids(&self) -> impl Iterator<Item = &DocId> {
         self.docs
             .iter()
-            .filter(|(_, d)| d.am.is_some())
+            .filter(|(_, d)| lock_doc(d).am.is_some())
             .map(|(id, _)| id)
     }
 
@@ -263,8 +358,8 @@ impl ServerCore {
     pub fn disconnect(&mut self, conn: ConnId) {
         if let Some(s) = self.sessions.remove(&conn) {
             for doc in &s.docs {
-                if let Some(d) = self.docs.get_mut(doc) {
-                    d.unsubscribe(conn);
+                if let Some(d) = self.docs.get(doc) {
+                    lock_doc(d).unsubscribe(conn);
                 }
             }
             if let Some(c) = &s.claims {
@@ -302,7 +397,7 @@ impl ServerCore {
         for id in due {
             self.beacons.remove(&id);
             if let Some(d) = self.docs.get(&id) {
-                out.extend(d.beacon(&id));
+                out.extend(lock_doc(d).beacon(&id));
             }
         }
         out
@@ -312,8 +407,8 @@ impl ServerCore {
     /// (its outbox was over the bound): `conn` holds `base` at most and gets
     /// nothing of `doc` until [`ServerCore::drained`].
     pub fn fell_behind(&mut self, conn: ConnId, doc: &DocId, base: Vec<ChangeHash>) {
-        if let Some(d) = self.docs.get_mut(doc) {
-            d.fell_behind(conn, base);
+        if let Some(d) = self.docs.get(doc) {
+            lock_doc(d).fell_behind(conn, base);
         }
     }
 
@@ -321,22 +416,69 @@ impl ServerCore {
     /// behind on.
     pub fn drained(&mut self, conn: ConnId) -> Vec<ServerAction> {
         let mut out = Vec::new();
+        self.drained_into(conn, &mut out);
+        out
+    }
+
+    /// [`ServerCore::drained`], each catch-up handed to `sink` under its
+    /// document's lock.
+    pub fn drained_into(&mut self, conn: ConnId, sink: &mut dyn Sink) {
         let Some(s) = self.sessions.get(&conn) else {
-            return out;
+            return;
         };
         for id in &s.docs {
-            if let Some(d) = self.docs.get_mut(id) {
-                d.drained(id, &self.config.limits, conn, &mut out);
+            if let Some(d) = self.docs.get(id) {
+                let mut state = lock_doc(d);
+                let mut out = Vec::new();
+                state.drained(id, &self.config.limits, conn, &mut out);
+                if !out.is_empty() {
+                    sink.take(out);
+                }
             }
         }
-        out
     }
 
     /// Handles one received frame body. Malformed input closes the session, never panics.
     pub fn handle_frame(&mut self, now: Millis, conn: ConnId, body: &[u8]) -> Vec<ServerAction> {
+        let mut out = Vec::new();
+        if let Some(push) = self.route_frame(now, conn, body, &mut out) {
+            let done = push.run(&mut out);
+            self.pushed(now, done);
+        }
+        out
+    }
+
+    /// Routes one received frame body: see [`ServerCore::route`].
+    pub fn route_frame(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        body: &[u8],
+        sink: &mut dyn Sink,
+    ) -> Option<DocPush> {
         match wire::decode::<ClientMsg>(body) {
-            Ok(msg) => self.handle(now, conn, msg),
-            Err(e) => self.fatal(conn, &e),
+            Ok(msg) => self.route(now, conn, msg, sink),
+            Err(e) => {
+                sink.take(self.fatal(conn, &e));
+                None
+            }
+        }
+    }
+
+    /// Reports a push run outside the core: its counters, and the heads
+    /// beacon of its document.
+    pub fn pushed(&mut self, now: Millis, done: Pushed) {
+        let Pushed {
+            doc,
+            changed,
+            stats,
+        } = done;
+        self.stats.broadcast_frames += stats.broadcast_frames;
+        self.stats.broadcast_sends += stats.broadcast_sends;
+        self.stats.changes_accepted += stats.changes_accepted;
+        self.stats.changes_refused += stats.changes_refused;
+        if changed {
+            self.beacons.insert(doc, now + BEACON_AFTER);
         }
     }
 
@@ -366,20 +508,54 @@ impl ServerCore {
 
     /// Handles one decoded message.
     pub fn handle(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) -> Vec<ServerAction> {
+        let mut out = Vec::new();
+        if let Some(push) = self.route(now, conn, msg, &mut out) {
+            let done = push.run(&mut out);
+            self.pushed(now, done);
+        }
+        out
+    }
+
+    /// Handles one decoded message into `sink`, except a push: that is
+    /// returned, to run with only its document locked.
+    pub fn route(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        msg: ClientMsg,
+        sink: &mut dyn Sink,
+    ) -> Option<DocPush> {
+        let out = match self.dispatch(now, conn, msg, sink) {
+            Routed::Done(out) => out,
+            Routed::Push(push) => return Some(*push),
+        };
+        if !out.is_empty() {
+            sink.take(out);
+        }
+        None
+    }
+
+    fn dispatch(
+        &mut self,
+        now: Millis,
+        conn: ConnId,
+        msg: ClientMsg,
+        sink: &mut dyn Sink,
+    ) -> Routed {
         let limits = self.config.limits;
         let Some(session) = self.sessions.get_mut(&conn) else {
-            return Vec::new();
+            return Routed::Done(Vec::new());
         };
         let authed = session.claims.is_some();
         if !session.take_request(&limits, now) {
-            return self.fail(
+            return Routed::Done(self.fail(
                 conn,
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} requests in a burst, or {} per second after it",
                     limits.request_burst, limits.requests_per_sec
                 ),
-            );
+            ));
         }
         match msg {
             ClientMsg::Hello {
@@ -389,22 +565,29 @@ impl ServerCore {
                 installation,
             } => {
                 if authed {
-                    return self.fail(conn, ErrorCode::Protocol, "second Hello".into());
+                    return Routed::Done(self.fail(
+                        conn,
+                        ErrorCode::Protocol,
+                        "second Hello".into(),
+                    ));
                 }
-                self.hello(
-                    now,
-                    conn,
-                    Hello {
-                        event,
-                        token,
-                        docs,
-                        installation,
-                    },
-                )
+                let hello = Hello {
+                    event,
+                    token,
+                    docs,
+                    installation,
+                };
+                self.hello(now, conn, hello, sink);
+                Routed::Done(Vec::new())
             }
-            _ if !authed => self.fail(conn, ErrorCode::Protocol, "Hello must come first".into()),
-            ClientMsg::Push { doc, changes } => self.push(now, conn, doc, changes),
-            ClientMsg::Resync { doc, have } => self.resync(conn, doc, &have),
+            _ if !authed => {
+                Routed::Done(self.fail(conn, ErrorCode::Protocol, "Hello must come first".into()))
+            }
+            ClientMsg::Push { doc, changes } => self.push(now, conn, doc, changes, sink),
+            ClientMsg::Resync { doc, have } => {
+                self.resync(conn, doc, &have, sink);
+                Routed::Done(Vec::new())
+            }
         }
     }
 
@@ -503,7 +686,7 @@ impl ServerCore {
         Ok(())
     }
 
-    fn hello(&mut self, now: Millis, conn: ConnId, hello: Hello) -> Vec<ServerAction> {
+    fn hello(&mut self, now: Millis, conn: ConnId, hello: Hello, sink: &mut dyn Sink) {
         let Hello {
             event,
             token,
@@ -512,7 +695,10 @@ impl ServerCore {
         } = hello;
         let claims = match self.credentials(now, &event, &token) {
             Ok(c) => c,
-            Err((code, message)) => return self.fail(conn, code, message),
+            Err((code, message)) => {
+                sink.take(self.fail(conn, code, message));
+                return;
+            }
         };
         // The same installation reconnecting replaces what it left open,
         // before the session limits are counted (the lost-goodbye problem).
@@ -526,7 +712,8 @@ impl ServerCore {
         }
         if let Err((code, message)) = self.session_limits(conn, &claims) {
             out.extend(self.fail(conn, code, message));
-            return out;
+            sink.take(out);
+            return;
         }
         let limits = self.config.limits;
         let mut digest_of: HashMap<DocId, DocDigest> = HashMap::new();
@@ -543,18 +730,30 @@ impl ServerCore {
                 ));
             }
         }
+        let cells: Vec<(DocId, DocCell)> = claims
+            .readable_docs()
+            .into_iter()
+            .map(|doc| {
+                let cell = self.cell(&doc);
+                (doc, cell)
+            })
+            .collect();
+        // Every document stays locked until the Welcome and its catch-ups
+        // are in the sink: a push to one of them cannot reach this device
+        // before its Welcome does.
+        let mut states: Vec<MutexGuard<'_, DocState>> =
+            cells.iter().map(|(_, cell)| lock_doc(cell)).collect();
         let mut welcome = Vec::new();
         let mut later = Vec::new();
         let mut subscribed = Vec::new();
-        for doc in claims.readable_docs() {
-            let state = self.docs.entry(doc.clone()).or_default();
+        for ((doc, _), state) in cells.iter().zip(states.iter_mut()) {
             let heads = state.heads();
             let mut have = Vec::new();
-            if let Some(d) = digest_of.get(&doc) {
+            if let Some(d) = digest_of.get(doc) {
                 have.extend(from_wire(&d.heads));
                 have.extend(from_wire(&d.base));
             }
-            let mut updates = state.catch_up(&doc, &limits, &have);
+            let mut updates = state.catch_up(doc, &limits, &have);
             // The Welcome stays small: a large catch-up follows it in updates
             // the device applies (and keeps) one by one, in the document's lane.
             let small = updates.len() == 1
@@ -564,8 +763,8 @@ impl ServerCore {
                 welcome.extend(updates.pop());
             } else {
                 // An empty entry with heads the device lacks: the catch-up follows.
-                welcome.push(empty_update(&doc, &heads));
-                let lane = Lane::of(&doc);
+                welcome.push(empty_update(doc, &heads));
+                let lane = Lane::of(doc);
                 later.extend(
                     updates
                         .into_iter()
@@ -573,7 +772,7 @@ impl ServerCore {
                 );
             }
             state.subscribe(conn, heads);
-            subscribed.push(doc);
+            subscribed.push(doc.clone());
         }
         if let Some(s) = self.sessions.get_mut(&conn) {
             self.by_user
@@ -593,153 +792,239 @@ impl ServerCore {
             Lane::Bulk,
         ));
         out.extend(later);
-        out
+        sink.take(out);
+        drop(states);
     }
 
-    fn resync(&mut self, conn: ConnId, doc: DocId, have: &[Hash]) -> Vec<ServerAction> {
+    fn resync(&mut self, conn: ConnId, doc: DocId, have: &[Hash], sink: &mut dyn Sink) {
         let readable = self
             .sessions
             .get(&conn)
             .and_then(|s| s.claims.as_ref())
             .is_some_and(|c| c.may_read(&doc));
         if !readable {
-            return vec![refusal(
+            sink.take(vec![refusal(
                 conn,
                 doc,
                 Vec::new(),
                 RefusalReason::Forbidden,
                 Vec::new(),
-            )];
+            )]);
+            return;
         }
         let limits = self.config.limits;
         let lane = Lane::of(&doc);
-        let Some(state) = self.docs.get_mut(&doc) else {
-            return vec![send(
+        let Some(cell) = self.docs.get(&doc) else {
+            sink.take(vec![send(
                 conn,
                 &ServerMsg::Update(empty_update(&doc, &[])),
                 lane,
-            )];
+            )]);
+            return;
         };
+        // The catch-up goes into the sink under the document's lock: no
+        // push to it can be queued to this device in between.
+        let mut state = lock_doc(cell);
         let updates = state.catch_up(&doc, &limits, &from_wire(have));
-        state.set_known(conn, state.heads());
-        updates
-            .into_iter()
-            .map(|u| send(conn, &ServerMsg::Update(u), lane))
-            .collect()
+        let heads = state.heads();
+        state.set_known(conn, heads);
+        sink.take(
+            updates
+                .into_iter()
+                .map(|u| send(conn, &ServerMsg::Update(u), lane))
+                .collect(),
+        );
     }
 
-    /// The heads of `doc` a device with `claims` may see.
-    fn heads_for(&self, claims: &TokenClaims, doc: &DocId) -> Vec<Hash> {
-        if !claims.may_read(doc) {
-            return Vec::new();
-        }
-        self.docs
-            .get(doc)
-            .map(|d| to_wire(&d.heads()))
-            .unwrap_or_default()
-    }
-
+    /// Routes a push to its document. A document's first push runs here,
+    /// under the core (the document is kept only if a change is accepted,
+    /// so refused pushes to made-up ids leave nothing behind); every later
+    /// one is returned, to run with only its document locked.
     fn push(
         &mut self,
         now: Millis,
         conn: ConnId,
         doc: DocId,
         raw: Vec<Vec<u8>>,
-    ) -> Vec<ServerAction> {
+        sink: &mut dyn Sink,
+    ) -> Routed {
         let Some(claims) = self.sessions.get(&conn).and_then(|s| s.claims.clone()) else {
-            return Vec::new();
+            return Routed::Done(Vec::new());
         };
-        let limits = self.config.limits;
-        let state = self.docs.get(&doc);
-        let screened = ingest::screen(
-            &claims,
-            &limits,
-            &doc,
-            state.and_then(|d| d.am.as_ref()),
-            state.map_or(0, |d| d.bytes),
-            &raw,
-        );
-        let (changes, malformed) = match screened {
-            Screened::Refuse { reason, changes } => {
-                self.stats.changes_refused += raw.len() as u64;
-                let heads = self.heads_for(&claims, &doc);
-                return vec![refusal(conn, doc, changes, reason, heads)];
-            }
-            Screened::AlreadyHeld => {
-                let heads = self.heads_for(&claims, &doc);
-                return vec![send(conn, &ServerMsg::Ack { doc, heads }, Lane::Bulk)];
-            }
-            Screened::Apply { changes, malformed } => (changes, malformed),
+        let existing = self.docs.get(&doc).cloned();
+        let is_new = existing.is_none();
+        let push = DocPush {
+            conn,
+            doc,
+            claims,
+            limits: self.config.limits,
+            raw,
+            cell: existing.unwrap_or_default(),
         };
-        let mut out = Vec::new();
-        if malformed {
-            self.stats.changes_refused += 1;
+        if !is_new {
+            return Routed::Push(Box::new(push));
+        }
+        let (doc, cell) = (push.doc.clone(), push.cell.clone());
+        let done = push.run(sink);
+        if lock_doc(&cell).am.is_some() {
+            self.docs.insert(doc, cell);
+        }
+        self.pushed(now, done);
+        Routed::Done(Vec::new())
+    }
+}
+
+/// What [`ServerCore::dispatch`] made of a message.
+enum Routed {
+    /// Handled: these actions remain.
+    Done(Vec<ServerAction>),
+    /// A push, to run on its document.
+    Push(Box<DocPush>),
+}
+
+impl DocPush {
+    /// The document pushed to.
+    pub fn doc(&self) -> &DocId {
+        &self.doc
+    }
+
+    /// Checks and applies the push holding only its document's lock, and
+    /// hands the actions (persist, acknowledgement, refusals, fan-out) to
+    /// `sink` before releasing it.
+    pub fn run(self, sink: &mut dyn Sink) -> Pushed {
+        let DocPush {
+            conn,
+            doc,
+            claims,
+            limits,
+            raw,
+            cell,
+        } = self;
+        let mut state = lock_doc(&cell);
+        let mut stats = ServerStats::default();
+        let (out, changed) = push_to(&mut state, conn, &doc, &claims, &limits, raw, &mut stats);
+        let stored = sink.take(out);
+        if !stored {
+            // The write failed: back to what is on disk (the sink told the
+            // device, which keeps its changes pending).
+            if let Some(am) = sink.stored(&doc).and_then(|b| {
+                let len = b.len();
+                Automerge::load(&b).ok().map(|am| (am, len))
+            }) {
+                state.reload(am.0, am.1);
+            }
+        }
+        Pushed {
+            doc,
+            changed: changed && stored,
+            stats,
+        }
+    }
+}
+
+/// The heads of `doc` a device with `claims` may see.
+fn heads_for(state: &DocState, claims: &TokenClaims, doc: &DocId) -> Vec<Hash> {
+    if !claims.may_read(doc) {
+        return Vec::new();
+    }
+    to_wire(&state.heads())
+}
+
+/// A push applied to its locked document: the actions, and whether the
+/// document changed.
+fn push_to(
+    state: &mut DocState,
+    conn: ConnId,
+    doc: &DocId,
+    claims: &TokenClaims,
+    limits: &Limits,
+    raw: Vec<Vec<u8>>,
+    stats: &mut ServerStats,
+) -> (Vec<ServerAction>, bool) {
+    let doc = doc.clone();
+    let screened = ingest::screen(claims, limits, &doc, state.am.as_ref(), state.bytes, &raw);
+    let (changes, malformed) = match screened {
+        Screened::Refuse { reason, changes } => {
+            stats.changes_refused += raw.len() as u64;
+            let heads = heads_for(state, claims, &doc);
+            return (vec![refusal(conn, doc, changes, reason, heads)], false);
+        }
+        Screened::AlreadyHeld => {
+            let heads = heads_for(state, claims, &doc);
+            return (
+                vec![send(conn, &ServerMsg::Ack { doc, heads }, Lane::Bulk)],
+                false,
+            );
+        }
+        Screened::Apply { changes, malformed } => (changes, malformed),
+    };
+    let mut out = Vec::new();
+    if malformed {
+        stats.changes_refused += 1;
+        out.push(refusal(
+            conn,
+            doc.clone(),
+            Vec::new(),
+            RefusalReason::Malformed,
+            Vec::new(),
+        ));
+    }
+    let am = state.am.get_or_insert_with(Automerge::new);
+    let heads_before = am.get_heads();
+    let applied = ingest::apply(am, changes, limits.max_change);
+    let heads_after = am.get_heads();
+    stats.changes_accepted += applied.accepted.len() as u64;
+    stats.changes_refused +=
+        (applied.missing.len() + applied.bad.len() + applied.oversized.len()) as u64;
+    let new_raw: Vec<Vec<u8>> = applied
+        .accepted
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    state.bytes += new_raw.iter().map(Vec::len).sum::<usize>();
+    if !new_raw.is_empty() {
+        out.push(ServerAction::Persist {
+            doc: doc.clone(),
+            changes: new_raw.clone(),
+        });
+    }
+    let wire_heads = to_wire(&heads_after);
+    out.push(send(
+        conn,
+        &ServerMsg::Ack {
+            doc: doc.clone(),
+            heads: wire_heads.clone(),
+        },
+        Lane::Bulk,
+    ));
+    state.set_known(conn, heads_after);
+    // Permanent refusals go first: the device then knows that the changes
+    // refused below for missing dependencies are built on them.
+    for (reason, changes) in [
+        (RefusalReason::TooLarge, applied.oversized),
+        (RefusalReason::Malformed, applied.bad),
+        (RefusalReason::MissingDeps, applied.missing),
+    ] {
+        if !changes.is_empty() {
             out.push(refusal(
                 conn,
                 doc.clone(),
-                Vec::new(),
-                RefusalReason::Malformed,
-                Vec::new(),
+                changes,
+                reason,
+                wire_heads.clone(),
             ));
         }
-        let state = self.docs.entry(doc.clone()).or_default();
-        let am = state.am.get_or_insert_with(Automerge::new);
-        let heads_before = am.get_heads();
-        let applied = ingest::apply(am, changes, limits.max_change);
-        let heads_after = am.get_heads();
-        self.stats.changes_accepted += applied.accepted.len() as u64;
-        self.stats.changes_refused +=
-            (applied.missing.len() + applied.bad.len() + applied.oversized.len()) as u64;
-        let new_raw: Vec<Vec<u8>> = applied
-            .accepted
-            .iter()
-            .map(|c| c.raw_bytes().to_vec())
-            .collect();
-        state.bytes += new_raw.iter().map(Vec::len).sum::<usize>();
-        if !new_raw.is_empty() {
-            out.push(ServerAction::Persist {
-                doc: doc.clone(),
-                changes: new_raw.clone(),
-            });
-        }
-        let wire_heads = to_wire(&heads_after);
-        out.push(send(
-            conn,
-            &ServerMsg::Ack {
-                doc: doc.clone(),
-                heads: wire_heads.clone(),
-            },
-            Lane::Bulk,
-        ));
-        state.set_known(conn, heads_after);
-        // Permanent refusals go first: the device then knows that the changes
-        // refused below for missing dependencies are built on them.
-        for (reason, changes) in [
-            (RefusalReason::TooLarge, applied.oversized),
-            (RefusalReason::Malformed, applied.bad),
-            (RefusalReason::MissingDeps, applied.missing),
-        ] {
-            if !changes.is_empty() {
-                out.push(refusal(
-                    conn,
-                    doc.clone(),
-                    changes,
-                    reason,
-                    wire_heads.clone(),
-                ));
-            }
-        }
-        if !new_raw.is_empty() {
-            self.beacons.insert(doc.clone(), now + BEACON_AFTER);
-            let new = NewChanges {
-                origin: conn,
-                heads_before,
-                raw: new_raw,
-            };
-            state.fan_out(&doc, &limits, new, &mut out, &mut self.stats);
-        }
-        out
     }
+    let changed = !new_raw.is_empty();
+    if changed {
+        let new = NewChanges {
+            origin: conn,
+            heads_before,
+            raw: new_raw,
+        };
+        state.fan_out(&doc, limits, new, &mut out, stats);
+    }
+    (out, changed)
 }
 
 fn refusal(
