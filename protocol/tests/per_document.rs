@@ -12,8 +12,8 @@ use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ROOT};
 use lanyard_protocol::testing::{sent_to, Fixture, IN_AN_HOUR, NOW};
 use lanyard_protocol::{
-    ClientMsg, ClientSession, ConnId, DocId, DocPush, Replica, Role, ServerAction, ServerMsg,
-    Sink, UserId,
+    ClientMsg, ClientSession, ConnId, DocId, DocPush, Replica, Role, ServerAction, ServerMsg, Sink,
+    UserId,
 };
 
 /// Long enough for a loaded machine; only reached if a lock is shared.
@@ -141,7 +141,11 @@ fn a_push_to_one_document_runs_while_another_document_is_locked() {
     assert!(note_actions
         .iter()
         .any(|a| matches!(a, ServerAction::Persist { doc, .. } if *doc == own)));
-    assert_eq!(f.server.session_count(), 2, "the core answers while a document is locked");
+    assert_eq!(
+        f.server.session_count(),
+        2,
+        "the core answers while a document is locked"
+    );
 
     // The agenda push finishes: persisted, acknowledged, fanned out to ann.
     go_on.send(()).unwrap();
@@ -159,7 +163,10 @@ fn a_push_to_one_document_runs_while_another_document_is_locked() {
         [ServerMsg::Update(u)] if u.doc == agenda
     ));
     assert_eq!(f.server.stats().changes_accepted, 4);
-    assert!(f.server.poll_timeout().is_some(), "the agenda's beacon is due");
+    assert!(
+        f.server.poll_timeout().is_some(),
+        "the agenda's beacon is due"
+    );
 }
 
 #[test]
