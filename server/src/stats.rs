@@ -74,6 +74,21 @@ pub struct TrafficStats {
 }
 
 impl TrafficStats {
+    /// What was sent since `earlier` (counters that went down, as when a
+    /// live connection's figures move to the closed ones, count as zero).
+    pub fn since(&self, earlier: &TrafficStats) -> TrafficStats {
+        TrafficStats {
+            handshakes: self.handshakes.saturating_sub(earlier.handshakes),
+            frame_bytes: self.frame_bytes.saturating_sub(earlier.frame_bytes),
+            lost_bytes: self.lost_bytes.saturating_sub(earlier.lost_bytes),
+            datagrams: self.datagrams.saturating_sub(earlier.datagrams),
+            ping_frames: self.ping_frames.saturating_sub(earlier.ping_frames),
+            ack_frames: self.ack_frames.saturating_sub(earlier.ack_frames),
+            crypto_frames: self.crypto_frames.saturating_sub(earlier.crypto_frames),
+            stream_frames: self.stream_frames.saturating_sub(earlier.stream_frames),
+        }
+    }
+
     /// Adds one connection's figures.
     pub fn add_connection(&mut self, s: &quinn::ConnectionStats) {
         self.lost_bytes += s.path.lost_bytes;
@@ -195,6 +210,26 @@ impl ProcessFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traffic_since_is_the_difference_and_never_underflows() {
+        let earlier = TrafficStats {
+            handshakes: 3,
+            frame_bytes: 1000,
+            lost_bytes: 50,
+            ..TrafficStats::default()
+        };
+        let now = TrafficStats {
+            handshakes: 5,
+            frame_bytes: 1700,
+            lost_bytes: 20,
+            ack_frames: 9,
+            ..TrafficStats::default()
+        };
+        let d = now.since(&earlier);
+        assert_eq!((d.handshakes, d.frame_bytes, d.ack_frames), (2, 700, 9));
+        assert_eq!(d.lost_bytes, 0);
+    }
 
     #[test]
     fn a_snapshot_survives_the_file_round_trip() {

@@ -446,6 +446,10 @@ pub struct PhaseFigures {
     pub server_peak_rss_bytes: u64,
     /// Bytes the server sent in the phase.
     pub bytes_sent: u64,
+    /// Where they went: handshakes completed, frame bytes, bytes lost and
+    /// resent, datagrams, keep-alive and acknowledgement frames (the
+    /// server's counters over the phase).
+    pub traffic: lanyard_server::TrafficStats,
 }
 
 /// Per-device latencies of each phase, ms.
@@ -491,6 +495,7 @@ impl PhaseClock {
             server_cpu_s: now.cpu_seconds - self.at.cpu_seconds,
             server_peak_rss_bytes: now.peak_rss_bytes,
             bytes_sent: now.bytes_sent.saturating_sub(self.at.bytes_sent),
+            traffic: now.traffic.since(&self.at.traffic),
         });
         self.at = now;
         self.started = Instant::now();
@@ -624,18 +629,32 @@ impl std::fmt::Display for VenueReport {
         )?;
         writeln!(
             f,
-            "  {:<12} {:>10} {:>10} {:>10} {:>12}",
-            "phase", "wall s", "CPU s", "peak MiB", "bytes sent"
+            "  {:<12} {:>8} {:>8} {:>8} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9}",
+            "phase",
+            "wall s",
+            "CPU s",
+            "peak MiB",
+            "bytes sent",
+            "of frames",
+            "lost",
+            "datagrams",
+            "handshakes",
+            "acks"
         )?;
         for p in &self.phases {
             writeln!(
                 f,
-                "  {:<12} {:>10.1} {:>10.2} {:>10.0} {:>12}",
+                "  {:<12} {:>8.1} {:>8.2} {:>8.0} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9}",
                 p.phase,
                 p.wall_ms / 1000.0,
                 p.server_cpu_s,
                 p.server_peak_rss_bytes as f64 / 1048576.0,
-                p.bytes_sent
+                p.bytes_sent,
+                p.traffic.frame_bytes,
+                p.traffic.lost_bytes,
+                p.traffic.datagrams,
+                p.traffic.handshakes,
+                p.traffic.ack_frames
             )?;
         }
         writeln!(
