@@ -203,3 +203,55 @@ fn a_device_gets_its_welcome_before_a_push_routed_earlier_reaches_it() {
         "ann, subscribed by her Welcome, gets the change: {to_ann:?}"
     );
 }
+
+#[test]
+fn devices_joining_at_once_share_one_encoded_snapshot_frame() {
+    let mut f = Fixture::new(11);
+    let mut org = join(&mut f, 1, "org", Role::Organizer, 1);
+    let agenda = f.agenda();
+    // An agenda of many small changes: a new device gets one snapshot.
+    for i in 0..400 {
+        let msgs = edit(
+            &mut org,
+            &agenda,
+            &format!("session-{i:04}-in-the-main-hall"),
+        );
+        // Ten pushes a second: within the request budget.
+        let actions = f.handle(NOW + Duration::from_millis(100 * i), org.conn, msgs);
+        for m in sent_to(org.conn, &actions) {
+            org.session.handle(&mut org.replica, m).unwrap();
+        }
+    }
+    let snapshot_frames: Vec<bytes::Bytes> = (2..5)
+        .map(|conn| {
+            f.server.connect(conn);
+            let token = f.token(&format!("user{conn}"), Role::Attendee, "phone", IN_AN_HOUR);
+            let replica = Replica::new(ActorId::from(&[conn as u8; 16][..]));
+            let (_, hello) = ClientSession::start(f.event.clone(), token, &replica);
+            let actions = f.handle(NOW, conn, hello);
+            let frames: Vec<bytes::Bytes> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    ServerAction::Send { conn: c, frame, .. } if *c == conn => Some(frame.clone()),
+                    _ => None,
+                })
+                .filter(|frame| {
+                    matches!(
+                        lanyard_protocol::testing::decode_frame(frame),
+                        ServerMsg::Update(u) if u.doc == agenda && !u.snapshot.is_empty()
+                    )
+                })
+                .collect();
+            assert_eq!(frames.len(), 1, "one snapshot update for device {conn}");
+            frames.into_iter().next().unwrap()
+        })
+        .collect();
+    for other in &snapshot_frames[1..] {
+        assert_eq!(other, &snapshot_frames[0]);
+        assert_eq!(
+            other.as_ptr(),
+            snapshot_frames[0].as_ptr(),
+            "the same encoded frame, not a copy per device"
+        );
+    }
+}

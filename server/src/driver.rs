@@ -188,6 +188,8 @@ struct FlushQueue {
 }
 
 struct Shared {
+    /// The UDP socket's inode, to read its drops in `/proc/net/udp`.
+    udp_inode: Option<String>,
     core: Mutex<ServerCore>,
     store: Arc<dyn Store>,
     outboxes: Mutex<HashMap<ConnId, Outbox>>,
@@ -542,32 +544,102 @@ pub fn transport_config() -> quinn::TransportConfig {
 /// How long a stateless Retry's token stays valid.
 pub const RETRY_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
-/// Socket buffer the server asks the kernel for, each way. A whole hall
-/// reconnecting (or closing) at once sends hundreds of datagrams within a few
-/// milliseconds; the common 208 KiB default overflows and the kernel drops
-/// them, so a device's goodbye can be lost and its connection linger until
-/// the idle timeout. Linux caps the request at `net.core.rmem_max` /
-/// `wmem_max`; the size granted is logged.
-pub const UDP_BUFFER_BYTES: usize = 8 << 20;
+/// Receive buffer the server asks the kernel for. A whole hall reconnecting
+/// at once sends tens of thousands of datagrams within a second (every
+/// device's Initial, and its retransmissions while the server is busy); when
+/// the buffer overflows the kernel drops them, and a device whose Initial is
+/// dropped a few times in a row waits out QUIC's doubling probe timer (at
+/// 10,000 devices: 48,644 datagrams dropped in one run with 8 MiB, and a
+/// storm tail of handshakes with no answer for 20 s). A full buffer is only
+/// memory while it is full. Linux caps the request at `net.core.rmem_max`
+/// unless the server may force it (root or `CAP_NET_ADMIN`); the size
+/// granted is logged, with a warning when it is short.
+pub const UDP_RECV_BUFFER_BYTES: usize = 64 << 20;
 
-/// Binds the server's UDP socket with [`UDP_BUFFER_BYTES`] buffers.
+/// Send buffer the server asks the kernel for (same caps, `wmem_max`):
+/// goodbyes and handshake flights to a whole hall at once.
+pub const UDP_SEND_BUFFER_BYTES: usize = 8 << 20;
+
+/// Sets a socket buffer to `want`: forced past the kernel's cap where the
+/// process may (`force`), else asked for up to the cap. Best effort: a
+/// smaller buffer is still a working server, it only drops bursts sooner.
+fn size_buffer(
+    socket: &socket2::Socket,
+    want: usize,
+    force: impl FnOnce(&socket2::Socket, usize) -> nix::Result<()>,
+    ask: impl FnOnce(&socket2::Socket, usize) -> std::io::Result<()>,
+) {
+    if force(socket, want).is_err() {
+        let _ = ask(socket, want);
+    }
+}
+
+/// Binds the server's UDP socket with [`UDP_RECV_BUFFER_BYTES`] /
+/// [`UDP_SEND_BUFFER_BYTES`] buffers.
 fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{setsockopt, sockopt};
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         // Accept IPv4 too when listening on [::].
         let _ = socket.set_only_v6(false);
     }
-    // Best effort: a smaller buffer than asked for is still a working server.
-    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
-    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
-    socket.bind(&addr.into())?;
-    info!(
-        recv = socket.recv_buffer_size().unwrap_or(0),
-        send = socket.send_buffer_size().unwrap_or(0),
-        "UDP socket buffers"
+    size_buffer(
+        &socket,
+        UDP_RECV_BUFFER_BYTES,
+        |s, n| setsockopt(s, sockopt::RcvBufForce, &n),
+        Socket::set_recv_buffer_size,
     );
+    size_buffer(
+        &socket,
+        UDP_SEND_BUFFER_BYTES,
+        |s, n| setsockopt(s, sockopt::SndBufForce, &n),
+        Socket::set_send_buffer_size,
+    );
+    socket.bind(&addr.into())?;
+    let recv = socket.recv_buffer_size().unwrap_or(0);
+    let send = socket.send_buffer_size().unwrap_or(0);
+    // Linux reports twice the size set (its bookkeeping).
+    if recv < UDP_RECV_BUFFER_BYTES {
+        warn!(
+            granted = recv,
+            wanted = UDP_RECV_BUFFER_BYTES,
+            "the UDP receive buffer is smaller than asked for: a reconnect storm may \
+             lose datagrams; raise it with `sysctl -w net.core.rmem_max={UDP_RECV_BUFFER_BYTES}` \
+             or run with CAP_NET_ADMIN"
+        );
+    }
+    info!(recv, send, "UDP socket buffers");
     Ok(socket.into())
+}
+
+/// The inode of a socket, which names it in `/proc/net/udp` (Linux).
+fn socket_inode(socket: &impl std::os::fd::AsRawFd) -> Option<String> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
+    let link = link.to_string_lossy();
+    Some(link.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+}
+
+/// Datagrams the kernel dropped on the socket with `inode` because its
+/// receive buffer was full (the `drops` column of `/proc/net/udp`), if found.
+fn udp_drops(inode: &str) -> Option<u64> {
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            drops_of(&text, inode)
+        })
+}
+
+/// The `drops` of the socket with `inode` in a `/proc/net/udp` table.
+fn drops_of(table: &str, inode: &str) -> Option<u64> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        (fields.get(9) == Some(&inode))
+            .then(|| fields.last().and_then(|d| d.parse().ok()))
+            .flatten()
+    })
 }
 
 impl Server {
@@ -625,6 +697,7 @@ impl Server {
             source,
         };
         let socket = bind_udp(opts.listen).map_err(bind_error)?;
+        let udp_inode = socket_inode(&socket);
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_error(std::io::Error::other("no async runtime found")))?;
         // Reset key and connection-id key from the data directory: after a
@@ -637,6 +710,7 @@ impl Server {
         let endpoint = quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
             .map_err(bind_error)?;
         let shared = Arc::new(Shared {
+            udp_inode,
             core: Mutex::new(core),
             store,
             outboxes: Mutex::new(HashMap::new()),
@@ -734,7 +808,19 @@ impl Server {
             cpu_seconds: process.cpu_seconds,
             traffic,
             outbox_peak_bytes: self.outbox_peak_bytes() as u64,
+            udp_receive_drops: self.udp_receive_drops(),
         }
+    }
+
+    /// Datagrams the kernel dropped because the server's UDP receive buffer
+    /// was full (Linux; 0 elsewhere). Rising during a storm: raise the
+    /// buffer (see [`UDP_RECV_BUFFER_BYTES`]).
+    pub fn udp_receive_drops(&self) -> u64 {
+        self.shared
+            .udp_inode
+            .as_deref()
+            .and_then(udp_drops)
+            .unwrap_or(0)
     }
 
     /// The most bytes of frames one device's outbox has held (see
@@ -1217,10 +1303,51 @@ mod tests {
         let recv = socket.recv_buffer_size().expect("SO_RCVBUF");
         let send = socket.send_buffer_size().expect("SO_SNDBUF");
         // Linux grants min(asked, cap) and reports twice that (bookkeeping).
-        let want_recv = UDP_BUFFER_BYTES.min(cap("rmem_max"));
-        let want_send = UDP_BUFFER_BYTES.min(cap("wmem_max"));
+        // Forced past the cap as root, else capped.
+        let want_recv = UDP_RECV_BUFFER_BYTES.min(cap("rmem_max"));
+        let want_send = UDP_SEND_BUFFER_BYTES.min(cap("wmem_max"));
         assert!(recv >= want_recv, "receive buffer {recv} < {want_recv}");
         assert!(send >= want_send, "send buffer {send} < {want_send}");
         assert!(recv > cap("rmem_default") || want_recv <= cap("rmem_default"));
+    }
+
+    #[test]
+    fn datagrams_dropped_on_a_full_receive_buffer_are_counted() {
+        use std::net::UdpSocket;
+        // A tiny buffer nobody reads: the kernel drops what does not fit.
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .expect("a UDP socket");
+        socket.set_recv_buffer_size(1).expect("SO_RCVBUF");
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("address").into())
+            .expect("bind");
+        let socket: UdpSocket = socket.into();
+        let inode = socket_inode(&socket).expect("the socket's inode");
+        assert_eq!(udp_drops(&inode), Some(0), "nothing dropped yet");
+        let to = socket.local_addr().expect("address");
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        for _ in 0..200 {
+            sender.send_to(&[7u8; 1200], to).expect("send");
+        }
+        let drops = udp_drops(&inode).expect("the socket is listed");
+        assert!(
+            drops > 0,
+            "200 datagrams into a minimal buffer, {drops} dropped"
+        );
+        assert!(drops < 200, "some fit: {drops}");
+    }
+
+    #[test]
+    fn drops_are_read_from_the_socket_row_of_the_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+             1: 0100007F:ACDE 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3156765 2 0000000000000000 48644\n\
+             2: 0100007F:ACDF 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3156766 2 0000000000000000 0\n";
+        assert_eq!(drops_of(table, "3156765"), Some(48644));
+        assert_eq!(drops_of(table, "3156766"), Some(0));
+        assert_eq!(drops_of(table, "99"), None);
     }
 }

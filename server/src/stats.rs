@@ -47,6 +47,9 @@ pub struct StatsSnapshot {
     pub traffic: TrafficStats,
     /// The most bytes of frames one device's outbox held.
     pub outbox_peak_bytes: u64,
+    /// Datagrams the kernel dropped on the server's full UDP receive buffer.
+    #[serde(default)]
+    pub udp_receive_drops: u64,
 }
 
 /// Where the server's bytes go: what QUIC sent besides the protocol's frames.

@@ -450,6 +450,8 @@ pub struct PhaseFigures {
     /// resent, datagrams, keep-alive and acknowledgement frames (the
     /// server's counters over the phase).
     pub traffic: lanyard_server::TrafficStats,
+    /// Datagrams the kernel dropped on the server's full UDP receive buffer.
+    pub udp_receive_drops: u64,
 }
 
 /// Per-device latencies of each phase, ms.
@@ -496,6 +498,9 @@ impl PhaseClock {
             server_peak_rss_bytes: now.peak_rss_bytes,
             bytes_sent: now.bytes_sent.saturating_sub(self.at.bytes_sent),
             traffic: now.traffic.since(&self.at.traffic),
+            udp_receive_drops: now
+                .udp_receive_drops
+                .saturating_sub(self.at.udp_receive_drops),
         });
         self.at = now;
         self.started = Instant::now();
@@ -629,7 +634,7 @@ impl std::fmt::Display for VenueReport {
         )?;
         writeln!(
             f,
-            "  {:<12} {:>8} {:>8} {:>8} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9}",
+            "  {:<12} {:>8} {:>8} {:>8} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9}",
             "phase",
             "wall s",
             "CPU s",
@@ -639,12 +644,13 @@ impl std::fmt::Display for VenueReport {
             "lost",
             "datagrams",
             "handshakes",
-            "acks"
+            "acks",
+            "rx drops"
         )?;
         for p in &self.phases {
             writeln!(
                 f,
-                "  {:<12} {:>8.1} {:>8.2} {:>8.0} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9}",
+                "  {:<12} {:>8.1} {:>8.2} {:>8.0} {:>12} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9}",
                 p.phase,
                 p.wall_ms / 1000.0,
                 p.server_cpu_s,
@@ -654,7 +660,8 @@ impl std::fmt::Display for VenueReport {
                 p.traffic.lost_bytes,
                 p.traffic.datagrams,
                 p.traffic.handshakes,
-                p.traffic.ack_frames
+                p.traffic.ack_frames,
+                p.udp_receive_drops
             )?;
         }
         writeln!(

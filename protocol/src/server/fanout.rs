@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use automerge::{Automerge, ChangeHash, ReadDoc as _};
+use bytes::Bytes;
 
 use super::{frame, to_wire, ConnId, Lane, ServerAction, ServerStats};
 use crate::ids::DocId;
@@ -36,6 +37,9 @@ pub const BEACON_AFTER: Duration = Duration::from_secs(3);
 struct Snapshot {
     heads: Vec<ChangeHash>,
     bytes: Vec<u8>,
+    /// The `Update` frame carrying it, encoded once for every device that
+    /// needs it (see [`DocState::update_frame`]).
+    frame: Option<Bytes>,
 }
 
 /// One subscriber of a document.
@@ -91,6 +95,24 @@ pub(crate) fn empty_update(doc: &DocId, heads: &[ChangeHash]) -> DocUpdate {
 }
 
 impl DocState {
+    /// The frame of an update of this document. A snapshot update is encoded
+    /// once and shared by every device that gets it: 10,000 devices joining
+    /// at once would otherwise each hold a copy of the agenda in their
+    /// outbox (a third of a gigabyte for a 32 KB agenda).
+    pub fn update_frame(&mut self, u: DocUpdate) -> Bytes {
+        if !u.snapshot.is_empty() {
+            if let Some(snap) = self.snapshot.as_mut() {
+                if to_wire(&snap.heads) == u.heads && snap.bytes.len() == u.snapshot.len() {
+                    return snap
+                        .frame
+                        .get_or_insert_with(|| frame(&ServerMsg::Update(u)))
+                        .clone();
+                }
+            }
+        }
+        frame(&ServerMsg::Update(u))
+    }
+
     /// Puts the document back to `am` (`bytes` of changes): loaded from
     /// disk, or rolled back after a failed write. Subscribers stay.
     pub fn reload(&mut self, am: Automerge, bytes: usize) {
@@ -159,6 +181,7 @@ impl DocState {
                 *snapshots = Some(Snapshot {
                     heads: heads.clone(),
                     bytes: am.save(),
+                    frame: None,
                 });
             }
             let snap = snapshots.as_ref()?;
@@ -274,7 +297,7 @@ impl DocState {
             for u in self.catch_up(id, limits, &known) {
                 out.push(ServerAction::Send {
                     conn,
-                    frame: frame(&ServerMsg::Update(u)),
+                    frame: self.update_frame(u),
                     lane,
                 });
             }
@@ -338,7 +361,7 @@ impl DocState {
         for u in self.catch_up(id, limits, &known) {
             out.push(ServerAction::Send {
                 conn,
-                frame: frame(&ServerMsg::Update(u)),
+                frame: self.update_frame(u),
                 lane: Lane::of(id),
             });
         }

@@ -765,11 +765,13 @@ impl ServerCore {
                 // An empty entry with heads the device lacks: the catch-up follows.
                 welcome.push(empty_update(doc, &heads));
                 let lane = Lane::of(doc);
-                later.extend(
-                    updates
-                        .into_iter()
-                        .map(|u| send(conn, &ServerMsg::Update(u), lane)),
-                );
+                for u in updates {
+                    later.push(ServerAction::Send {
+                        conn,
+                        frame: state.update_frame(u),
+                        lane,
+                    });
+                }
             }
             state.subscribe(conn, heads);
             subscribed.push(doc.clone());
@@ -828,12 +830,15 @@ impl ServerCore {
         let updates = state.catch_up(&doc, &limits, &from_wire(have));
         let heads = state.heads();
         state.set_known(conn, heads);
-        sink.take(
-            updates
-                .into_iter()
-                .map(|u| send(conn, &ServerMsg::Update(u), lane))
-                .collect(),
-        );
+        let sends = updates
+            .into_iter()
+            .map(|u| ServerAction::Send {
+                conn,
+                frame: state.update_frame(u),
+                lane,
+            })
+            .collect();
+        sink.take(sends);
     }
 
     /// Routes a push to its document. A document's first push runs here,
