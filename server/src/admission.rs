@@ -5,13 +5,19 @@
 //! decides for every incoming connection, before the expensive part of the
 //! handshake where quinn allows:
 //!
-//! * busy (the bucket is more than half empty) and the address not validated:
-//!   **retry** — a stateless QUIC Retry, so spoofed floods cost nothing;
-//! * over the handshake rate (a token bucket), address validated: **wait** in
-//!   a first-come, first-served queue holding at most `max_wait` of the rate,
-//!   admitted as tokens come back — a device in it just sees a slow
-//!   handshake, instead of a refusal and a random backoff that can leave it
-//!   out for tens of seconds after the hall is back;
+//! * over the handshake rate (a token bucket) or with `max_handshaking`
+//!   handshakes in progress: **wait** in a first-come, first-served queue
+//!   holding at most `max_wait` of the rate, admitted as tokens come back —
+//!   a device in it just sees a slow handshake, instead of a refusal and a
+//!   random backoff that can leave it out for tens of seconds after the hall
+//!   is back;
+//! * the queue half full and the address not validated: **retry** — a
+//!   stateless QUIC Retry, so a spoofed flood can fill at most half the
+//!   queue. Not sooner: a Retry is a single datagram that quinn drops when
+//!   the socket is busy, and the device then waits out its doubling probe
+//!   timer (measured at 10,000 devices: with a Retry for every unvalidated
+//!   address while devices waited, ~25 devices got no answer for 20 s; with
+//!   none, the last device was back after 7.5 s);
 //! * over the rate with the queue full: **refuse** at once — a QUIC
 //!   `CONNECTION_REFUSED`, no TLS work; the device backs off with full jitter;
 //! * over the connection or memory limit: **accept then close** with
@@ -35,6 +41,11 @@ pub struct AdmissionConfig {
     pub max_memory_bytes: u64,
     /// Base of the retry-after hint; the hint is jittered in [base/2, base·3/2).
     pub retry_after: Duration,
+    /// Most handshakes in progress at once; more wait in the queue. Each costs
+    /// memory until it completes (TLS and QUIC state, its first flights): a
+    /// whole hall handshaking at once would add a third to the server's
+    /// memory at 10,000 devices.
+    pub max_handshaking: usize,
     /// Longest a handshake waits for the rate in the admission queue (the
     /// queue holds `handshakes_per_sec · max_wait` devices); zero refuses
     /// at once. Keep it well under the devices' handshake timeout.
@@ -53,6 +64,7 @@ impl Default for AdmissionConfig {
             max_memory_bytes: 1536 * 1024 * 1024,
             retry_after: Duration::from_secs(5),
             max_wait: Duration::from_secs(8),
+            max_handshaking: 1024,
         }
     }
 }
@@ -94,6 +106,9 @@ pub struct AdmissionStats {
     /// Most handshakes waiting at once.
     #[serde(default)]
     pub peak_waiting: u64,
+    /// Most handshakes in progress at once.
+    #[serde(default)]
+    pub peak_handshaking: u64,
 }
 
 impl AdmissionStats {
@@ -165,7 +180,9 @@ impl Admission {
     /// Decides for one incoming connection. `open` is the number of open
     /// connections, `rss` the resident memory in bytes, `validated` whether
     /// the address was validated by a Retry, `waiting` the handshakes in the
-    /// queue, `jitter` a uniform draw in [0, 1).
+    /// queue, `handshaking` those in progress, `jitter` a uniform draw in
+    /// [0, 1).
+    #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &mut self,
         now: Instant,
@@ -173,26 +190,23 @@ impl Admission {
         rss: u64,
         validated: bool,
         waiting: usize,
+        handshaking: usize,
         jitter: f64,
     ) -> Decision {
         self.refill(now);
         self.stats.peak_connections = self.stats.peak_connections.max(open as u64);
+        self.observe_handshaking(handshaking);
         if let Some(d) = self.over_limits(open, rss, jitter) {
             return d;
         }
-        let cap = self.config.handshakes_per_sec.max(1.0);
-        // A Retry is stateless: only validated addresses may wait, so a
-        // spoofed flood can neither fill the queue nor spend tokens. While
-        // devices wait, every unvalidated Initial gets a Retry: a device's
-        // retransmitted first Initial must not be let in beside the
-        // connection its Retry started (two server connections for one
-        // handshake, and the device may answer the wrong one).
-        if !validated && (self.tokens < cap / 2.0 || waiting > 0) {
+        // A Retry is stateless: past half the queue only validated
+        // addresses may wait, so a spoofed flood can fill half of it at most.
+        if !validated && waiting.saturating_mul(2) >= self.queue_capacity().max(1) {
             self.stats.retries += 1;
             return Decision::Retry;
         }
         // Nobody overtakes the queue.
-        if waiting > 0 || self.tokens < 1.0 {
+        if waiting > 0 || self.tokens < 1.0 || handshaking >= self.config.max_handshaking {
             if waiting < self.queue_capacity() {
                 self.stats.queued += 1;
                 self.stats.peak_waiting = self.stats.peak_waiting.max(waiting as u64 + 1);
@@ -213,14 +227,16 @@ impl Admission {
         &mut self,
         now: Instant,
         open: usize,
+        handshaking: usize,
         rss: u64,
         jitter: f64,
     ) -> Option<Decision> {
         self.refill(now);
+        self.observe_handshaking(handshaking);
         if let Some(d) = self.over_limits(open, rss, jitter) {
             return Some(d);
         }
-        if self.tokens < 1.0 {
+        if self.tokens < 1.0 || handshaking >= self.config.max_handshaking {
             return None;
         }
         self.tokens -= 1.0;
@@ -236,6 +252,10 @@ impl Admission {
         }
         let rate = self.config.handshakes_per_sec.max(1e-3);
         Duration::from_secs_f64((1.0 - self.tokens) / rate)
+    }
+
+    fn observe_handshaking(&mut self, handshaking: usize) {
+        self.stats.peak_handshaking = self.stats.peak_handshaking.max(handshaking as u64);
     }
 
     /// Records the number of open connections (for the peak).
@@ -255,6 +275,7 @@ mod tests {
             max_memory_bytes: 1000,
             retry_after: Duration::from_secs(2),
             max_wait: Duration::ZERO,
+            max_handshaking: 100,
         }
     }
 
@@ -263,35 +284,50 @@ mod tests {
         let mut a = Admission::new(cfg());
         let t = Instant::now();
         // Validated devices: the burst of 4 passes, the 5th is refused.
-        let got: Vec<_> = (0..5).map(|_| a.decide(t, 0, 0, true, 0, 0.5)).collect();
+        let got: Vec<_> = (0..5).map(|_| a.decide(t, 0, 0, true, 0, 0, 0.5)).collect();
         assert_eq!(&got[..4], &[Decision::Accept; 4]);
         assert_eq!(got[4], Decision::Refuse);
         // A quarter second later one token is back.
         let t2 = t + Duration::from_millis(250);
-        assert_eq!(a.decide(t2, 0, 0, true, 0, 0.5), Decision::Accept);
-        assert_eq!(a.decide(t2, 0, 0, true, 0, 0.5), Decision::Refuse);
+        assert_eq!(a.decide(t2, 0, 0, true, 0, 0, 0.5), Decision::Accept);
+        assert_eq!(a.decide(t2, 0, 0, true, 0, 0, 0.5), Decision::Refuse);
         assert_eq!(a.stats().refused_rate, 2);
     }
 
     #[test]
-    fn unvalidated_addresses_get_a_retry_when_busy() {
-        let mut a = Admission::new(cfg());
+    fn unvalidated_addresses_get_a_retry_once_the_queue_is_half_full() {
+        // 4 per second, a queue of two seconds: 8 places.
+        let mut a = Admission::new(AdmissionConfig {
+            max_wait: Duration::from_secs(2),
+            ..cfg()
+        });
         let t = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(a.decide(t, 0, 0, false, 0, 0.5), Decision::Accept);
+        for _ in 0..4 {
+            assert_eq!(a.decide(t, 0, 0, false, 0, 0, 0.5), Decision::Accept);
         }
-        // More than half the bucket is gone: unvalidated devices must prove their address.
-        assert_eq!(a.decide(t, 0, 0, false, 0, 0.5), Decision::Retry);
-        assert_eq!(a.decide(t, 0, 0, true, 0, 0.5), Decision::Accept);
-        assert_eq!(a.stats().retries, 1);
+        // Over the rate: unvalidated addresses wait too, up to half the queue.
+        for w in 0..4 {
+            assert_eq!(a.decide(t, 0, 0, false, w, 0, 0.5), Decision::Wait);
+        }
+        // Half full: unvalidated devices must prove their address; validated
+        // ones still wait.
+        assert_eq!(a.decide(t, 0, 0, false, 4, 0, 0.5), Decision::Retry);
+        assert_eq!(a.decide(t, 0, 0, true, 4, 0, 0.5), Decision::Wait);
+        // With no queue (max_wait 0), over the rate is a refusal, never a Retry.
+        let mut b = Admission::new(cfg());
+        for _ in 0..4 {
+            assert_eq!(b.decide(t, 0, 0, false, 0, 0, 0.5), Decision::Accept);
+        }
+        assert_eq!(b.decide(t, 0, 0, false, 0, 0, 0.5), Decision::Refuse);
+        assert_eq!((a.stats().retries, b.stats().retries), (1, 0));
     }
 
     #[test]
     fn limits_send_devices_away_with_a_jittered_hint() {
         let mut a = Admission::new(cfg());
         let t = Instant::now();
-        let lo = a.decide(t, 10, 0, true, 0, 0.0);
-        let hi = a.decide(t, 10, 0, true, 0, 0.999);
+        let lo = a.decide(t, 10, 0, true, 0, 0, 0.0);
+        let hi = a.decide(t, 10, 0, true, 0, 0, 0.999);
         assert_eq!(lo, Decision::Overloaded(Duration::from_secs(1)));
         match hi {
             Decision::Overloaded(d) => {
@@ -300,7 +336,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            a.decide(t, 0, 5000, true, 0, 0.5),
+            a.decide(t, 0, 5000, true, 0, 0, 0.5),
             Decision::Overloaded(_)
         ));
         let s = a.stats();
@@ -318,34 +354,48 @@ mod tests {
         });
         let t = Instant::now();
         for _ in 0..4 {
-            assert_eq!(a.decide(t, 0, 0, true, 0, 0.5), Decision::Accept);
+            assert_eq!(a.decide(t, 0, 0, true, 0, 0, 0.5), Decision::Accept);
         }
         assert_eq!(a.until_token(t), Duration::from_millis(250));
         assert_eq!(a.queue_capacity(), 4);
-        let waits: Vec<_> = (0..5).map(|w| a.decide(t, 0, 0, true, w, 0.5)).collect();
+        let waits: Vec<_> = (0..5).map(|w| a.decide(t, 0, 0, true, w, 0, 0.5)).collect();
         assert_eq!(&waits[..4], &[Decision::Wait; 4]);
         assert_eq!(waits[4], Decision::Refuse, "the queue is full");
         // No token yet: the first waiting keeps waiting.
-        assert_eq!(a.admit_waiting(t, 0, 0, 0.5), None);
+        assert_eq!(a.admit_waiting(t, 0, 0, 0, 0.5), None);
         // A token is back: the first waiting goes in, and a newcomer does
         // not overtake the three still waiting even with a token free.
         let t2 = t + Duration::from_millis(500);
-        assert_eq!(a.admit_waiting(t2, 0, 0, 0.5), Some(Decision::Accept));
-        assert_eq!(a.decide(t2, 0, 0, true, 3, 0.5), Decision::Wait);
+        assert_eq!(a.admit_waiting(t2, 0, 0, 0, 0.5), Some(Decision::Accept));
+        assert_eq!(a.decide(t2, 0, 0, true, 3, 0, 0.5), Decision::Wait);
         // A limit reached while waiting sends the device away with a hint.
         assert!(matches!(
-            a.admit_waiting(t2, 10, 0, 0.5),
+            a.admit_waiting(t2, 10, 0, 0, 0.5),
             Some(Decision::Overloaded(_))
         ));
-        // The bucket is full again, but devices still wait: an unvalidated
-        // Initial (maybe a retransmission of one already sent a Retry) gets
-        // a Retry, never a place beside its own retried handshake.
+        // The bucket is full again and nobody waits: straight in.
         let t3 = t + Duration::from_secs(2);
-        assert_eq!(a.decide(t3, 0, 0, false, 3, 0.5), Decision::Retry);
-        assert_eq!(a.decide(t3, 0, 0, false, 0, 0.5), Decision::Accept);
+        assert_eq!(a.decide(t3, 0, 0, false, 0, 0, 0.5), Decision::Accept);
         let s = a.stats();
         assert_eq!((s.queued, s.peak_waiting, s.refused_rate), (5, 4, 1));
-        assert_eq!(s.retries, 1);
+        assert_eq!(s.retries, 0);
         assert_eq!(s.accepted, 6);
+    }
+
+    #[test]
+    fn handshakes_in_progress_are_bounded_and_the_rest_wait() {
+        let mut a = Admission::new(AdmissionConfig {
+            max_wait: Duration::from_secs(1),
+            max_handshaking: 2,
+            ..cfg()
+        });
+        let t = Instant::now();
+        // Tokens to spare, but two handshakes already in progress.
+        assert_eq!(a.decide(t, 0, 0, true, 0, 1, 0.5), Decision::Accept);
+        assert_eq!(a.decide(t, 0, 0, true, 0, 2, 0.5), Decision::Wait);
+        assert_eq!(a.admit_waiting(t, 0, 2, 0, 0.5), None);
+        // One finished: the first waiting goes in.
+        assert_eq!(a.admit_waiting(t, 0, 1, 0, 0.5), Some(Decision::Accept));
+        assert_eq!(a.stats().peak_handshaking, 2);
     }
 }

@@ -206,6 +206,10 @@ struct Shared {
     admission: Mutex<Admission>,
     /// Connections admitted and not yet ended (handshaking or open).
     open: AtomicUsize,
+    /// Connections admitted whose handshake has not finished.
+    handshaking: AtomicUsize,
+    /// A handshake finished: the admission queue may move.
+    handshake_done: tokio::sync::Notify,
     /// Open connections, for traffic counters.
     live: Mutex<HashMap<usize, quinn::Connection>>,
     /// UDP bytes sent on connections that have ended.
@@ -718,6 +722,8 @@ impl Server {
             limits: opts.limits,
             admission: Mutex::new(Admission::new(opts.admission)),
             open: AtomicUsize::new(0),
+            handshaking: AtomicUsize::new(0),
+            handshake_done: tokio::sync::Notify::new(),
             live: Mutex::new(HashMap::new()),
             closed_tx_bytes: AtomicU64::new(0),
             closed_traffic: Mutex::new(crate::stats::TrafficStats::default()),
@@ -869,8 +875,14 @@ async fn accept_loop(
         }
         while !waiting.is_empty() {
             let open = shared.open.load(Ordering::SeqCst);
-            let admitted =
-                lock(&shared.admission).admit_waiting(now, open, memory.1, rand::random::<f64>());
+            let handshaking = shared.handshaking.load(Ordering::SeqCst);
+            let admitted = lock(&shared.admission).admit_waiting(
+                now,
+                open,
+                handshaking,
+                memory.1,
+                rand::random::<f64>(),
+            );
             match (admitted, waiting.pop_front()) {
                 (Some(decision), Some(incoming)) => admit(incoming, decision, &shared),
                 (None, Some(incoming)) => {
@@ -880,10 +892,20 @@ async fn accept_loop(
                 (_, None) => break,
             }
         }
-        let wake = (!waiting.is_empty()).then(|| lock(&shared.admission).until_token(now));
+        // Waiting for a token, or (with tokens to spare) for a handshake in
+        // progress to finish, which `handshake_done` signals.
+        let wake = (!waiting.is_empty()).then(|| {
+            let d = lock(&shared.admission).until_token(now);
+            if d.is_zero() {
+                Duration::from_millis(50)
+            } else {
+                d
+            }
+        });
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
             _ = tokio::time::sleep(wake.unwrap_or_default()), if wake.is_some() => continue,
+            _ = shared.handshake_done.notified(), if wake.is_some() => continue,
             _ = stop.changed() => break,
         };
         let Some(incoming) = incoming else { break };
@@ -895,6 +917,7 @@ async fn accept_loop(
             memory.1,
             incoming.remote_address_validated(),
             waiting.len(),
+            shared.handshaking.load(Ordering::SeqCst),
             rand::random::<f64>(),
         );
         match decision {
@@ -933,9 +956,13 @@ fn admit(incoming: quinn::Incoming, decision: Decision, shared: &Arc<Shared>) {
         Decision::Accept => {
             let shared = shared.clone();
             shared.open.fetch_add(1, Ordering::SeqCst);
+            shared.handshaking.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
-                match incoming.await {
+                let handshake = incoming.await;
+                shared.handshaking.fetch_sub(1, Ordering::SeqCst);
+                shared.handshake_done.notify_one();
+                match handshake {
                     Ok(conn) => serve_connection(conn, shared.clone()).await,
                     Err(e) => debug!(%remote, error = %e, "handshake failed"),
                 }

@@ -42,6 +42,10 @@ enum Command {
         /// served, before devices are refused (0s: refuse at once).
         #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
         max_handshake_wait: Duration,
+        /// Most handshakes in progress at once (each costs memory until it
+        /// completes); more wait their turn.
+        #[arg(long, default_value_t = AdmissionConfig::default().max_handshaking)]
+        max_handshaking: usize,
         /// Turn new devices away while resident memory is above this many MiB.
         #[arg(long, default_value_t = AdmissionConfig::default().max_memory_bytes >> 20)]
         max_memory_mib: u64,
@@ -110,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections,
             handshakes_per_sec,
             max_handshake_wait,
+            max_handshaking,
             max_memory_mib,
             retry_after,
             stats_file,
@@ -121,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_memory_bytes: max_memory_mib << 20,
                 retry_after,
                 max_wait: max_handshake_wait,
+                max_handshaking,
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(serve(opts, stats_file))

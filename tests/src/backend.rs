@@ -105,6 +105,8 @@ impl Backend {
                     .arg(format!("{}ms", admission.retry_after.as_millis()))
                     .arg("--max-handshake-wait")
                     .arg(format!("{}ms", admission.max_wait.as_millis()))
+                    .arg("--max-handshaking")
+                    .arg(admission.max_handshaking.to_string())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .kill_on_drop(true)
