@@ -85,6 +85,9 @@ pub fn client_transport() -> quinn::TransportConfig {
     client_transport_with(Duration::from_secs(1))
 }
 
+/// The RTT a device assumes before its first sample (the server's choice too).
+pub const INITIAL_RTT: Duration = Duration::from_secs(1);
+
 /// [`client_transport`] with another keep-alive interval (the background
 /// sync adapts it to the link: see `KeepAlive` in the sync module).
 pub fn client_transport_with(keep_alive: Duration) -> quinn::TransportConfig {
@@ -95,7 +98,11 @@ pub fn client_transport_with(keep_alive: Duration) -> quinn::TransportConfig {
         .stream_receive_window((4u32 << 20).into())
         .receive_window((8u32 << 20).into())
         .send_window(1 << 20)
-        .initial_rtt(Duration::from_millis(300))
+        // Until a first RTT sample, a handshake flight is resent after
+        // three times this. Venue WiFi at its worst has RTTs of 1.5-2.5 s
+        // (the collapsing profile): from 300 ms every handshake flight went
+        // out two or three times (7.9 CRYPTO frames per handshake).
+        .initial_rtt(INITIAL_RTT)
         // No path MTU discovery: its probes cost more bytes than larger
         // packets save for this protocol's small frames (see the server's
         // transport configuration).

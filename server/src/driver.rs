@@ -521,6 +521,9 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// The RTT assumed before the first sample (see [`transport_config`]).
+pub const INITIAL_RTT: Duration = Duration::from_secs(1);
+
 /// QUIC transport settings for thousands of slow clients on WiFi, not one fast
 /// one: modest flow-control windows (quinn's defaults allow ~10 MB of send
 /// buffer per connection), few streams, keep-alives that keep NAT bindings, and
@@ -533,7 +536,11 @@ pub fn transport_config() -> quinn::TransportConfig {
         .stream_receive_window((256u32 << 10).into())
         .receive_window((512u32 << 10).into())
         .send_window(1 << 20)
-        .initial_rtt(Duration::from_millis(300))
+        // Until a first RTT sample, a handshake flight is resent after
+        // three times this. Venue WiFi at its worst has RTTs of 1.5-2.5 s
+        // (the collapsing profile): from 300 ms every handshake flight went
+        // out two or three times (7.9 CRYPTO frames per handshake).
+        .initial_rtt(INITIAL_RTT)
         // No path MTU discovery: its probes (up to 1452 B, several per
         // connection) cost ~6 KB per connection, a fifth of a second of a
         // collapsing 32 kbit/s link each time a device reconnects, to
