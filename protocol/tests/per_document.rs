@@ -12,8 +12,8 @@ use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ROOT};
 use lanyard_protocol::testing::{sent_to, Fixture, IN_AN_HOUR, NOW};
 use lanyard_protocol::{
-    ClientMsg, ClientSession, ConnId, DocId, DocPush, Replica, Role, ServerAction, ServerMsg, Sink,
-    UserId,
+    ClientMsg, ClientSession, ConnId, DocId, DocPush, Millis, Replica, Role, ServerAction,
+    ServerMsg, Sink, UserId,
 };
 
 /// Long enough for a loaded machine; only reached if a lock is shared.
@@ -28,9 +28,7 @@ struct Device {
 fn join(f: &mut Fixture, conn: ConnId, user: &str, role: Role, actor: u8) -> Device {
     let token = f.token(user, role, "phone", IN_AN_HOUR);
     let mut replica = Replica::new(ActorId::from(&[actor; 16][..]));
-    f.server.connect(conn);
-    let (mut session, msgs) = ClientSession::start(f.event.clone(), token, &replica);
-    f.settle(conn, &mut session, &mut replica, msgs);
+    let session = f.sync(conn, token, &mut replica);
     Device {
         conn,
         replica,
@@ -44,6 +42,23 @@ fn edit(dev: &mut Device, doc: &DocId, key: &str) -> Vec<ClientMsg> {
     tx.put(ROOT, key, "v").unwrap();
     tx.commit();
     dev.session.local_change(&dev.replica, doc)
+}
+
+/// One local change of `doc` pushed through the core and the server's
+/// answer delivered back to the device: the server's actions.
+fn push(
+    f: &mut Fixture,
+    dev: &mut Device,
+    doc: &DocId,
+    key: &str,
+    now: Millis,
+) -> Vec<ServerAction> {
+    let msgs = edit(dev, doc, key);
+    let actions = f.handle(now, dev.conn, msgs);
+    for m in sent_to(dev.conn, &actions) {
+        dev.session.handle(&mut dev.replica, m).unwrap();
+    }
+    actions
 }
 
 /// Routes `msgs` through the core: the push they carry, not yet run.
@@ -86,17 +101,13 @@ fn a_push_to_one_document_runs_while_another_document_is_locked() {
     let own = DocId::Attendee(f.event.clone(), UserId::new("ann").unwrap());
     // Both documents exist (a document's first push runs under the core).
     for (dev, doc) in [(&mut org, &agenda), (&mut ann, &own)] {
-        let msgs = edit(dev, doc, "first");
-        let actions = f.handle(NOW, dev.conn, msgs);
+        let actions = push(&mut f, dev, doc, "first", NOW);
         assert!(
             sent_to(dev.conn, &actions)
                 .iter()
                 .any(|m| matches!(m, ServerMsg::Ack { .. })),
             "{actions:?}"
         );
-        for m in sent_to(dev.conn, &actions) {
-            dev.session.handle(&mut dev.replica, m).unwrap();
-        }
     }
     let agenda_push = route(&mut f, org.conn, edit(&mut org, &agenda, "second"));
     let note_push = route(&mut f, ann.conn, edit(&mut ann, &own, "second"));
@@ -174,13 +185,9 @@ fn a_device_gets_its_welcome_before_a_push_routed_earlier_reaches_it() {
     let mut f = Fixture::new(10);
     let mut org = join(&mut f, 1, "org", Role::Organizer, 1);
     let agenda = f.agenda();
-    let first = edit(&mut org, &agenda, "first");
-    let actions = f.handle(NOW, org.conn, first);
-    for m in sent_to(org.conn, &actions) {
-        org.session.handle(&mut org.replica, m).unwrap();
-    }
+    push(&mut f, &mut org, &agenda, "first", NOW);
     // The organizer's next push is routed (not yet run) when ann connects.
-    let push = route(&mut f, org.conn, edit(&mut org, &agenda, "second"));
+    let routed = route(&mut f, org.conn, edit(&mut org, &agenda, "second"));
     let mut order: Vec<ServerAction> = Vec::new();
     f.server.connect(2);
     let token = f.token("ann", Role::Attendee, "phone", IN_AN_HOUR);
@@ -189,7 +196,7 @@ fn a_device_gets_its_welcome_before_a_push_routed_earlier_reaches_it() {
     for m in hello {
         assert!(f.server.route(NOW, 2, m, &mut order).is_none());
     }
-    let done = push.run(&mut order);
+    let done = routed.run(&mut order);
     f.server.pushed(NOW, done);
     let to_ann = sent_to(2, &order);
     assert!(
@@ -209,18 +216,17 @@ fn devices_joining_at_once_share_one_encoded_snapshot_frame() {
     let mut f = Fixture::new(11);
     let mut org = join(&mut f, 1, "org", Role::Organizer, 1);
     let agenda = f.agenda();
-    // An agenda of many small changes: a new device gets one snapshot.
+    // An agenda of many small changes, ten pushes a second (within the
+    // request budget): a new device gets one snapshot.
     for i in 0..400 {
-        let msgs = edit(
+        let key = format!("session-{i:04}-in-the-main-hall");
+        push(
+            &mut f,
             &mut org,
             &agenda,
-            &format!("session-{i:04}-in-the-main-hall"),
+            &key,
+            NOW + Duration::from_millis(100 * i),
         );
-        // Ten pushes a second: within the request budget.
-        let actions = f.handle(NOW + Duration::from_millis(100 * i), org.conn, msgs);
-        for m in sent_to(org.conn, &actions) {
-            org.session.handle(&mut org.replica, m).unwrap();
-        }
     }
     let snapshot_frames: Vec<bytes::Bytes> = (2..5)
         .map(|conn| {

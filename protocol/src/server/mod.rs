@@ -441,11 +441,17 @@ impl ServerCore {
     /// Handles one received frame body. Malformed input closes the session, never panics.
     pub fn handle_frame(&mut self, now: Millis, conn: ConnId, body: &[u8]) -> Vec<ServerAction> {
         let mut out = Vec::new();
-        if let Some(push) = self.route_frame(now, conn, body, &mut out) {
-            let done = push.run(&mut out);
+        let push = self.route_frame(now, conn, body, &mut out);
+        self.run_here(now, push, &mut out);
+        out
+    }
+
+    /// Runs a routed push at once, for callers with one thread.
+    fn run_here(&mut self, now: Millis, push: Option<DocPush>, out: &mut Vec<ServerAction>) {
+        if let Some(push) = push {
+            let done = push.run(out);
             self.pushed(now, done);
         }
-        out
     }
 
     /// Routes one received frame body: see [`ServerCore::route`].
@@ -509,10 +515,8 @@ impl ServerCore {
     /// Handles one decoded message.
     pub fn handle(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) -> Vec<ServerAction> {
         let mut out = Vec::new();
-        if let Some(push) = self.route(now, conn, msg, &mut out) {
-            let done = push.run(&mut out);
-            self.pushed(now, done);
-        }
+        let push = self.route(now, conn, msg, &mut out);
+        self.run_here(now, push, &mut out);
         out
     }
 
