@@ -529,70 +529,47 @@ impl ServerCore {
         msg: ClientMsg,
         sink: &mut dyn Sink,
     ) -> Option<DocPush> {
-        let out = match self.dispatch(now, conn, msg, sink) {
-            Routed::Done(out) => out,
-            Routed::Push(push) => return Some(*push),
-        };
-        if !out.is_empty() {
-            sink.take(out);
-        }
-        None
-    }
-
-    fn dispatch(
-        &mut self,
-        now: Millis,
-        conn: ConnId,
-        msg: ClientMsg,
-        sink: &mut dyn Sink,
-    ) -> Routed {
         let limits = self.config.limits;
-        let Some(session) = self.sessions.get_mut(&conn) else {
-            return Routed::Done(Vec::new());
-        };
+        let session = self.sessions.get_mut(&conn)?;
         let authed = session.claims.is_some();
-        if !session.take_request(&limits, now) {
-            return Routed::Done(self.fail(
-                conn,
+        let refusal = if !session.take_request(&limits, now) {
+            (
                 ErrorCode::RateLimited,
                 format!(
                     "more than {} requests in a burst, or {} per second after it",
                     limits.request_burst, limits.requests_per_sec
                 ),
-            ));
-        }
-        match msg {
-            ClientMsg::Hello {
-                event,
-                token,
-                docs,
-                installation,
-            } => {
-                if authed {
-                    return Routed::Done(self.fail(
-                        conn,
-                        ErrorCode::Protocol,
-                        "second Hello".into(),
-                    ));
-                }
-                let hello = Hello {
+            )
+        } else {
+            match msg {
+                ClientMsg::Hello { .. } if authed => (ErrorCode::Protocol, "second Hello".into()),
+                ClientMsg::Hello {
                     event,
                     token,
                     docs,
                     installation,
-                };
-                self.hello(now, conn, hello, sink);
-                Routed::Done(Vec::new())
+                } => {
+                    let hello = Hello {
+                        event,
+                        token,
+                        docs,
+                        installation,
+                    };
+                    self.hello(now, conn, hello, sink);
+                    return None;
+                }
+                _ if !authed => (ErrorCode::Protocol, "Hello must come first".into()),
+                ClientMsg::Push { doc, changes } => {
+                    return self.push(now, conn, doc, changes, sink)
+                }
+                ClientMsg::Resync { doc, have } => {
+                    self.resync(conn, doc, &have, sink);
+                    return None;
+                }
             }
-            _ if !authed => {
-                Routed::Done(self.fail(conn, ErrorCode::Protocol, "Hello must come first".into()))
-            }
-            ClientMsg::Push { doc, changes } => self.push(now, conn, doc, changes, sink),
-            ClientMsg::Resync { doc, have } => {
-                self.resync(conn, doc, &have, sink);
-                Routed::Done(Vec::new())
-            }
-        }
+        };
+        sink.take(self.fail(conn, refusal.0, refusal.1));
+        None
     }
 
     /// The authenticated sessions of `user`.
@@ -856,10 +833,8 @@ impl ServerCore {
         doc: DocId,
         raw: Vec<Vec<u8>>,
         sink: &mut dyn Sink,
-    ) -> Routed {
-        let Some(claims) = self.sessions.get(&conn).and_then(|s| s.claims.clone()) else {
-            return Routed::Done(Vec::new());
-        };
+    ) -> Option<DocPush> {
+        let claims = self.sessions.get(&conn).and_then(|s| s.claims.clone())?;
         let existing = self.docs.get(&doc).cloned();
         let is_new = existing.is_none();
         let push = DocPush {
@@ -871,7 +846,7 @@ impl ServerCore {
             cell: existing.unwrap_or_default(),
         };
         if !is_new {
-            return Routed::Push(Box::new(push));
+            return Some(push);
         }
         let (doc, cell) = (push.doc.clone(), push.cell.clone());
         let done = push.run(sink);
@@ -879,16 +854,8 @@ impl ServerCore {
             self.docs.insert(doc, cell);
         }
         self.pushed(now, done);
-        Routed::Done(Vec::new())
+        None
     }
-}
-
-/// What [`ServerCore::dispatch`] made of a message.
-enum Routed {
-    /// Handled: these actions remain.
-    Done(Vec<ServerAction>),
-    /// A push, to run on its document.
-    Push(Box<DocPush>),
 }
 
 impl DocPush {
