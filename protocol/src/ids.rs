@@ -32,7 +32,9 @@ pub enum IdError {
         value: String,
     },
     /// A document id had an unknown shape.
-    #[error("unknown document id {0:?} (expected agenda/EVENT or attendee/EVENT/USER)")]
+    #[error(
+        "unknown document id {0:?} (expected agenda/EVENT, attendee/EVENT/USER, seats/EVENT or seats/EVENT/USER)"
+    )]
     BadDocId(String),
 }
 
@@ -120,6 +122,13 @@ id_type!(
     "session"
 );
 
+id_type!(
+    /// A seat request (reserve, cancel, accept), random per request and
+    /// chosen by the device: deciding is idempotent by this id.
+    RequestId,
+    "request"
+);
+
 /// A synchronized document.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum DocId {
@@ -127,22 +136,39 @@ pub enum DocId {
     Agenda(EventId),
     /// `attendee/<event>/<user>`: notes and bookmarks, private to one user.
     Attendee(EventId, UserId),
+    /// `seats/<event>`: how full each session is (confirmed, waitlist),
+    /// written by the server only, read by everyone of the event.
+    SeatCounts(EventId),
+    /// `seats/<event>/<user>`: the outcomes of one user's seat requests,
+    /// written by the server only, private to that user.
+    Seats(EventId, UserId),
 }
 
 impl DocId {
     /// The event this document belongs to.
     pub fn event(&self) -> &EventId {
         match self {
-            DocId::Agenda(e) | DocId::Attendee(e, _) => e,
+            DocId::Agenda(e)
+            | DocId::Attendee(e, _)
+            | DocId::SeatCounts(e)
+            | DocId::Seats(e, _) => e,
         }
     }
 
-    /// Parses `agenda/EVENT` or `attendee/EVENT/USER`.
+    /// Whether only the server writes this document (seat outcomes and counts).
+    pub fn server_written(&self) -> bool {
+        matches!(self, DocId::SeatCounts(_) | DocId::Seats(..))
+    }
+
+    /// Parses `agenda/EVENT`, `attendee/EVENT/USER`, `seats/EVENT` or
+    /// `seats/EVENT/USER`.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             ["agenda", e] => Ok(DocId::Agenda(EventId::new(*e)?)),
             ["attendee", e, u] => Ok(DocId::Attendee(EventId::new(*e)?, UserId::new(*u)?)),
+            ["seats", e] => Ok(DocId::SeatCounts(EventId::new(*e)?)),
+            ["seats", e, u] => Ok(DocId::Seats(EventId::new(*e)?, UserId::new(*u)?)),
             _ => Err(IdError::BadDocId(s.to_owned())),
         }
     }
@@ -153,6 +179,8 @@ impl fmt::Display for DocId {
         match self {
             DocId::Agenda(e) => write!(f, "agenda/{e}"),
             DocId::Attendee(e, u) => write!(f, "attendee/{e}/{u}"),
+            DocId::SeatCounts(e) => write!(f, "seats/{e}"),
+            DocId::Seats(e, u) => write!(f, "seats/{e}/{u}"),
         }
     }
 }
@@ -165,7 +193,9 @@ mod tests {
     fn doc_ids_round_trip_through_strings() {
         let a = DocId::Agenda(EventId::new("conf").unwrap());
         let b = DocId::Attendee(EventId::new("conf").unwrap(), UserId::new("ann").unwrap());
-        for d in [a, b] {
+        let c = DocId::SeatCounts(EventId::new("conf").unwrap());
+        let d = DocId::Seats(EventId::new("conf").unwrap(), UserId::new("ann").unwrap());
+        for d in [a, b, c, d] {
             assert_eq!(DocId::parse(&d.to_string()).unwrap(), d);
         }
     }

@@ -81,6 +81,7 @@
 pub mod client;
 pub mod ids;
 pub mod link;
+pub mod seats;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -92,7 +93,7 @@ pub use client::{
     ClientEvent, ClientOutput, ClientSession, DocSyncState, Refusal, Replica, ReplicaDoc,
     SessionError,
 };
-pub use ids::{DeviceId, DocId, EventId, IdError, SessionId, UserId};
+pub use ids::{DeviceId, DocId, EventId, IdError, RequestId, SessionId, UserId};
 pub use link::{cert_pin, JoinLink, LinkError};
 pub use server::{
     ConnId, DocPush, DocRef, HelloGate, HelloGateConfig, Lane, LoadError, Pushed, ServerAction,

@@ -65,9 +65,15 @@ pub struct TokenClaims {
 }
 
 impl TokenClaims {
-    /// The documents this holder may read: the event's agenda and their own document.
-    pub fn readable_docs(&self) -> [DocId; 2] {
-        [DocId::Agenda(self.event.clone()), self.own_doc()]
+    /// The documents this holder may read, in the order they are locked: the
+    /// event's agenda, their own document, the seat counts and their seat outcomes.
+    pub fn readable_docs(&self) -> [DocId; 4] {
+        [
+            DocId::Agenda(self.event.clone()),
+            self.own_doc(),
+            DocId::SeatCounts(self.event.clone()),
+            DocId::Seats(self.event.clone(), self.user.clone()),
+        ]
     }
 
     /// The holder's own attendee document.
@@ -79,7 +85,8 @@ impl TokenClaims {
     pub fn may_read(&self, doc: &DocId) -> bool {
         match doc {
             DocId::Agenda(e) => *e == self.event,
-            DocId::Attendee(e, u) => *e == self.event && *u == self.user,
+            DocId::Attendee(e, u) | DocId::Seats(e, u) => *e == self.event && *u == self.user,
+            DocId::SeatCounts(e) => *e == self.event,
         }
     }
 
@@ -88,6 +95,8 @@ impl TokenClaims {
         match doc {
             DocId::Agenda(e) => *e == self.event && self.role == Role::Organizer,
             DocId::Attendee(e, u) => *e == self.event && *u == self.user,
+            // Seat outcomes and counts are decided by the server alone.
+            DocId::SeatCounts(_) | DocId::Seats(..) => false,
         }
     }
 }

@@ -73,7 +73,8 @@ impl Lane {
     /// The lane a document's updates travel in.
     pub fn of(doc: &DocId) -> Lane {
         match doc {
-            DocId::Agenda(_) => Lane::Schedule,
+            // Seat outcomes and counts are news an attendee waits for.
+            DocId::Agenda(_) | DocId::SeatCounts(_) | DocId::Seats(..) => Lane::Schedule,
             DocId::Attendee(..) => Lane::Bulk,
         }
     }
@@ -1014,6 +1015,9 @@ fn refusal(
         RefusalReason::Forbidden => match &doc {
             DocId::Agenda(_) => format!("{doc}: only organizers may change the agenda"),
             DocId::Attendee(..) => format!("{doc}: not your document"),
+            DocId::SeatCounts(_) | DocId::Seats(..) => {
+                format!("{doc}: only the server decides seats (write a request instead)")
+            }
         },
         RefusalReason::Malformed => format!("{doc}: change could not be decoded or applied"),
         RefusalReason::MissingDeps => format!("{doc}: change depends on changes the server lacks"),

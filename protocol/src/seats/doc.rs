@@ -1,0 +1,364 @@
+//! Where seats live in the documents, read and written by the server and
+//! the devices alike.
+//!
+//! * `attendee/<event>/<user>`: `requests` (a map created by a genesis
+//!   change, see the client) of request id → `{session, kind, at}`.
+//! * `seats/<event>/<user>` (server only): `seats` of session →
+//!   `{state, position, reason, request, seq, updated, offer_until}` and
+//!   `decided` of request id → `{session, state, reason}`.
+//! * `seats/<event>` (server only): `counts` of session →
+//!   `{confirmed, offered, waitlist}`.
+//! * `agenda/<event>`: each session's `capacity`; the event's
+//!   `seat_overlap` (`"allowed"` lets a user hold overlapping seats) and
+//!   `seat_offer_hold_s` (seconds a freed seat is offered; 0 confirms the
+//!   first person waiting at once).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use automerge::transaction::{CommitOptions, Transactable as _};
+use automerge::{ActorId, AutomergeError, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{Automerge, ChangeHash};
+
+use super::{Outcome, RequestKind, SeatPolicy, SeatRequest, SeatState, SessionRules};
+use crate::ids::{DocId, RequestId, SessionId, UserId};
+use crate::time::Millis;
+
+/// The attendee document's map of requests.
+pub const REQUESTS: &str = "requests";
+/// The seats document's map of session → standing.
+pub const SEATS: &str = "seats";
+/// The seats document's map of request id → decision.
+pub const DECIDED: &str = "decided";
+/// The counts document's map of session → counts.
+pub const COUNTS: &str = "counts";
+/// A session's capacity in the agenda (0 or absent: no reservations).
+pub const CAPACITY: &str = "capacity";
+/// The agenda event's overlap setting (`"allowed"` or absent).
+pub const OVERLAP: &str = "seat_overlap";
+/// The agenda event's offer hold in seconds (0 or absent: confirm at once).
+pub const OFFER_HOLD: &str = "seat_offer_hold_s";
+
+fn map_of(doc: &Automerge, parent: &ObjId, key: &str) -> Option<ObjId> {
+    match doc.get(parent, key) {
+        Ok(Some((Value::Object(_), id))) => Some(id),
+        _ => None,
+    }
+}
+
+fn str_of(doc: &Automerge, obj: &ObjId, key: &str) -> Option<String> {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn int_of(doc: &Automerge, obj: &ObjId, key: &str) -> Option<i64> {
+    match doc.get(obj, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Int(i) => Some(*i),
+            ScalarValue::Uint(u) => i64::try_from(*u).ok(),
+            ScalarValue::Timestamp(t) => Some(*t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn millis(ms: i64) -> Millis {
+    Millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn ms_of(m: Millis) -> i64 {
+    i64::try_from(m.0).unwrap_or(i64::MAX)
+}
+
+/// Every request in an attendee document, in the order the device made
+/// them (its clock, then id: only one user's own requests are ordered by
+/// it). A request that cannot be read comes back as its id and why.
+pub fn read_requests(doc: &Automerge) -> Vec<Result<SeatRequest, (RequestId, String)>> {
+    let Some(requests) = map_of(doc, &ROOT, REQUESTS) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(i64, Result<SeatRequest, (RequestId, String)>)> = Vec::new();
+    for key in doc.keys(&requests) {
+        // A key that is no request id cannot be answered: it is skipped.
+        let Ok(id) = RequestId::new(key.as_str()) else {
+            continue;
+        };
+        let Some(r) = map_of(doc, &requests, &key) else {
+            out.push((0, Err((id, "not a map".into()))));
+            continue;
+        };
+        let at = int_of(doc, &r, "at").unwrap_or(0);
+        let session = str_of(doc, &r, "session").map(SessionId::new);
+        let kind = str_of(doc, &r, "kind")
+            .as_deref()
+            .and_then(RequestKind::parse);
+        let req = match (session, kind) {
+            (Some(Ok(session)), Some(kind)) => Ok(SeatRequest {
+                id,
+                session,
+                kind,
+                at_ms: at,
+            }),
+            (Some(Err(e)), _) => Err((id, e.to_string())),
+            (None, _) => Err((id, "no session".into())),
+            (_, None) => Err((id, "unknown kind".into())),
+        };
+        out.push((at, req));
+    }
+    let key = |r: &Result<SeatRequest, (RequestId, String)>| match r {
+        Ok(r) => r.id.clone(),
+        Err((id, _)) => id.clone(),
+    };
+    out.sort_by(|a, b| (a.0, key(&a.1)).cmp(&(b.0, key(&b.1))));
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The organizers' seat settings and every session's rules, from the agenda.
+pub fn read_rules(agenda: &Automerge) -> (SeatPolicy, BTreeMap<SessionId, SessionRules>) {
+    let mut policy = SeatPolicy::default();
+    if let Some(ev) = map_of(agenda, &ROOT, "event") {
+        policy.overlap_allowed = str_of(agenda, &ev, OVERLAP).as_deref() == Some("allowed");
+        let hold = int_of(agenda, &ev, OFFER_HOLD).unwrap_or(0);
+        if hold > 0 {
+            policy.offer_hold = Some(Duration::from_secs(hold.unsigned_abs()));
+        }
+    }
+    let mut rules = BTreeMap::new();
+    if let Some(sessions) = map_of(agenda, &ROOT, "sessions") {
+        for key in agenda.keys(&sessions) {
+            let (Ok(id), Some(s)) = (
+                SessionId::new(key.as_str()),
+                map_of(agenda, &sessions, &key),
+            ) else {
+                continue;
+            };
+            let secs = |k: &str| millis(int_of(agenda, &s, k).unwrap_or(0).saturating_mul(1000));
+            let capacity = int_of(agenda, &s, CAPACITY).unwrap_or(0);
+            rules.insert(
+                id,
+                SessionRules {
+                    capacity: u32::try_from(capacity.max(0)).unwrap_or(u32::MAX),
+                    start: secs("start"),
+                    end: secs("end"),
+                    cancelled: str_of(agenda, &s, "status").as_deref() == Some("cancelled"),
+                },
+            );
+        }
+    }
+    (policy, rules)
+}
+
+/// A decided request, as its user's seats document records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The session it was for (as written, possibly unreadable).
+    pub session: String,
+    /// The state it got.
+    pub state: SeatState,
+    /// Why, when refused.
+    pub reason: Option<String>,
+}
+
+/// The standing of `user` in every session their seats document records.
+pub fn read_outcomes(doc: &Automerge, user: &UserId) -> Vec<Outcome> {
+    let Some(seats) = map_of(doc, &ROOT, SEATS) else {
+        return Vec::new();
+    };
+    doc.keys(&seats)
+        .filter_map(|key| {
+            let session = SessionId::new(key.as_str()).ok()?;
+            let s = map_of(doc, &seats, &key)?;
+            let state = SeatState::parse(&str_of(doc, &s, "state")?)?;
+            let request = RequestId::new(str_of(doc, &s, "request")?).ok()?;
+            let position = int_of(doc, &s, "position")
+                .filter(|p| *p > 0)
+                .and_then(|p| u32::try_from(p).ok());
+            Some(Outcome {
+                user: user.clone(),
+                session,
+                state,
+                position,
+                reason: str_of(doc, &s, "reason").filter(|r| !r.is_empty()),
+                request,
+                decides: None,
+                seq: int_of(doc, &s, "seq").unwrap_or(0).unsigned_abs(),
+                updated: millis(int_of(doc, &s, "updated").unwrap_or(0)),
+                offer_until: int_of(doc, &s, "offer_until")
+                    .filter(|t| *t > 0)
+                    .map(millis),
+            })
+        })
+        .collect()
+}
+
+/// Every decided request in a seats document.
+pub fn read_decided(doc: &Automerge) -> BTreeMap<String, Decided> {
+    let Some(decided) = map_of(doc, &ROOT, DECIDED) else {
+        return BTreeMap::new();
+    };
+    doc.keys(&decided)
+        .filter_map(|key| {
+            let d = map_of(doc, &decided, &key)?;
+            let state = SeatState::parse(&str_of(doc, &d, "state")?)?;
+            Some((
+                key,
+                Decided {
+                    session: str_of(doc, &d, "session").unwrap_or_default(),
+                    state,
+                    reason: str_of(doc, &d, "reason").filter(|r| !r.is_empty()),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The actor the server writes a document with.
+pub fn server_actor(doc: &DocId) -> ActorId {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("lanyard-server\u{0}{doc}").as_bytes(),
+    );
+    ActorId::from(&d.as_ref()[..16])
+}
+
+/// The map `key` under the root, created if absent.
+fn root_map(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    key: &str,
+) -> Result<ObjId, AutomergeError> {
+    match tx.get(ROOT, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => tx.put_object(ROOT, key, ObjType::Map),
+    }
+}
+
+/// Writes `outcomes` (all of one user) into their seats document as one
+/// change, made by the server's actor. Returns the new change's hash.
+pub fn write_outcomes(
+    doc: &mut Automerge,
+    id: &DocId,
+    outcomes: &[&Outcome],
+    now: Millis,
+) -> Result<Option<ChangeHash>, AutomergeError> {
+    if outcomes.is_empty() {
+        return Ok(None);
+    }
+    doc.set_actor(server_actor(id));
+    let mut tx = doc.transaction();
+    let seats = root_map(&mut tx, SEATS)?;
+    let decided = root_map(&mut tx, DECIDED)?;
+    for o in outcomes {
+        let s = tx.put_object(&seats, o.session.as_str(), ObjType::Map)?;
+        tx.put(&s, "state", o.state.as_str())?;
+        tx.put(&s, "request", o.request.as_str())?;
+        tx.put(&s, "seq", i64::try_from(o.seq).unwrap_or(i64::MAX))?;
+        tx.put(&s, "updated", ms_of(o.updated))?;
+        tx.put(&s, "position", i64::from(o.position.unwrap_or(0)))?;
+        tx.put(&s, "reason", o.reason.clone().unwrap_or_default())?;
+        tx.put(&s, "offer_until", o.offer_until.map(ms_of).unwrap_or(0))?;
+        if let Some(r) = &o.decides {
+            let d = tx.put_object(&decided, r.as_str(), ObjType::Map)?;
+            tx.put(&d, "session", o.session.as_str())?;
+            tx.put(&d, "state", o.state.as_str())?;
+            tx.put(&d, "reason", o.reason.clone().unwrap_or_default())?;
+        }
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(ms_of(now)));
+    Ok(hash)
+}
+
+/// Records requests that could not be read as refused, in their user's
+/// seats document.
+pub fn write_malformed(
+    doc: &mut Automerge,
+    id: &DocId,
+    refused: &[(RequestId, String)],
+    now: Millis,
+) -> Result<Option<ChangeHash>, AutomergeError> {
+    if refused.is_empty() {
+        return Ok(None);
+    }
+    doc.set_actor(server_actor(id));
+    let mut tx = doc.transaction();
+    let decided = root_map(&mut tx, DECIDED)?;
+    for (r, why) in refused {
+        let d = tx.put_object(&decided, r.as_str(), ObjType::Map)?;
+        tx.put(&d, "session", "")?;
+        tx.put(&d, "state", SeatState::Refused.as_str())?;
+        tx.put(
+            &d,
+            "reason",
+            super::SeatRefusal::Malformed(why.clone()).to_string(),
+        )?;
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(ms_of(now)));
+    Ok(hash)
+}
+
+/// How full one session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Seats confirmed.
+    pub confirmed: u32,
+    /// Seats offered and not yet accepted.
+    pub offered: u32,
+    /// People waiting.
+    pub waitlist: u32,
+}
+
+/// Writes counts into the event's counts document as one change; only
+/// values that differ are written.
+pub fn write_counts(
+    doc: &mut Automerge,
+    id: &DocId,
+    counts: &[(SessionId, Counts)],
+    now: Millis,
+) -> Result<Option<ChangeHash>, AutomergeError> {
+    let current = read_counts(doc);
+    let changed: Vec<&(SessionId, Counts)> = counts
+        .iter()
+        .filter(|(s, c)| current.get(s.as_str()) != Some(c))
+        .collect();
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    doc.set_actor(server_actor(id));
+    let mut tx = doc.transaction();
+    let all = root_map(&mut tx, COUNTS)?;
+    for (session, c) in changed {
+        let obj = match tx.get(&all, session.as_str())? {
+            Some((Value::Object(ObjType::Map), obj)) => obj,
+            _ => tx.put_object(&all, session.as_str(), ObjType::Map)?,
+        };
+        tx.put(&obj, "confirmed", i64::from(c.confirmed))?;
+        tx.put(&obj, "offered", i64::from(c.offered))?;
+        tx.put(&obj, "waitlist", i64::from(c.waitlist))?;
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(ms_of(now)));
+    Ok(hash)
+}
+
+/// Every session's counts.
+pub fn read_counts(doc: &Automerge) -> BTreeMap<String, Counts> {
+    let Some(all) = map_of(doc, &ROOT, COUNTS) else {
+        return BTreeMap::new();
+    };
+    let n = |o: &ObjId, k: &str| u32::try_from(int_of(doc, o, k).unwrap_or(0)).unwrap_or(0);
+    doc.keys(&all)
+        .filter_map(|key| {
+            let o = map_of(doc, &all, &key)?;
+            let c = Counts {
+                confirmed: n(&o, "confirmed"),
+                offered: n(&o, "offered"),
+                waitlist: n(&o, "waitlist"),
+            };
+            Some((key, c))
+        })
+        .collect()
+}
