@@ -1779,7 +1779,9 @@ fn a_device_with_nothing_new_gets_an_empty_welcome_in_one_exchange() {
     let ServerMsg::Welcome { docs, .. } = decode_frame(frame) else {
         panic!("expected a Welcome");
     };
-    assert_eq!(docs.len(), 2);
+    // The agenda, the attendee's own document, the seat counts and the
+    // attendee's seat outcomes.
+    assert_eq!(docs.len(), 4);
     assert!(docs.iter().all(|u| u.is_empty()), "{docs:?}");
     let out = s
         .handle(

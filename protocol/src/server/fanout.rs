@@ -56,8 +56,9 @@ struct Subscriber {
 /// Changes a device just added to a document, for [`DocState::fan_out`].
 #[derive(Debug)]
 pub(crate) struct NewChanges {
-    /// The session that pushed them (it gets an Ack instead).
-    pub origin: ConnId,
+    /// The session that pushed them (it gets an Ack instead); `None` for
+    /// changes the server made (seat outcomes and counts).
+    pub origin: Option<ConnId>,
     /// The document's heads before them.
     pub heads_before: Vec<ChangeHash>,
     /// The changes, raw, in causal order.
@@ -267,7 +268,7 @@ impl DocState {
         let mut shared = Vec::new();
         let mut lagging = Vec::new();
         for (conn, s) in self.subs.iter_mut() {
-            if *conn == origin || s.behind {
+            if Some(*conn) == origin || s.behind {
                 continue;
             }
             let known = std::mem::replace(&mut s.known, heads.clone());

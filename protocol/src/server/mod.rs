@@ -31,6 +31,7 @@
 mod fanout;
 mod gate;
 mod ingest;
+mod seating;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,12 +43,14 @@ use bytes::Bytes;
 pub use fanout::{BEACON_AFTER, CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
 pub use gate::{Expired, HelloGate, HelloGateConfig};
 pub use ingest::decompressed_size;
+pub use seating::COUNTS_EVERY;
 pub use session::ServerSession;
 
 use fanout::{empty_update, DocState, NewChanges};
 use ingest::Screened;
+use seating::{lock_seats, EventSeats, Recorded, SeatsCell};
 
-use crate::ids::DocId;
+use crate::ids::{DocId, EventId};
 use crate::time::Millis;
 use crate::token::{self, TokenClaims, TokenError};
 use crate::wire::{
@@ -235,12 +238,16 @@ impl std::fmt::Debug for DocRef<'_> {
 /// [`ServerCore::pushed`].
 #[derive(Debug)]
 pub struct DocPush {
+    now: Millis,
     conn: ConnId,
     doc: DocId,
     claims: TokenClaims,
     limits: Limits,
     raw: Vec<Vec<u8>>,
     cell: DocCell,
+    /// The event's seats: requests in an attendee document are decided,
+    /// and the agenda's capacities taken, before the push is acknowledged.
+    seats: Option<SeatsCell>,
 }
 
 /// What a [`DocPush`] did, for [`ServerCore::pushed`].
@@ -272,6 +279,11 @@ pub struct ServerCore {
     by_user: HashMap<crate::ids::UserId, Vec<ConnId>>,
     /// Documents with a heads beacon due, and when.
     beacons: BTreeMap<DocId, Millis>,
+    /// Each event's seats (made when first needed).
+    seats: HashMap<EventId, SeatsCell>,
+    /// Documents were loaded: requests a crash left undecided are decided,
+    /// and seats it left free filled, at the next timer.
+    settle_seats: bool,
     stats: ServerStats,
 }
 
@@ -304,6 +316,8 @@ impl ServerCore {
             sessions: HashMap::new(),
             by_user: HashMap::new(),
             beacons: BTreeMap::new(),
+            seats: HashMap::new(),
+            settle_seats: false,
             stats: ServerStats::default(),
         }
     }
@@ -314,14 +328,106 @@ impl ServerCore {
             doc: doc.clone(),
             message: e.to_string(),
         })?;
-        let cell = self.cell(&doc);
+        let cell = self.docs.entry(doc).or_default().clone();
         lock_doc(&cell).reload(am, bytes.len());
+        self.settle_seats = true;
         Ok(())
     }
 
-    /// The state of `doc`, created empty if new.
+    /// The state of `doc`, created empty if new. A seats document is
+    /// shared with its event's seats, which write it.
     fn cell(&mut self, doc: &DocId) -> DocCell {
-        self.docs.entry(doc.clone()).or_default().clone()
+        if let Some(cell) = self.docs.get(doc) {
+            return cell.clone();
+        }
+        let cell = match doc {
+            DocId::Seats(e, u) => lock_seats(&self.event_seats(e)).doc_cell(u),
+            DocId::SeatCounts(e) => lock_seats(&self.event_seats(e)).counts_cell(),
+            DocId::Agenda(_) | DocId::Attendee(..) => DocCell::default(),
+        };
+        self.docs.insert(doc.clone(), cell.clone());
+        cell
+    }
+
+    /// The seats of `event`, made on first use from the documents held:
+    /// the agenda's rules and what every user's seats document records.
+    fn event_seats(&mut self, event: &EventId) -> SeatsCell {
+        if let Some(s) = self.seats.get(event) {
+            return s.clone();
+        }
+        let counts = self
+            .docs
+            .entry(DocId::SeatCounts(event.clone()))
+            .or_default()
+            .clone();
+        let mut seats = EventSeats::new(event.clone(), counts);
+        for (id, cell) in &self.docs {
+            if let DocId::Seats(e, u) = id {
+                if e == event {
+                    seats.register(u, cell.clone());
+                }
+            }
+        }
+        if let Some(agenda) = self.docs.get(&DocId::Agenda(event.clone())) {
+            if let Some(am) = lock_doc(agenda).am.as_ref() {
+                // Outcomes of rules read at start-up were decided before the
+                // crash and are in the documents already.
+                let _ = seats.set_rules(Millis(0), crate::seats::doc::read_rules(am));
+            }
+        }
+        seats.rebuild();
+        let cell = Arc::new(Mutex::new(seats));
+        self.seats.insert(event.clone(), cell.clone());
+        cell
+    }
+
+    /// After loading: decides requests a crash left undecided (in each
+    /// attendee document's own order), and fills seats it left free.
+    fn settle_seats(&mut self, now: Millis, sink: &mut dyn Sink) {
+        let events: std::collections::BTreeSet<EventId> =
+            self.docs.keys().map(|d| d.event().clone()).collect();
+        let limits = self.config.limits;
+        for event in events {
+            let cell = self.event_seats(&event);
+            let attendees: Vec<(crate::ids::UserId, DocCell)> = self
+                .docs
+                .iter()
+                .filter_map(|(id, c)| match id {
+                    DocId::Attendee(e, u) if *e == event => Some((u.clone(), c.clone())),
+                    _ => None,
+                })
+                .collect();
+            let mut seats = lock_seats(&cell);
+            let mut stats = ServerStats::default();
+            for (user, doc) in attendees {
+                let state = lock_doc(&doc);
+                let Some(am) = state.am.as_ref() else {
+                    continue;
+                };
+                let d = seats.decide_new(now, &user, crate::seats::doc::read_requests(am));
+                let rec = seats.record(
+                    now,
+                    &limits,
+                    d.outcomes,
+                    Some((&user, d.malformed)),
+                    &mut stats,
+                );
+                drop(state);
+                seats.commit(rec, sink);
+            }
+            let settled = seats.settle(now);
+            let rec = seats.record(now, &limits, settled, None, &mut stats);
+            seats.commit(rec, sink);
+            drop(seats);
+            self.add_stats(stats);
+        }
+    }
+
+    fn add_stats(&mut self, stats: ServerStats) {
+        self.stats.broadcast_frames += stats.broadcast_frames;
+        self.stats.broadcast_sends += stats.broadcast_sends;
+        self.stats.changes_accepted += stats.changes_accepted;
+        self.stats.changes_refused += stats.changes_refused;
     }
 
     /// A document, if the server holds it (read under its lock: drop it
@@ -379,15 +485,51 @@ impl ServerCore {
         self.sessions.get(&conn)
     }
 
-    /// When [`ServerCore::handle_timeout`] next has work (heads beacons).
+    /// When [`ServerCore::handle_timeout`] next has work (heads beacons,
+    /// seat counts, offers expiring, seats to settle after loading).
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.beacons.values().min().copied()
+        let seats = self
+            .seats
+            .values()
+            .filter_map(|s| lock_seats(s).poll_timeout());
+        let settle = self.settle_seats.then_some(Millis(0));
+        self.beacons
+            .values()
+            .copied()
+            .chain(seats)
+            .chain(settle)
+            .min()
     }
 
     /// Runs the timers due at `now`: each document whose last change is
     /// [`BEACON_AFTER`] old tells its subscribers its heads, so a device that
     /// lacks a change (a frame the driver dropped, a bug) asks for it.
     pub fn handle_timeout(&mut self, now: Millis) -> Vec<ServerAction> {
+        let mut out = Vec::new();
+        self.handle_timeout_into(now, &mut out);
+        out
+    }
+
+    /// [`ServerCore::handle_timeout`] into `sink`; a failed write of a
+    /// seats document is rolled back there.
+    pub fn handle_timeout_into(&mut self, now: Millis, sink: &mut dyn Sink) {
+        if std::mem::take(&mut self.settle_seats) {
+            self.settle_seats(now, sink);
+        }
+        let limits = self.config.limits;
+        let mut stats = ServerStats::default();
+        for cell in self.seats.values() {
+            let mut seats = lock_seats(cell);
+            if seats.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            let expired = seats.handle_timeout(now);
+            let rec = seats.record(now, &limits, expired, None, &mut stats);
+            seats.commit(rec, sink);
+            let rec = seats.flush_counts(now, &limits, &mut stats);
+            seats.commit(rec, sink);
+        }
+        self.add_stats(stats);
         let mut out = Vec::new();
         let due: Vec<DocId> = self
             .beacons
@@ -401,7 +543,9 @@ impl ServerCore {
                 out.extend(lock_doc(d).beacon(&id));
             }
         }
-        out
+        if !out.is_empty() {
+            sink.take(out);
+        }
     }
 
     /// The driver dropped a [`ServerAction::Broadcast`] of `doc` for `conn`
@@ -480,10 +624,7 @@ impl ServerCore {
             changed,
             stats,
         } = done;
-        self.stats.broadcast_frames += stats.broadcast_frames;
-        self.stats.broadcast_sends += stats.broadcast_sends;
-        self.stats.changes_accepted += stats.changes_accepted;
-        self.stats.changes_refused += stats.changes_refused;
+        self.add_stats(stats);
         if changed {
             self.beacons.insert(doc, now + BEACON_AFTER);
         }
@@ -838,13 +979,21 @@ impl ServerCore {
         let claims = self.sessions.get(&conn).and_then(|s| s.claims.clone())?;
         let existing = self.docs.get(&doc).cloned();
         let is_new = existing.is_none();
+        let seats = match &doc {
+            DocId::Agenda(e) | DocId::Attendee(e, _) if claims.may_write(&doc) => {
+                Some(self.event_seats(e))
+            }
+            _ => None,
+        };
         let push = DocPush {
+            now,
             conn,
             doc,
             claims,
             limits: self.config.limits,
             raw,
             cell: existing.unwrap_or_default(),
+            seats,
         };
         if !is_new {
             return Some(push);
@@ -870,18 +1019,45 @@ impl DocPush {
     /// `sink` before releasing it.
     pub fn run(self, sink: &mut dyn Sink) -> Pushed {
         let DocPush {
+            now,
             conn,
             doc,
             claims,
             limits,
             raw,
             cell,
+            seats,
         } = self;
         let mut state = lock_doc(&cell);
         let mut stats = ServerStats::default();
-        let (out, changed) = push_to(&mut state, conn, &doc, &claims, &limits, raw, &mut stats);
+        let (mut out, changed) = push_to(&mut state, conn, &doc, &claims, &limits, raw, &mut stats);
+        // The event's seats stay locked until the decisions are in the
+        // sink (a seats document's changes reach it in order), and only
+        // when the push brought a decision.
+        let mut decided = None;
+        if let (Some(seats), Some(am)) = (seats.as_ref(), state.am.as_ref()) {
+            if let Some((guard, rec)) =
+                seat_decisions(seats, now, &doc, changed, am, &limits, &mut stats)
+            {
+                // Decided and written before the push is acknowledged: after
+                // the push's own Persist, before its Ack.
+                let at = out
+                    .iter()
+                    .position(|a| matches!(a, ServerAction::Persist { .. }))
+                    .map_or(0, |i| i + 1);
+                out.splice(at..at, rec.actions);
+                decided = Some((guard, rec.touched));
+            }
+        }
         let stored = sink.take(out);
         if !stored {
+            if let Some((mut seats, touched)) = decided {
+                let rollback = Recorded {
+                    actions: Vec::new(),
+                    touched,
+                };
+                seats.roll_back(rollback, sink);
+            }
             // The write failed: back to what is on disk (the sink told the
             // device, which keeps its changes pending).
             if let Some(am) = sink.stored(&doc).and_then(|b| {
@@ -896,6 +1072,48 @@ impl DocPush {
             changed: changed && stored,
             stats,
         }
+    }
+}
+
+/// Seat work a push brings: requests in an attendee document decided, the
+/// agenda's capacities and settings taken. The event's seats come back
+/// locked with what was recorded, or not at all when nothing was.
+fn seat_decisions<'a>(
+    seats: &'a SeatsCell,
+    now: Millis,
+    doc: &DocId,
+    changed: bool,
+    am: &Automerge,
+    limits: &Limits,
+    stats: &mut ServerStats,
+) -> Option<(MutexGuard<'a, EventSeats>, Recorded)> {
+    match doc {
+        // Checked on every push, changed or not: a request whose decision
+        // could not be stored is decided when the device pushes it again.
+        DocId::Attendee(_, user) => {
+            let requests = crate::seats::doc::read_requests(am);
+            if requests.is_empty() {
+                return None;
+            }
+            let mut guard = lock_seats(seats);
+            let d = guard.decide_new(now, user, requests);
+            if d.outcomes.is_empty() && d.malformed.is_empty() {
+                return None;
+            }
+            let rec = guard.record(now, limits, d.outcomes, Some((user, d.malformed)), stats);
+            Some((guard, rec))
+        }
+        DocId::Agenda(_) if changed => {
+            let rules = crate::seats::doc::read_rules(am);
+            let mut guard = lock_seats(seats);
+            let outcomes = guard.set_rules(now, rules);
+            if outcomes.is_empty() {
+                return None;
+            }
+            let rec = guard.record(now, limits, outcomes, None, stats);
+            Some((guard, rec))
+        }
+        _ => None,
     }
 }
 
@@ -995,7 +1213,7 @@ fn push_to(
     let changed = !new_raw.is_empty();
     if changed {
         let new = NewChanges {
-            origin: conn,
+            origin: Some(conn),
             heads_before,
             raw: new_raw,
         };
