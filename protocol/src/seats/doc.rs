@@ -76,14 +76,17 @@ fn ms_of(m: Millis) -> i64 {
     i64::try_from(m.0).unwrap_or(i64::MAX)
 }
 
+/// A request as read: readable, or its id and why it is not.
+pub type ReadRequest = Result<SeatRequest, (RequestId, String)>;
+
 /// Every request in an attendee document, in the order the device made
 /// them (its clock, then id: only one user's own requests are ordered by
 /// it). A request that cannot be read comes back as its id and why.
-pub fn read_requests(doc: &Automerge) -> Vec<Result<SeatRequest, (RequestId, String)>> {
+pub fn read_requests(doc: &Automerge) -> Vec<ReadRequest> {
     let Some(requests) = map_of(doc, &ROOT, REQUESTS) else {
         return Vec::new();
     };
-    let mut out: Vec<(i64, Result<SeatRequest, (RequestId, String)>)> = Vec::new();
+    let mut out: Vec<(i64, ReadRequest)> = Vec::new();
     for key in doc.keys(&requests) {
         // A key that is no request id cannot be answered: it is skipped.
         let Ok(id) = RequestId::new(key.as_str()) else {
@@ -111,11 +114,13 @@ pub fn read_requests(doc: &Automerge) -> Vec<Result<SeatRequest, (RequestId, Str
         };
         out.push((at, req));
     }
-    let key = |r: &Result<SeatRequest, (RequestId, String)>| match r {
-        Ok(r) => r.id.clone(),
-        Err((id, _)) => id.clone(),
-    };
-    out.sort_by(|a, b| (a.0, key(&a.1)).cmp(&(b.0, key(&b.1))));
+    out.sort_by_key(|(at, r)| {
+        let id = match r {
+            Ok(r) => r.id.clone(),
+            Err((id, _)) => id.clone(),
+        };
+        (*at, id)
+    });
     out.into_iter().map(|(_, r)| r).collect()
 }
 

@@ -294,7 +294,7 @@ fn same_standing(a: &Outcome, b: &Outcome) -> bool {
 }
 
 /// Requests as read from an attendee document.
-pub(crate) type Requests = Vec<Result<crate::seats::SeatRequest, (RequestId, String)>>;
+pub(crate) type Requests = Vec<seatdoc::ReadRequest>;
 
 /// Requests decided from one push.
 #[derive(Debug, Default)]
