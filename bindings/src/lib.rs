@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use lanyard_client_core::{
     Alert, AlertKind, AlertListener, Announcement, BackgroundOptions, BackgroundSync, Client,
-    ClientError, EventInfo, Identity, Link, NewSession, RefusedChange, Room, Session,
-    SessionStatus, SyncError, SyncReport, SyncStatus,
+    ClientError, EventInfo, Identity, Link, NewSession, RefusedChange, Reservation,
+    ReservationState, Room, SeatCount, Session, SessionStatus, SyncError, SyncReport, SyncStatus,
 };
 use lanyard_client_core::{KeptEdit, ResolveReport};
 
@@ -50,6 +50,7 @@ pub struct Session {
     pub links: Vec<Link>,
     pub language: String,
     pub kind: String,
+    pub capacity: u32,
 }
 
 #[uniffi::remote(Record)]
@@ -148,6 +149,50 @@ pub enum AlertKind {
     Reinstated,
     Announcement,
     Link,
+    SeatConfirmed,
+    SeatWaitlisted,
+    SeatPromoted,
+    SeatOffered,
+    SeatOfferExpired,
+    SeatReleased,
+    SeatRefused,
+}
+
+#[uniffi::remote(Enum)]
+pub enum ReservationState {
+    Pending,
+    Confirmed,
+    Waitlisted,
+    Offered,
+    Refused,
+    Cancelled,
+}
+
+#[uniffi::remote(Record)]
+pub struct Reservation {
+    pub session: String,
+    pub state: ReservationState,
+    pub position: Option<u32>,
+    pub reason: Option<String>,
+    pub updated_unix_ms: i64,
+    pub offer_until_unix_ms: Option<i64>,
+}
+
+/// How full one session is, as last synced.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct SessionSeats {
+    /// The session's id.
+    pub session_id: String,
+    /// Seats (0: no reservations).
+    pub capacity: u32,
+    /// Seats confirmed.
+    pub confirmed: u32,
+    /// Seats offered from the waitlist, not accepted yet.
+    pub offered: u32,
+    /// People waiting.
+    pub waitlist: u32,
+    /// Every seat is taken.
+    pub full: bool,
 }
 
 #[uniffi::remote(Record)]
@@ -158,6 +203,7 @@ pub struct Alert {
     pub previous_start_unix: Option<i64>,
     pub announcement: Option<Announcement>,
     pub link: Option<Link>,
+    pub reservation: Option<Reservation>,
     pub bookmarked: bool,
     pub message: String,
 }
@@ -396,6 +442,51 @@ impl LanyardClient {
     pub fn event_time(&self, unix: i64) -> Result<String> {
         let tz = self.client.event_info()?.time_zone;
         Ok(lanyard_client_core::time::format_rfc3339(unix, &tz)?)
+    }
+
+    // ----- seats -----
+
+    /// Reserves a seat, offline if need be: on disk when this returns,
+    /// pending until the server decides. Returns the request's id.
+    pub fn reserve(&self, session_id: String) -> Result<String> {
+        Ok(self.client.reserve(&session_id)?)
+    }
+
+    /// Gives back a seat, an offered seat or a waitlist place.
+    pub fn cancel_reservation(&self, session_id: String) -> Result<String> {
+        Ok(self.client.cancel_reservation(&session_id)?)
+    }
+
+    /// Accepts a seat offered from the waitlist.
+    pub fn accept_offer(&self, session_id: String) -> Result<String> {
+        Ok(self.client.accept_offer(&session_id)?)
+    }
+
+    /// This user's reservations, one per session.
+    pub fn reservations(&self) -> Result<Vec<Reservation>> {
+        Ok(self.client.reservations()?)
+    }
+
+    /// How full each session with a capacity is.
+    pub fn seat_counts(&self) -> Result<Vec<SessionSeats>> {
+        Ok(self
+            .client
+            .seat_counts()?
+            .into_iter()
+            .map(|(id, c): (String, SeatCount)| SessionSeats {
+                session_id: id,
+                capacity: c.capacity,
+                confirmed: c.confirmed,
+                offered: c.offered,
+                waitlist: c.waitlist,
+                full: c.full(),
+            })
+            .collect())
+    }
+
+    /// Sets a session's seat capacity (organizers only; 0: no reservations).
+    pub fn set_capacity(&self, session_id: String, capacity: u32) -> Result<()> {
+        Ok(self.client.set_capacity(&session_id, capacity)?)
     }
 
     // ----- bookmarks and notes -----

@@ -69,11 +69,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
-    /// Show the event, or set its name and time zone (setting is for organizers only).
+    /// Show the event, or set its name, time zone and seat settings (setting is for organizers only).
     ///
-    /// Without options, prints the event's id, name and time zone. With
-    /// --name and/or --timezone, changes them; an option left out keeps its
-    /// current value.
+    /// Without options, prints the event's id, name, time zone and seat
+    /// settings. With --name and/or --timezone, changes them; an option left
+    /// out keeps its current value.
     Event {
         /// The event's display name.
         #[arg(long, value_name = "NAME")]
@@ -81,6 +81,42 @@ pub enum Command {
         /// The event's IANA time zone, e.g. Europe/Berlin or America/New_York.
         #[arg(long, value_name = "TZ")]
         timezone: Option<String>,
+        /// Whether one attendee may hold seats in sessions that overlap in
+        /// time (refused by default).
+        #[arg(long, value_enum, value_name = "ALLOWED|REFUSED")]
+        seat_overlap: Option<SeatOverlap>,
+        /// When a seat frees up, offer it to the first person waiting for
+        /// this long (e.g. 10m) before it moves on; 0 confirms them at once
+        /// (the default).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        offer_hold: Option<std::time::Duration>,
+    },
+    /// Reserve a seat in a session, give it back, or accept an offered seat.
+    ///
+    /// Works offline: the request is stored on this device at once and shows
+    /// as pending; the server decides at the next sync (confirmed,
+    /// waitlisted with a place, or refused with a reason), in the order
+    /// requests reach it. See `lanyard reservations`.
+    Reserve {
+        /// The session's id.
+        id: String,
+        /// Give back your seat, offered seat or waitlist place.
+        #[arg(long, conflicts_with = "accept")]
+        cancel: bool,
+        /// Accept a seat offered to you from the waitlist.
+        #[arg(long)]
+        accept: bool,
+    },
+    /// List your reservations: one per session, with where each stands.
+    ///
+    /// --json prints an array of objects with the keys session, state
+    /// (pending, confirmed, waitlisted, offered, refused or cancelled),
+    /// position (waitlist place from 1, else null), reason (or null),
+    /// updated (RFC 3339, event time zone) and offer_until (or null).
+    Reservations {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Add or list rooms (adding is for organizers only).
     Room {
@@ -183,6 +219,10 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Give every session without a capacity the capacity of its room
+        /// (rooms of unknown capacity are left alone).
+        #[arg(long)]
+        capacity_from_rooms: bool,
     },
     /// Export the agenda, or your bookmarked sessions, as iCalendar, schedule.json or schedule.xml.
     ///
@@ -296,6 +336,16 @@ pub enum SessionCommand {
         #[arg(long, value_name = "TIME", requires = "start")]
         end: Option<String>,
     },
+    /// Set how many seats a session has (organizers only); 0 takes no reservations.
+    ///
+    /// Raising it confirms people from the waitlist; lowering it below the
+    /// confirmed count bumps nobody (new requests wait).
+    Capacity {
+        /// The session's id.
+        id: String,
+        /// Number of seats.
+        capacity: u32,
+    },
     /// Cancel a session (organizers only); it stays in the agenda marked cancelled.
     Cancel {
         /// The session's id.
@@ -348,6 +398,18 @@ pub struct AddSession {
     /// The session's abstract.
     #[arg(long = "abstract", value_name = "TEXT", default_value = "")]
     pub abstract_text: String,
+    /// Seats that can be reserved (0: no reservations).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub capacity: u32,
+}
+
+/// `--seat-overlap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeatOverlap {
+    /// One attendee may hold seats in sessions at the same time.
+    Allowed,
+    /// A reservation overlapping a seat one holds is refused.
+    Refused,
 }
 
 /// `lanyard room …`

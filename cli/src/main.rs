@@ -37,7 +37,7 @@ use lanyard_client_core::{
 };
 use serde_json::Value;
 
-use crate::args::{AddSession, Cli, Command, RoomCommand, SessionCommand};
+use crate::args::{AddSession, Cli, Command, RoomCommand, SeatOverlap, SessionCommand};
 use crate::show::count;
 
 /// Writes a line to stdout. A closed pipe (`lanyard agenda | head`) ends the
@@ -151,7 +151,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync { timeout } => sync(&client, timeout),
         Command::Agenda { day, json } => agenda(&client, day.as_deref(), json),
         Command::Session { command } => session(&client, command),
-        Command::Event { name, timezone } => event(&client, name, timezone),
+        Command::Event {
+            name,
+            timezone,
+            seat_overlap,
+            offer_hold,
+        } => event(&client, name, timezone, seat_overlap, offer_hold),
+        Command::Reserve { id, cancel, accept } => reserve(&client, &id, cancel, accept),
+        Command::Reservations { json } => reservations(&client, json),
         Command::Room { command } => room(&client, command),
         Command::Announce { text } => {
             require_organizer(&client)?;
@@ -195,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             timezone,
             dry_run,
             json,
+            capacity_from_rooms,
         } => {
             require_organizer(&client)?;
             let options = schedule::ImportOptions {
@@ -203,7 +211,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run,
                 json_out: json,
             };
-            schedule::import(&client, &file, &options)
+            schedule::import(&client, &file, &options)?;
+            if capacity_from_rooms && !dry_run {
+                let n = client.capacities_from_rooms()?;
+                // Not on stdout when it carries the import's JSON.
+                let line = format!(
+                    "{} given the capacity of their room{}",
+                    count(n as u64, "session"),
+                    pending_note(&client)
+                );
+                if json {
+                    eprintln!("{line}");
+                } else {
+                    outln!("{line}");
+                }
+            }
+            Ok(())
         }
         Command::Export {
             format,
@@ -310,10 +333,12 @@ fn agenda(client: &Client, day: Option<&str>, json: bool) -> anyhow::Result<()> 
         Some(d) => client.sessions_on(d)?,
         None => client.sessions()?,
     };
+    let seats = client.seat_counts()?;
     if json {
+        let none = lanyard_client_core::SeatCount::default();
         let items = sessions
             .iter()
-            .map(|s| show::session_json(s, tz))
+            .map(|s| show::session_json(s, tz, Some(seats.get(&s.id).unwrap_or(&none))))
             .collect::<anyhow::Result<Vec<_>>>()?;
         return print_json(&Value::Array(items));
     }
@@ -326,7 +351,7 @@ fn agenda(client: &Client, day: Option<&str>, json: bool) -> anyhow::Result<()> 
         }
         return Ok(());
     }
-    out!("{}", show::agenda_table(&sessions, tz)?);
+    out!("{}", show::agenda_table(&sessions, tz, &seats)?);
     Ok(())
 }
 
@@ -354,13 +379,20 @@ fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
                 .session(&id)?
                 .ok_or_else(|| ClientError::NoSuchSession(id.clone()))?;
             if json {
-                let mut v = show::session_json(&s, &tz)?;
+                let seats = client.seat_counts()?;
+                let none = lanyard_client_core::SeatCount::default();
+                let mut v =
+                    show::session_json(&s, &tz, Some(seats.get(&s.id).unwrap_or(&none)))?;
                 if let Value::Object(map) = &mut v {
                     map.insert("abstract".into(), Value::String(s.abstract_text.clone()));
                 }
                 print_json(&v)
             } else {
                 out!("{}", show::session_detail(&s, &tz)?);
+                if s.capacity > 0 {
+                    let seats = client.seat_counts()?;
+                    outln!("  seats:    {}", show::fullness(&s, seats.get(&s.id)));
+                }
                 Ok(())
             }
         }
@@ -383,6 +415,17 @@ fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
                 when_where(&s, &tz)?,
                 pending_note(client)
             );
+            Ok(())
+        }
+        SessionCommand::Capacity { id, capacity } => {
+            require_organizer(client)?;
+            client.set_capacity(&id, capacity)?;
+            let what = if capacity == 0 {
+                "takes no reservations".to_owned()
+            } else {
+                format!("has {}", count(u64::from(capacity), "seat"))
+            };
+            outln!("{id} {what}{}", pending_note(client));
             Ok(())
         }
         SessionCommand::Cancel { id } => {
@@ -420,6 +463,9 @@ fn add_session(client: &Client, add: AddSession) -> anyhow::Result<()> {
         track: add.track,
         speakers: add.speakers,
     })?;
+    if add.capacity > 0 {
+        client.set_capacity(&id, add.capacity)?;
+    }
     let s = client
         .session(&id)?
         .ok_or_else(|| ClientError::NoSuchSession(id.clone()))?;
@@ -431,12 +477,37 @@ fn add_session(client: &Client, add: AddSession) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn event(client: &Client, name: Option<String>, timezone: Option<String>) -> anyhow::Result<()> {
+fn event(
+    client: &Client,
+    name: Option<String>,
+    timezone: Option<String>,
+    seat_overlap: Option<SeatOverlap>,
+    offer_hold: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
     let info = client.event_info()?;
+    if seat_overlap.is_some() || offer_hold.is_some() {
+        require_organizer(client)?;
+        client.set_seat_policy(
+            seat_overlap.map(|o| o == SeatOverlap::Allowed),
+            offer_hold.map(|d| d.as_secs()),
+        )?;
+        let (overlap, hold) = client.seat_policy()?;
+        outln!(
+            "event {}: {}{}",
+            info.id,
+            seat_policy_text(overlap, hold),
+            pending_note(client)
+        );
+        if name.is_none() && timezone.is_none() {
+            return Ok(());
+        }
+    }
     if name.is_none() && timezone.is_none() {
+        let (overlap, hold) = client.seat_policy()?;
         outln!("event:     {}", info.id);
         outln!("name:      {}", info.name);
         outln!("time zone: {}", info.time_zone);
+        outln!("seats:     {}", seat_policy_text(overlap, hold));
         return Ok(());
     }
     require_organizer(client)?;
@@ -448,6 +519,60 @@ fn event(client: &Client, name: Option<String>, timezone: Option<String>) -> any
         info.id,
         pending_note(client)
     );
+    Ok(())
+}
+
+/// `overlapping seats refused; a freed seat goes to the first person waiting`.
+fn seat_policy_text(overlap: bool, hold_secs: u64) -> String {
+    let overlap = if overlap { "allowed" } else { "refused" };
+    let freed = if hold_secs == 0 {
+        "goes to the first person waiting at once".to_owned()
+    } else {
+        format!(
+            "is offered to the first person waiting for {}",
+            humantime::format_duration(std::time::Duration::from_secs(hold_secs))
+        )
+    };
+    format!("overlapping seats {overlap}; a freed seat {freed}")
+}
+
+fn reserve(client: &Client, id: &str, cancel: bool, accept: bool) -> anyhow::Result<()> {
+    identity(client)?;
+    let (request, what) = if cancel {
+        (client.cancel_reservation(id)?, "cancellation")
+    } else if accept {
+        (client.accept_offer(id)?, "acceptance")
+    } else {
+        (client.reserve(id)?, "reservation")
+    };
+    outln!(
+        "{what} of {id} pending (request {request}); the server decides at the next sync{}",
+        pending_note(client)
+    );
+    Ok(())
+}
+
+fn reservations(client: &Client, json: bool) -> anyhow::Result<()> {
+    identity(client)?;
+    let tz = time_zone(client)?;
+    let list = client.reservations()?;
+    if json {
+        let items = list
+            .iter()
+            .map(|r| show::reservation_json(r, &tz))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return print_json(&Value::Array(items));
+    }
+    if list.is_empty() {
+        outln!("No reservations (reserve a seat with `lanyard reserve ID`).");
+        return Ok(());
+    }
+    let titles = client
+        .sessions()?
+        .into_iter()
+        .map(|s| (s.id, s.title))
+        .collect();
+    out!("{}", show::reservations_text(&list, &titles, &tz)?);
     Ok(())
 }
 

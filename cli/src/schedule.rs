@@ -253,7 +253,7 @@ impl AlertListener for ToChannel {
 fn alert_json(a: &Alert, tz: &str) -> anyhow::Result<Value> {
     let session = match &a.session {
         Some(s) => {
-            let mut v = show::session_json(s, tz)?;
+            let mut v = show::session_json(s, tz, None)?;
             if let Value::Object(m) = &mut v {
                 for key in ["track", "speakers", "url", "links", "language", "type"] {
                     m.remove(key);

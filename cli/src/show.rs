@@ -2,7 +2,11 @@
 
 use anyhow::Context as _;
 use lanyard_client_core::time::{day_of, format_clock, format_rfc3339};
-use lanyard_client_core::{Announcement, Room, Session, SessionStatus, SyncStatus};
+use std::collections::BTreeMap;
+
+use lanyard_client_core::{
+    Announcement, Reservation, Room, SeatCount, Session, SessionStatus, SyncStatus,
+};
 use serde_json::{json, Value};
 
 /// `1 change`, `2 changes`.
@@ -14,9 +18,10 @@ pub fn count(n: u64, noun: &str) -> String {
     }
 }
 
-/// A session as the agenda's JSON object (exactly the documented keys).
-pub fn session_json(s: &Session, tz: &str) -> anyhow::Result<Value> {
-    Ok(json!({
+/// A session as the agenda's JSON object (exactly the documented keys),
+/// with how full it is when `seats` is given.
+pub fn session_json(s: &Session, tz: &str, seats: Option<&SeatCount>) -> anyhow::Result<Value> {
+    let mut v = json!({
         "id": s.id,
         "title": s.title,
         "room": s.room,
@@ -29,7 +34,79 @@ pub fn session_json(s: &Session, tz: &str) -> anyhow::Result<Value> {
         "links": s.links.iter().map(|l| json!({ "url": l.url, "title": l.title })).collect::<Vec<_>>(),
         "language": s.language,
         "type": s.kind,
+    });
+    if let (Some(c), Value::Object(m)) = (seats, &mut v) {
+        m.insert("capacity".into(), json!(s.capacity));
+        m.insert("confirmed".into(), json!(c.confirmed));
+        m.insert("offered".into(), json!(c.offered));
+        m.insert("waitlist".into(), json!(c.waitlist));
+    }
+    Ok(v)
+}
+
+/// `182/200`, `200/200 FULL, 12 waiting`: how full a session with a
+/// capacity is ("" without one).
+pub fn fullness(s: &Session, c: Option<&SeatCount>) -> String {
+    let c = c.copied().unwrap_or_default();
+    if s.capacity == 0 {
+        return String::new();
+    }
+    let c = SeatCount {
+        capacity: s.capacity,
+        ..c
+    };
+    let mut out = format!("{}/{}", c.confirmed + c.offered, c.capacity);
+    if c.full() {
+        out.push_str(" FULL");
+    }
+    if c.waitlist > 0 {
+        out.push_str(&format!(", {} waiting", c.waitlist));
+    }
+    out
+}
+
+/// A reservation as JSON: `session`, `state`, `position`, `reason`, `updated`
+/// (RFC 3339, event zone) and `offer_until` (or null).
+pub fn reservation_json(r: &Reservation, tz: &str) -> anyhow::Result<Value> {
+    let at = |ms: i64| format_rfc3339(ms.div_euclid(1000), tz);
+    Ok(json!({
+        "session": r.session,
+        "state": r.state.as_str(),
+        "position": r.position,
+        "reason": r.reason,
+        "updated": at(r.updated_unix_ms)?,
+        "offer_until": r.offer_until_unix_ms.map(at).transpose()?,
     }))
+}
+
+/// Reservations as a table: session, state (with the waitlist place), why.
+pub fn reservations_text(
+    list: &[Reservation],
+    titles: &BTreeMap<String, String>,
+    tz: &str,
+) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let id_w = list.iter().map(|r| r.session.chars().count()).max().unwrap_or(0);
+    for r in list {
+        let mut state = r.state.as_str().to_owned();
+        if let Some(p) = r.position {
+            state.push_str(&format!(" #{p}"));
+        }
+        if let Some(until) = r.offer_until_unix_ms {
+            state.push_str(&format!(
+                " until {}",
+                format_clock(until.div_euclid(1000), tz)?
+            ));
+        }
+        let title = titles.get(&r.session).map_or("", String::as_str);
+        let mut line = format!("{:<id_w$}  {state:<16}  {title}", r.session);
+        if let Some(why) = &r.reason {
+            line.push_str(&format!(" ({why})"));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// `Wednesday 2026-06-10` for a `YYYY-MM-DD` day.
@@ -65,7 +142,11 @@ fn status_marker(status: SessionStatus) -> &'static str {
 }
 
 /// The agenda as a table grouped by day (sessions must be sorted by start).
-pub fn agenda_table(sessions: &[Session], tz: &str) -> anyhow::Result<String> {
+pub fn agenda_table(
+    sessions: &[Session],
+    tz: &str,
+    seats: &BTreeMap<String, SeatCount>,
+) -> anyhow::Result<String> {
     let mut rows = Vec::with_capacity(sessions.len());
     for s in sessions {
         rows.push((day_of(s.start_unix, tz)?, time_range(s, tz)?, s));
@@ -105,6 +186,10 @@ pub fn agenda_table(sessions: &[Session], tz: &str) -> anyhow::Result<String> {
         }
         if !s.track.is_empty() {
             line.push_str(&format!(" [{}]", s.track));
+        }
+        let full = fullness(s, seats.get(&s.id));
+        if !full.is_empty() {
+            line.push_str(&format!(" ({full})"));
         }
         out.push_str(line.trim_end());
         out.push('\n');

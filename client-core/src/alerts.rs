@@ -49,6 +49,20 @@ pub enum AlertKind {
     Announcement,
     /// A bookmarked session got a new link (e.g. its recording).
     Link,
+    /// A reservation was confirmed.
+    SeatConfirmed,
+    /// A reservation went on the waitlist (see the position).
+    SeatWaitlisted,
+    /// A seat opened up and the first person waiting got it.
+    SeatPromoted,
+    /// A seat opened up and is held for the attendee until a deadline.
+    SeatOffered,
+    /// An offered seat was not accepted in time and moved on.
+    SeatOfferExpired,
+    /// A seat or waitlist place was released: the session was cancelled.
+    SeatReleased,
+    /// A reservation was refused (see the reason).
+    SeatRefused,
 }
 
 /// One schedule change, ready to show.
@@ -66,6 +80,8 @@ pub struct Alert {
     pub announcement: Option<Announcement>,
     /// The new link (for [`AlertKind::Link`]).
     pub link: Option<Link>,
+    /// The reservation, for the `Seat…` kinds.
+    pub reservation: Option<crate::seats::Reservation>,
     /// True when the session is one the attendee bookmarked.
     pub bookmarked: bool,
     /// A one-line message in the event's time zone, e.g. `Your bookmarked
@@ -98,6 +114,11 @@ impl AlertHub {
         self.next_id
     }
 
+    /// Every listener.
+    pub(crate) fn listeners(&self) -> Vec<Arc<dyn AlertListener>> {
+        self.listeners.iter().map(|(_, l)| Arc::clone(l)).collect()
+    }
+
     pub(crate) fn remove(&mut self, id: u64) -> bool {
         let before = self.listeners.len();
         self.listeners.retain(|(i, _)| *i != id);
@@ -117,6 +138,7 @@ impl AlertHub {
         }
         let mut alerts = compare(change, bookmarks, tz);
         alerts.extend(change.announcements.iter().map(|a| Alert {
+            reservation: None,
             kind: AlertKind::Announcement,
             session: None,
             previous_room: None,
@@ -155,6 +177,7 @@ fn compare(change: &ViewChange, bookmarks: &HashSet<String>, tz: &str) -> Vec<Al
         };
         let cancelled = s.status == SessionStatus::Cancelled;
         let alert = |kind, message| Alert {
+            reservation: None,
             kind,
             session: Some(s.clone()),
             previous_room: None,

@@ -138,7 +138,9 @@ fn sync_key(doc: &DocId) -> String {
 }
 
 fn view_key(doc: &DocId) -> String {
-    format!("view/{doc}")
+    // "view2": sessions gained their capacity; views stored before are
+    // rebuilt rather than decoded in the old layout.
+    format!("view2/{doc}")
 }
 
 /// Loads a stored document; drops refusals of changes it does not hold (a
@@ -329,12 +331,16 @@ impl Client {
         self.lock().creds.as_ref().map(identity_of)
     }
 
-    fn creds(&self) -> Result<Credentials, ClientError> {
+    pub(crate) fn creds(&self) -> Result<Credentials, ClientError> {
         self.lock().creds.clone().ok_or(ClientError::NotJoined)
     }
 
     /// Reads a document (an empty one if not held yet), loading it if needed.
-    fn read<R>(&self, doc: &DocId, f: impl FnOnce(&Automerge) -> R) -> Result<R, ClientError> {
+    pub(crate) fn read<R>(
+        &self,
+        doc: &DocId,
+        f: impl FnOnce(&Automerge) -> R,
+    ) -> Result<R, ClientError> {
         let mut st = self.lock();
         st.load(doc)?;
         Ok(match st.replica.get(doc) {
@@ -384,7 +390,7 @@ impl Client {
     /// breaks a limit or cannot be stored, the in-memory document goes back
     /// to what it was before (nothing is read from disk for that, so a
     /// failing disk cannot empty it) and nothing changes.
-    fn edit(
+    pub(crate) fn edit(
         &self,
         doc: &DocId,
         f: impl FnOnce(&mut Automerge, &str) -> Result<(), ClientError>,
@@ -419,7 +425,7 @@ impl Client {
         self.lock().limits
     }
 
-    fn organizer_edit(
+    pub(crate) fn organizer_edit(
         &self,
         f: impl FnOnce(&mut Automerge, &str) -> Result<(), ClientError>,
     ) -> Result<(), ClientError> {
@@ -844,6 +850,40 @@ impl Client {
             .and_then(|v| v.time_zone.clone())
             .unwrap_or_else(|| "UTC".into());
         let (alerts, listeners) = hub.changed(change, &bookmarks, &tz);
+        alerts
+            .into_iter()
+            .flat_map(|a| listeners.iter().map(move |l| (a.clone(), Arc::clone(l))))
+            .collect()
+    }
+
+    /// After the user's seats document changed from the server (with
+    /// `state` locked): the alerts its new outcomes raise, and who to give
+    /// them to.
+    pub(crate) fn seat_alerts_after_remote(
+        &self,
+        st: &State,
+        doc: &DocId,
+        user: &lanyard_protocol::UserId,
+        before: &[lanyard_protocol::seats::Outcome],
+    ) -> Vec<(Alert, Arc<dyn AlertListener>)> {
+        let after = crate::seats::outcomes_of(st.replica.get(doc).map(|rd| &rd.doc), user);
+        let Some(creds) = st.creds.as_ref() else {
+            return Vec::new();
+        };
+        let agenda = creds.agenda();
+        let view = st.views.get(&agenda);
+        let tz = view
+            .and_then(|v| v.time_zone.clone())
+            .unwrap_or_else(|| "UTC".into());
+        let session = |id: &str| match view {
+            Some(v) => v.session(id),
+            None => st
+                .replica
+                .get(&agenda)
+                .and_then(|rd| AgendaDoc::session(&rd.doc, id)),
+        };
+        let alerts = crate::seats::seat_alerts(before, &after, session, &tz);
+        let listeners = self.alert_hub().listeners();
         alerts
             .into_iter()
             .flat_map(|a| listeners.iter().map(move |l| (a.clone(), Arc::clone(l))))

@@ -27,7 +27,17 @@ fn derived_actor(parts: &[&str]) -> ActorId {
 }
 
 fn genesis_change(doc_id: &str, maps: &[&str], lists: &[&str]) -> Result<Change, ClientError> {
-    let mut d = Automerge::new().with_actor(derived_actor(&["lanyard-genesis", doc_id]));
+    genesis_with(&["lanyard-genesis", doc_id], maps, lists)
+}
+
+/// A genesis change creating `maps` and `lists` under the root, made by the
+/// actor derived from `actor`: byte-identical on every device.
+pub(crate) fn genesis_with(
+    actor: &[&str],
+    maps: &[&str],
+    lists: &[&str],
+) -> Result<Change, ClientError> {
+    let mut d = Automerge::new().with_actor(derived_actor(actor));
     let mut tx = d.transaction();
     for m in maps {
         tx.put_object(ROOT, *m, ObjType::Map)?;
@@ -40,14 +50,14 @@ fn genesis_change(doc_id: &str, maps: &[&str], lists: &[&str]) -> Result<Change,
         .ok_or_else(|| ClientError::Invalid("empty genesis".into()))
 }
 
-fn ensure_applied(doc: &mut Automerge, change: Change) -> Result<(), ClientError> {
+pub(crate) fn ensure_applied(doc: &mut Automerge, change: Change) -> Result<(), ClientError> {
     if doc.get_change_by_hash(&change.hash()).is_none() {
         doc.apply_changes([change])?;
     }
     Ok(())
 }
 
-fn map_of(doc: &Automerge, parent: &ObjId, key: &str) -> Option<ObjId> {
+pub(crate) fn map_of(doc: &Automerge, parent: &ObjId, key: &str) -> Option<ObjId> {
     match doc.get(parent, key) {
         Ok(Some((Value::Object(_), id))) => Some(id),
         _ => None,
@@ -288,6 +298,8 @@ pub enum AgendaEdit {
     Add(NewSession, SessionDetails),
     /// Cancels a session.
     Cancel(String),
+    /// Sets a session's seat capacity (0: no reservations).
+    Capacity(String, u32),
     /// Posts an announcement.
     Announce(Announcement),
 }
@@ -332,6 +344,7 @@ impl AgendaEdit {
             AgendaEdit::Restore(_, s) => fields(&new_session_of(s)) + details(&details_of(s)),
             AgendaEdit::Add(s, d) => s.id.len() + fields(s) + details(d),
             AgendaEdit::Cancel(id) => id.len() + OP_WEIGHT,
+            AgendaEdit::Capacity(id, _) => id.len() + OP_WEIGHT,
             AgendaEdit::Announce(a) => a.text.len() + 3 * OP_WEIGHT,
         }
     }
@@ -350,6 +363,10 @@ fn restore_session(
     wanted: &Session,
 ) -> Result<bool, ClientError> {
     let mut any = rewrite_session(tx, obj, was, &new_session_of(wanted), &details_of(wanted))?;
+    if was.capacity != wanted.capacity {
+        tx.put(obj, "capacity", i64::from(wanted.capacity))?;
+        any = true;
+    }
     // rewrite_session derives the status from the move; the wanted one wins.
     if any || was.status != wanted.status {
         tx.put(obj, "status", wanted.status.as_str())?;
@@ -449,6 +466,7 @@ impl AgendaDoc {
             links: read_links(doc, &s),
             language: str_of(doc, &s, "language"),
             kind: str_of(doc, &s, "type"),
+            capacity: u32::try_from(int_of(doc, &s, "capacity")).unwrap_or(0),
         })
     }
 
@@ -544,6 +562,20 @@ impl AgendaDoc {
                         Some(obj) => {
                             tx.put(&obj, "status", SessionStatus::Cancelled.as_str())?;
                             true
+                        }
+                        None => false,
+                    },
+                    AgendaEdit::Capacity(id, n) => match map_of_tx(&tx, &sessions, id) {
+                        Some(obj) => {
+                            let was = match tx.get(&obj, "capacity")? {
+                                Some((Value::Scalar(v), _)) => v.as_i64(),
+                                _ => None,
+                            };
+                            let n = i64::from(*n);
+                            if was != Some(n) {
+                                tx.put(&obj, "capacity", n)?;
+                            }
+                            was != Some(n)
                         }
                         None => false,
                     },

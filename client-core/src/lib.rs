@@ -32,6 +32,7 @@ pub mod docs;
 mod error;
 pub mod model;
 pub mod resolve;
+mod seats;
 mod sync;
 pub mod time;
 pub mod tls;
@@ -47,4 +48,5 @@ pub use model::{
     SessionDetails, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
 pub use resolve::{KeptEdit, ResolveReport};
+pub use seats::{Reservation, ReservationState, SeatCount};
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync, Received, HANDSHAKE_TIMEOUT};

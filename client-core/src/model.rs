@@ -196,6 +196,8 @@ pub struct Session {
     pub language: String,
     /// Type from the schedule (e.g. `lecture`, `workshop`), `""` if none.
     pub kind: String,
+    /// Seats that can be reserved; 0 when the session takes no reservations.
+    pub capacity: u32,
 }
 
 /// A new session (organizer).

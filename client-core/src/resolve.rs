@@ -254,6 +254,8 @@ fn resolve_doc(
     match doc {
         DocId::Agenda(_) => redo_agenda(&mut plan, &from_ref, full, &doc_str, limits, &why)?,
         DocId::Attendee(..) => redo_notes(&mut plan, &from_ref, full, &doc_str, limits, &why)?,
+        // Only the server writes seats: a device has nothing there to redo.
+        DocId::SeatCounts(_) | DocId::Seats(..) => {}
     }
     Ok(plan)
 }
@@ -298,8 +300,10 @@ fn agenda_edits(have: &Automerge, from: &Automerge, wanted: &Automerge) -> Vec<A
             Some(h) if *h == s => {}
             Some(h) => edits.push(AgendaEdit::Restore(h.clone(), s)),
             None => {
+                // What adding writes: scheduled, no capacity.
                 let added = Session {
                     status: crate::model::SessionStatus::Scheduled,
+                    capacity: 0,
                     ..s.clone()
                 };
                 edits.push(crate::docs::addition_of(&s));
@@ -349,6 +353,7 @@ fn changed_fields(have: &Session, from: &Session, wanted: &Session) -> Session {
         links: pick(&have.links, &from.links, &wanted.links),
         language: pick(&have.language, &from.language, &wanted.language),
         kind: pick(&have.kind, &from.kind, &wanted.kind),
+        capacity: pick(&have.capacity, &from.capacity, &wanted.capacity),
     }
 }
 
@@ -367,6 +372,7 @@ fn describe(edit: &AgendaEdit, tz: &str) -> String {
         .to_owned(),
         AgendaEdit::NewRoom(r) => format!("room {r}"),
         AgendaEdit::Room(r) => format!("room {} (capacity {})", r.name, r.capacity),
+        AgendaEdit::Capacity(id, n) => format!("session {id}: capacity {n}"),
         AgendaEdit::Rewrite(_, s, _) => format!("session {:?}", s.title),
         AgendaEdit::Restore(_, s) => format!(
             "session {} {:?}: {}, {} ({})",
@@ -392,7 +398,7 @@ fn session_of(edit: &AgendaEdit) -> Option<String> {
     match edit {
         AgendaEdit::Restore(_, s) => Some(s.id.clone()),
         AgendaEdit::Add(s, _) => Some(s.id.clone()),
-        AgendaEdit::Cancel(id) => Some(id.clone()),
+        AgendaEdit::Cancel(id) | AgendaEdit::Capacity(id, _) => Some(id.clone()),
         _ => None,
     }
 }
@@ -561,5 +567,6 @@ fn keep_not_redone(plan: &mut Resolution, from: &Automerge, doc_str: &str, why: 
                 }
             }
         }
+        DocId::SeatCounts(_) | DocId::Seats(..) => {}
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lanyard_protocol::wire::{self, FrameDecoder, ALPN};
 use lanyard_protocol::{
-    Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, ErrorCode, Limits, Millis,
+    Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, DocId, ErrorCode, Limits, Millis,
     ServerMsg, SessionError,
 };
 use rand::Rng as _;
@@ -601,6 +601,15 @@ impl Client {
         self.probe_arrival(&msg);
         let (stored, alerts, received) = {
             let mut st = self.state()?;
+            // The user's seats document: its outcomes before, for alerts.
+            let seats = st
+                .creds
+                .as_ref()
+                .map(|c| (DocId::Seats(c.claims.event.clone(), c.claims.user.clone()), c.claims.user.clone()))
+                .filter(|(doc, _)| carries(&msg, doc) && self.alert_hub().active());
+            let seats_before = seats.as_ref().map(|(doc, user)| {
+                crate::seats::outcomes_of(st.replica.get(doc).map(|rd| &rd.doc), user)
+            });
             let handled = session.handle(&mut st.replica, msg);
             // Whatever happens next, the view follows the document (a
             // message that fails may have applied changes first), and what
@@ -618,11 +627,14 @@ impl Client {
             if received > 0 {
                 self.inner.remote.send_modify(|n| *n += received);
             }
-            let alerts = if change.sessions.is_empty() && change.announcements.is_empty() {
+            let mut alerts = if change.sessions.is_empty() && change.announcements.is_empty() {
                 Vec::new()
             } else {
                 self.alerts_after_remote(&st, &change)
             };
+            if let (Some((doc, user)), Some(before)) = (&seats, &seats_before) {
+                alerts.extend(self.seat_alerts_after_remote(&st, doc, user, before));
+            }
             let stored = handled
                 .map_err(session_error)
                 .and_then(|out| self.store_received(&mut st, session, out));
@@ -798,6 +810,15 @@ impl BackgroundOptions {
             stable_after: self.stable_after,
             jitter: self.jitter,
         }
+    }
+}
+
+/// Whether `msg` carries changes of `doc` (an update, or a Welcome entry).
+fn carries(msg: &ServerMsg, doc: &DocId) -> bool {
+    match msg {
+        ServerMsg::Update(u) => u.doc == *doc,
+        ServerMsg::Welcome { docs, .. } => docs.iter().any(|u| u.doc == *doc && !u.is_empty()),
+        _ => false,
     }
 }
 

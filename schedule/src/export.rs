@@ -623,6 +623,7 @@ mod tests {
             ],
             language: "en".into(),
             kind: "lecture".into(),
+            capacity: 0,
         }
     }
 

@@ -1,0 +1,455 @@
+//! Seat reservations on the device.
+//!
+//! A reservation, a cancellation or the acceptance of an offered seat is a
+//! *request* written into the attendee's own document (a random request id
+//! → session, kind and the device's time): durable when the call returns,
+//! usable with no network, and carried to the server by the next sync like
+//! a note. Only the server decides; its outcomes arrive in
+//! `seats/<event>/<user>` (see [`lanyard_protocol::seats`]), shared by every
+//! device of the user. Until then a request shows as
+//! [`ReservationState::Pending`].
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::{CommitOptions, Transactable as _};
+use automerge::{Automerge, ObjType, ROOT};
+use lanyard_protocol::seats::doc::{self as seatdoc, Counts};
+use lanyard_protocol::seats::{Outcome, RequestKind, SeatState};
+use lanyard_protocol::{DocId, RequestId, SessionId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{now_ms, Client};
+use crate::docs::{ensure_applied, genesis_with, map_of};
+use crate::error::ClientError;
+use crate::model::SessionStatus;
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationState {
+    /// Made on this device, not decided by the server yet.
+    Pending,
+    /// A seat is yours.
+    Confirmed,
+    /// You are on the waitlist (see the position).
+    Waitlisted,
+    /// A seat is held for you until a deadline: accept it to keep it.
+    Offered,
+    /// Not granted (see the reason).
+    Refused,
+    /// Given back, or lost (session cancelled, offer expired).
+    Cancelled,
+}
+
+impl ReservationState {
+    /// `pending`, `confirmed`, `waitlisted`, `offered`, `refused` or `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationState::Pending => "pending",
+            ReservationState::Confirmed => "confirmed",
+            ReservationState::Waitlisted => "waitlisted",
+            ReservationState::Offered => "offered",
+            ReservationState::Refused => "refused",
+            ReservationState::Cancelled => "cancelled",
+        }
+    }
+
+    fn of(s: SeatState) -> Self {
+        match s {
+            SeatState::Confirmed => ReservationState::Confirmed,
+            SeatState::Waitlisted => ReservationState::Waitlisted,
+            SeatState::Offered => ReservationState::Offered,
+            SeatState::Refused => ReservationState::Refused,
+            SeatState::Cancelled => ReservationState::Cancelled,
+        }
+    }
+}
+
+/// One session's reservation, as this device knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The session's id.
+    pub session: String,
+    /// Where it stands.
+    pub state: ReservationState,
+    /// Waitlist place counting from 1 (waitlisted only).
+    pub position: Option<u32>,
+    /// Why it was refused or lost, or a note from the server.
+    pub reason: Option<String>,
+    /// When it last changed (the server's decision, or the device's
+    /// request while pending), Unix milliseconds.
+    pub updated_unix_ms: i64,
+    /// Until when an offered seat is held, Unix milliseconds.
+    pub offer_until_unix_ms: Option<i64>,
+}
+
+/// How full one session is, as last synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SeatCount {
+    /// Seats (0: no reservations).
+    pub capacity: u32,
+    /// Seats confirmed.
+    pub confirmed: u32,
+    /// Seats offered to people from the waitlist, not accepted yet.
+    pub offered: u32,
+    /// People waiting.
+    pub waitlist: u32,
+}
+
+impl SeatCount {
+    /// Whether every seat is taken (confirmed or offered).
+    pub fn full(&self) -> bool {
+        self.capacity > 0 && self.confirmed + self.offered >= self.capacity
+    }
+}
+
+/// The deterministic change that creates the attendee document's map of
+/// requests: every device makes the same one, so requests written offline
+/// on two devices land in one map.
+fn requests_genesis(doc_id: &str) -> Result<automerge::Change, ClientError> {
+    genesis_with(&["lanyard-requests", doc_id], &[seatdoc::REQUESTS], &[])
+}
+
+/// Writes a request into the attendee document; its id.
+pub(crate) fn write_request(
+    doc: &mut Automerge,
+    doc_id: &str,
+    session: &SessionId,
+    kind: RequestKind,
+    now: i64,
+) -> Result<RequestId, ClientError> {
+    ensure_applied(doc, requests_genesis(doc_id)?)?;
+    let requests = map_of(doc, &ROOT, seatdoc::REQUESTS)
+        .ok_or_else(|| ClientError::Invalid("attendee document has no requests".into()))?;
+    let bytes: [u8; 16] = rand::random();
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = RequestId::new(id)?;
+    let mut tx = doc.transaction();
+    let r = tx.put_object(&requests, id.as_str(), ObjType::Map)?;
+    tx.put(&r, "session", session.as_str())?;
+    tx.put(&r, "kind", kind.as_str())?;
+    tx.put(&r, "at", now)?;
+    tx.commit_with(CommitOptions::default().with_time(now));
+    Ok(id)
+}
+
+/// Every session's reservation: the server's outcome, or pending while the
+/// device's latest request for the session is undecided.
+pub(crate) fn reservations(
+    attendee: &Automerge,
+    seats: &Automerge,
+    user: &UserId,
+) -> Vec<Reservation> {
+    let outcomes: BTreeMap<String, Outcome> = seatdoc::read_outcomes(seats, user)
+        .into_iter()
+        .map(|o| (o.session.to_string(), o))
+        .collect();
+    let decided = seatdoc::read_decided(seats);
+    let mut latest: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for r in seatdoc::read_requests(attendee).into_iter().flatten() {
+        // Requests come in the device's order: the last one per session wins.
+        latest.insert(
+            r.session.to_string(),
+            (r.at_ms, r.id.as_str().to_owned()),
+        );
+    }
+    let mut sessions: Vec<String> = outcomes.keys().cloned().collect();
+    sessions.extend(latest.keys().cloned());
+    sessions.sort();
+    sessions.dedup();
+    sessions
+        .into_iter()
+        .filter_map(|session| {
+            let pending = latest
+                .get(&session)
+                .filter(|(_, id)| !decided.contains_key(id));
+            if let Some((at, _)) = pending {
+                return Some(Reservation {
+                    session,
+                    state: ReservationState::Pending,
+                    position: None,
+                    reason: None,
+                    updated_unix_ms: *at,
+                    offer_until_unix_ms: None,
+                });
+            }
+            let o = outcomes.get(&session)?;
+            Some(Reservation {
+                session,
+                state: ReservationState::of(o.state),
+                position: o.position,
+                reason: o.reason.clone(),
+                updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
+                offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
+            })
+        })
+        .collect()
+}
+
+impl Client {
+    /// Reserves a seat in a session, offline if need be: the request is on
+    /// disk when this returns and shows as pending until the server decides
+    /// (confirmed, waitlisted or refused). Returns the request's id.
+    pub fn reserve(&self, session: &str) -> Result<String, ClientError> {
+        self.seat_request(session, RequestKind::Reserve)
+    }
+
+    /// Gives back a seat, an offered seat or a waitlist place.
+    pub fn cancel_reservation(&self, session: &str) -> Result<String, ClientError> {
+        self.seat_request(session, RequestKind::Cancel)
+    }
+
+    /// Accepts a seat offered from the waitlist.
+    pub fn accept_offer(&self, session: &str) -> Result<String, ClientError> {
+        self.seat_request(session, RequestKind::Accept)
+    }
+
+    fn seat_request(&self, session: &str, kind: RequestKind) -> Result<String, ClientError> {
+        let id = SessionId::new(session)?;
+        let Some(s) = self.session(session)? else {
+            return Err(ClientError::Invalid(format!(
+                "no session {session} in the agenda (run `lanyard sync` to get the latest)"
+            )));
+        };
+        if kind == RequestKind::Reserve && s.status == SessionStatus::Cancelled {
+            return Err(ClientError::Invalid(format!(
+                "session {session} is cancelled"
+            )));
+        }
+        let own = self.creds()?.claims.own_doc();
+        let mut made = None;
+        self.edit(&own, |d, doc_id| {
+            made = Some(write_request(d, doc_id, &id, kind, now_ms())?);
+            Ok(())
+        })?;
+        made.map(|r| r.to_string())
+            .ok_or_else(|| ClientError::Invalid("the request was not written".into()))
+    }
+
+    /// This user's reservations, one per session, by session id.
+    pub fn reservations(&self) -> Result<Vec<Reservation>, ClientError> {
+        let claims = self.creds()?.claims;
+        let own = claims.own_doc();
+        let seats = DocId::Seats(claims.event.clone(), claims.user.clone());
+        let attendee = self.read(&own, Automerge::fork)?;
+        self.read(&seats, |s| reservations(&attendee, s, &claims.user))
+    }
+
+    /// How full each session with a capacity is, by session id.
+    pub fn seat_counts(&self) -> Result<BTreeMap<String, SeatCount>, ClientError> {
+        let claims = self.creds()?.claims;
+        let counts: BTreeMap<String, Counts> = self.read(
+            &DocId::SeatCounts(claims.event.clone()),
+            seatdoc::read_counts,
+        )?;
+        let mut out = BTreeMap::new();
+        for s in self.sessions()? {
+            let c = counts.get(&s.id).copied().unwrap_or_default();
+            if s.capacity == 0 && c == Counts::default() {
+                continue;
+            }
+            out.insert(
+                s.id,
+                SeatCount {
+                    capacity: s.capacity,
+                    confirmed: c.confirmed,
+                    offered: c.offered,
+                    waitlist: c.waitlist,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Sets how many seats a session has (organizers only); 0 takes no
+    /// reservations. Raising it lets the server promote people from the
+    /// waitlist; lowering it below the confirmed count bumps nobody.
+    pub fn set_capacity(&self, session: &str, capacity: u32) -> Result<(), ClientError> {
+        self.set_capacities(&[(session.to_owned(), capacity)])
+            .map(|_| ())
+    }
+
+    /// Sets many sessions' capacities at once (organizers only), in as few
+    /// changes as the server's limits allow; returns how many changed.
+    pub fn set_capacities(&self, capacities: &[(String, u32)]) -> Result<usize, ClientError> {
+        for (id, _) in capacities {
+            SessionId::new(id.as_str())?;
+            if self.session(id)?.is_none() {
+                return Err(ClientError::Invalid(format!(
+                    "no session {id} in the agenda"
+                )));
+            }
+        }
+        let edits: Vec<crate::AgendaEdit> = capacities
+            .iter()
+            .map(|(id, n)| crate::AgendaEdit::Capacity(id.clone(), *n))
+            .collect();
+        let mut changed = 0;
+        self.edit_agenda(false, |e| {
+            changed = 0;
+            e.apply(&edits, &mut |_, wrote| changed += usize::from(wrote))
+        })?;
+        Ok(changed)
+    }
+
+    /// Gives every session without a capacity its room's capacity
+    /// (organizers only; rooms of unknown capacity are left alone). Returns
+    /// how many sessions changed.
+    pub fn capacities_from_rooms(&self) -> Result<usize, ClientError> {
+        let rooms: BTreeMap<String, u32> = self
+            .rooms()?
+            .into_iter()
+            .map(|r| (r.name, r.capacity))
+            .collect();
+        let wanted: Vec<(String, u32)> = self
+            .sessions()?
+            .into_iter()
+            .filter(|s| s.capacity == 0)
+            .filter_map(|s| {
+                let c = *rooms.get(&s.room)?;
+                (c > 0).then_some((s.id, c))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(0);
+        }
+        self.set_capacities(&wanted)
+    }
+
+    /// Sets the event's seat settings (organizers only): whether one user
+    /// may hold seats in sessions that overlap, and how long a freed seat is
+    /// offered to the first person waiting (`None`: confirmed at once).
+    pub fn set_seat_policy(
+        &self,
+        overlap_allowed: Option<bool>,
+        offer_hold_secs: Option<u64>,
+    ) -> Result<(), ClientError> {
+        self.organizer_edit(|d, id| {
+            crate::docs::AgendaDoc::ensure(d, id)?;
+            let ev = map_of(d, &ROOT, "event")
+                .ok_or_else(|| ClientError::Invalid("agenda has no event".into()))?;
+            let mut tx = d.transaction();
+            if let Some(allowed) = overlap_allowed {
+                let v = if allowed { "allowed" } else { "refused" };
+                tx.put(&ev, seatdoc::OVERLAP, v)?;
+            }
+            if let Some(hold) = offer_hold_secs {
+                tx.put(&ev, seatdoc::OFFER_HOLD, i64::try_from(hold).unwrap_or(i64::MAX))?;
+            }
+            tx.commit_with(CommitOptions::default().with_time(now_ms()));
+            Ok(())
+        })
+    }
+
+    /// The event's seat settings: overlapping seats allowed, and the offer
+    /// hold in seconds (0: a freed seat is confirmed at once).
+    pub fn seat_policy(&self) -> Result<(bool, u64), ClientError> {
+        let agenda = self.creds()?.agenda();
+        self.read(&agenda, |d| {
+            let (policy, _) = seatdoc::read_rules(d);
+            (
+                policy.overlap_allowed,
+                policy.offer_hold.map_or(0, |h| h.as_secs()),
+            )
+        })
+    }
+}
+
+/// The alerts a change of the user's seats document raises: one per
+/// session whose state changed (a waitlist place moving up alone raises
+/// none). `session` finds a session of the agenda, for its title; times
+/// are shown in `tz`.
+pub(crate) fn seat_alerts(
+    before: &[Outcome],
+    after: &[Outcome],
+    session: impl Fn(&str) -> Option<crate::model::Session>,
+    tz: &str,
+) -> Vec<crate::alerts::Alert> {
+    use crate::alerts::{Alert, AlertKind};
+    let mut alerts = Vec::new();
+    for o in after {
+        let old = before.iter().find(|b| b.session == o.session);
+        if old.is_some_and(|b| b.state == o.state && b.request == o.request) {
+            continue;
+        }
+        let s = session(o.session.as_str());
+        let title = s
+            .as_ref()
+            .map_or_else(|| o.session.to_string(), |s| format!("{:?}", s.title));
+        let reason = o.reason.clone().unwrap_or_default();
+        let was = old.map(|b| b.state);
+        let (kind, message) = match o.state {
+            SeatState::Confirmed if was == Some(SeatState::Waitlisted) => (
+                AlertKind::SeatPromoted,
+                format!("A seat opened up: you're in {title}"),
+            ),
+            SeatState::Confirmed => (
+                AlertKind::SeatConfirmed,
+                format!("Your seat for {title} is confirmed"),
+            ),
+            SeatState::Waitlisted => (
+                AlertKind::SeatWaitlisted,
+                format!(
+                    "{title} is full: you're on the waitlist, place {}",
+                    o.position.unwrap_or(0)
+                ),
+            ),
+            SeatState::Offered => {
+                let until = o
+                    .offer_until
+                    .map(|t| {
+                        let secs = i64::try_from(t.0 / 1000).unwrap_or(0);
+                        crate::time::format_rfc3339(secs, tz).unwrap_or_else(|_| secs.to_string())
+                    })
+                    .unwrap_or_default();
+                (
+                    AlertKind::SeatOffered,
+                    format!(
+                        "A seat opened up in {title}: it is yours if you accept it by {until} (lanyard reserve {} --accept)",
+                        o.session
+                    ),
+                )
+            }
+            SeatState::Cancelled if reason.contains("expired") => (
+                AlertKind::SeatOfferExpired,
+                format!("The seat offered to you in {title} expired and went to the next person waiting"),
+            ),
+            SeatState::Cancelled if reason.contains("cancelled") => (
+                AlertKind::SeatReleased,
+                format!("{title} was cancelled: your seat or waitlist place is released"),
+            ),
+            // Given back by the user (on this or another device).
+            SeatState::Cancelled => continue,
+            SeatState::Refused => (
+                AlertKind::SeatRefused,
+                format!("Your reservation for {title} was refused: {reason}"),
+            ),
+        };
+        let reservation = Reservation {
+            session: o.session.to_string(),
+            state: ReservationState::of(o.state),
+            position: o.position,
+            reason: o.reason.clone(),
+            updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
+            offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
+        };
+        alerts.push(Alert {
+            kind,
+            session: s,
+            previous_room: None,
+            previous_start_unix: None,
+            announcement: None,
+            link: None,
+            reservation: Some(reservation),
+            bookmarked: false,
+            message,
+        });
+    }
+    alerts
+}
+
+/// The outcomes recorded in `doc` (the user's seats document) for `user`.
+pub(crate) fn outcomes_of(doc: Option<&Automerge>, user: &UserId) -> Vec<Outcome> {
+    doc.map(|d| seatdoc::read_outcomes(d, user))
+        .unwrap_or_default()
+}
