@@ -381,8 +381,7 @@ fn session(client: &Client, command: SessionCommand) -> anyhow::Result<()> {
             if json {
                 let seats = client.seat_counts()?;
                 let none = lanyard_client_core::SeatCount::default();
-                let mut v =
-                    show::session_json(&s, &tz, Some(seats.get(&s.id).unwrap_or(&none)))?;
+                let mut v = show::session_json(&s, &tz, Some(seats.get(&s.id).unwrap_or(&none)))?;
                 if let Value::Object(map) = &mut v {
                     map.insert("abstract".into(), Value::String(s.abstract_text.clone()));
                 }

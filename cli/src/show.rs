@@ -86,7 +86,11 @@ pub fn reservations_text(
     tz: &str,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
-    let id_w = list.iter().map(|r| r.session.chars().count()).max().unwrap_or(0);
+    let id_w = list
+        .iter()
+        .map(|r| r.session.chars().count())
+        .max()
+        .unwrap_or(0);
     for r in list {
         let mut state = r.state.as_str().to_owned();
         if let Some(p) = r.position {

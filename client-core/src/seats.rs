@@ -148,10 +148,7 @@ pub(crate) fn reservations(
     let mut latest: BTreeMap<String, (i64, String)> = BTreeMap::new();
     for r in seatdoc::read_requests(attendee).into_iter().flatten() {
         // Requests come in the device's order: the last one per session wins.
-        latest.insert(
-            r.session.to_string(),
-            (r.at_ms, r.id.as_str().to_owned()),
-        );
+        latest.insert(r.session.to_string(), (r.at_ms, r.id.as_str().to_owned()));
     }
     let mut sessions: Vec<String> = outcomes.keys().cloned().collect();
     sessions.extend(latest.keys().cloned());
@@ -334,7 +331,11 @@ impl Client {
                 tx.put(&ev, seatdoc::OVERLAP, v)?;
             }
             if let Some(hold) = offer_hold_secs {
-                tx.put(&ev, seatdoc::OFFER_HOLD, i64::try_from(hold).unwrap_or(i64::MAX))?;
+                tx.put(
+                    &ev,
+                    seatdoc::OFFER_HOLD,
+                    i64::try_from(hold).unwrap_or(i64::MAX),
+                )?;
             }
             tx.commit_with(CommitOptions::default().with_time(now_ms()));
             Ok(())

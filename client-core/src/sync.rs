@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use lanyard_protocol::wire::{self, FrameDecoder, ALPN};
 use lanyard_protocol::{
-    Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, DocId, ErrorCode, Limits, Millis,
-    ServerMsg, SessionError,
+    Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, DocId, ErrorCode, Limits,
+    Millis, ServerMsg, SessionError,
 };
 use rand::Rng as _;
 use tokio::sync::{mpsc, watch};
@@ -605,7 +605,12 @@ impl Client {
             let seats = st
                 .creds
                 .as_ref()
-                .map(|c| (DocId::Seats(c.claims.event.clone(), c.claims.user.clone()), c.claims.user.clone()))
+                .map(|c| {
+                    (
+                        DocId::Seats(c.claims.event.clone(), c.claims.user.clone()),
+                        c.claims.user.clone(),
+                    )
+                })
                 .filter(|(doc, _)| carries(&msg, doc) && self.alert_hub().active());
             let seats_before = seats.as_ref().map(|(doc, user)| {
                 crate::seats::outcomes_of(st.replica.get(doc).map(|rd| &rd.doc), user)

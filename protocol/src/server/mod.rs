@@ -76,9 +76,11 @@ impl Lane {
     /// The lane a document's updates travel in.
     pub fn of(doc: &DocId) -> Lane {
         match doc {
-            // Seat outcomes and counts are news an attendee waits for.
-            DocId::Agenda(_) | DocId::SeatCounts(_) | DocId::Seats(..) => Lane::Schedule,
-            DocId::Attendee(..) => Lane::Bulk,
+            DocId::Agenda(_) | DocId::SeatCounts(_) => Lane::Schedule,
+            // A user's seat outcomes travel with the acknowledgement of the
+            // request they answer: a device has its outcome when its push is
+            // acknowledged.
+            DocId::Attendee(..) | DocId::Seats(..) => Lane::Bulk,
         }
     }
 }
