@@ -241,6 +241,65 @@ fn organizer_with_agenda() -> Device {
     d
 }
 
+#[test]
+fn capacities_are_set_and_reservations_made_offline_show_as_pending() {
+    let d = organizer_with_agenda();
+    d.ok(&["session", "capacity", "rust", "40"]);
+    let out = d.ok(&[
+        "session",
+        "add",
+        "--id",
+        "lab",
+        "--title",
+        "Lab",
+        "--room",
+        "Room 2",
+        "--start",
+        "2026-06-11T09:00",
+        "--end",
+        "2026-06-11T10:00",
+        "--capacity",
+        "12",
+    ]);
+    assert!(out.contains("added session lab"), "{out}");
+    let items = d.agenda_json(&[]);
+    let cap = |id: &str| {
+        items
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["capacity"].clone())
+    };
+    assert_eq!(cap("rust"), Some(json!(40)));
+    assert_eq!(cap("lab"), Some(json!(12)));
+    assert_eq!(cap("keynote"), Some(json!(0)));
+    // The text view shows how full it is.
+    let text = d.ok(&["agenda"]);
+    assert!(text.contains("(0/40)"), "{text}");
+    let out = d.ok(&["event", "--seat-overlap", "allowed", "--offer-hold", "10m"]);
+    assert!(out.contains("overlapping seats allowed"), "{out}");
+    assert!(out.contains("10m"), "{out}");
+
+    // Offline: the request is stored and pending.
+    let out = d.ok(&["reserve", "rust"]);
+    assert!(out.contains("pending"), "{out}");
+    let list = d.json(&["reservations", "--json"]);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        keys(&list[0]),
+        set(&["session", "state", "position", "reason", "updated", "offer_until"])
+    );
+    assert_eq!(list[0]["session"], json!("rust"));
+    assert_eq!(list[0]["state"], json!("pending"));
+    assert_eq!(list[0]["position"], Value::Null);
+    assert!(d.pending() > 0);
+    // An unknown session is refused at once, with a way forward.
+    let err = d.fail(&["reserve", "nope"]);
+    assert!(err.contains("no session nope"), "{err}");
+    let err = d.fail(&["session", "capacity", "nope", "3"]);
+    assert!(err.contains("nope"), "{err}");
+}
+
 fn ids(items: &[Value]) -> Vec<&str> {
     items.iter().map(|s| s["id"].as_str().unwrap()).collect()
 }
@@ -271,7 +330,7 @@ fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
     );
     let want = set(&[
         "id", "title", "room", "start", "end", "status", "track", "speakers", "url", "links",
-        "language", "type",
+        "language", "type", "capacity", "confirmed", "offered", "waitlist",
     ]);
     for item in &items {
         assert_eq!(keys(item), want);
@@ -292,6 +351,10 @@ fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
             "links": [],
             "language": "",
             "type": "",
+            "capacity": 0,
+            "confirmed": 0,
+            "offered": 0,
+            "waitlist": 0,
         })
     );
     assert_eq!(items[1]["start"], json!("2026-06-10T14:00:00-04:00"));
