@@ -176,6 +176,7 @@ pub struct Reservation {
     pub reason: Option<String>,
     pub updated_unix_ms: i64,
     pub offer_until_unix_ms: Option<i64>,
+    pub arrival: u64,
 }
 
 /// How full one session is, as last synced.

@@ -287,7 +287,14 @@ fn capacities_are_set_and_reservations_made_offline_show_as_pending() {
     assert_eq!(list.len(), 1);
     assert_eq!(
         keys(&list[0]),
-        set(&["session", "state", "position", "reason", "updated", "offer_until"])
+        set(&[
+            "session",
+            "state",
+            "position",
+            "reason",
+            "updated",
+            "offer_until"
+        ])
     );
     assert_eq!(list[0]["session"], json!("rust"));
     assert_eq!(list[0]["state"], json!("pending"));
@@ -329,8 +336,22 @@ fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
         "sorted by start"
     );
     let want = set(&[
-        "id", "title", "room", "start", "end", "status", "track", "speakers", "url", "links",
-        "language", "type", "capacity", "confirmed", "offered", "waitlist",
+        "id",
+        "title",
+        "room",
+        "start",
+        "end",
+        "status",
+        "track",
+        "speakers",
+        "url",
+        "links",
+        "language",
+        "type",
+        "capacity",
+        "confirmed",
+        "offered",
+        "waitlist",
     ]);
     for item in &items {
         assert_eq!(keys(item), want);

@@ -32,7 +32,7 @@ pub mod docs;
 mod error;
 pub mod model;
 pub mod resolve;
-mod seats;
+pub mod seats;
 mod sync;
 pub mod time;
 pub mod tls;

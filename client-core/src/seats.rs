@@ -81,6 +81,10 @@ pub struct Reservation {
     pub updated_unix_ms: i64,
     /// Until when an offered seat is held, Unix milliseconds.
     pub offer_until_unix_ms: Option<i64>,
+    /// The order in which the server received the request that holds the
+    /// seat or place, among all of the event's (0 while pending, refused or
+    /// cancelled): the waitlist is served in this order.
+    pub arrival: u64,
 }
 
 /// How full one session is, as last synced.
@@ -110,8 +114,8 @@ fn requests_genesis(doc_id: &str) -> Result<automerge::Change, ClientError> {
     genesis_with(&["lanyard-requests", doc_id], &[seatdoc::REQUESTS], &[])
 }
 
-/// Writes a request into the attendee document; its id.
-pub(crate) fn write_request(
+/// Writes a request into the attendee document `doc_id`; its id.
+pub fn write_request(
     doc: &mut Automerge,
     doc_id: &str,
     session: &SessionId,
@@ -168,6 +172,7 @@ pub(crate) fn reservations(
                     reason: None,
                     updated_unix_ms: *at,
                     offer_until_unix_ms: None,
+                    arrival: 0,
                 });
             }
             let o = outcomes.get(&session)?;
@@ -178,6 +183,7 @@ pub(crate) fn reservations(
                 reason: o.reason.clone(),
                 updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
                 offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
+                arrival: o.seq,
             })
         })
         .collect()
@@ -433,6 +439,7 @@ pub(crate) fn seat_alerts(
             reason: o.reason.clone(),
             updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
             offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
+            arrival: o.seq,
         };
         alerts.push(Alert {
             kind,

@@ -19,10 +19,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use automerge::{ActorId, Automerge, Change};
 use lanyard_client_core::docs::NotesDoc;
+use lanyard_protocol::seats::Outcome;
 use lanyard_protocol::wire::{self, Hash};
 use lanyard_protocol::{
     Backoff, BackoffPolicy, ClientMsg, ClientSession, DocDigest, DocId, DocSyncState, EventId,
-    Millis, Replica, ServerMsg,
+    Millis, Replica, RequestId, ServerMsg,
 };
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
@@ -47,6 +48,8 @@ pub struct Light {
     /// Its own document (the note), as the shipped client session keeps it.
     replica: Mutex<Replica>,
     probe: Mutex<Option<Probe>>,
+    /// Wakes the connection to push a local edit (a seat request).
+    kick: tokio::sync::Notify,
     /// The TLS configuration, kept across reconnects so sessions resume.
     tls: Mutex<Option<Arc<quinn::crypto::rustls::QuicClientConfig>>>,
 }
@@ -94,6 +97,7 @@ impl Light {
             last_error: Mutex::new(None),
             replica: Mutex::new(replica),
             probe: Mutex::new(None),
+            kick: tokio::sync::Notify::new(),
             tls: Mutex::new(None),
         }))
     }
@@ -217,6 +221,20 @@ impl Light {
             let body = tokio::select! {
                 b = rx.recv() => b,
                 _ = stop.changed() => break Ok(()),
+                _ = self.kick.notified() => {
+                    let pushes = {
+                        let replica = lock(&self.replica);
+                        session.local_change(&replica, &self.own)
+                    };
+                    let mut out = Vec::new();
+                    for m in &pushes {
+                        out.extend(wire::encode(m));
+                    }
+                    if !out.is_empty() {
+                        send.write_all(&out).await?;
+                    }
+                    continue;
+                }
             };
             let Some(body) = body else {
                 break Err(anyhow::anyhow!(
@@ -260,6 +278,8 @@ impl Light {
                 if !out.is_empty() {
                     send.write_all(&out).await?;
                 }
+                // Its own documents changed (a seat outcome, an Ack).
+                self.updates.send_modify(|n| *n += 1);
             }
         };
         readers.abort();
@@ -330,6 +350,44 @@ impl LightSync {
 }
 
 impl Light {
+    /// Writes a seat request for `session` into its own document and has
+    /// the live connection push it (or the next one, pipelined behind its
+    /// Hello). Returns the request's id.
+    pub fn reserve(&self, session: &lanyard_protocol::SessionId) -> anyhow::Result<RequestId> {
+        let id = {
+            let mut replica = lock(&self.replica);
+            let doc = &mut replica.get_or_create(&self.own).doc;
+            lanyard_client_core::seats::write_request(
+                doc,
+                &self.own.to_string(),
+                session,
+                lanyard_protocol::seats::RequestKind::Reserve,
+                0,
+            )?
+        };
+        self.kick.notify_one();
+        Ok(id)
+    }
+
+    /// The server's outcome of `request`, once its seats document holds it.
+    pub fn outcome(
+        &self,
+        request: &RequestId,
+        session: &lanyard_protocol::SessionId,
+    ) -> Option<Outcome> {
+        let replica = lock(&self.replica);
+        let DocId::Attendee(event, user) = &self.own else {
+            return None;
+        };
+        let (event, user) = (event.clone(), user.clone());
+        let seats = &replica.get(&DocId::Seats(event, user.clone()))?.doc;
+        let decided = lanyard_protocol::seats::doc::read_decided(seats);
+        decided.get(request.as_str())?;
+        lanyard_protocol::seats::doc::read_outcomes(seats, &user)
+            .into_iter()
+            .find(|o| o.session == *session)
+    }
+
     /// The document the device writes.
     pub fn own_doc(&self) -> &DocId {
         &self.own

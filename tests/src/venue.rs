@@ -20,8 +20,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use lanyard_client_core::{BackgroundOptions, BackgroundSync, Client, NewSession, Room, Session};
-use lanyard_protocol::{DeviceId, DocId, EventId, JoinLink, Role, TokenClaims, UserId};
+use lanyard_client_core::{
+    BackgroundOptions, BackgroundSync, Client, NewSession, ReservationState, Room, Session,
+};
+use lanyard_protocol::seats::SeatState;
+use lanyard_protocol::{
+    DeviceId, DocId, EventId, JoinLink, RequestId, Role, SessionId, TokenClaims, UserId,
+};
 use lanyard_schedule::import::{
     parse_ics, parse_schedule_json, parse_schedule_xml, ImportedSchedule,
 };
@@ -276,6 +281,61 @@ pub struct VenueConfig {
     /// are light devices (see [`crate::light`]). `None`: all of them up to
     /// 1,000 devices, 1,000 above.
     pub full_devices: Option<usize>,
+    /// Run the rush phase (every device reserves a seat in the same second).
+    pub rush: Option<RushConfig>,
+}
+
+/// The rush: a keynote ends and every device reserves one of `sessions`
+/// breakout sessions of `capacity` seats within the same second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RushConfig {
+    /// Breakout sessions.
+    pub sessions: usize,
+    /// Seats in each.
+    pub capacity: u32,
+}
+
+impl Default for RushConfig {
+    fn default() -> Self {
+        RushConfig {
+            sessions: 40,
+            capacity: 100,
+        }
+    }
+}
+
+/// Figures of the rush phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RushFigures {
+    /// Seat requests made (one per device).
+    pub requests: usize,
+    /// Breakout sessions.
+    pub sessions: usize,
+    /// Seats per session.
+    pub capacity: u32,
+    /// Requests confirmed.
+    pub confirmed: usize,
+    /// Requests waitlisted.
+    pub waitlisted: usize,
+    /// Requests refused.
+    pub refused: usize,
+    /// Sessions with more confirmed seats than their capacity (must be 0).
+    pub overbooked: usize,
+    /// Outcomes not in arrival order: a seat given after someone who came
+    /// earlier was waitlisted, or a waitlist place out of arrival order
+    /// (must be 0).
+    pub out_of_order: usize,
+    /// Most seats confirmed in one session.
+    pub max_confirmed: usize,
+    /// Time from the rush's start until each device knew its outcome.
+    pub outcome_ms: Percentiles,
+    /// Time to make every request (the devices' side), ms.
+    pub requests_made_ms: f64,
+    /// Bytes the server sent per device in the rush (requests' Acks, the
+    /// outcomes and the count updates).
+    pub bytes_per_device: f64,
+    /// Server CPU in the rush, s.
+    pub server_cpu_s: f64,
 }
 
 impl Default for VenueConfig {
@@ -296,6 +356,7 @@ impl Default for VenueConfig {
             server: ServerMode::InProcess,
             devices_per_endpoint: 1,
             full_devices: None,
+            rush: None,
         }
     }
 }
@@ -397,6 +458,8 @@ pub struct VenueReport {
     pub storm_device_ms: Option<Percentiles>,
     /// Storm: connection attempts turned away during the storm.
     pub storm_refused: Option<u64>,
+    /// The rush (None if not run).
+    pub rush: Option<RushFigures>,
     /// Server admission counters at the end.
     pub admission: AdmissionStats,
     /// Packets dropped by the impairment proxy (0 on loopback).
@@ -596,6 +659,30 @@ impl std::fmt::Display for VenueReport {
                 f,
                 "  storm                all hold the change after {ms:.0} ms ({}), {r} refused",
                 p(&dev)
+            )?;
+        }
+        if let Some(r) = &self.rush {
+            writeln!(
+                f,
+                "  rush                 {} requests for {} sessions of {} seats: {} confirmed, {} waitlisted, {} refused; \
+                 overbooked {}, out of order {}, most confirmed in a session {}",
+                r.requests,
+                r.sessions,
+                r.capacity,
+                r.confirmed,
+                r.waitlisted,
+                r.refused,
+                r.overbooked,
+                r.out_of_order,
+                r.max_confirmed
+            )?;
+            writeln!(
+                f,
+                "    outcome known (ms) {}  (requests made in {:.0} ms); {:.0} B per device, {:.2} s server CPU",
+                p(&r.outcome_ms),
+                r.requests_made_ms,
+                r.bytes_per_device,
+                r.server_cpu_s
             )?;
         }
         writeln!(f, "  proxy drops          {}", self.proxy_drops)?;
@@ -930,6 +1017,93 @@ impl Kind {
             Kind::Light(..) => None,
         }
     }
+
+    /// Reserves a seat in `session` (on the device, pushed by its live
+    /// connection).
+    fn reserve(&self, session: &SessionId) -> anyhow::Result<RequestId> {
+        Ok(match self {
+            Kind::Full(c) => RequestId::new(c.reserve(session.as_str())?)?,
+            Kind::Light(l, ..) => l.reserve(session)?,
+        })
+    }
+
+    /// The server's answer to `request`, once the device holds it: state,
+    /// waitlist place and arrival order.
+    fn seat_outcome(
+        &self,
+        request: &RequestId,
+        session: &SessionId,
+    ) -> Option<(SeatState, Option<u32>, u64)> {
+        match self {
+            Kind::Full(c) => {
+                let r = c
+                    .reservations()
+                    .ok()?
+                    .into_iter()
+                    .find(|r| r.session == session.as_str())?;
+                let state = match r.state {
+                    ReservationState::Pending => return None,
+                    ReservationState::Confirmed => SeatState::Confirmed,
+                    ReservationState::Waitlisted => SeatState::Waitlisted,
+                    ReservationState::Offered => SeatState::Offered,
+                    ReservationState::Refused => SeatState::Refused,
+                    ReservationState::Cancelled => SeatState::Cancelled,
+                };
+                Some((state, r.position, r.arrival))
+            }
+            Kind::Light(l, ..) => l
+                .outcome(request, session)
+                .map(|o| (o.state, o.position, o.seq)),
+        }
+    }
+}
+
+/// Checks the rush's outcomes: how many of each, sessions over capacity,
+/// and outcomes out of arrival order (in each session the first `capacity`
+/// arrivals hold the seats and the rest wait in arrival order).
+fn rush_figures(
+    rush: RushConfig,
+    outcomes: &[(SessionId, SeatState, Option<u32>, u64)],
+) -> RushFigures {
+    let mut fig = RushFigures {
+        requests: outcomes.len(),
+        sessions: rush.sessions,
+        capacity: rush.capacity,
+        ..RushFigures::default()
+    };
+    let mut by_session: HashMap<&SessionId, Vec<(u64, SeatState, Option<u32>)>> = HashMap::new();
+    for (s, state, pos, seq) in outcomes {
+        match state {
+            SeatState::Confirmed | SeatState::Offered => fig.confirmed += 1,
+            SeatState::Waitlisted => fig.waitlisted += 1,
+            SeatState::Refused | SeatState::Cancelled => fig.refused += 1,
+        }
+        by_session.entry(s).or_default().push((*seq, *state, *pos));
+    }
+    for list in by_session.values_mut() {
+        list.sort_by_key(|(seq, ..)| *seq);
+        let held = list
+            .iter()
+            .filter(|(_, s, _)| matches!(s, SeatState::Confirmed | SeatState::Offered))
+            .count();
+        fig.max_confirmed = fig.max_confirmed.max(held);
+        if held > rush.capacity as usize {
+            fig.overbooked += 1;
+        }
+        let mut place = 0;
+        for (k, (_, state, pos)) in list.iter().enumerate() {
+            let ok = if k < rush.capacity as usize {
+                matches!(state, SeatState::Confirmed | SeatState::Offered)
+            } else {
+                place += 1;
+                *state == SeatState::Waitlisted && *pos == Some(place)
+            };
+            if !ok {
+                fig.out_of_order += 1;
+            }
+        }
+    }
+    fig
 }
 
 fn link(
@@ -1142,7 +1316,7 @@ async fn wait_all(
     what: &str,
     devices: &[Device],
     t0: Instant,
-    cond: impl Fn(&Kind) -> bool + Send + Sync + 'static,
+    cond: impl Fn(usize, &Kind) -> bool + Send + Sync + 'static,
 ) -> anyhow::Result<Vec<Duration>> {
     let cond = Arc::new(cond);
     let tally = Tally::new(devices.len());
@@ -1153,7 +1327,7 @@ async fn wait_all(
         watchers.spawn(async move {
             let mut updates = kind.updates();
             loop {
-                if cond(&kind) {
+                if cond(i, &kind) {
                     tally.record(i, t0.elapsed());
                     return;
                 }
@@ -1167,6 +1341,110 @@ async fn wait_all(
     let missing = |t: &Tally| describe_devices(devices, &t.pending(), &|_| String::new());
     watch_progress(cfg, server, what, devices, &tally, t0, &missing).await?;
     Ok(tally.times())
+}
+
+/// The rush: the organizer publishes the breakout sessions with their
+/// capacity; once every device holds them, every device reserves one (in
+/// the same second) and the phase ends when every device knows its outcome.
+async fn run_rush(
+    cfg: &VenueConfig,
+    rush: RushConfig,
+    server: &Backend,
+    devices: &[Device],
+    organizer: &Client,
+    agenda_id: &DocId,
+    clock: &mut PhaseClock,
+) -> anyhow::Result<RushFigures> {
+    if rush.sessions == 0 {
+        bail!("--rush-sessions must be at least 1");
+    }
+    let start = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )? + 86_400;
+    let ids: Vec<String> = (0..rush.sessions)
+        .map(|k| format!("breakout-{k:02}"))
+        .collect();
+    let mut edits = Vec::new();
+    for (k, id) in ids.iter().enumerate() {
+        edits.push(lanyard_client_core::AgendaEdit::Add(
+            NewSession {
+                id: id.clone(),
+                title: format!("Breakout {k}"),
+                room: format!("Breakout room {k}"),
+                start_unix: start,
+                end_unix: start + 3600,
+                ..NewSession::default()
+            },
+            lanyard_client_core::SessionDetails::default(),
+        ));
+        edits.push(lanyard_client_core::AgendaEdit::Capacity(
+            id.clone(),
+            rush.capacity,
+        ));
+    }
+    organizer.edit_agenda(false, |e| e.apply(&edits, &mut |_, _| {}))?;
+    let heads = organizer.heads(agenda_id)?;
+    let (id, t) = (agenda_id.clone(), Instant::now());
+    wait_all(
+        cfg,
+        server,
+        "rush: breakouts published",
+        devices,
+        t,
+        move |_, k| heads.iter().all(|h| k.holds(&id, h)),
+    )
+    .await?;
+    say(
+        cfg,
+        format!(
+            "rush: {} breakouts of {} seats published; every device reserves one",
+            rush.sessions, rush.capacity
+        ),
+    );
+    clock.end(server, "breakouts").await?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7275_7368);
+    let t0 = Instant::now();
+    let mut requests = Vec::with_capacity(devices.len());
+    for d in devices {
+        let session = SessionId::new(ids[rng.random_range(0..ids.len())].as_str())?;
+        let request = d.kind.reserve(&session)?;
+        requests.push((request, session));
+    }
+    let requests_made = t0.elapsed();
+    let requests = Arc::new(requests);
+    let per = {
+        let requests = requests.clone();
+        wait_all(cfg, server, "rush", devices, t0, move |i, k| {
+            let (r, s) = &requests[i];
+            k.seat_outcome(r, s).is_some()
+        })
+        .await?
+    };
+    clock.end(server, "rush").await?;
+    let mut outcomes = Vec::with_capacity(devices.len());
+    for (d, (r, s)) in devices.iter().zip(requests.iter()) {
+        let Some((state, pos, seq)) = d.kind.seat_outcome(r, s) else {
+            bail!("rush: a device lost its outcome of request {r}");
+        };
+        outcomes.push((s.clone(), state, pos, seq));
+    }
+    let mut fig = rush_figures(rush, &outcomes);
+    fig.outcome_ms = Percentiles::of(&per);
+    fig.requests_made_ms = requests_made.as_secs_f64() * 1000.0;
+    if let Some(p) = clock.done.last() {
+        fig.bytes_per_device = p.bytes_sent as f64 / devices.len().max(1) as f64;
+        fig.server_cpu_s = p.server_cpu_s;
+    }
+    say(
+        cfg,
+        format!(
+            "rush: every device knows its outcome after {:.0} ms ({} confirmed, {} waitlisted, {} overbooked, {} out of order)",
+            fig.outcome_ms.max, fig.confirmed, fig.waitlisted, fig.overbooked, fig.out_of_order
+        ),
+    );
+    Ok(fig)
 }
 
 /// Runs the whole workload.
@@ -1331,7 +1609,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     let published = organizer.heads(&agenda_id)?;
     let join = {
         let agenda_id = agenda_id.clone();
-        wait_all(&cfg, &server, "join", &devices, t_join, move |k| {
+        wait_all(&cfg, &server, "join", &devices, t_join, move |_, k| {
             published.iter().all(|h| k.holds(&agenda_id, h))
         })
         .await?
@@ -1347,7 +1625,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             }
         }
     }
-    wait_all(&cfg, &server, "notes uploaded", &devices, t_join, |k| {
+    wait_all(&cfg, &server, "notes uploaded", &devices, t_join, |_, k| {
         k.status().pending == 0
     })
     .await?;
@@ -1511,6 +1789,17 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         format!("changes: {} changes seen by every device", plan.len()),
     );
 
+    // Rush.
+    let mut rush_figures_out = None;
+    if let Some(rush) = cfg.rush {
+        rush_figures_out = Some(
+            run_rush(
+                &cfg, rush, &server, &devices, &organizer, &agenda_id, &mut clock,
+            )
+            .await?,
+        );
+    }
+
     // Storm.
     let (mut storm_ms, mut storm_device_ms, mut storm_refused) = (None, None, None);
     let mut storm_samples = Vec::new();
@@ -1558,7 +1847,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             Ok::<_, anyhow::Error>(syncs)
         });
         let id = agenda_id.clone();
-        let per = wait_all(&cfg, &server, "storm", &devices, t, move |k| {
+        let per = wait_all(&cfg, &server, "storm", &devices, t, move |_, k| {
             storm_heads.iter().all(|h| k.holds(&id, h))
         })
         .await?;
@@ -1716,6 +2005,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         storm_ms,
         storm_device_ms,
         storm_refused,
+        rush: rush_figures_out,
         admission,
         proxy_drops,
         server_process,

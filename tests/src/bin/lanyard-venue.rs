@@ -16,7 +16,7 @@ use lanyard_server::AdmissionConfig;
 use lanyard_tests::backend::ServerMode;
 use lanyard_tests::netem::Profiles;
 use lanyard_tests::venue::{
-    agenda_json, default_agenda_file, read_schedule, run, AgendaSource, VenueConfig,
+    agenda_json, default_agenda_file, read_schedule, run, AgendaSource, RushConfig, VenueConfig,
 };
 
 #[derive(Parser)]
@@ -104,6 +104,19 @@ struct Args {
     /// simulator). Default: every device up to 1,000, 1,000 above.
     #[arg(long)]
     full_devices: Option<usize>,
+    /// Add the rush phase (after the changes, before the storm): the
+    /// organizer publishes breakout sessions with a capacity, then every
+    /// device reserves a seat in one of them within the same second; the
+    /// phase ends when every device knows its outcome. Fails (exit 2) when
+    /// a session is overbooked or an outcome is out of arrival order.
+    #[arg(long)]
+    rush: bool,
+    /// Breakout sessions in the rush.
+    #[arg(long, default_value_t = RushConfig::default().sessions, requires = "rush")]
+    rush_sessions: usize,
+    /// Seats in each breakout session of the rush.
+    #[arg(long, default_value_t = RushConfig::default().capacity, requires = "rush")]
+    rush_capacity: u32,
 }
 
 fn main() -> ExitCode {
@@ -204,6 +217,10 @@ fn real_main() -> anyhow::Result<bool> {
         server,
         devices_per_endpoint,
         full_devices: args.full_devices,
+        rush: args.rush.then_some(RushConfig {
+            sessions: args.rush_sessions,
+            capacity: args.rush_capacity,
+        }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -232,5 +249,9 @@ fn real_main() -> anyhow::Result<bool> {
         )?;
         eprintln!("lanyard-venue: latency plot written to {}", path.display());
     }
-    Ok(report.converged == report.attendees && report.lost_writes == 0)
+    let rush_ok = report
+        .rush
+        .as_ref()
+        .is_none_or(|r| r.overbooked == 0 && r.out_of_order == 0);
+    Ok(report.converged == report.attendees && report.lost_writes == 0 && rush_ok)
 }
