@@ -1071,7 +1071,9 @@ fn rush_figures(
         capacity: rush.capacity,
         ..RushFigures::default()
     };
-    let mut by_session: HashMap<&SessionId, Vec<(u64, SeatState, Option<u32>)>> = HashMap::new();
+    /// Arrival order, state and waitlist place of each outcome.
+    type Seen = (u64, SeatState, Option<u32>);
+    let mut by_session: HashMap<&SessionId, Vec<Seen>> = HashMap::new();
     for (s, state, pos, seq) in outcomes {
         match state {
             SeatState::Confirmed | SeatState::Offered => fig.confirmed += 1,
