@@ -12,14 +12,14 @@
 use std::collections::BTreeMap;
 
 use automerge::transaction::{CommitOptions, Transactable as _};
-use automerge::{Automerge, ObjType, ROOT};
+use automerge::{Automerge, ROOT};
 use lanyard_protocol::seats::doc::{self as seatdoc, Counts};
 use lanyard_protocol::seats::{Outcome, RequestKind, SeatState};
 use lanyard_protocol::{DocId, RequestId, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{now_ms, Client};
-use crate::docs::{ensure_applied, genesis_with, map_of};
+use crate::docs::map_of;
 use crate::error::ClientError;
 use crate::model::SessionStatus;
 
@@ -107,14 +107,8 @@ impl SeatCount {
     }
 }
 
-/// The deterministic change that creates the attendee document's map of
-/// requests: every device makes the same one, so requests written offline
-/// on two devices land in one map.
-fn requests_genesis(doc_id: &str) -> Result<automerge::Change, ClientError> {
-    genesis_with(&["lanyard-requests", doc_id], &[seatdoc::REQUESTS], &[])
-}
-
-/// Writes a request into the attendee document `doc_id`; its id.
+/// Writes a request into the attendee document `doc_id` (a random id);
+/// its id.
 pub fn write_request(
     doc: &mut Automerge,
     doc_id: &str,
@@ -122,18 +116,10 @@ pub fn write_request(
     kind: RequestKind,
     now: i64,
 ) -> Result<RequestId, ClientError> {
-    ensure_applied(doc, requests_genesis(doc_id)?)?;
-    let requests = map_of(doc, &ROOT, seatdoc::REQUESTS)
-        .ok_or_else(|| ClientError::Invalid("attendee document has no requests".into()))?;
     let bytes: [u8; 16] = rand::random();
     let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let id = RequestId::new(id)?;
-    let mut tx = doc.transaction();
-    let r = tx.put_object(&requests, id.as_str(), ObjType::Map)?;
-    tx.put(&r, "session", session.as_str())?;
-    tx.put(&r, "kind", kind.as_str())?;
-    tx.put(&r, "at", now)?;
-    tx.commit_with(CommitOptions::default().with_time(now));
+    seatdoc::write_request(doc, doc_id, &id, session, kind, now)?;
     Ok(id)
 }
 

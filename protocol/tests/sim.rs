@@ -33,6 +33,14 @@
 //! converge, nothing acknowledged or made is lost, nobody reads another
 //! attendee's document, forged changes are refused and never stored. Invariants
 //! are also checked on every action the server takes (see [`Sim::execute`]).
+//!
+//! Seats: the agenda has a few sessions with a capacity; the first organizer
+//! device raises capacities and cancels or reinstates those sessions, and
+//! attendees write seat requests (reserve, cancel, accept) offline into their
+//! own documents. At every step no session holds more seats (confirmed or
+//! offered) than its capacity; at the end every request the server holds has
+//! exactly one outcome, and every device of a user holds the same outcomes
+//! as the server.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -41,11 +49,13 @@ use std::time::Instant;
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ObjType, ReadDoc as _, Value, ROOT};
 use bytes::Bytes;
+use lanyard_protocol::seats::doc as seatdoc;
+use lanyard_protocol::seats::{RequestKind, SeatState};
 use lanyard_protocol::testing::{claims, decode_frame, Fixture, TestKey, NOW};
 use lanyard_protocol::{
     wire, Backoff, BackoffPolicy, ClientEvent, ClientMsg, ClientSession, ConnId, DocId, EventId,
-    Millis, RefusalReason, Replica, Role, ServerAction, ServerConfig, ServerCore, ServerMsg,
-    SessionError, TokenClaims, UserId,
+    Millis, RefusalReason, Replica, RequestId, Role, ServerAction, ServerConfig, ServerCore,
+    ServerMsg, SessionError, SessionId, TokenClaims, UserId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -72,7 +82,11 @@ const STUCK_MS: u64 = 8_000;
 /// The healed network must be quiescent within this much simulated time.
 const HEAL_LIMIT_MS: u64 = 120_000;
 /// Seeds per transport in a plain `cargo test`.
-const DEFAULT_SEEDS: u64 = 128;
+const DEFAULT_SEEDS: u64 = 256;
+/// How often the seats held are checked against the capacities.
+const SEAT_CHECK_EVERY_MS: u64 = 1_000;
+/// Sessions with a capacity in the simulated agenda.
+const SEAT_SESSIONS: usize = 3;
 
 const WORDS: &[&str] = &[
     "rust ", "quic ", "crdt ", "café ", "offline ", "sync ", "talk ", "!",
@@ -149,6 +163,16 @@ struct SimStats {
     /// had received (its base lagged behind what it held).
     reader_acks: u64,
     empty_welcomes: u64,
+    /// Seat requests written by attendees.
+    seat_requests: u64,
+    /// Seat requests the server decided (each exactly once).
+    seat_decided: u64,
+    /// Capacity raises and cancellations by the organizer.
+    seat_rule_edits: u64,
+    /// Seats held at the end (confirmed or offered), summed over sessions.
+    seats_held: u64,
+    /// Checks that no session held more seats than its capacity.
+    seat_checks: u64,
 }
 
 impl SimStats {
@@ -178,7 +202,12 @@ impl SimStats {
             forged_refused_by_ancestry,
             acks,
             reader_acks,
-            empty_welcomes
+            empty_welcomes,
+            seat_requests,
+            seat_decided,
+            seat_rule_edits,
+            seats_held,
+            seat_checks
         );
     }
 }
@@ -339,6 +368,75 @@ fn try_edit_agenda(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> Option<ChangeHa
     }
     .unwrap();
     tx.commit().0
+}
+
+/// The id of a session with a capacity.
+fn seat_session(k: usize) -> SessionId {
+    SessionId::new(format!("seat-{k}")).unwrap()
+}
+
+/// The agenda's sessions with a capacity, made once by the first organizer
+/// device: far in the future, 1 to 3 seats each.
+fn seat_genesis(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> ChangeHash {
+    let start = (BASE_UNIX + 30 * 86_400) as i64;
+    let mut tx = doc.transaction();
+    let sessions = tx.put_object(ROOT, "sessions", ObjType::Map).unwrap();
+    for k in 0..SEAT_SESSIONS {
+        let s = tx
+            .put_object(&sessions, seat_session(k).as_str(), ObjType::Map)
+            .unwrap();
+        tx.put(&s, "start", start).unwrap();
+        tx.put(&s, "end", start + 3600).unwrap();
+        tx.put(&s, "status", "scheduled").unwrap();
+        tx.put(&s, seatdoc::CAPACITY, rng.random_range(1..=3i64))
+            .unwrap();
+    }
+    tx.commit().0.unwrap()
+}
+
+/// The organizer raises a capacity (never lowers it: with one writer the
+/// capacity only grows, so "never more seats than the capacity" holds at
+/// every moment) or cancels or reinstates a session.
+fn edit_seats(rng: &mut ChaCha8Rng, doc: &mut Automerge) -> Option<ChangeHash> {
+    let sessions = match doc.get(ROOT, "sessions").unwrap() {
+        Some((Value::Object(ObjType::Map), id)) => id,
+        _ => return None,
+    };
+    let k = rng.random_range(0..SEAT_SESSIONS);
+    let s = match doc.get(&sessions, seat_session(k).as_str()).unwrap() {
+        Some((Value::Object(ObjType::Map), id)) => id,
+        _ => return None,
+    };
+    let mut tx = doc.transaction();
+    if rng.random_bool(0.6) {
+        let cap = match tx.get(&s, seatdoc::CAPACITY).unwrap() {
+            Some((Value::Scalar(v), _)) => v.as_i64().unwrap_or(0),
+            _ => 0,
+        };
+        tx.put(&s, seatdoc::CAPACITY, (cap + 1).min(6)).unwrap();
+    } else {
+        let status = if rng.random_bool(0.3) {
+            "cancelled"
+        } else {
+            "scheduled"
+        };
+        tx.put(&s, "status", status).unwrap();
+    }
+    tx.commit().0
+}
+
+/// An attendee's seat request: mostly reservations, some cancellations and
+/// acceptances, with a random id.
+fn seat_request(rng: &mut ChaCha8Rng, doc: &mut Automerge, doc_id: &DocId) -> ChangeHash {
+    let kind = match rng.random_range(0..10) {
+        0..=6 => RequestKind::Reserve,
+        7..=8 => RequestKind::Cancel,
+        _ => RequestKind::Accept,
+    };
+    let id = RequestId::new(format!("req-{:016x}", rng.random::<u64>())).unwrap();
+    let session = seat_session(rng.random_range(0..SEAT_SESSIONS));
+    seatdoc::write_request(doc, &doc_id.to_string(), &id, &session, kind, 0).unwrap();
+    doc.get_heads()[0]
 }
 
 /// An attendee edit: a bookmark scalar, or a splice in a note's text.
@@ -551,7 +649,7 @@ impl Sim {
             }
         }
 
-        let mut devices = Vec::new();
+        let mut devices: Vec<Device> = Vec::new();
         let mut actors = HashMap::new();
         for (user, role, name, forger) in people {
             let claims = claims(&event, &user, role, &name, EXPIRES);
@@ -573,6 +671,15 @@ impl Sim {
                 forged_local: Vec::new(),
                 confirmed: BTreeMap::new(),
             });
+        }
+        // The first organizer device made the sessions with a capacity
+        // before anything else.
+        {
+            let d = &mut devices[0];
+            let agenda = DocId::Agenda(event.clone());
+            let rd = d.replica.get_or_create(&agenda);
+            let h = seat_genesis(&mut rng, &mut rd.doc);
+            d.local.push((agenda, h));
         }
 
         Sim {
@@ -691,13 +798,59 @@ impl Sim {
         self.server_timers();
     }
 
-    /// The server's timers (heads beacons), when due.
+    /// The server's timers (heads beacons, seat counts, offers), when due.
     fn server_timers(&mut self) {
         let now = self.unix();
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
             let actions = self.server.handle_timeout(now);
             self.execute(actions);
         }
+        if self.now.is_multiple_of(SEAT_CHECK_EVERY_MS) {
+            self.check_seats();
+        }
+    }
+
+    /// Seats held (confirmed or offered) per session, over every user's
+    /// seats document the server holds.
+    fn seats_held(&self) -> BTreeMap<SessionId, u64> {
+        let mut held = BTreeMap::new();
+        for id in self.server.doc_ids() {
+            let DocId::Seats(_, user) = id else {
+                continue;
+            };
+            let doc = self.server.doc(id).unwrap();
+            for o in seatdoc::read_outcomes(&doc, user) {
+                if matches!(o.state, SeatState::Confirmed | SeatState::Offered) {
+                    *held.entry(o.session).or_default() += 1;
+                }
+            }
+        }
+        held
+    }
+
+    /// No session holds more seats than its capacity (which only grows),
+    /// and a cancelled one holds none.
+    fn check_seats(&mut self) {
+        let agenda = DocId::Agenda(self.event.clone());
+        let rules = match self.server.doc(&agenda) {
+            Some(d) => seatdoc::read_rules(&d).1,
+            None => BTreeMap::new(),
+        };
+        for (session, n) in self.seats_held() {
+            let r = rules.get(&session).copied().unwrap_or_default();
+            let cap = if r.cancelled {
+                0
+            } else {
+                u64::from(r.capacity)
+            };
+            assert!(
+                n <= cap,
+                "{}: session {session} holds {n} seats, capacity {cap}{}",
+                self.ctx(),
+                if r.cancelled { " (cancelled)" } else { "" }
+            );
+        }
+        self.stats.seat_checks += 1;
     }
 
     fn heal(&mut self) {
@@ -889,8 +1042,20 @@ impl Sim {
         let d = &mut self.devices[dev];
         let doc = d.writable_doc();
         let rd = d.replica.get_or_create(&doc);
+        let seats = self.rng.random_bool(0.35);
         let h = match d.claims.role {
+            Role::Organizer if seats && dev == 0 => match edit_seats(&mut self.rng, &mut rd.doc) {
+                Some(h) => {
+                    self.stats.seat_rule_edits += 1;
+                    h
+                }
+                None => edit_agenda(&mut self.rng, &mut rd.doc),
+            },
             Role::Organizer => edit_agenda(&mut self.rng, &mut rd.doc),
+            Role::Attendee if seats => {
+                self.stats.seat_requests += 1;
+                seat_request(&mut self.rng, &mut rd.doc, &doc)
+            }
             Role::Attendee => edit_notes(&mut self.rng, &mut rd.doc),
         };
         d.local.push((doc.clone(), h));
@@ -1293,17 +1458,32 @@ impl Sim {
                 .actors
                 .get(c.actor_id().to_bytes())
                 .map(|&i| &self.devices[i]);
-            let Some(author) = author else {
-                panic!(
-                    "{ctx}: change {h} by unknown actor {} persisted to {doc}",
-                    c.actor_id()
+            if doc.server_written() {
+                // Seat outcomes and counts: the server's own changes only.
+                assert_eq!(
+                    *c.actor_id(),
+                    seatdoc::server_actor(&doc),
+                    "{ctx}: change {h} to {doc} not made by the server"
                 );
-            };
-            assert!(
-                author.claims.may_write(&doc),
-                "{ctx}: change {h} by {} persisted to {doc}, which it may not write",
-                author.name
-            );
+            } else {
+                // The shared genesis of the attendee document's requests is
+                // made by every device alike.
+                let genesis = seatdoc::requests_genesis(&doc.to_string()).unwrap();
+                let Some(author) = author.filter(|_| h != genesis.hash()) else {
+                    assert!(
+                        h == genesis.hash() && matches!(doc, DocId::Attendee(..)),
+                        "{ctx}: change {h} by unknown actor {} persisted to {doc}",
+                        c.actor_id()
+                    );
+                    on_disk.insert(h);
+                    continue;
+                };
+                assert!(
+                    author.claims.may_write(&doc),
+                    "{ctx}: change {h} by {} persisted to {doc}, which it may not write",
+                    author.name
+                );
+            }
             assert!(
                 !on_disk.contains(&h),
                 "{ctx}: change {h} persisted twice to {doc}"
@@ -1632,6 +1812,44 @@ impl Sim {
                 );
             }
         }
+        // (6) seats: every request the server holds has exactly one outcome
+        // (decided once, by request id) in its user's seats document, and
+        // no session holds more seats than its capacity.
+        self.check_seats();
+        let users: BTreeSet<UserId> = self.devices.iter().map(|d| d.claims.user.clone()).collect();
+        for user in users {
+            let own = DocId::Attendee(self.event.clone(), user.clone());
+            let Some(attendee) = self.server.doc(&own) else {
+                continue;
+            };
+            let requests: Vec<String> = seatdoc::read_requests(&attendee)
+                .into_iter()
+                .map(|r| match r {
+                    Ok(r) => r.id.to_string(),
+                    Err((id, _)) => id.to_string(),
+                })
+                .collect();
+            drop(attendee);
+            let seats = DocId::Seats(self.event.clone(), user.clone());
+            let decided = self
+                .server
+                .doc(&seats)
+                .map(|d| seatdoc::read_decided(&d))
+                .unwrap_or_default();
+            for r in &requests {
+                assert!(
+                    decided.contains_key(r),
+                    "{ctx}: request {r} of {user} was acknowledged but never decided"
+                );
+            }
+            assert_eq!(
+                decided.len(),
+                requests.len(),
+                "{ctx}: {user} has outcomes of requests the server does not hold"
+            );
+            self.stats.seat_decided += requests.len() as u64;
+        }
+        self.stats.seats_held += self.seats_held().values().sum::<u64>();
         self.log(|| format!("done: {:?}", self.stats));
     }
 }

@@ -76,6 +76,46 @@ fn ms_of(m: Millis) -> i64 {
     i64::try_from(m.0).unwrap_or(i64::MAX)
 }
 
+/// The deterministic change that creates the attendee document's map of
+/// requests (`doc_id` is the attendee document's id): every device makes
+/// the byte-identical change, so requests written offline on two devices
+/// land in one map instead of two conflicting ones.
+pub fn requests_genesis(doc_id: &str) -> Result<automerge::Change, AutomergeError> {
+    let actor = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("lanyard-requests\u{0}{doc_id}").as_bytes(),
+    );
+    let mut d = Automerge::new().with_actor(ActorId::from(&actor.as_ref()[..16]));
+    let mut tx = d.transaction();
+    tx.put_object(ROOT, REQUESTS, ObjType::Map)?;
+    tx.commit_with(CommitOptions::default().with_time(0));
+    d.get_last_local_change().ok_or(AutomergeError::Fail)
+}
+
+/// Writes a request with the id `id` into the attendee document `doc_id`
+/// (creating its map of requests first if needed), as one change.
+pub fn write_request(
+    doc: &mut Automerge,
+    doc_id: &str,
+    id: &RequestId,
+    session: &SessionId,
+    kind: RequestKind,
+    at_ms: i64,
+) -> Result<(), AutomergeError> {
+    let genesis = requests_genesis(doc_id)?;
+    if doc.get_change_by_hash(&genesis.hash()).is_none() {
+        doc.apply_changes([genesis])?;
+    }
+    let requests = map_of(doc, &ROOT, REQUESTS).ok_or(AutomergeError::Fail)?;
+    let mut tx = doc.transaction();
+    let r = tx.put_object(&requests, id.as_str(), ObjType::Map)?;
+    tx.put(&r, "session", session.as_str())?;
+    tx.put(&r, "kind", kind.as_str())?;
+    tx.put(&r, "at", at_ms)?;
+    tx.commit_with(CommitOptions::default().with_time(at_ms));
+    Ok(())
+}
+
 /// A request as read: readable, or its id and why it is not.
 pub type ReadRequest = Result<SeatRequest, (RequestId, String)>;
 
