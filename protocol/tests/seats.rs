@@ -8,10 +8,11 @@
 use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ObjType, ReadDoc as _, ROOT};
 use lanyard_protocol::seats::doc::{self as seatdoc, read_counts, read_decided, read_outcomes};
-use lanyard_protocol::seats::SeatState;
+use lanyard_protocol::seats::{RequestKind, SeatState};
 use lanyard_protocol::testing::{sent, Fixture, IN_AN_HOUR, NOW};
 use lanyard_protocol::{
-    ClientMsg, DocId, RefusalReason, Replica, Role, ServerAction, ServerMsg, UserId,
+    ClientMsg, DocId, RefusalReason, Replica, RequestId, Role, ServerAction, ServerMsg, SessionId,
+    UserId,
 };
 
 fn replica(n: u8) -> Replica {
@@ -39,18 +40,15 @@ fn agenda(f: &Fixture, org: &mut Replica, capacity: i64) {
 fn request(f: &Fixture, r: &mut Replica, user: &str, id: &str, kind: &str) -> DocId {
     let own = DocId::Attendee(f.event.clone(), UserId::new(user).unwrap());
     let doc = &mut r.get_or_create(&own).doc;
-    let mut tx = doc.transaction();
-    let requests = match tx.get(ROOT, seatdoc::REQUESTS).unwrap() {
-        Some((_, id)) => id,
-        None => tx
-            .put_object(ROOT, seatdoc::REQUESTS, ObjType::Map)
-            .unwrap(),
-    };
-    let o = tx.put_object(&requests, id, ObjType::Map).unwrap();
-    tx.put(&o, "session", "s1").unwrap();
-    tx.put(&o, "kind", kind).unwrap();
-    tx.put(&o, "at", 0i64).unwrap();
-    tx.commit();
+    seatdoc::write_request(
+        doc,
+        &own.to_string(),
+        &RequestId::new(id).unwrap(),
+        &SessionId::new("s1").unwrap(),
+        RequestKind::parse(kind).unwrap(),
+        0,
+    )
+    .unwrap();
     own
 }
 
