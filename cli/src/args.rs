@@ -248,16 +248,22 @@ pub enum Command {
     /// Stay connected and print schedule changes as they arrive, until Ctrl-C.
     ///
     /// Each change is one line: a session added, moved (room or time),
-    /// cancelled or reinstated, an announcement, or a new link (e.g. the
-    /// recording) on a session you bookmarked; changes to your bookmarked
-    /// sessions say so. Times are in the event's time zone.
+    /// cancelled or reinstated, an announcement, a new link (e.g. the
+    /// recording) on a session you bookmarked, or news of your seats
+    /// (confirmed, waitlisted, a seat opened up, offered, offer expired,
+    /// released because the session was cancelled, refused); changes to your
+    /// bookmarked sessions say so. Times are in the event's time zone.
     /// Connection problems are reported on stderr and retried.
     ///
     /// --json prints one JSON object per line with the keys kind (added,
-    /// moved, cancelled, reinstated, announcement, link), bookmarked, message,
-    /// session (null, or {id, title, room, start, end, status}), previous_room, previous_start (null unless changed
-    /// by a move), announcement (null, or {text, at}) and link (null, or the
-    /// new {url, title} of a bookmarked session, e.g. its recording).
+    /// moved, cancelled, reinstated, announcement, link, seat_confirmed,
+    /// seat_waitlisted, seat_promoted, seat_offered, seat_offer_expired,
+    /// seat_released, seat_refused), bookmarked, message, session (null, or
+    /// {id, title, room, start, end, status}), previous_room, previous_start
+    /// (null unless changed by a move), announcement (null, or {text, at}),
+    /// link (null, or the new {url, title} of a bookmarked session, e.g. its
+    /// recording) and reservation (null, or the reservation as
+    /// `reservations --json` lists it).
     Watch {
         /// Print JSON lines instead of text.
         #[arg(long)]

@@ -280,6 +280,11 @@ fn alert_json(a: &Alert, tz: &str) -> anyhow::Result<Value> {
         "previous_start": previous_start,
         "announcement": announcement,
         "link": a.link.as_ref().map(|l| json!({ "url": l.url, "title": l.title })),
+        "reservation": a
+            .reservation
+            .as_ref()
+            .map(|r| show::reservation_json(r, tz))
+            .transpose()?,
     }))
 }
 

@@ -35,7 +35,7 @@ use crate::view::ViewChange;
 
 /// What kind of change an [`Alert`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A session was added to the agenda.
     Added,

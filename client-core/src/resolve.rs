@@ -255,7 +255,7 @@ fn resolve_doc(
         DocId::Agenda(_) => redo_agenda(&mut plan, &from_ref, full, &doc_str, limits, &why)?,
         DocId::Attendee(..) => redo_notes(&mut plan, &from_ref, full, &doc_str, limits, &why)?,
         // Only the server writes seats: a device has nothing there to redo.
-        DocId::SeatCounts(_) | DocId::Seats(..) => {}
+        DocId::SeatCounts(_) | DocId::Seats(..) | DocId::Checkins(_) => {}
     }
     Ok(plan)
 }
@@ -567,6 +567,6 @@ fn keep_not_redone(plan: &mut Resolution, from: &Automerge, doc_str: &str, why: 
                 }
             }
         }
-        DocId::SeatCounts(_) | DocId::Seats(..) => {}
+        DocId::SeatCounts(_) | DocId::Seats(..) | DocId::Checkins(_) => {}
     }
 }

@@ -220,8 +220,13 @@ impl Client {
         let claims = self.creds()?.claims;
         let own = claims.own_doc();
         let seats = DocId::Seats(claims.event.clone(), claims.user.clone());
-        let attendee = self.read(&own, Automerge::fork)?;
-        self.read(&seats, |s| reservations(&attendee, s, &claims.user))
+        // Both documents read under one lock, neither copied.
+        let mut st = self.lock();
+        st.load(&own)?;
+        st.load(&seats)?;
+        let empty = Automerge::new();
+        let doc = |id: &DocId| st.replica.get(id).map_or(&empty, |rd| &rd.doc);
+        Ok(reservations(doc(&own), doc(&seats), &claims.user))
     }
 
     /// How full each session with a capacity is, by session id.

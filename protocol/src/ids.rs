@@ -33,7 +33,7 @@ pub enum IdError {
     },
     /// A document id had an unknown shape.
     #[error(
-        "unknown document id {0:?} (expected agenda/EVENT, attendee/EVENT/USER, seats/EVENT or seats/EVENT/USER)"
+        "unknown document id {0:?} (expected agenda/EVENT, attendee/EVENT/USER, seats/EVENT, seats/EVENT/USER or checkins/EVENT)"
     )]
     BadDocId(String),
 }
@@ -142,6 +142,9 @@ pub enum DocId {
     /// `seats/<event>/<user>`: the outcomes of one user's seat requests,
     /// written by the server only, private to that user.
     Seats(EventId, UserId),
+    /// `checkins/<event>`: passes checked in at the doors and walk-ins,
+    /// written and read by organizers (door devices).
+    Checkins(EventId),
 }
 
 impl DocId {
@@ -151,7 +154,8 @@ impl DocId {
             DocId::Agenda(e)
             | DocId::Attendee(e, _)
             | DocId::SeatCounts(e)
-            | DocId::Seats(e, _) => e,
+            | DocId::Seats(e, _)
+            | DocId::Checkins(e) => e,
         }
     }
 
@@ -169,6 +173,7 @@ impl DocId {
             ["attendee", e, u] => Ok(DocId::Attendee(EventId::new(*e)?, UserId::new(*u)?)),
             ["seats", e] => Ok(DocId::SeatCounts(EventId::new(*e)?)),
             ["seats", e, u] => Ok(DocId::Seats(EventId::new(*e)?, UserId::new(*u)?)),
+            ["checkins", e] => Ok(DocId::Checkins(EventId::new(*e)?)),
             _ => Err(IdError::BadDocId(s.to_owned())),
         }
     }
@@ -181,6 +186,7 @@ impl fmt::Display for DocId {
             DocId::Attendee(e, u) => write!(f, "attendee/{e}/{u}"),
             DocId::SeatCounts(e) => write!(f, "seats/{e}"),
             DocId::Seats(e, u) => write!(f, "seats/{e}/{u}"),
+            DocId::Checkins(e) => write!(f, "checkins/{e}"),
         }
     }
 }
@@ -195,7 +201,8 @@ mod tests {
         let b = DocId::Attendee(EventId::new("conf").unwrap(), UserId::new("ann").unwrap());
         let c = DocId::SeatCounts(EventId::new("conf").unwrap());
         let d = DocId::Seats(EventId::new("conf").unwrap(), UserId::new("ann").unwrap());
-        for d in [a, b, c, d] {
+        let e = DocId::Checkins(EventId::new("conf").unwrap());
+        for d in [a, b, c, d, e] {
             assert_eq!(DocId::parse(&d.to_string()).unwrap(), d);
         }
     }

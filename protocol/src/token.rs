@@ -66,14 +66,16 @@ pub struct TokenClaims {
 
 impl TokenClaims {
     /// The documents this holder may read, in the order they are locked: the
-    /// event's agenda, their own document, the seat counts and their seat outcomes.
-    pub fn readable_docs(&self) -> [DocId; 4] {
-        [
-            DocId::Agenda(self.event.clone()),
-            self.own_doc(),
-            DocId::SeatCounts(self.event.clone()),
-            DocId::Seats(self.event.clone(), self.user.clone()),
-        ]
+    /// event's agenda, their own document, the doors' check-ins (organizers),
+    /// the seat counts and their seat outcomes.
+    pub fn readable_docs(&self) -> Vec<DocId> {
+        let mut docs = vec![DocId::Agenda(self.event.clone()), self.own_doc()];
+        if self.role == Role::Organizer {
+            docs.push(DocId::Checkins(self.event.clone()));
+        }
+        docs.push(DocId::SeatCounts(self.event.clone()));
+        docs.push(DocId::Seats(self.event.clone(), self.user.clone()));
+        docs
     }
 
     /// The holder's own attendee document.
@@ -87,6 +89,7 @@ impl TokenClaims {
             DocId::Agenda(e) => *e == self.event,
             DocId::Attendee(e, u) | DocId::Seats(e, u) => *e == self.event && *u == self.user,
             DocId::SeatCounts(e) => *e == self.event,
+            DocId::Checkins(e) => *e == self.event && self.role == Role::Organizer,
         }
     }
 
@@ -97,6 +100,7 @@ impl TokenClaims {
             DocId::Attendee(e, u) => *e == self.event && *u == self.user,
             // Seat outcomes and counts are decided by the server alone.
             DocId::SeatCounts(_) | DocId::Seats(..) => false,
+            DocId::Checkins(e) => *e == self.event && self.role == Role::Organizer,
         }
     }
 }

@@ -8,7 +8,9 @@
 //! kept so a reconnect asks only for what is new. A full device applies
 //! every change to its copy; ten thousand of those in one process measure
 //! the simulator, not the server (issue 14). A sample of full devices runs
-//! beside the light ones and must converge.
+//! beside the light ones and must converge. The seat counts (`seats/EVENT`),
+//! shared by every device like the agenda, are not applied either; its own
+//! documents (its notes and requests, its seat outcomes) are.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -246,6 +248,9 @@ impl Light {
             let msg: ServerMsg = wire::decode(&body)?;
             let own_msg = match msg {
                 ServerMsg::Welcome { docs, limits } => {
+                    // The seat counts are shared by every device like the
+                    // agenda: a light device lets them go by unapplied.
+                    let docs = docs.into_iter().filter(|u| !self.is_counts(&u.doc)).collect::<Vec<_>>();
                     let (agenda, own): (Vec<_>, Vec<_>) =
                         docs.into_iter().partition(|u| u.doc == self.agenda);
                     for u in agenda {
@@ -260,6 +265,8 @@ impl Light {
                     None
                 }
                 ServerMsg::Heads { doc, .. } if doc == self.agenda => None,
+                ServerMsg::Update(u) if self.is_counts(&u.doc) => None,
+                ServerMsg::Heads { doc, .. } if self.is_counts(&doc) => None,
                 other => Some(other),
             };
             if let Some(m) = own_msg {
@@ -350,6 +357,12 @@ impl LightSync {
 }
 
 impl Light {
+    /// Whether `doc` is the event's seat counts (shared by every device,
+    /// not kept by a light device, like the agenda).
+    fn is_counts(&self, doc: &DocId) -> bool {
+        matches!(doc, DocId::SeatCounts(e) if e == self.agenda.event())
+    }
+
     /// Writes a seat request for `session` into its own document and has
     /// the live connection push it (or the next one, pipelined behind its
     /// Hello). Returns the request's id.

@@ -80,7 +80,7 @@ impl Lane {
             // A user's seat outcomes travel with the acknowledgement of the
             // request they answer: a device has its outcome when its push is
             // acknowledged.
-            DocId::Attendee(..) | DocId::Seats(..) => Lane::Bulk,
+            DocId::Attendee(..) | DocId::Seats(..) | DocId::Checkins(_) => Lane::Bulk,
         }
     }
 }
@@ -345,7 +345,7 @@ impl ServerCore {
         let cell = match doc {
             DocId::Seats(e, u) => lock_seats(&self.event_seats(e)).doc_cell(u),
             DocId::SeatCounts(e) => lock_seats(&self.event_seats(e)).counts_cell(),
-            DocId::Agenda(_) | DocId::Attendee(..) => DocCell::default(),
+            DocId::Agenda(_) | DocId::Attendee(..) | DocId::Checkins(_) => DocCell::default(),
         };
         self.docs.insert(doc.clone(), cell.clone());
         cell
@@ -982,7 +982,9 @@ impl ServerCore {
         let existing = self.docs.get(&doc).cloned();
         let is_new = existing.is_none();
         let seats = match &doc {
-            DocId::Agenda(e) | DocId::Attendee(e, _) if claims.may_write(&doc) => {
+            DocId::Agenda(e) | DocId::Attendee(e, _) | DocId::Checkins(e)
+                if claims.may_write(&doc) =>
+            {
                 Some(self.event_seats(e))
             }
             _ => None,
@@ -1238,6 +1240,7 @@ fn refusal(
             DocId::SeatCounts(_) | DocId::Seats(..) => {
                 format!("{doc}: only the server decides seats (write a request instead)")
             }
+            DocId::Checkins(_) => format!("{doc}: only organizers' door devices check in"),
         },
         RefusalReason::Malformed => format!("{doc}: change could not be decoded or applied"),
         RefusalReason::MissingDeps => format!("{doc}: change depends on changes the server lacks"),
