@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lanyard_client_core::{
-    Alert, AlertKind, AlertListener, Announcement, BackgroundOptions, BackgroundSync, Client,
-    ClientError, EventInfo, Identity, Link, NewSession, RefusedChange, Reservation,
+    Alert, AlertKind, AlertListener, Announcement, BackgroundOptions, BackgroundSync, CheckIn,
+    Client, ClientError, EventInfo, Identity, Link, NewSession, RefusedChange, Reservation,
     ReservationState, Room, SeatCount, Session, SessionStatus, SyncError, SyncReport, SyncStatus,
 };
 use lanyard_client_core::{KeptEdit, ResolveReport};
@@ -177,6 +177,15 @@ pub struct Reservation {
     pub updated_unix_ms: i64,
     pub offer_until_unix_ms: Option<i64>,
     pub arrival: u64,
+    pub pass: Option<String>,
+}
+
+#[uniffi::remote(Record)]
+pub struct CheckIn {
+    pub user: String,
+    pub session: String,
+    pub checked_in: u32,
+    pub capacity: u32,
 }
 
 /// How full one session is, as last synced.
@@ -192,6 +201,8 @@ pub struct SessionSeats {
     pub offered: u32,
     /// People waiting.
     pub waitlist: u32,
+    /// People checked in at the doors.
+    pub checked_in: u32,
     /// Every seat is taken.
     pub full: bool,
 }
@@ -480,9 +491,20 @@ impl LanyardClient {
                 confirmed: c.confirmed,
                 offered: c.offered,
                 waitlist: c.waitlist,
+                checked_in: c.checked_in,
                 full: c.full(),
             })
             .collect())
+    }
+
+    /// The pass of your confirmed seat, to show as a QR code at the door.
+    pub fn pass(&self, session_id: String) -> Result<String> {
+        Ok(self.client.pass(&session_id)?)
+    }
+
+    /// Checks a pass in at this door, offline (organizers only).
+    pub fn check_in(&self, pass: String) -> Result<CheckIn> {
+        Ok(self.client.check_in(&pass)?)
     }
 
     /// Sets a session's seat capacity (organizers only; 0: no reservations).

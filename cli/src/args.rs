@@ -107,6 +107,39 @@ pub enum Command {
         #[arg(long)]
         accept: bool,
     },
+    /// Print the pass of your confirmed seat in a session, for the door.
+    ///
+    /// The pass is signed by the server; an app shows it as a QR code, and
+    /// a door device checks it with `lanyard checkin PASS`, offline.
+    Pass {
+        /// The session's id.
+        id: String,
+    },
+    /// Check a pass in at the door, offline (organizers only).
+    ///
+    /// Prints `ok: USER, SESSION, N/CAPACITY` and exits 0, or a one-line
+    /// refusal and exits 1: already checked in (with when and at which
+    /// door), forged, of another event, expired, or revoked (the seat was
+    /// given back). Check-ins are stored on this device and synced; passes
+    /// two doors admitted offline count once and are listed by `lanyard
+    /// checkins`. --walk-in ID lets someone in without a reservation.
+    Checkin {
+        /// The pass (from `lanyard pass`, or scanned).
+        #[arg(required_unless_present = "walk_in", conflicts_with = "walk_in")]
+        pass: Option<String>,
+        /// Count a walk-in to this session instead.
+        #[arg(long, value_name = "ID")]
+        walk_in: Option<String>,
+    },
+    /// Check-ins per session as this door knows them, and passes used at two doors (organizers only).
+    ///
+    /// --json prints an array of {session, passes, walk_ins, double_uses:
+    /// [{user, doors}]}.
+    Checkins {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List your reservations: one per session, with where each stands.
     ///
     /// --json prints an array of objects with the keys session, state

@@ -159,6 +159,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => event(&client, name, timezone, seat_overlap, offer_hold),
         Command::Reserve { id, cancel, accept } => reserve(&client, &id, cancel, accept),
         Command::Reservations { json } => reservations(&client, json),
+        Command::Pass { id } => {
+            identity(&client)?;
+            outln!("{}", client.pass(&id)?);
+            Ok(())
+        }
+        Command::Checkin { pass, walk_in } => checkin(&client, pass, walk_in),
+        Command::Checkins { json } => checkins(&client, json),
         Command::Room { command } => room(&client, command),
         Command::Announce { text } => {
             require_organizer(&client)?;
@@ -548,6 +555,66 @@ fn reserve(client: &Client, id: &str, cancel: bool, accept: bool) -> anyhow::Res
         "{what} of {id} pending (request {request}); the server decides at the next sync{}",
         pending_note(client)
     );
+    Ok(())
+}
+
+fn checkin(client: &Client, pass: Option<String>, walk_in: Option<String>) -> anyhow::Result<()> {
+    require_organizer(client)?;
+    if let Some(session) = walk_in {
+        let n = client.walk_in(&session)?;
+        let cap = client.session(&session)?.map_or(0, |s| s.capacity);
+        outln!(
+            "walk-in: {session}, {}{}",
+            of_capacity(n, cap),
+            pending_note(client)
+        );
+        return Ok(());
+    }
+    let c = client.check_in(pass.as_deref().unwrap_or_default())?;
+    outln!(
+        "ok: {}, {}, {}{}",
+        c.user,
+        c.session,
+        of_capacity(c.checked_in, c.capacity),
+        pending_note(client)
+    );
+    Ok(())
+}
+
+/// `17/200`, or `17` without a capacity.
+fn of_capacity(n: u32, capacity: u32) -> String {
+    if capacity == 0 {
+        n.to_string()
+    } else {
+        format!("{n}/{capacity}")
+    }
+}
+
+fn checkins(client: &Client, json: bool) -> anyhow::Result<()> {
+    require_organizer(client)?;
+    let list = client.checkins()?;
+    if json {
+        return print_json(&serde_json::to_value(&list)?);
+    }
+    if list.is_empty() {
+        outln!("No check-ins yet.");
+        return Ok(());
+    }
+    for s in &list {
+        outln!(
+            "{}: {} passes, {} walk-ins",
+            s.session,
+            s.passes,
+            s.walk_ins
+        );
+        for d in &s.double_uses {
+            outln!(
+                "  DOUBLE USE: the pass of {} was admitted at {}",
+                d.user,
+                d.doors.join(" and ")
+            );
+        }
+    }
     Ok(())
 }
 

@@ -40,6 +40,7 @@ pub fn session_json(s: &Session, tz: &str, seats: Option<&SeatCount>) -> anyhow:
         m.insert("confirmed".into(), json!(c.confirmed));
         m.insert("offered".into(), json!(c.offered));
         m.insert("waitlist".into(), json!(c.waitlist));
+        m.insert("checked_in".into(), json!(c.checked_in));
     }
     Ok(v)
 }

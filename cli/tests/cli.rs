@@ -352,6 +352,7 @@ fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
         "confirmed",
         "offered",
         "waitlist",
+        "checked_in",
     ]);
     for item in &items {
         assert_eq!(keys(item), want);
@@ -376,6 +377,7 @@ fn agenda_json_has_the_contract_keys_and_event_zone_offsets() {
             "confirmed": 0,
             "offered": 0,
             "waitlist": 0,
+            "checked_in": 0,
         })
     );
     assert_eq!(items[1]["start"], json!("2026-06-10T14:00:00-04:00"));

@@ -31,6 +31,10 @@ pub enum ClientError {
     /// A value is out of range (e.g. end before start).
     #[error("invalid value: {0}")]
     Invalid(String),
+    /// A pass refused at the door: forged, of another event, expired,
+    /// revoked or already checked in (the message says which).
+    #[error("refused: {0}")]
+    PassRefused(String),
     /// The local store failed; the edit was not made.
     #[error(transparent)]
     Store(#[from] StoreError),

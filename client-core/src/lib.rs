@@ -48,5 +48,5 @@ pub use model::{
     SessionDetails, SessionStatus, SessionUpdate, SyncReport, SyncStatus,
 };
 pub use resolve::{KeptEdit, ResolveReport};
-pub use seats::{Reservation, ReservationState, SeatCount};
+pub use seats::{CheckIn, DoubleUse, Reservation, ReservationState, SeatCount, SessionCheckins};
 pub use sync::{shared_endpoint, BackgroundOptions, BackgroundSync, Received, HANDSHAKE_TIMEOUT};

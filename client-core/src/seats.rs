@@ -15,7 +15,7 @@ use automerge::transaction::{CommitOptions, Transactable as _};
 use automerge::{Automerge, ROOT};
 use lanyard_protocol::seats::doc::{self as seatdoc, Counts};
 use lanyard_protocol::seats::{Outcome, RequestKind, SeatState};
-use lanyard_protocol::{DocId, RequestId, SessionId, UserId};
+use lanyard_protocol::{DocId, RequestId, Role, SessionId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{now_ms, Client};
@@ -85,6 +85,45 @@ pub struct Reservation {
     /// seat or place, among all of the event's (0 while pending, refused or
     /// cancelled): the waitlist is served in this order.
     pub arrival: u64,
+    /// A confirmed seat's pass, signed by the server: what an app shows as
+    /// a QR code at the door.
+    pub pass: Option<String>,
+}
+
+/// A pass admitted at the door.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckIn {
+    /// Whose seat.
+    pub user: String,
+    /// The session.
+    pub session: String,
+    /// People checked in to the session as this door knows it (this one
+    /// included).
+    pub checked_in: u32,
+    /// The session's capacity (0 if none).
+    pub capacity: u32,
+}
+
+/// One session at the doors, as this door device knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCheckins {
+    /// The session.
+    pub session: String,
+    /// Passes checked in (each once, however many doors admitted it).
+    pub passes: u32,
+    /// People let in without a reservation.
+    pub walk_ins: u32,
+    /// Passes admitted at more than one door (the same seat used twice).
+    pub double_uses: Vec<DoubleUse>,
+}
+
+/// A pass admitted at several doors (two doors offline at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoubleUse {
+    /// Whose pass.
+    pub user: String,
+    /// The doors that admitted it.
+    pub doors: Vec<String>,
 }
 
 /// How full one session is, as last synced.
@@ -98,6 +137,9 @@ pub struct SeatCount {
     pub offered: u32,
     /// People waiting.
     pub waitlist: u32,
+    /// People checked in at the doors (passes and walk-ins), as the server
+    /// last counted them.
+    pub checked_in: u32,
 }
 
 impl SeatCount {
@@ -159,6 +201,7 @@ pub(crate) fn reservations(
                     updated_unix_ms: *at,
                     offer_until_unix_ms: None,
                     arrival: 0,
+                    pass: None,
                 });
             }
             let o = outcomes.get(&session)?;
@@ -170,6 +213,7 @@ pub(crate) fn reservations(
                 updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
                 offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
                 arrival: o.seq,
+                pass: o.pass.clone(),
             })
         })
         .collect()
@@ -249,10 +293,175 @@ impl Client {
                     confirmed: c.confirmed,
                     offered: c.offered,
                     waitlist: c.waitlist,
+                    checked_in: c.checked_in,
                 },
             );
         }
         Ok(out)
+    }
+
+    /// The pass of your confirmed seat in `session`, to show at the door.
+    pub fn pass(&self, session: &str) -> Result<String, ClientError> {
+        let r = self
+            .reservations()?
+            .into_iter()
+            .find(|r| r.session == session);
+        match r {
+            Some(Reservation {
+                state: ReservationState::Confirmed,
+                pass: Some(p),
+                ..
+            }) => Ok(p),
+            Some(r) => Err(ClientError::Invalid(format!(
+                "no pass for {session}: your reservation is {}{}",
+                r.state.as_str(),
+                if r.state == ReservationState::Pending {
+                    " (run `lanyard sync`)"
+                } else {
+                    ""
+                }
+            ))),
+            None => Err(ClientError::Invalid(format!(
+                "no pass for {session}: you hold no reservation (lanyard reserve {session})"
+            ))),
+        }
+    }
+
+    /// Checks a pass in at this door (organizers only), with no network:
+    /// the signature against the server's key (synced once), the event, the
+    /// session's end, revocations and earlier check-ins as this device
+    /// knows them. Recorded durably; doors that both admitted a pass offline
+    /// are reconciled as one check-in and reported ([`Client::checkins`]).
+    pub fn check_in(&self, pass: &str) -> Result<CheckIn, ClientError> {
+        let claims = self.creds()?.claims;
+        if claims.role != Role::Organizer {
+            return Err(ClientError::OrganizersOnly);
+        }
+        let counts = DocId::SeatCounts(claims.event.clone());
+        let (key, revoked_doc) = self.read(&counts, |d| (seatdoc::read_pass_key(d), d.fork()))?;
+        let Some(key) = key else {
+            return Err(ClientError::Invalid(
+                "this door has not got the server's pass key yet: run `lanyard sync` once with a network".into(),
+            ));
+        };
+        let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
+        let pc = lanyard_protocol::seats::pass::verify_pass(pass, &key, &claims.event, now)
+            .map_err(|e| ClientError::PassRefused(e.to_string()))?;
+        if seatdoc::is_revoked(&revoked_doc, pc.request.as_str()) {
+            return Err(ClientError::PassRefused(format!(
+                "revoked pass: {} gave back the seat in {}",
+                pc.user, pc.session
+            )));
+        }
+        let doors = DocId::Checkins(claims.event.clone());
+        let earlier = self.read(&doors, |d| {
+            seatdoc::read_checkins(d).remove(pc.request.as_str())
+        })?;
+        if let Some(first) = earlier.and_then(|e| e.into_iter().next()) {
+            let tz = self.agenda_time_zone()?.unwrap_or_else(|| "UTC".into());
+            let at = crate::time::format_clock(first.at.div_euclid(1000), &tz)
+                .unwrap_or_else(|_| first.at.to_string());
+            return Err(ClientError::PassRefused(format!(
+                "already checked in: {} in {} at {at} (door {})",
+                pc.user, pc.session, first.door
+            )));
+        }
+        let record = seatdoc::CheckinRecord {
+            session: pc.session.to_string(),
+            user: pc.user.to_string(),
+            door: claims.device.to_string(),
+            at: now_ms(),
+        };
+        self.edit(&doors, |d, id| {
+            seatdoc::write_checkin(d, id, &pc.request, &record)?;
+            Ok(())
+        })?;
+        let checked_in = self.read(&doors, |d| {
+            seatdoc::checked_in(d)
+                .get(pc.session.as_str())
+                .copied()
+                .unwrap_or(0)
+        })?;
+        let capacity = self.session(pc.session.as_str())?.map_or(0, |s| s.capacity);
+        Ok(CheckIn {
+            user: pc.user.to_string(),
+            session: pc.session.to_string(),
+            checked_in,
+            capacity,
+        })
+    }
+
+    /// Lets someone in without a reservation (organizers only); they count
+    /// toward the session's occupancy. Returns the people checked in now.
+    pub fn walk_in(&self, session: &str) -> Result<u32, ClientError> {
+        let claims = self.creds()?.claims;
+        if claims.role != Role::Organizer {
+            return Err(ClientError::OrganizersOnly);
+        }
+        if self.session(session)?.is_none() {
+            return Err(ClientError::NoSuchSession(session.to_owned()));
+        }
+        let doors = DocId::Checkins(claims.event.clone());
+        let bytes: [u8; 8] = rand::random();
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let record = seatdoc::WalkInRecord {
+            session: session.to_owned(),
+            door: claims.device.to_string(),
+            at: now_ms(),
+        };
+        self.edit(&doors, |d, doc_id| {
+            seatdoc::write_walk_in(d, doc_id, &id, &record)?;
+            Ok(())
+        })?;
+        self.read(&doors, |d| {
+            seatdoc::checked_in(d).get(session).copied().unwrap_or(0)
+        })
+    }
+
+    /// Check-ins per session as this door device knows them (its own and
+    /// every other door's, as last synced), with passes used at two doors.
+    pub fn checkins(&self) -> Result<Vec<SessionCheckins>, ClientError> {
+        let claims = self.creds()?.claims;
+        if claims.role != Role::Organizer {
+            return Err(ClientError::OrganizersOnly);
+        }
+        let doors = DocId::Checkins(claims.event.clone());
+        self.read(&doors, |d| {
+            let mut out: BTreeMap<String, SessionCheckins> = BTreeMap::new();
+            let entry = |out: &mut BTreeMap<String, SessionCheckins>, s: &str| {
+                out.entry(s.to_owned())
+                    .or_insert_with(|| SessionCheckins {
+                        session: s.to_owned(),
+                        passes: 0,
+                        walk_ins: 0,
+                        double_uses: Vec::new(),
+                    })
+                    .session
+                    .clone()
+            };
+            for records in seatdoc::read_checkins(d).into_values() {
+                let Some(first) = records.first() else {
+                    continue;
+                };
+                let key = entry(&mut out, &first.session);
+                if let Some(s) = out.get_mut(&key) {
+                    s.passes += 1;
+                    if records.len() > 1 {
+                        s.double_uses.push(DoubleUse {
+                            user: first.user.clone(),
+                            doors: records.iter().map(|r| r.door.clone()).collect(),
+                        });
+                    }
+                }
+            }
+            for w in seatdoc::read_walk_ins(d) {
+                let key = entry(&mut out, &w.session);
+                if let Some(s) = out.get_mut(&key) {
+                    s.walk_ins += 1;
+                }
+            }
+            out.into_values().collect()
+        })
     }
 
     /// Sets how many seats a session has (organizers only); 0 takes no
@@ -431,6 +640,7 @@ pub(crate) fn seat_alerts(
             updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
             offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
             arrival: o.seq,
+            pass: o.pass.clone(),
         };
         alerts.push(Alert {
             kind,

@@ -49,6 +49,7 @@
 //! let mut server = ServerCore::new(ServerConfig {
 //!     token_key: key.public_key().as_ref().to_vec(),
 //!     limits: Default::default(),
+//!     pass_signer: None,
 //! });
 //!
 //! // The organizer edits the agenda offline.

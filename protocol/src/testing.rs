@@ -68,7 +68,7 @@ pub fn hello(event: &EventId, token: &str) -> ClientMsg {
 /// A server's Ed25519 token key, made from a fixed seed.
 #[derive(Debug)]
 pub struct TestKey {
-    pair: Ed25519KeyPair,
+    pair: std::sync::Arc<Ed25519KeyPair>,
 }
 
 impl TestKey {
@@ -80,7 +80,9 @@ impl TestKey {
     /// The key of a whole 32-byte seed.
     pub fn from_seed(seed: &[u8; 32]) -> TestKey {
         TestKey {
-            pair: Ed25519KeyPair::from_seed_unchecked(seed).expect("any 32 bytes are a seed"),
+            pair: std::sync::Arc::new(
+                Ed25519KeyPair::from_seed_unchecked(seed).expect("any 32 bytes are a seed"),
+            ),
         }
     }
 
@@ -94,7 +96,13 @@ impl TestKey {
         ServerConfig {
             token_key: self.public_key(),
             limits,
+            pass_signer: Some(self.pair.clone()),
         }
+    }
+
+    /// A seat pass with `claims`, signed with this key.
+    pub fn sign_pass(&self, claims: &crate::seats::pass::PassClaims) -> String {
+        crate::seats::pass::sign_pass(claims, &self.pair)
     }
 
     /// A fresh server holding nothing, checking tokens against this key.

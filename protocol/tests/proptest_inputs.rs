@@ -254,6 +254,7 @@ proptest! {
         let mut server = ServerCore::new(ServerConfig {
             token_key: key.clone(),
             limits: Default::default(),
+            pass_signer: None,
         });
         const HONEST: u64 = 1;
         const FUZZED: u64 = 2;

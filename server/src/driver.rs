@@ -670,6 +670,7 @@ impl Server {
         let mut core = ServerCore::new(ServerConfig {
             token_key: identity.token_public_key(),
             limits: opts.limits,
+            pass_signer: Some(identity.signer()),
         });
         for id in store.doc_ids()? {
             let doc = DocId::parse(&id).map_err(|_| StartError::BadDocId(id.clone()))?;

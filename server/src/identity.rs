@@ -43,7 +43,7 @@ pub struct Identity {
     pub cert_der: Vec<u8>,
     /// Certificate private key, PKCS#8 DER.
     pub key_der: Vec<u8>,
-    signing: Ed25519KeyPair,
+    signing: std::sync::Arc<Ed25519KeyPair>,
     /// Key of QUIC stateless resets (HMAC-SHA256), kept across restarts so a
     /// device talking to a connection the server lost in a crash gets a
     /// stateless reset at once instead of waiting for its idle timeout.
@@ -135,7 +135,7 @@ impl Identity {
         Ok(Identity {
             cert_der,
             key_der,
-            signing,
+            signing: std::sync::Arc::new(signing),
             reset_key,
         })
     }
@@ -159,6 +159,11 @@ impl Identity {
     /// The certificate pin clients check.
     pub fn pin(&self) -> String {
         cert_pin(&self.cert_der)
+    }
+
+    /// The token signing key, which also signs seat passes.
+    pub fn signer(&self) -> std::sync::Arc<Ed25519KeyPair> {
+        self.signing.clone()
     }
 
     /// The public half of the token signing key.

@@ -250,7 +250,10 @@ impl Light {
                 ServerMsg::Welcome { docs, limits } => {
                     // The seat counts are shared by every device like the
                     // agenda: a light device lets them go by unapplied.
-                    let docs = docs.into_iter().filter(|u| !self.is_counts(&u.doc)).collect::<Vec<_>>();
+                    let docs = docs
+                        .into_iter()
+                        .filter(|u| !self.is_counts(&u.doc))
+                        .collect::<Vec<_>>();
                     let (agenda, own): (Vec<_>, Vec<_>) =
                         docs.into_iter().partition(|u| u.doc == self.agenda);
                     for u in agenda {

@@ -256,3 +256,103 @@ async fn an_offered_seat_moves_on_when_it_lapses_and_is_kept_when_accepted() {
         Some((ReservationState::Confirmed, None))
     );
 }
+
+/// Syncs `d` until `cond` holds (the server folds counts and the pass key
+/// into its counts document on a timer), with a generous deadline.
+async fn sync_until(d: &Device, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        d.sync().await.unwrap();
+        if cond() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_are_checked_in_offline_once_and_double_use_is_reported() {
+    use lanyard_client_core::ClientError;
+    let srv = TestServer::start().await.unwrap();
+    let _org = organizer_with_workshop(&srv, 2).await;
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    let bob = srv.device(Role::Attendee, "bob", "phone").unwrap();
+    for d in [&ann, &bob] {
+        d.sync().await.unwrap();
+        d.client.reserve("w1").unwrap();
+        d.sync().await.unwrap();
+    }
+    let pass = ann.client.pass("w1").unwrap();
+    let bob_pass = bob.client.pass("w1").unwrap();
+    // An attendee's device is no door.
+    assert!(matches!(
+        ann.client.check_in(&pass),
+        Err(ClientError::OrganizersOnly)
+    ));
+    // Bob gives his seat back: his pass is revoked.
+    bob.client.cancel_reservation("w1").unwrap();
+    bob.sync().await.unwrap();
+    assert!(bob.client.pass("w1").is_err());
+
+    // Two doors sync once (the server's pass key and revocations), then
+    // work offline.
+    let door1 = srv.device(Role::Organizer, "staff1", "door-1").unwrap();
+    let door2 = srv.device(Role::Organizer, "staff2", "door-2").unwrap();
+    for d in [&door1, &door2] {
+        // The counts after bob's cancellation come in the same change as
+        // his revocation (and, before them, the server's pass key).
+        sync_until(d, "the door holds the counts after bob gave back", || {
+            d.client
+                .seat_counts()
+                .unwrap()
+                .get("w1")
+                .is_some_and(|c| c.confirmed == 1)
+        })
+        .await;
+        let err = d.client.check_in(&bob_pass).unwrap_err();
+        assert!(err.to_string().contains("revoked"), "{err}");
+    }
+    let ok = door1.client.check_in(&pass).unwrap();
+    assert_eq!((ok.user.as_str(), ok.session.as_str()), ("ann", "w1"));
+    assert_eq!((ok.checked_in, ok.capacity), (1, 2));
+    let again = door1.client.check_in(&pass).unwrap_err();
+    assert!(again.to_string().contains("already checked in"), "{again}");
+    // A forged pass: the same claims signed by another key.
+    let key = lanyard_protocol::testing::TestKey::new(9);
+    let claims = lanyard_protocol::seats::pass::PassClaims {
+        event: lanyard_protocol::EventId::new(lanyard_tests::EVENT).unwrap(),
+        session: lanyard_protocol::SessionId::new("w1").unwrap(),
+        user: lanyard_protocol::UserId::new("mallory").unwrap(),
+        request: lanyard_protocol::RequestId::new("r-forged").unwrap(),
+        valid_until: u64::MAX,
+    };
+    let forged = key.sign_pass(&claims);
+    let err = door1.client.check_in(&forged).unwrap_err();
+    assert!(err.to_string().contains("forged"), "{err}");
+    let err = door1.client.check_in("hello").unwrap_err();
+    assert!(err.to_string().contains("not a Lanyard pass"), "{err}");
+    // The second door, offline, admits the same pass: both are kept.
+    door2.client.check_in(&pass).unwrap();
+    assert_eq!(door2.client.walk_in("w1").unwrap(), 2);
+
+    // After both sync: one check-in for the pass, the double use reported,
+    // and everyone sees how many are in the room.
+    door1.sync().await.unwrap();
+    door2.sync().await.unwrap();
+    door1.sync().await.unwrap();
+    let report = door1.client.checkins().unwrap();
+    assert_eq!(report.len(), 1, "{report:?}");
+    assert_eq!((report[0].passes, report[0].walk_ins), (1, 1));
+    assert_eq!(report[0].double_uses.len(), 1);
+    assert_eq!(report[0].double_uses[0].user, "ann");
+    assert_eq!(report[0].double_uses[0].doors.len(), 2);
+    sync_until(&ann, "the room's count reaches the attendee", || {
+        ann.client
+            .seat_counts()
+            .unwrap()
+            .get("w1")
+            .is_some_and(|c| c.checked_in == 2)
+    })
+    .await;
+}

@@ -94,6 +94,11 @@ impl Arbiter {
         self.sessions.keys()
     }
 
+    /// Marks `session`'s counts as changed (people checked in).
+    pub fn mark_dirty(&mut self, session: SessionId) {
+        self.dirty.insert(session);
+    }
+
     /// Sessions whose counts changed since the last call.
     pub fn take_dirty(&mut self) -> BTreeSet<SessionId> {
         std::mem::take(&mut self.dirty)
@@ -144,6 +149,7 @@ impl Arbiter {
             seq: 0,
             updated: now,
             offer_until: None,
+            pass: None,
         }
     }
 
@@ -235,6 +241,7 @@ impl Arbiter {
             seq: 0,
             updated: now,
             offer_until: None,
+            pass: None,
         });
         if released || left_waitlist {
             self.dirty.insert(req.session.clone());
@@ -311,6 +318,7 @@ impl Arbiter {
             seq,
             updated: now,
             offer_until,
+            pass: None,
         }
     }
 
@@ -393,6 +401,7 @@ impl Arbiter {
                 seq: *seq,
                 updated: now,
                 offer_until: None,
+                pass: None,
             });
         }
     }
@@ -463,6 +472,7 @@ impl Arbiter {
                     seq: 0,
                     updated: now,
                     offer_until: None,
+                    pass: None,
                 });
             }
         } else if rules.capacity > before.capacity || (before.cancelled && !rules.cancelled) {
@@ -500,6 +510,7 @@ impl Arbiter {
                 seq: 0,
                 updated: now,
                 offer_until: None,
+                pass: None,
             });
             sessions.insert(id);
         }

@@ -121,6 +121,8 @@ pub struct SeatRecord {
     pub updated: u64,
     /// Until when an offer is held, Unix ms; 0 if none.
     pub offer_until: u64,
+    /// A confirmed seat's signed pass, or "".
+    pub pass: String,
 }
 
 /// A decided request, as the server writes it.
@@ -293,6 +295,7 @@ pub fn read_outcomes(doc: &Automerge, user: &UserId) -> Vec<Outcome> {
                 seq: r.seq,
                 updated: Millis(r.updated),
                 offer_until: (r.offer_until > 0).then_some(Millis(r.offer_until)),
+                pass: (!r.pass.is_empty()).then_some(r.pass),
             })
         })
         .collect()
@@ -360,6 +363,7 @@ pub fn write_outcomes(
             seq: o.seq,
             updated: o.updated.0,
             offer_until: o.offer_until.map_or(0, |t| t.0),
+            pass: o.pass.clone().unwrap_or_default(),
         };
         tx.put(
             &seats,
@@ -414,26 +418,57 @@ pub struct Counts {
     pub offered: u32,
     /// People waiting.
     pub waitlist: u32,
+    /// People checked in at the doors (each pass once, and walk-ins).
+    pub checked_in: u32,
 }
 
-/// Writes counts into the event's counts document as one change; only
-/// values that differ are written.
+/// What the server writes into the event's counts document.
+#[derive(Debug, Default)]
+pub struct PublicUpdate<'a> {
+    /// Counts of sessions (only those that differ are written).
+    pub counts: &'a [(SessionId, Counts)],
+    /// Requests whose seats were given back (their passes revoked).
+    pub revoked: &'a [RequestId],
+    /// The server's public key for passes (written when absent).
+    pub pass_key: Option<&'a [u8]>,
+}
+
+/// Writes counts, revocations and the pass key into the event's counts
+/// document as one change; only what differs is written.
 pub fn write_counts(
     doc: &mut Automerge,
     id: &DocId,
-    counts: &[(SessionId, Counts)],
+    update: &PublicUpdate<'_>,
     now: Millis,
 ) -> Result<Option<ChangeHash>, AutomergeError> {
     let current = read_counts(doc);
-    let changed: Vec<&(SessionId, Counts)> = counts
+    let changed: Vec<&(SessionId, Counts)> = update
+        .counts
         .iter()
         .filter(|(s, c)| current.get(s.as_str()) != Some(c))
         .collect();
-    if changed.is_empty() {
+    let key = update
+        .pass_key
+        .filter(|k| read_pass_key(doc).as_deref() != Some(*k));
+    let revoked: Vec<&RequestId> = update
+        .revoked
+        .iter()
+        .filter(|r| !is_revoked(doc, r.as_str()))
+        .collect();
+    if changed.is_empty() && key.is_none() && revoked.is_empty() {
         return Ok(None);
     }
     doc.set_actor(server_actor(id));
     let mut tx = doc.transaction();
+    if let Some(k) = key {
+        tx.put(ROOT, PASS_KEY, ScalarValue::Bytes(k.to_vec()))?;
+    }
+    if !revoked.is_empty() {
+        let map = root_map(&mut tx, REVOKED)?;
+        for r in revoked {
+            tx.put(&map, r.as_str(), true)?;
+        }
+    }
     let all = root_map(&mut tx, COUNTS)?;
     for (session, c) in changed {
         tx.put(&all, session.as_str(), ScalarValue::Bytes(encode(c)))?;
@@ -453,4 +488,145 @@ pub fn read_counts(doc: &Automerge) -> BTreeMap<String, Counts> {
             Some((key, c))
         })
         .collect()
+}
+
+/// The check-ins document's map of `<request>/<door device>` → a
+/// [`CheckinRecord`]: flat keys, so two doors admitting the same pass
+/// offline write two entries of one map instead of two conflicting maps.
+pub const CHECKINS: &str = "checkins";
+/// The check-ins document's map of walk-in id → a [`WalkInRecord`].
+pub const WALK_INS: &str = "walk_ins";
+/// The counts document's key holding the server's public key (hex), which
+/// door devices check passes with.
+pub const PASS_KEY: &str = "pass_key";
+/// The counts document's map of request ids whose seats were given back
+/// (their passes are revoked).
+pub const REVOKED: &str = "revoked";
+
+/// One pass admitted at one door.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckinRecord {
+    /// The session.
+    pub session: String,
+    /// Whose pass.
+    pub user: String,
+    /// The door device.
+    pub door: String,
+    /// When, Unix ms (the door's clock).
+    pub at: i64,
+}
+
+/// Someone let in without a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalkInRecord {
+    /// The session.
+    pub session: String,
+    /// The door device.
+    pub door: String,
+    /// When, Unix ms (the door's clock).
+    pub at: i64,
+}
+
+/// The deterministic change that creates the check-ins document's maps
+/// (`doc_id` is its id): every door makes the byte-identical change.
+pub fn checkins_genesis(doc_id: &str) -> Result<automerge::Change, AutomergeError> {
+    let actor = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("lanyard-checkins\u{0}{doc_id}").as_bytes(),
+    );
+    let mut d = Automerge::new().with_actor(ActorId::from(&actor.as_ref()[..16]));
+    let mut tx = d.transaction();
+    tx.put_object(ROOT, CHECKINS, ObjType::Map)?;
+    tx.put_object(ROOT, WALK_INS, ObjType::Map)?;
+    tx.commit_with(CommitOptions::default().with_time(0));
+    d.get_last_local_change().ok_or(AutomergeError::Fail)
+}
+
+fn checkins_map(doc: &mut Automerge, doc_id: &str, key: &str) -> Result<ObjId, AutomergeError> {
+    let genesis = checkins_genesis(doc_id)?;
+    if doc.get_change_by_hash(&genesis.hash()).is_none() {
+        doc.apply_changes([genesis])?;
+    }
+    map_of(doc, &ROOT, key).ok_or(AutomergeError::Fail)
+}
+
+/// Records that `request`'s pass was admitted at `door`.
+pub fn write_checkin(
+    doc: &mut Automerge,
+    doc_id: &str,
+    request: &RequestId,
+    record: &CheckinRecord,
+) -> Result<(), AutomergeError> {
+    let map = checkins_map(doc, doc_id, CHECKINS)?;
+    let key = format!("{request}/{}", record.door);
+    let mut tx = doc.transaction();
+    tx.put(&map, key.as_str(), ScalarValue::Bytes(encode(record)))?;
+    tx.commit_with(CommitOptions::default().with_time(record.at));
+    Ok(())
+}
+
+/// Records a walk-in under the random id `id`.
+pub fn write_walk_in(
+    doc: &mut Automerge,
+    doc_id: &str,
+    id: &str,
+    record: &WalkInRecord,
+) -> Result<(), AutomergeError> {
+    let map = checkins_map(doc, doc_id, WALK_INS)?;
+    let mut tx = doc.transaction();
+    tx.put(&map, id, ScalarValue::Bytes(encode(record)))?;
+    tx.commit_with(CommitOptions::default().with_time(record.at));
+    Ok(())
+}
+
+/// Every check-in: the request, and one record per door that admitted it.
+pub fn read_checkins(doc: &Automerge) -> BTreeMap<String, Vec<CheckinRecord>> {
+    let mut out: BTreeMap<String, Vec<CheckinRecord>> = BTreeMap::new();
+    let Some(map) = map_of(doc, &ROOT, CHECKINS) else {
+        return out;
+    };
+    for key in doc.keys(&map) {
+        let Some((request, _door)) = key.split_once('/') else {
+            continue;
+        };
+        if let Some(r) = record::<CheckinRecord>(doc, &map, &key) {
+            out.entry(request.to_owned()).or_default().push(r);
+        }
+    }
+    out
+}
+
+/// Every walk-in.
+pub fn read_walk_ins(doc: &Automerge) -> Vec<WalkInRecord> {
+    let Some(map) = map_of(doc, &ROOT, WALK_INS) else {
+        return Vec::new();
+    };
+    doc.keys(&map)
+        .filter_map(|k| record::<WalkInRecord>(doc, &map, &k))
+        .collect()
+}
+
+/// People checked in per session: each pass once, however many doors
+/// admitted it, plus walk-ins.
+pub fn checked_in(doc: &Automerge) -> BTreeMap<String, u32> {
+    let mut out: BTreeMap<String, u32> = BTreeMap::new();
+    for records in read_checkins(doc).into_values() {
+        if let Some(r) = records.first() {
+            *out.entry(r.session.clone()).or_default() += 1;
+        }
+    }
+    for w in read_walk_ins(doc) {
+        *out.entry(w.session).or_default() += 1;
+    }
+    out
+}
+
+/// The server's public key for passes, as the counts document holds it.
+pub fn read_pass_key(doc: &Automerge) -> Option<Vec<u8>> {
+    bytes_of(doc, &ROOT, PASS_KEY)
+}
+
+/// Whether the seat of `request` was given back (its pass revoked).
+pub fn is_revoked(doc: &Automerge, request: &str) -> bool {
+    map_of(doc, &ROOT, REVOKED).is_some_and(|m| matches!(doc.get(&m, request), Ok(Some(_))))
 }

@@ -16,6 +16,7 @@
 
 mod arbiter;
 pub mod doc;
+pub mod pass;
 
 use std::time::Duration;
 
@@ -160,6 +161,9 @@ pub struct Outcome {
     pub updated: Millis,
     /// Until when an offered seat is held.
     pub offer_until: Option<Millis>,
+    /// A confirmed seat's pass, signed by the server (set when the outcome
+    /// is recorded).
+    pub pass: Option<String>,
 }
 
 /// What a user holds in a session, as the arbiter sees it.

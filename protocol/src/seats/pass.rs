@@ -166,7 +166,10 @@ mod tests {
         ));
         for bad in ["", "hello", "LYP1.", "LYP1.!!.??", &"x".repeat(5000)] {
             assert!(
-                matches!(verify_pass(bad, &public, &event, 1), Err(PassError::Malformed(_))),
+                matches!(
+                    verify_pass(bad, &public, &event, 1),
+                    Err(PassError::Malformed(_))
+                ),
                 "{bad:.20}"
             );
         }

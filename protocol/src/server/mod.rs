@@ -149,6 +149,9 @@ pub struct ServerConfig {
     pub token_key: Vec<u8>,
     /// Size limits.
     pub limits: Limits,
+    /// The key seat passes are signed with (the token key's pair); `None`
+    /// gives confirmed seats no pass.
+    pub pass_signer: Option<Arc<ring::signature::Ed25519KeyPair>>,
 }
 
 /// Why a stored document could not be loaded.
@@ -362,7 +365,7 @@ impl ServerCore {
             .entry(DocId::SeatCounts(event.clone()))
             .or_default()
             .clone();
-        let mut seats = EventSeats::new(event.clone(), counts);
+        let mut seats = EventSeats::new(event.clone(), counts, self.config.pass_signer.clone());
         for (id, cell) in &self.docs {
             if let DocId::Seats(e, u) = id {
                 if e == event {
@@ -1106,6 +1109,11 @@ fn seat_decisions<'a>(
             }
             let rec = guard.record(now, limits, d.outcomes, Some((user, d.malformed)), stats);
             Some((guard, rec))
+        }
+        DocId::Checkins(_) if changed => {
+            let counts = crate::seats::doc::checked_in(am);
+            lock_seats(seats).set_checked_in(counts);
+            None
         }
         DocId::Agenda(_) if changed => {
             let rules = crate::seats::doc::read_rules(am);

@@ -16,12 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use automerge::{Automerge, ReadDoc as _};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use super::fanout::{DocState, NewChanges};
 use super::{lock_doc, DocCell, ServerAction, ServerStats, Sink};
 use crate::ids::{DocId, EventId, RequestId, SessionId, UserId};
 use crate::seats::doc::{self as seatdoc, Counts};
-use crate::seats::{Arbiter, Outcome, SeatPolicy, SessionRules};
+use crate::seats::pass::{sign_pass, PassClaims};
+use crate::seats::{Arbiter, Outcome, SeatPolicy, SeatState, SessionRules};
 use crate::time::Millis;
 use crate::wire::Limits;
 
@@ -49,6 +51,12 @@ pub(crate) struct EventSeats {
     /// When the counts are next written (set by the first change after the
     /// last write).
     counts_due: Option<Millis>,
+    /// The key passes are signed with.
+    signer: Option<Arc<Ed25519KeyPair>>,
+    /// Requests whose seats were given back since the last counts write.
+    revoked: Vec<RequestId>,
+    /// People checked in per session (from the doors' document).
+    checked_in: BTreeMap<String, u32>,
 }
 
 /// Actions of seat decisions, and which documents they wrote.
@@ -59,7 +67,7 @@ pub(crate) struct Recorded {
 }
 
 impl EventSeats {
-    pub fn new(event: EventId, counts: DocCell) -> Self {
+    pub fn new(event: EventId, counts: DocCell, signer: Option<Arc<Ed25519KeyPair>>) -> Self {
         EventSeats {
             event,
             arbiter: Arbiter::default(),
@@ -67,8 +75,42 @@ impl EventSeats {
             rules: BTreeMap::new(),
             docs: HashMap::new(),
             counts,
-            counts_due: None,
+            // The pass key goes out with the first counts write.
+            counts_due: signer.as_ref().map(|_| Millis(0)),
+            signer,
+            revoked: Vec::new(),
+            checked_in: BTreeMap::new(),
         }
+    }
+
+    /// Takes the doors' check-ins: how many people are in each session.
+    pub fn set_checked_in(&mut self, counts: BTreeMap<String, u32>) {
+        for (session, n) in &counts {
+            if self.checked_in.get(session) != Some(n) {
+                if let Ok(id) = SessionId::new(session.as_str()) {
+                    self.arbiter.mark_dirty(id);
+                }
+            }
+        }
+        self.checked_in = counts;
+        if self.counts_due.is_none() {
+            self.counts_due = Some(Millis(0));
+        }
+    }
+
+    /// The pass of a confirmed seat of `user` in `session`.
+    fn pass(&self, user: &UserId, session: &SessionId, request: &RequestId) -> Option<String> {
+        let signer = self.signer.as_ref()?;
+        let end = self.rules.get(session).map_or(0, |r| r.end.as_secs());
+        let claims = PassClaims {
+            event: self.event.clone(),
+            session: session.clone(),
+            user: user.clone(),
+            request: request.clone(),
+            // A session not in the agenda has no end to expire with.
+            valid_until: if end == 0 { u64::MAX } else { end },
+        };
+        Some(sign_pass(&claims, signer))
     }
 
     /// Takes `user`'s seats document as loaded.
@@ -195,6 +237,23 @@ impl EventSeats {
                 .as_ref()
                 .map(|am| seatdoc::read_outcomes(am, &user))
                 .unwrap_or_default();
+            // A seat given back revokes its pass.
+            for o in &list {
+                let held = current
+                    .iter()
+                    .find(|c| c.session == o.session && c.state == SeatState::Confirmed);
+                if let Some(c) = held {
+                    if o.state != SeatState::Confirmed || o.request != c.request {
+                        self.revoked.push(c.request.clone());
+                    }
+                }
+            }
+            let mut list = list;
+            for o in &mut list {
+                if o.state == SeatState::Confirmed {
+                    o.pass = self.pass(&user, &o.session, &o.request);
+                }
+            }
             // Only what changed is written (waitlist places are told to
             // everyone behind a move, most of them unchanged).
             let fresh: Vec<&Outcome> = list
@@ -232,6 +291,7 @@ impl EventSeats {
                     confirmed,
                     offered,
                     waitlist,
+                    checked_in: self.checked_in.get(s.as_str()).copied().unwrap_or(0),
                 };
                 (s, c)
             })
@@ -239,8 +299,18 @@ impl EventSeats {
         let id = DocId::SeatCounts(self.event.clone());
         let cell = self.counts.clone();
         let mut state = lock_doc(&cell);
+        let key = self
+            .signer
+            .as_ref()
+            .map(|k| k.public_key().as_ref().to_vec());
+        let revoked = std::mem::take(&mut self.revoked);
+        let update = seatdoc::PublicUpdate {
+            counts: &counts,
+            revoked: &revoked,
+            pass_key: key.as_deref(),
+        };
         write(&mut state, &id, limits, &mut rec, stats, |am| {
-            seatdoc::write_counts(am, &id, &counts, now)
+            seatdoc::write_counts(am, &id, &update, now)
         });
         rec
     }
