@@ -9,6 +9,11 @@
 //!   started again on the same directory, every cycle. At the end it is
 //!   stopped with SIGTERM and its database is read back from disk: every
 //!   acknowledged token must be in it.
+//!   Beside them, reserving devices hammer a few sessions of a small
+//!   capacity with reservations and cancellations, so the server is killed
+//!   in the middle of deciding who gets a seat. At the end every
+//!   acknowledged request must have its outcome on disk, and no session may
+//!   hold more seats than its capacity.
 //! * **Client**: a child process (this binary's `client-child` mode) opens
 //!   a device's sled database and appends numbered tokens to a note,
 //!   printing each number once the edit call returned. The parent SIGKILLs
@@ -51,6 +56,12 @@ pub struct Outcome {
     pub acknowledged: u64,
     /// Acknowledged writes missing at the end.
     pub lost: u64,
+    /// Seat requests acknowledged (server loop).
+    pub requests: u64,
+    /// Acknowledged seat requests with no outcome on disk at the end.
+    pub undecided: u64,
+    /// Sessions holding more seats than their capacity at the end.
+    pub overbooked: u64,
 }
 
 impl Outcome {
@@ -60,6 +71,9 @@ impl Outcome {
             cycles: self.cycles + other.cycles,
             acknowledged: self.acknowledged + other.acknowledged,
             lost: self.lost + other.lost,
+            requests: self.requests + other.requests,
+            undecided: self.undecided + other.undecided,
+            overbooked: self.overbooked + other.overbooked,
         }
     }
 }
@@ -68,8 +82,13 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "cycles={} acknowledged={} lost={}",
-            self.cycles, self.acknowledged, self.lost
+            "cycles={} acknowledged={} lost={} requests={} undecided={} overbooked={}",
+            self.cycles,
+            self.acknowledged,
+            self.lost,
+            self.requests,
+            self.undecided,
+            self.overbooked
         )
     }
 }
@@ -98,6 +117,8 @@ pub struct ServerLoop {
     pub cycles: u64,
     /// Writing devices.
     pub writers: usize,
+    /// Devices reserving and cancelling seats.
+    pub reservers: usize,
     /// The server is killed a random time in `[min_up, max_up]` after it listens.
     pub min_up: Duration,
     /// See `min_up`.
@@ -163,10 +184,21 @@ pub fn link(
     user: &str,
     device: &str,
 ) -> anyhow::Result<String> {
+    link_as(identity, addr, Role::Attendee, user, device)
+}
+
+/// A join link for the crash-loop event with `role`, signed by `identity`.
+pub fn link_as(
+    identity: &Identity,
+    addr: SocketAddr,
+    role: Role,
+    user: &str,
+    device: &str,
+) -> anyhow::Result<String> {
     let claims = TokenClaims {
         event: EventId::new(EVENT)?,
         user: UserId::new(user)?,
-        role: Role::Attendee,
+        role,
         device: DeviceId::new(device)?,
         expires_at: crate::unix_now() + 24 * 3600,
     };
@@ -197,6 +229,91 @@ async fn writer(client: Client, stop: Arc<AtomicBool>) -> u64 {
     acked
 }
 
+/// Sessions the reservers compete for, and their capacity.
+const SEAT_SESSIONS: usize = 3;
+const SEAT_CAPACITY: u32 = 2;
+
+/// The organizer publishes the sessions with a capacity (retrying while the
+/// server is down).
+async fn publish_seats(client: &Client) -> anyhow::Result<()> {
+    client.set_event("Crash loop", "UTC")?;
+    let start = i64::try_from(crate::unix_now())? + 86_400;
+    for k in 0..SEAT_SESSIONS {
+        client.add_session(lanyard_client_core::NewSession {
+            id: format!("seat-{k}"),
+            title: format!("Workshop {k}"),
+            room: format!("Room {k}"),
+            start_unix: start,
+            end_unix: start + 3600,
+            ..lanyard_client_core::NewSession::default()
+        })?;
+        client.set_capacity(&format!("seat-{k}"), SEAT_CAPACITY)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if client.sync(Duration::from_secs(5)).await.is_ok() && client.status().pending_changes == 0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the organizer could not publish the sessions within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One reserving device: reserves or gives back a seat at random and syncs,
+/// forever; returns the ids of the requests a sync acknowledged.
+async fn reserver(client: Client, seed: u64, stop: Arc<AtomicBool>) -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut acked = Vec::new();
+    let mut made: Vec<String> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let session = format!("seat-{}", rng.random_range(0..SEAT_SESSIONS));
+        let r = if rng.random_bool(0.7) {
+            client.reserve(&session)
+        } else {
+            client.cancel_reservation(&session)
+        };
+        match r {
+            Ok(id) => made.push(id),
+            Err(_) => break,
+        }
+        match client.sync(Duration::from_secs(5)).await {
+            Ok(_) if client.status().pending_changes == 0 => acked.append(&mut made),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    acked
+}
+
+/// Reads back what the server stored of the reservers: acknowledged requests
+/// without an outcome, and sessions over capacity.
+fn check_seats(store: &SledStore, acked: &[Vec<String>]) -> anyhow::Result<(u64, u64)> {
+    use lanyard_protocol::seats::doc as seatdoc;
+    use lanyard_protocol::seats::SeatState;
+    let event = EventId::new(EVENT)?;
+    let mut undecided = 0;
+    let mut held: std::collections::BTreeMap<String, u32> = Default::default();
+    for (i, ids) in acked.iter().enumerate() {
+        let user = UserId::new(format!("r{i}"))?;
+        let seats = DocId::Seats(event.clone(), user.clone());
+        let doc = match store.load_doc(&seats.to_string())? {
+            Some(b) => Automerge::load(&b).with_context(|| format!("{seats} is corrupt"))?,
+            None => Automerge::new(),
+        };
+        let decided = seatdoc::read_decided(&doc);
+        undecided += ids.iter().filter(|id| !decided.contains_key(*id)).count() as u64;
+        for o in seatdoc::read_outcomes(&doc, &user) {
+            if matches!(o.state, SeatState::Confirmed | SeatState::Offered) {
+                *held.entry(o.session.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let over = held.values().filter(|n| **n > SEAT_CAPACITY).count() as u64;
+    Ok((undecided, over))
+}
+
 /// Runs the server crash loop, calling `progress` after every cycle.
 pub async fn server_loop(
     cfg: &ServerLoop,
@@ -213,6 +330,26 @@ pub async fn server_loop(
         let client = Client::in_memory()?;
         client.join(&link(&identity, addr, &format!("w{i}"), "d")?)?;
         tasks.push(tokio::spawn(writer(client, Arc::clone(&stop))));
+    }
+    let mut seat_tasks = Vec::with_capacity(cfg.reservers);
+    if cfg.reservers > 0 {
+        let org = Client::in_memory()?;
+        org.join(&link_as(&identity, addr, Role::Organizer, "org", "laptop")?)?;
+        publish_seats(&org).await?;
+        for i in 0..cfg.reservers {
+            let client = Client::in_memory()?;
+            client.join(&link(&identity, addr, &format!("r{i}"), "d")?)?;
+            // The sessions must be known on the device before it reserves.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while client.session("seat-0")?.is_none() {
+                let _ = client.sync(Duration::from_secs(5)).await;
+                if Instant::now() > deadline {
+                    bail!("reserver r{i} never got the agenda");
+                }
+            }
+            let seed = cfg.seed.wrapping_mul(1000).wrapping_add(i as u64);
+            seat_tasks.push(tokio::spawn(reserver(client, seed, Arc::clone(&stop))));
+        }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let span = cfg.max_up.saturating_sub(cfg.min_up).as_millis() as u64;
@@ -232,6 +369,10 @@ pub async fn server_loop(
     let mut acked = Vec::with_capacity(tasks.len());
     for t in tasks {
         acked.push(t.await?);
+    }
+    let mut seat_acked = Vec::with_capacity(seat_tasks.len());
+    for t in seat_tasks {
+        seat_acked.push(t.await?);
     }
     // A clean stop, then what is on disk.
     let pid = server.id().context("the server exited on its own")?;
@@ -262,6 +403,10 @@ pub async fn server_loop(
         outcome.acknowledged += upto;
         outcome.lost += missing(&note, upto);
     }
+    let (undecided, overbooked) = check_seats(&store, &seat_acked)?;
+    outcome.requests = seat_acked.iter().map(|a| a.len() as u64).sum();
+    outcome.undecided = undecided;
+    outcome.overbooked = overbooked;
     Ok(outcome)
 }
 
@@ -344,6 +489,7 @@ pub async fn client_loop(
         cycles: cfg.cycles,
         acknowledged: last,
         lost: missing(&note, last),
+        ..Outcome::default()
     })
 }
 

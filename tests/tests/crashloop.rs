@@ -17,6 +17,7 @@ async fn a_server_killed_at_random_moments_loses_no_acknowledged_write() {
         server_bin: lanyard_tests::server_bin_for_tests(),
         cycles: 6,
         writers: 4,
+        reservers: 4,
         min_up: Duration::from_millis(100),
         max_up: Duration::from_millis(800),
         seed: SEED,
@@ -29,6 +30,9 @@ async fn a_server_killed_at_random_moments_loses_no_acknowledged_write() {
         "the writers got nothing acknowledged: {out}"
     );
     assert_eq!(out.lost, 0, "seed {SEED}: {out}");
+    assert!(out.requests > 0, "no seat request was acknowledged: {out}");
+    assert_eq!(out.undecided, 0, "seed {SEED}: {out}");
+    assert_eq!(out.overbooked, 0, "seed {SEED}: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,10 @@ struct Args {
     /// Devices writing to the server.
     #[arg(long, default_value_t = 8)]
     writers: usize,
+    /// Devices reserving and giving back seats in 3 sessions of 2 seats
+    /// (the server is killed in the middle of deciding who gets a seat).
+    #[arg(long, default_value_t = 8)]
+    reservers: usize,
     /// Shortest time the server runs before it is killed (ms).
     #[arg(long, default_value_t = 200)]
     min_up_ms: u64,
@@ -88,7 +92,9 @@ fn main() -> ExitCode {
         };
     }
     match run(&args) {
-        Ok(total) if total.lost == 0 => ExitCode::SUCCESS,
+        Ok(total) if total.lost == 0 && total.undecided == 0 && total.overbooked == 0 => {
+            ExitCode::SUCCESS
+        }
         Ok(_) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("lanyard-crashloop: {e:#} (seed {})", args.seed);
@@ -116,6 +122,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             server_bin,
             cycles: args.server_cycles,
             writers: args.writers,
+            reservers: args.reservers,
             min_up: Duration::from_millis(args.min_up_ms),
             max_up: Duration::from_millis(args.max_up_ms.max(args.min_up_ms)),
             seed: args.seed,
