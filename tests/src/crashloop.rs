@@ -528,12 +528,20 @@ mod tests {
             cycles: 2,
             acknowledged: 5,
             lost: 0,
+            requests: 4,
+            ..Outcome::default()
         }
         .plus(Outcome {
             cycles: 3,
             acknowledged: 7,
             lost: 1,
+            requests: 1,
+            undecided: 1,
+            overbooked: 0,
         });
-        assert_eq!(sum.to_string(), "cycles=5 acknowledged=12 lost=1");
+        assert_eq!(
+            sum.to_string(),
+            "cycles=5 acknowledged=12 lost=1 requests=5 undecided=1 overbooked=0"
+        );
     }
 }
