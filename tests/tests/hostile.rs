@@ -393,3 +393,170 @@ async fn zero_rtt_is_refused() {
         }
     }
 }
+
+/// Raw Automerge changes of an attendee document holding seat requests.
+fn request_changes(doc_id: &DocId, n: usize) -> Vec<Vec<u8>> {
+    use lanyard_protocol::seats::{doc as seatdoc, RequestKind};
+    let mut d = automerge::Automerge::new();
+    for k in 0..n {
+        let kind = if k % 2 == 0 {
+            RequestKind::Reserve
+        } else {
+            RequestKind::Cancel
+        };
+        seatdoc::write_request(
+            &mut d,
+            &doc_id.to_string(),
+            &lanyard_protocol::RequestId::new(format!("flood-{k}")).unwrap(),
+            &lanyard_protocol::SessionId::new("w1").unwrap(),
+            kind,
+            0,
+        )
+        .unwrap();
+    }
+    d.get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seat_outcomes_counts_check_ins_and_other_users_requests_cannot_be_forged() {
+    let srv = TestServer::start().await.unwrap();
+    let event = EventId::new(EVENT).unwrap();
+    let mut raw = RawClient::connect(&srv).await.unwrap();
+    let mallory = TestServer::claims(Role::Attendee, "mallory", "phone");
+    raw.hello(&srv, &mallory, Vec::new()).await.unwrap();
+    // An outcome "confirmed" written by the attendee into their own seats
+    // document, the public counts, the doors' check-ins, and a request in
+    // another attendee's document.
+    let outcome = || {
+        let mut d = automerge::Automerge::new();
+        let mut tx = d.transaction();
+        let seats = tx
+            .put_object(automerge::ROOT, "seats", automerge::ObjType::Map)
+            .unwrap();
+        tx.put(&seats, "w1", "confirmed").unwrap();
+        tx.commit();
+        d.get_changes(&[])
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let targets = [
+        DocId::Seats(event.clone(), UserId::new("mallory").unwrap()),
+        DocId::SeatCounts(event.clone()),
+        DocId::Checkins(event.clone()),
+        attendee_doc("ann"),
+    ];
+    for doc in &targets {
+        let changes = match doc {
+            DocId::Attendee(..) => request_changes(doc, 1),
+            _ => outcome(),
+        };
+        raw.send(&ClientMsg::Push {
+            doc: doc.clone(),
+            changes,
+        })
+        .await
+        .unwrap();
+    }
+    // And reading the doors' check-ins.
+    raw.send(&ClientMsg::Resync {
+        doc: DocId::Checkins(event.clone()),
+        have: Vec::new(),
+    })
+    .await
+    .unwrap();
+    let mut refused = Vec::new();
+    while refused.len() < targets.len() + 1 {
+        match raw.recv().await.unwrap() {
+            Some(ServerMsg::Refused { doc, reason, .. }) => refused.push((doc, reason)),
+            Some(ServerMsg::Update(u)) => assert!(
+                !matches!(u.doc, DocId::Checkins(_)) || u.is_empty(),
+                "the check-ins reached an attendee"
+            ),
+            Some(_) => {}
+            None => panic!("stream ended; refusals so far {refused:?}"),
+        }
+    }
+    assert!(
+        refused
+            .iter()
+            .all(|(_, reason)| *reason == RefusalReason::Forbidden),
+        "{refused:?}"
+    );
+    for doc in &targets {
+        assert!(refused.iter().any(|(d, _)| d == doc), "{doc} not refused");
+        let held = srv
+            .server()
+            .with_doc(doc, |d| d.map(|d| d.get_heads().len()));
+        assert!(
+            held.unwrap_or(0) == 0 || matches!(doc, DocId::SeatCounts(_)),
+            "{doc}: {held:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_reserve_and_cancel_toggles_is_cut_off_while_honest_devices_get_seats() {
+    let srv = TestServer::start().await.unwrap();
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    let start = i64::try_from(lanyard_tests::unix_now()).unwrap() + 86_400;
+    org.client
+        .add_session(lanyard_client_core::NewSession {
+            id: "w1".into(),
+            title: "Workshop".into(),
+            room: "Room 1".into(),
+            start_unix: start,
+            end_unix: start + 3600,
+            ..Default::default()
+        })
+        .unwrap();
+    org.client.set_capacity("w1", 5).unwrap();
+    org.sync().await.unwrap();
+
+    let mut raw = RawClient::connect(&srv).await.unwrap();
+    raw.hello(
+        &srv,
+        &TestServer::claims(Role::Attendee, "mallory", "phone"),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    // Every toggle its own push, as fast as the link takes them.
+    let mut flood = Vec::new();
+    for change in request_changes(&attendee_doc("mallory"), 600) {
+        flood.extend(lanyard_protocol::wire::encode(&ClientMsg::Push {
+            doc: attendee_doc("mallory"),
+            changes: vec![change],
+        }));
+    }
+    raw.send_raw(&flood).await.unwrap();
+    // Meanwhile an honest attendee reserves and gets a seat.
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    ann.sync().await.unwrap();
+    ann.client.reserve("w1").unwrap();
+    ann.sync().await.unwrap();
+    let mine = ann.client.reservations().unwrap();
+    assert_eq!(
+        mine[0].state,
+        lanyard_client_core::ReservationState::Confirmed
+    );
+    let (code, message) = error_from(&mut raw).await.expect("cut off");
+    assert_eq!(code, ErrorCode::RateLimited, "{message}");
+    // What the flood got decided never holds more seats than there are.
+    let held = srv.server().with_doc(
+        &DocId::Seats(
+            EventId::new(EVENT).unwrap(),
+            UserId::new("mallory").unwrap(),
+        ),
+        |d| {
+            d.map(|d| {
+                lanyard_protocol::seats::doc::read_outcomes(d, &UserId::new("mallory").unwrap())
+                    .len()
+            })
+        },
+    );
+    assert!(held.unwrap_or(0) <= 1, "{held:?}");
+}
