@@ -498,7 +498,7 @@ impl LanyardClient {
     }
 
     /// The pass of your confirmed seat, to show as a QR code at the door.
-    pub fn pass(&self, session_id: String) -> Result<String> {
+    pub fn seat_pass(&self, session_id: String) -> Result<String> {
         Ok(self.client.pass(&session_id)?)
     }
 

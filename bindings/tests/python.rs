@@ -87,6 +87,10 @@ async fn python_bindings_work_against_a_real_server() {
             .env(
                 "LANYARD_ANN2_LINK",
                 server.link(Role::Attendee, "ann", "laptop").unwrap(),
+            )
+            .env(
+                "LANYARD_BOB_LINK",
+                server.link(Role::Attendee, "bob", "phone").unwrap(),
             ),
         "python3 tests/python/test_lanyard.py",
     )

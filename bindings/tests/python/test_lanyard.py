@@ -185,6 +185,43 @@ async def main():
     await ann.stop_sync()
     listener.wait_for(lambda l: not l.statuses[-1].connected, "disconnected")
     ann.clear_listener()
+
+    # Seats: a workshop of one seat, tomorrow.
+    tomorrow = int(time.time()) + 86400
+    org.add_session(session("lab", "Hands-on lab", "Lab", tomorrow))
+    org.set_capacity("lab", 1)
+    await org.sync_now(60)
+    await ann.sync_now(60)
+    check(ann.session("lab").capacity == 1, ann.session("lab"))
+    # Reserved offline: pending until the server decides, then confirmed.
+    ann.reserve("lab")
+    check([r.state for r in ann.reservations()] == [ly.ReservationState.PENDING], ann.reservations())
+    await ann.sync_now(60)
+    mine = ann.reservations()
+    check(mine[0].state == ly.ReservationState.CONFIRMED, f"ann: {mine}")
+    check(ann.seat_pass("lab").startswith("LYP1."), "a pass for the confirmed seat")
+    # Bob waits, listening; ann gives her seat back; bob is promoted and told.
+    bob = client("bob")
+    bob.join(os.environ["LANYARD_BOB_LINK"])
+    await bob.sync_now(60)
+    bob.reserve("lab")
+    await bob.sync_now(60)
+    waiting = bob.reservations()[0]
+    check(waiting.state == ly.ReservationState.WAITLISTED and waiting.position == 1, waiting)
+    bob_listener = Listener()
+    bob.set_listener(bob_listener)
+    bob.start_sync()
+    bob_listener.wait_for(lambda l: any(s.connected for s in l.statuses), "bob connected")
+    ann.cancel_reservation("lab")
+    await ann.sync_now(60)
+    bob_listener.wait_for(
+        lambda l: any(a.kind == ly.AlertKind.SEAT_PROMOTED for a in l.alerts), "promotion alert")
+    promoted = [a for a in bob_listener.alerts if a.kind == ly.AlertKind.SEAT_PROMOTED][0]
+    check("A seat opened up" in promoted.message, promoted.message)
+    check(promoted.reservation.state == ly.ReservationState.CONFIRMED, promoted)
+    check(bob.reservations()[0].state == ly.ReservationState.CONFIRMED, bob.reservations())
+    await bob.stop_sync()
+    bob.clear_listener()
     print("python bindings: all checks passed")
 
 
