@@ -204,19 +204,25 @@ pub(crate) fn reservations(
                     pass: None,
                 });
             }
-            let o = outcomes.get(&session)?;
-            Some(Reservation {
-                session,
-                state: ReservationState::of(o.state),
-                position: o.position,
-                reason: o.reason.clone(),
-                updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
-                offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
-                arrival: o.seq,
-                pass: o.pass.clone(),
-            })
+            outcomes.get(&session).map(Reservation::of)
         })
         .collect()
+}
+
+impl Reservation {
+    /// The reservation the server's outcome `o` describes.
+    fn of(o: &Outcome) -> Reservation {
+        Reservation {
+            session: o.session.to_string(),
+            state: ReservationState::of(o.state),
+            position: o.position,
+            reason: o.reason.clone(),
+            updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
+            offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
+            arrival: o.seq,
+            pass: o.pass.clone(),
+        }
+    }
 }
 
 impl Client {
@@ -632,16 +638,7 @@ pub(crate) fn seat_alerts(
                 format!("Your reservation for {title} was refused: {reason}"),
             ),
         };
-        let reservation = Reservation {
-            session: o.session.to_string(),
-            state: ReservationState::of(o.state),
-            position: o.position,
-            reason: o.reason.clone(),
-            updated_unix_ms: i64::try_from(o.updated.0).unwrap_or(i64::MAX),
-            offer_until_unix_ms: o.offer_until.map(|t| i64::try_from(t.0).unwrap_or(0)),
-            arrival: o.seq,
-            pass: o.pass.clone(),
-        };
+        let reservation = Reservation::of(o);
         alerts.push(Alert {
             kind,
             session: s,

@@ -149,13 +149,22 @@ fn ms_of(m: Millis) -> i64 {
 /// the byte-identical change, so requests written offline on two devices
 /// land in one map instead of two conflicting ones.
 pub fn requests_genesis(doc_id: &str) -> Result<automerge::Change, AutomergeError> {
+    genesis("lanyard-requests", doc_id, &[REQUESTS])
+}
+
+/// A change creating the maps `maps` under the root, made by an actor
+/// derived from `what` and `doc_id` at time 0: byte-identical wherever it
+/// is made.
+fn genesis(what: &str, doc_id: &str, maps: &[&str]) -> Result<automerge::Change, AutomergeError> {
     let actor = ring::digest::digest(
         &ring::digest::SHA256,
-        format!("lanyard-requests\u{0}{doc_id}").as_bytes(),
+        format!("{what}\u{0}{doc_id}").as_bytes(),
     );
     let mut d = Automerge::new().with_actor(ActorId::from(&actor.as_ref()[..16]));
     let mut tx = d.transaction();
-    tx.put_object(ROOT, REQUESTS, ObjType::Map)?;
+    for m in maps {
+        tx.put_object(ROOT, *m, ObjType::Map)?;
+    }
     tx.commit_with(CommitOptions::default().with_time(0));
     d.get_last_local_change().ok_or(AutomergeError::Fail)
 }
@@ -530,16 +539,7 @@ pub struct WalkInRecord {
 /// The deterministic change that creates the check-ins document's maps
 /// (`doc_id` is its id): every door makes the byte-identical change.
 pub fn checkins_genesis(doc_id: &str) -> Result<automerge::Change, AutomergeError> {
-    let actor = ring::digest::digest(
-        &ring::digest::SHA256,
-        format!("lanyard-checkins\u{0}{doc_id}").as_bytes(),
-    );
-    let mut d = Automerge::new().with_actor(ActorId::from(&actor.as_ref()[..16]));
-    let mut tx = d.transaction();
-    tx.put_object(ROOT, CHECKINS, ObjType::Map)?;
-    tx.put_object(ROOT, WALK_INS, ObjType::Map)?;
-    tx.commit_with(CommitOptions::default().with_time(0));
-    d.get_last_local_change().ok_or(AutomergeError::Fail)
+    genesis("lanyard-checkins", doc_id, &[CHECKINS, WALK_INS])
 }
 
 fn checkins_map(doc: &mut Automerge, doc_id: &str, key: &str) -> Result<ObjId, AutomergeError> {
