@@ -86,9 +86,10 @@ pub enum Command {
         #[arg(long, value_enum, value_name = "ALLOWED|REFUSED")]
         seat_overlap: Option<SeatOverlap>,
         /// When a seat frees up, offer it to the first person waiting for
-        /// this long (e.g. 10m) before it moves on; 0 confirms them at once
-        /// (the default).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        /// this long before it moves on (--offer-hold alone: 10m); 0
+        /// confirms them at once (the default).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration,
+              num_args = 0..=1, default_missing_value = "10m")]
         offer_hold: Option<std::time::Duration>,
     },
     /// Reserve a seat in a session, give it back, or accept an offered seat.

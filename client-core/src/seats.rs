@@ -481,6 +481,9 @@ impl Client {
     /// Sets many sessions' capacities at once (organizers only), in as few
     /// changes as the server's limits allow; returns how many changed.
     pub fn set_capacities(&self, capacities: &[(String, u32)]) -> Result<usize, ClientError> {
+        if self.creds()?.claims.role != Role::Organizer {
+            return Err(ClientError::OrganizersOnly);
+        }
         for (id, _) in capacities {
             SessionId::new(id.as_str())?;
             if self.session(id)?.is_none() {
@@ -658,4 +661,89 @@ pub(crate) fn seat_alerts(
 pub(crate) fn outcomes_of(doc: Option<&Automerge>, user: &UserId) -> Vec<Outcome> {
     doc.map(|d| seatdoc::read_outcomes(d, user))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use lanyard_protocol::cert_pin;
+    use lanyard_protocol::testing::{event, TestKey};
+    use lanyard_protocol::JoinLink;
+
+    use super::*;
+    use crate::model::{NewSession, Room};
+
+    fn client(role: Role, user: &str) -> Client {
+        let event = event();
+        let link = JoinLink {
+            server: "127.0.0.1:9".into(),
+            token: TestKey::new(3).token(&event, user, role, "d", 4_000_000_000),
+            event,
+            pin: cert_pin(b"c"),
+        };
+        let c = Client::in_memory().unwrap();
+        c.join(&link.to_string()).unwrap();
+        c
+    }
+
+    fn talk(id: &str, room: &str) -> NewSession {
+        NewSession {
+            id: id.into(),
+            title: id.into(),
+            room: room.into(),
+            start_unix: 2_000_000_000,
+            end_unix: 2_000_003_600,
+            ..NewSession::default()
+        }
+    }
+
+    #[test]
+    fn sessions_take_their_rooms_capacity_unless_they_have_one() {
+        let org = client(Role::Organizer, "org");
+        org.put_room(Room {
+            name: "Hall".into(),
+            capacity: 300,
+        })
+        .unwrap();
+        org.put_room(Room {
+            name: "Unknown".into(),
+            capacity: 0,
+        })
+        .unwrap();
+        for (id, room) in [("a", "Hall"), ("b", "Hall"), ("c", "Unknown")] {
+            org.add_session(talk(id, room)).unwrap();
+        }
+        org.set_capacity("b", 12).unwrap();
+        assert_eq!(org.capacities_from_rooms().unwrap(), 1);
+        let cap = |id: &str| org.session(id).unwrap().unwrap().capacity;
+        assert_eq!((cap("a"), cap("b"), cap("c")), (300, 12, 0));
+        // Nothing left to give: no change.
+        assert_eq!(org.capacities_from_rooms().unwrap(), 0);
+        assert!(matches!(
+            org.set_capacity("nope", 3),
+            Err(ClientError::Invalid(_))
+        ));
+        let att = client(Role::Attendee, "ann");
+        assert!(matches!(
+            att.set_capacity("a", 3),
+            Err(ClientError::OrganizersOnly)
+        ));
+    }
+
+    #[test]
+    fn a_door_needs_the_servers_key_and_attendees_are_no_door() {
+        let org = client(Role::Organizer, "org");
+        let err = org.check_in("LYP1.x.y").unwrap_err();
+        assert!(err.to_string().contains("pass key"), "{err}");
+        let att = client(Role::Attendee, "ann");
+        assert!(matches!(
+            att.check_in("LYP1.x.y"),
+            Err(ClientError::OrganizersOnly)
+        ));
+        assert!(matches!(att.walk_in("a"), Err(ClientError::OrganizersOnly)));
+        // A request for a session the device does not know is refused at once.
+        let err = att.reserve("nope").unwrap_err();
+        assert!(err.to_string().contains("no session nope"), "{err}");
+        assert!(att.pass("nope").is_err());
+    }
 }

@@ -4,7 +4,6 @@
 //! an arbiter from those documents with [`Arbiter::restore`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::Duration;
 
 use super::{
     Outcome, RequestKind, SeatPolicy, SeatRefusal, SeatRequest, SeatState, SessionRules, Standing,
@@ -571,9 +570,6 @@ impl Arbiter {
         out
     }
 }
-
-/// How long an offered seat is held by default when offers are on.
-pub const DEFAULT_OFFER_HOLD: Duration = Duration::from_secs(10 * 60);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

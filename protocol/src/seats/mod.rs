@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use arbiter::{Arbiter, DEFAULT_OFFER_HOLD};
+pub use arbiter::Arbiter;
 
 use crate::ids::{RequestId, SessionId, UserId};
 use crate::time::Millis;
