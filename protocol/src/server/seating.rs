@@ -75,8 +75,9 @@ impl EventSeats {
             rules: BTreeMap::new(),
             docs: HashMap::new(),
             counts,
-            // The pass key goes out with the first counts write.
-            counts_due: signer.as_ref().map(|_| Millis(0)),
+            // The pass key goes out with the first counts write, which
+            // follows the first decision (before any pass exists).
+            counts_due: None,
             signer,
             revoked: Vec::new(),
             checked_in: BTreeMap::new(),
