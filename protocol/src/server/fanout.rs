@@ -140,6 +140,11 @@ impl DocState {
         );
     }
 
+    /// How many devices are subscribed.
+    pub fn subscriber_count(&self) -> usize {
+        self.subs.len()
+    }
+
     /// Forgets `conn`.
     pub fn unsubscribe(&mut self, conn: ConnId) {
         self.subs.remove(&conn);

@@ -43,7 +43,7 @@ use bytes::Bytes;
 pub use fanout::{BEACON_AFTER, CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
 pub use gate::{Expired, HelloGate, HelloGateConfig};
 pub use ingest::decompressed_size;
-pub use seating::COUNTS_EVERY;
+pub use seating::{counts_interval, COUNTS_EVERY, COUNT_SENDS_PER_SEC};
 pub use session::ServerSession;
 
 use fanout::{empty_update, DocState, NewChanges};
@@ -1112,7 +1112,7 @@ fn seat_decisions<'a>(
         }
         DocId::Checkins(_) if changed => {
             let counts = crate::seats::doc::checked_in(am);
-            lock_seats(seats).set_checked_in(counts);
+            lock_seats(seats).set_checked_in(now, counts);
             None
         }
         DocId::Agenda(_) if changed => {
