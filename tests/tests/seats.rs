@@ -356,3 +356,47 @@ async fn passes_are_checked_in_offline_once_and_double_use_is_reported() {
     })
     .await;
 }
+
+/// A full disk while a request is decided: the device's sync fails and its
+/// request stays pending; the server keeps no decision it could not store
+/// (its seats are rebuilt from the disk); once the disk recovers the
+/// request is decided, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_the_server_cannot_store_is_rolled_back_and_made_again() {
+    use lanyard_protocol::seats::doc as seatdoc;
+    use lanyard_protocol::{DocId, EventId, UserId};
+    use lanyard_store::testing::{Fault, FaultyStore};
+    let store = Arc::new(FaultyStore::new(lanyard_store::MemoryStore::default()));
+    let srv = TestServer::start_with_store(store.clone()).await.unwrap();
+    let _org = organizer_with_workshop(&srv, 1).await;
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    ann.client.set_note("w1", "bring a laptop").unwrap();
+    ann.sync().await.unwrap();
+    ann.client.reserve("w1").unwrap();
+    store.arm(Fault::Writes);
+    assert!(ann.sync().await.is_err(), "a sync whose writes failed");
+    assert_eq!(state(&ann, "w1"), Some((ReservationState::Pending, None)));
+    let seats = DocId::Seats(
+        EventId::new(lanyard_tests::EVENT).unwrap(),
+        UserId::new("ann").unwrap(),
+    );
+    let decided = |srv: &TestServer| {
+        srv.server()
+            .with_doc(&seats, |d| d.map_or(0, |d| seatdoc::read_decided(d).len()))
+    };
+    assert_eq!(decided(&srv), 0, "a decision the disk never got was kept");
+
+    store.disarm(Fault::Writes);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ann.sync().await.is_err()
+        || state(&ann, "w1").map(|s| s.0) == Some(ReservationState::Pending)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never decided after recovery"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state(&ann, "w1"), Some((ReservationState::Confirmed, None)));
+    assert_eq!(decided(&srv), 1, "decided exactly once");
+}
