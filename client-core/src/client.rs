@@ -850,10 +850,7 @@ impl Client {
             .and_then(|v| v.time_zone.clone())
             .unwrap_or_else(|| "UTC".into());
         let (alerts, listeners) = hub.changed(change, &bookmarks, &tz);
-        alerts
-            .into_iter()
-            .flat_map(|a| listeners.iter().map(move |l| (a.clone(), Arc::clone(l))))
-            .collect()
+        to_each(alerts, &listeners)
     }
 
     /// After the user's seats document changed from the server (with
@@ -883,11 +880,7 @@ impl Client {
                 .and_then(|rd| AgendaDoc::session(&rd.doc, id)),
         };
         let alerts = crate::seats::seat_alerts(before, &after, session, &tz);
-        let listeners = self.alert_hub().listeners();
-        alerts
-            .into_iter()
-            .flat_map(|a| listeners.iter().map(move |l| (a.clone(), Arc::clone(l))))
-            .collect()
+        to_each(alerts, &self.alert_hub().listeners())
     }
 
     /// A receiver that changes whenever changes from the server were applied.
@@ -989,6 +982,17 @@ impl State {
         self.limits = limits;
         Ok(())
     }
+}
+
+/// Every alert, for every listener.
+fn to_each(
+    alerts: Vec<Alert>,
+    listeners: &[Arc<dyn AlertListener>],
+) -> Vec<(Alert, Arc<dyn AlertListener>)> {
+    alerts
+        .into_iter()
+        .flat_map(|a| listeners.iter().map(move |l| (a.clone(), Arc::clone(l))))
+        .collect()
 }
 
 pub(crate) fn refused_of(replica: &Replica) -> Vec<RefusedChange> {

@@ -245,3 +245,47 @@ fn an_attendee_cannot_write_an_outcome_or_read_another_users_seats() {
     )
     .is_empty()));
 }
+
+#[test]
+fn a_request_that_cannot_be_read_is_refused_with_its_reason() {
+    let mut f = Fixture::new(5);
+    let mut org = replica(1);
+    agenda(&f, &mut org, 2);
+    let token = f.token("org", Role::Organizer, "laptop", IN_AN_HOUR);
+    f.sync(1, token, &mut org);
+    let mut r = replica(10);
+    let own = DocId::Attendee(f.event.clone(), UserId::new("ann").unwrap());
+    // A valid request, then a record that is no request (bytes the device
+    // did not encode) under a valid id.
+    request(&f, &mut r, "ann", "good", "reserve");
+    {
+        let doc = &mut r.get_or_create(&own).doc;
+        let requests = match doc.get(ROOT, seatdoc::REQUESTS).unwrap() {
+            Some((_, id)) => id,
+            None => panic!("the requests map exists"),
+        };
+        let mut tx = doc.transaction();
+        tx.put(
+            &requests,
+            "garbage",
+            automerge::ScalarValue::Bytes(vec![0xff; 3]),
+        )
+        .unwrap();
+        tx.commit();
+    }
+    let token = f.token("ann", Role::Attendee, "phone", IN_AN_HOUR);
+    f.sync(10, token, &mut r);
+    assert_eq!(standing(&f, &r, "ann"), (SeatState::Confirmed, None));
+    let seats = DocId::Seats(f.event.clone(), UserId::new("ann").unwrap());
+    let decided = read_decided(&r.get(&seats).unwrap().doc);
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    let bad = &decided["garbage"];
+    assert_eq!(bad.state, SeatState::Refused);
+    assert!(
+        bad.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not be read"),
+        "{bad:?}"
+    );
+}

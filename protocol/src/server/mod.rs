@@ -375,9 +375,7 @@ impl ServerCore {
         }
         if let Some(agenda) = self.docs.get(&DocId::Agenda(event.clone())) {
             if let Some(am) = lock_doc(agenda).am.as_ref() {
-                // Outcomes of rules read at start-up were decided before the
-                // crash and are in the documents already.
-                let _ = seats.set_rules(Millis(0), crate::seats::doc::read_rules(am));
+                seats.take_rules(crate::seats::doc::read_rules(am));
             }
         }
         seats.rebuild();

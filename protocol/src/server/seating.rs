@@ -171,6 +171,14 @@ impl EventSeats {
         self.arbiter = arbiter;
     }
 
+    /// Takes the agenda's rules as they are, deciding nothing: for the seats
+    /// [`EventSeats::rebuild`] restores (what they caused before a crash is
+    /// in the documents already).
+    pub fn take_rules(&mut self, (policy, rules): (SeatPolicy, BTreeMap<SessionId, SessionRules>)) {
+        self.policy = policy;
+        self.rules = rules;
+    }
+
     /// Takes the organizers' rules from the agenda; returns the outcomes
     /// they cause (promotions, releases).
     pub fn set_rules(
