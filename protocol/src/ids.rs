@@ -159,6 +159,18 @@ impl DocId {
         }
     }
 
+    /// The kind of document, as a metric label: `agenda`, `attendee`,
+    /// `seat_counts`, `seats` or `checkins`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DocId::Agenda(_) => "agenda",
+            DocId::Attendee(..) => "attendee",
+            DocId::SeatCounts(_) => "seat_counts",
+            DocId::Seats(..) => "seats",
+            DocId::Checkins(_) => "checkins",
+        }
+    }
+
     /// Whether only the server writes this document (seat outcomes and counts).
     pub fn server_written(&self) -> bool {
         matches!(self, DocId::SeatCounts(_) | DocId::Seats(..))

@@ -51,6 +51,9 @@ pub struct ServerOptions {
     /// Bytes of frames queued for one device above which fan-out to it stops
     /// and it is switched to a catch-up once it has read what is queued.
     pub outbox_bytes: usize,
+    /// TCP address of the admin HTTP listener (health, metrics, admin
+    /// API); none by default.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Default of [`ServerOptions::hello_timeout`]: generous for a phone on a
@@ -70,6 +73,7 @@ impl ServerOptions {
             admission: AdmissionConfig::default(),
             hello_timeout: HELLO_TIMEOUT,
             outbox_bytes: OUTBOX_BYTES,
+            admin: None,
         }
     }
 }
@@ -96,6 +100,14 @@ pub enum StartError {
     /// Binding the UDP socket failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The admin HTTP listener could not start (its address, its token).
+    #[error("admin listener on {addr}: {source}")]
+    Admin {
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
@@ -138,6 +150,8 @@ enum Held {
         conns: Vec<ConnId>,
         frame: Bytes,
         lane: Lane,
+        /// When the core accepted the change (for `lanyard_fanout_seconds`).
+        accepted: Instant,
     },
 }
 
@@ -154,8 +168,9 @@ fn broadcast(
     conns: &[ConnId],
     frame: &Bytes,
     lane: Lane,
-) -> Vec<Dropped> {
+) -> (Vec<Dropped>, u64) {
     let mut dropped = Vec::new();
+    let mut queued_to = 0;
     for conn in conns {
         let Some(out) = outboxes.get(conn) else {
             continue;
@@ -173,8 +188,9 @@ fn broadcast(
             continue;
         }
         out.send(Outbound::Frame(frame.clone(), lane));
+        queued_to += 1;
     }
-    dropped
+    (dropped, queued_to)
 }
 
 /// Sends waiting for a flush, in the order they were made.
@@ -187,7 +203,11 @@ struct FlushQueue {
     busy: bool,
 }
 
-struct Shared {
+pub(crate) struct Shared {
+    /// Histograms for `/metrics`.
+    pub(crate) metrics: crate::admin::Metrics,
+    /// The admission limits (for `/readyz`).
+    admission_config: AdmissionConfig,
     /// The UDP socket's inode, to read its drops in `/proc/net/udp`.
     udp_inode: Option<String>,
     core: Mutex<ServerCore>,
@@ -345,6 +365,7 @@ impl Sink for Queue<'_> {
                     conns,
                     frame,
                     lane,
+                    accepted: Instant::now(),
                 }),
                 ServerAction::Close { conn, .. } => out(&mut q, conn, Outbound::Close),
             }
@@ -396,7 +417,10 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             };
             let result = if writes > 0 {
                 let store = shared.store.clone();
-                match tokio::task::spawn_blocking(move || store.flush()).await {
+                let started = Instant::now();
+                let r = tokio::task::spawn_blocking(move || store.flush()).await;
+                shared.metrics.flushed(started.elapsed());
+                match r {
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(e) => Err(format!("the flush task failed: {e}")),
                 }
@@ -476,9 +500,10 @@ async fn release(shared: &Shared, items: Vec<Held>) -> Vec<Dropped> {
                 conns,
                 frame,
                 lane,
+                accepted,
             } => {
                 for batch in conns.chunks(SENDS_PER_BATCH) {
-                    dropped.extend(broadcast(
+                    let (d, queued_to) = broadcast(
                         &lock(&shared.outboxes),
                         shared.outbox_bytes,
                         &doc,
@@ -486,7 +511,9 @@ async fn release(shared: &Shared, items: Vec<Held>) -> Vec<Dropped> {
                         batch,
                         &frame,
                         lane,
-                    ));
+                    );
+                    dropped.extend(d);
+                    shared.metrics.fanned_out(accepted.elapsed(), queued_to);
                     made += batch.len();
                     if made >= SENDS_PER_BATCH {
                         made = 0;
@@ -510,6 +537,72 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
     pin: String,
+    admin: Option<crate::admin::AdminListener>,
+}
+
+/// What the admin listener reads of a running server.
+#[derive(Clone)]
+pub(crate) struct AdminHandle {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    stopping: watch::Receiver<bool>,
+}
+
+impl AdminHandle {
+    /// Every counter at once.
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        snapshot_of(&self.shared)
+    }
+
+    /// Changes accepted and refused per document kind.
+    pub(crate) fn changes_by_kind(&self) -> Vec<(&'static str, u64, u64)> {
+        lock(&self.shared.core).changes_by_kind()
+    }
+
+    /// Documents the server holds.
+    pub(crate) fn documents(&self) -> usize {
+        lock(&self.shared.core).doc_ids().count()
+    }
+
+    /// Bytes the store takes.
+    pub(crate) fn store_bytes(&self) -> Result<u64, StoreError> {
+        self.shared.store.size_bytes()
+    }
+
+    /// The histograms.
+    pub(crate) fn metrics(&self) -> &crate::admin::Metrics {
+        &self.shared.metrics
+    }
+
+    /// Why the server should not be sent devices now, if it should not.
+    pub(crate) fn not_ready(&self) -> Option<String> {
+        if *self.stopping.borrow() {
+            return Some("the server is shutting down".into());
+        }
+        if let Err(e) = self.endpoint.local_addr() {
+            return Some(format!("the QUIC endpoint does not listen: {e}"));
+        }
+        if let Err(e) = self.shared.store.size_bytes() {
+            return Some(format!("the store cannot be read: {e}"));
+        }
+        let cfg = &self.shared.admission_config;
+        let open = self.shared.open.load(Ordering::SeqCst);
+        if open >= cfg.max_connections {
+            return Some(format!(
+                "admission refuses every new device: {open} connections open, at most {}",
+                cfg.max_connections
+            ));
+        }
+        let rss = ProcessFigures::own().rss_bytes;
+        if rss > cfg.max_memory_bytes {
+            return Some(format!(
+                "admission refuses every new device: {} MiB resident, at most {} MiB",
+                rss >> 20,
+                cfg.max_memory_bytes >> 20
+            ));
+        }
+        None
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -722,6 +815,8 @@ impl Server {
         let endpoint = quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
             .map_err(bind_error)?;
         let shared = Arc::new(Shared {
+            metrics: crate::admin::Metrics::default(),
+            admission_config: opts.admission,
             udp_inode,
             core: Mutex::new(core),
             store,
@@ -755,6 +850,22 @@ impl Server {
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(flusher(shared.clone(), rx.clone()));
         tokio::spawn(timers(shared.clone(), rx.clone()));
+        let admin = match opts.admin {
+            Some(addr) => Some(
+                crate::admin::start(
+                    addr,
+                    &opts.data_dir,
+                    AdminHandle {
+                        shared: shared.clone(),
+                        endpoint: endpoint.clone(),
+                        stopping: rx.clone(),
+                    },
+                )
+                .await
+                .map_err(|source| StartError::Admin { addr, source })?,
+            ),
+            None => None,
+        };
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone(), rx));
         Ok(Server {
             endpoint,
@@ -762,7 +873,13 @@ impl Server {
             shutdown,
             accept,
             pin: identity.pin(),
+            admin,
         })
+    }
+
+    /// The admin listener's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// The bound address.
@@ -787,43 +904,7 @@ impl Server {
 
     /// Every counter at once, with this process's memory and CPU figures.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let (mut tx, mut rx) = (0, 0);
-        let mut traffic = *lock(&self.shared.closed_traffic);
-        for c in lock(&self.shared.live).values() {
-            let s = c.stats();
-            tx += s.udp_tx.bytes;
-            rx += s.udp_rx.bytes;
-            traffic.add_connection(&s);
-            traffic.handshakes += 1;
-        }
-        traffic.frame_bytes = self.shared.frame_bytes.load(Ordering::Relaxed);
-        let (core, sessions) = {
-            let core = lock(&self.shared.core);
-            (core.stats(), core.session_count())
-        };
-        let process = ProcessFigures::own();
-        StatsSnapshot {
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            open_connections: self.open_connections(),
-            sessions,
-            bytes_sent: tx + self.shared.closed_tx_bytes.load(Ordering::Relaxed),
-            bytes_received: rx + self.shared.closed_rx_bytes.load(Ordering::Relaxed),
-            admission: self.admission_stats(),
-            changes_accepted: core.changes_accepted,
-            changes_refused: core.changes_refused,
-            broadcast_frames: core.broadcast_frames,
-            broadcast_sends: core.broadcast_sends,
-            flushes: self.shared.flushes.load(Ordering::Relaxed),
-            flushed_writes: self.shared.flushed_writes.load(Ordering::Relaxed),
-            rss_bytes: process.rss_bytes,
-            peak_rss_bytes: process.peak_rss_bytes,
-            cpu_seconds: process.cpu_seconds,
-            traffic,
-            outbox_peak_bytes: self.outbox_peak_bytes() as u64,
-            udp_receive_drops: self.udp_receive_drops(),
-        }
+        snapshot_of(&self.shared)
     }
 
     /// Datagrams the kernel dropped because the server's UDP receive buffer
@@ -864,7 +945,51 @@ impl Server {
             .close(ErrorCode::Shutdown.to_u32().into(), b"server shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
         let _ = self.accept.await;
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
         info!("server stopped");
+    }
+}
+
+/// Every counter of `shared` at once, with this process's memory and CPU figures.
+fn snapshot_of(shared: &Shared) -> StatsSnapshot {
+    let (mut tx, mut rx) = (0, 0);
+    let mut traffic = *lock(&shared.closed_traffic);
+    for c in lock(&shared.live).values() {
+        let s = c.stats();
+        tx += s.udp_tx.bytes;
+        rx += s.udp_rx.bytes;
+        traffic.add_connection(&s);
+        traffic.handshakes += 1;
+    }
+    traffic.frame_bytes = shared.frame_bytes.load(Ordering::Relaxed);
+    let (core, sessions) = {
+        let core = lock(&shared.core);
+        (core.stats(), core.session_count())
+    };
+    let process = ProcessFigures::own();
+    StatsSnapshot {
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        open_connections: shared.open.load(Ordering::SeqCst),
+        sessions,
+        bytes_sent: tx + shared.closed_tx_bytes.load(Ordering::Relaxed),
+        bytes_received: rx + shared.closed_rx_bytes.load(Ordering::Relaxed),
+        admission: lock(&shared.admission).stats(),
+        changes_accepted: core.changes_accepted,
+        changes_refused: core.changes_refused,
+        broadcast_frames: core.broadcast_frames,
+        broadcast_sends: core.broadcast_sends,
+        flushes: shared.flushes.load(Ordering::Relaxed),
+        flushed_writes: shared.flushed_writes.load(Ordering::Relaxed),
+        rss_bytes: process.rss_bytes,
+        peak_rss_bytes: process.peak_rss_bytes,
+        cpu_seconds: process.cpu_seconds,
+        traffic,
+        outbox_peak_bytes: shared.outbox_peak.load(Ordering::Relaxed) as u64,
+        udp_receive_drops: shared.udp_inode.as_deref().and_then(udp_drops).unwrap_or(0),
     }
 }
 
@@ -940,8 +1065,12 @@ async fn accept_loop(
 
 /// Carries out an admission decision on an incoming connection.
 fn admit(incoming: quinn::Incoming, decision: Decision, shared: &Arc<Shared>) {
+    let peer = incoming.remote_address();
     match decision {
-        Decision::Refuse | Decision::Wait => incoming.refuse(),
+        Decision::Refuse | Decision::Wait => {
+            info!(%peer, reason = "admission: the handshake queue is full", "refused");
+            incoming.refuse();
+        }
         Decision::Retry => {
             if incoming.may_retry() {
                 if let Err(e) = incoming.retry() {
@@ -952,6 +1081,12 @@ fn admit(incoming: quinn::Incoming, decision: Decision, shared: &Arc<Shared>) {
             }
         }
         Decision::Overloaded(after) => {
+            info!(
+                %peer,
+                reason = "admission: over the connection or memory limit",
+                retry_after_ms = after.as_millis() as u64,
+                "refused"
+            );
             tokio::spawn(async move {
                 if let Ok(conn) = incoming.await {
                     conn.close(
@@ -1000,7 +1135,7 @@ async fn timers(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 continue;
             };
             let message = e.message();
-            debug!(remote = %w.conn.remote_address(), "{message}");
+            info!(peer = %w.conn.remote_address(), reason = %message, "refused");
             match w.stream {
                 // The stream's reader sends the error and closes it.
                 Some(tx) => {
@@ -1103,7 +1238,7 @@ async fn serve_stream(
     );
     lock(&shared.core).connect(id);
     let writer = tokio::spawn(write_loop(
-        conn,
+        conn.clone(),
         send,
         rx,
         Drain {
@@ -1118,6 +1253,8 @@ async fn serve_stream(
         Some((key, rx)) => (Some(key), Some(rx)),
         None => (None, None),
     };
+    let peer = conn.remote_address();
+    let mut who: Option<lanyard_protocol::TokenClaims> = None;
     let code = loop {
         let read = match expired.as_mut() {
             // Until the Hello is accepted, the gate may give up on it.
@@ -1134,6 +1271,21 @@ async fn serve_stream(
         match read {
             Ok(Some(body)) => {
                 shared.run(|core, sink| core.route_frame(now(), id, &body, sink));
+                if who.is_none() {
+                    who = lock(&shared.core)
+                        .session(id)
+                        .and_then(|s| s.claims().cloned());
+                    if let Some(c) = &who {
+                        info!(
+                            event = %c.event,
+                            user = %c.user,
+                            device = %c.device,
+                            role = ?c.role,
+                            %peer,
+                            "connected"
+                        );
+                    }
+                }
                 if expired.is_some()
                     && lock(&shared.core)
                         .session(id)
@@ -1160,7 +1312,25 @@ async fn serve_stream(
     }
     lock(&shared.core).disconnect(id);
     lock(&shared.outboxes).remove(&id);
-    let _ = writer.await;
+    let by_server = writer.await.ok().flatten();
+    let reason = by_server.unwrap_or_else(|| match code {
+        Some(c) => format!("{c:?}: a frame the server cannot read"),
+        None => match conn.close_reason() {
+            Some(r) => format!("connection: {r}"),
+            None => "the device ended its stream".into(),
+        },
+    });
+    match &who {
+        Some(c) => info!(
+            event = %c.event,
+            user = %c.user,
+            device = %c.device,
+            %peer,
+            %reason,
+            "closed"
+        ),
+        None => info!(%peer, %reason, "refused"),
+    }
 }
 
 /// What the writer needs to report an emptied queue: a device that fell
@@ -1200,13 +1370,18 @@ async fn write_loop(
     mut send: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     drain: Drain,
-) {
+) -> Option<String> {
     /// Priority of the schedule stream (bulk streams have quinn's default, 0).
     const SCHEDULE_PRIORITY: i32 = 10;
     let mut schedule: Option<quinn::SendStream> = None;
+    // The last bulk frame: when the server closes the session, the error
+    // frame it sent first says why (for the log).
+    let mut last: Option<Bytes> = None;
+    let mut closed_by_server = None;
     while let Some(out) = rx.recv().await {
         match out {
             Outbound::Frame(f, Lane::Bulk) => {
+                last = Some(f.clone());
                 let len = f.len();
                 if send.write_chunk(f).await.is_err() {
                     break;
@@ -1231,7 +1406,10 @@ async fn write_loop(
                     drain.written(len);
                 }
             }
-            Outbound::Close => break,
+            Outbound::Close => {
+                closed_by_server = Some(close_reason(last.as_ref()));
+                break;
+            }
         }
     }
     // Deliver what was written (the error frame, if any), then end the streams.
@@ -1240,6 +1418,18 @@ async fn write_loop(
     }
     let _ = send.finish();
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+    closed_by_server
+}
+
+/// Why the server closed a session: the error frame it sent before closing.
+fn close_reason(last: Option<&Bytes>) -> String {
+    let msg = last
+        .filter(|f| f.len() >= HEADER_LEN)
+        .and_then(|f| wire::decode::<ServerMsg>(&f[HEADER_LEN..]).ok());
+    match msg {
+        Some(ServerMsg::Error { code, message }) => format!("{code:?}: {message}"),
+        _ => "closed by the server".into(),
+    }
 }
 
 enum ReadFailure {
@@ -1304,19 +1494,23 @@ mod tests {
         let (out, mut rx) = outbox();
         let outboxes = HashMap::from([(7, out)]);
         let big = Bytes::from(vec![0u8; 300]);
-        let dropped = broadcast(&outboxes, 100, &doc, &[], &[7], &big, Lane::Schedule);
+        let (dropped, queued) = broadcast(&outboxes, 100, &doc, &[], &[7], &big, Lane::Schedule);
         assert!(
-            dropped.is_empty(),
+            dropped.is_empty() && queued == 1,
             "an empty outbox takes a frame over the bound"
         );
         assert!(matches!(rx.try_recv(), Ok(Outbound::Frame(f, _)) if f.len() == 300));
         let small = Bytes::from(vec![0u8; 10]);
-        let dropped = broadcast(&outboxes, 100, &doc, &[], &[7], &small, Lane::Schedule);
-        assert_eq!(dropped.len(), 1, "300 B queued: over the bound");
+        let (dropped, queued) = broadcast(&outboxes, 100, &doc, &[], &[7], &small, Lane::Schedule);
+        assert_eq!(
+            (dropped.len(), queued),
+            (1, 0),
+            "300 B queued: over the bound"
+        );
         assert!(outboxes[&7].behind.load(Ordering::Acquire));
         // Behind: nothing more is queued, and nothing more reported.
-        let dropped = broadcast(&outboxes, 100, &doc, &[], &[7], &small, Lane::Schedule);
-        assert!(dropped.is_empty());
+        let (dropped, queued) = broadcast(&outboxes, 100, &doc, &[], &[7], &small, Lane::Schedule);
+        assert!(dropped.is_empty() && queued == 0);
         assert!(rx.try_recv().is_err());
         assert_eq!(outboxes[&7].queued.load(Ordering::Relaxed), 300);
     }

@@ -13,7 +13,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod admission;
+pub mod config;
 mod driver;
 pub mod identity;
 pub mod stats;

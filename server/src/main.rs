@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use lanyard_protocol::{DeviceId, EventId, Role, UserId};
-use lanyard_server::{AdmissionConfig, Identity, Invite, Server, ServerOptions};
+use lanyard_server::config::{ConfigError, LogFormat, ServeConfig, ServeSettings};
+use lanyard_server::{Identity, Invite, Server, ServerOptions};
 
 #[derive(Parser)]
 #[command(
@@ -21,41 +22,41 @@ struct Cli {
     command: Command,
 }
 
+/// The configuration's file and flags (see `lanyard_server::config`).
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// TOML configuration file; every key can also be set by a LANYARD_…
+    /// environment variable (flag > environment > file > default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: ServeSettings,
+    /// TCP address of the admin HTTP listener (/healthz, /readyz, /metrics,
+    /// /admin/…); off by default. Key: `[admin] listen`.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+}
+
+impl ConfigArgs {
+    fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let mut flags = self.settings;
+        flags.admin.listen = self.admin;
+        ServeConfig::load(self.config.as_deref(), flags)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve over QUIC until SIGINT or SIGTERM.
     Serve {
-        /// Data directory (created on first start).
-        #[arg(long, default_value = "./lanyard-data")]
-        data: PathBuf,
-        /// UDP address to listen on.
-        #[arg(long, default_value = "0.0.0.0:4433")]
-        listen: SocketAddr,
-        /// Most open connections; devices over it are told when to come back.
-        #[arg(long, default_value_t = AdmissionConfig::default().max_connections)]
-        max_connections: usize,
-        /// Most new handshakes per second; devices over it wait their turn
-        /// (see --max-handshake-wait), then are refused.
-        #[arg(long, default_value_t = AdmissionConfig::default().handshakes_per_sec)]
-        handshakes_per_sec: f64,
-        /// Longest a handshake over the rate waits its turn, first come first
-        /// served, before devices are refused (0s: refuse at once).
-        #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
-        max_handshake_wait: Duration,
-        /// Most handshakes in progress at once (each costs memory until it
-        /// completes); more wait their turn.
-        #[arg(long, default_value_t = AdmissionConfig::default().max_handshaking)]
-        max_handshaking: usize,
-        /// Turn new devices away while resident memory is above this many MiB.
-        #[arg(long, default_value_t = AdmissionConfig::default().max_memory_bytes >> 20)]
-        max_memory_mib: u64,
-        /// Base of the retry-after hint given to devices turned away (jittered ±50%).
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        retry_after: Duration,
-        /// Keep a JSON file of the server's counters (connections, bytes,
-        /// admission, memory, CPU), rewritten every half second and on exit.
-        #[arg(long)]
-        stats_file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the effective configuration (file, environment and flags
+    /// merged) as TOML, without starting anything.
+    Config {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// Print a join link for one user and device.
     Invite {
@@ -90,13 +91,6 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "lanyard_server=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -106,30 +100,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr as text or JSON lines; RUST_LOG picks what is logged.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "lanyard_server=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve {
-            data,
-            listen,
-            max_connections,
-            handshakes_per_sec,
-            max_handshake_wait,
-            max_handshaking,
-            max_memory_mib,
-            retry_after,
-            stats_file,
-        } => {
-            let mut opts = ServerOptions::new(data, listen);
-            opts.admission = AdmissionConfig {
-                max_connections,
-                handshakes_per_sec,
-                max_memory_bytes: max_memory_mib << 20,
-                retry_after,
-                max_wait: max_handshake_wait,
-                max_handshaking,
-            };
+        Command::Serve { config } => {
+            let config = config.resolve()?;
+            init_logs(config.log_format);
+            let mut opts = ServerOptions::new(config.data.clone(), config.listen);
+            opts.admission = config.admission();
+            opts.admin = config.admin.listen;
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(serve(opts, stats_file))
+            rt.block_on(serve(opts, config.stats_file))
+        }
+        Command::Config { config } => {
+            print!("{}", config.resolve()?.to_toml());
+            Ok(())
         }
         Command::Invite {
             data,

@@ -74,6 +74,10 @@ pub trait Store: Send + Sync + 'static {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Bytes the store takes (on disk, or in memory for a memory store).
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 /// The sled backend.
@@ -176,6 +180,10 @@ impl Store for SledStore {
         self.flush_db()
     }
 
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     fn replace_doc(&self, doc: &str, whole: &[u8]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for entry in self.chunks.scan_prefix(doc_prefix(doc)) {
@@ -240,6 +248,13 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn load_doc(&self, doc: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.lock().docs.get(doc).map(|c| c.concat()))
+    }
+
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        let chunks: usize = inner.docs.values().flatten().map(Vec::len).sum();
+        let meta: usize = inner.meta.values().map(Vec::len).sum();
+        Ok((chunks + meta) as u64)
     }
 
     fn append_chunks(&self, doc: &str, chunks: &[Vec<u8>]) -> Result<(), StoreError> {

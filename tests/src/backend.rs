@@ -107,6 +107,12 @@ impl Backend {
                     .arg(format!("{}ms", admission.max_wait.as_millis()))
                     .arg("--max-handshaking")
                     .arg(admission.max_handshaking.to_string())
+                    // One log line per connection is for operators, not for
+                    // a benchmark of thousands (RUST_LOG still picks).
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RUST_LOG").unwrap_or_else(|_| "lanyard_server=warn".into()),
+                    )
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .kill_on_drop(true)

@@ -83,6 +83,11 @@ impl TestServer {
         })
     }
 
+    /// The server's data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The running server.
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("server is running")

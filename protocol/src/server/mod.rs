@@ -290,6 +290,8 @@ pub struct ServerCore {
     /// and seats it left free filled, at the next timer.
     settle_seats: bool,
     stats: ServerStats,
+    /// Changes accepted and refused, per document kind ([`DocId::kind`]).
+    changes_by_kind: std::collections::BTreeMap<&'static str, (u64, u64)>,
 }
 
 pub(crate) fn to_wire(h: &[ChangeHash]) -> Vec<Hash> {
@@ -324,6 +326,7 @@ impl ServerCore {
             seats: HashMap::new(),
             settle_seats: false,
             stats: ServerStats::default(),
+            changes_by_kind: Default::default(),
         }
     }
 
@@ -628,9 +631,23 @@ impl ServerCore {
             stats,
         } = done;
         self.add_stats(stats);
+        if stats.changes_accepted + stats.changes_refused > 0 {
+            let e = self.changes_by_kind.entry(doc.kind()).or_default();
+            e.0 += stats.changes_accepted;
+            e.1 += stats.changes_refused;
+        }
         if changed {
             self.beacons.insert(doc, now + BEACON_AFTER);
         }
+    }
+
+    /// Changes accepted and refused per document kind, as `(kind,
+    /// accepted, refused)`.
+    pub fn changes_by_kind(&self) -> Vec<(&'static str, u64, u64)> {
+        self.changes_by_kind
+            .iter()
+            .map(|(k, (a, r))| (*k, *a, *r))
+            .collect()
     }
 
     /// Closes a session because of a framing error seen by the driver.

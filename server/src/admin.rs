@@ -1,0 +1,390 @@
+//! The admin HTTP listener: health and readiness probes, Prometheus
+//! metrics, and the admin API behind a bearer token.
+//!
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 when the store answers, the QUIC endpoint listens
+//!   and admission is not refusing every new device; else 503 and why.
+//! - `GET /metrics`: the OpenMetrics text format (names `lanyard_…`).
+//! - `/admin/…`: only with `Authorization: Bearer TOKEN`, the token being
+//!   the data directory's `admin-token` file, created on first start.
+//!
+//! The bound address is written to the data directory's `admin.addr` while
+//! the listener runs, so commands run on the same directory find it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::driver::AdminHandle;
+
+/// The data directory's file holding the admin API's bearer token.
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// The data directory's file holding the running admin listener's address.
+pub const ADDR_FILE: &str = "admin.addr";
+
+/// The histograms the server records as it works.
+#[derive(Clone, Debug)]
+pub(crate) struct Metrics {
+    /// Change accepted → its frame queued for one device.
+    fanout: Histogram,
+    /// One grouped flush of the store.
+    flush: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            // 0.5 ms … ~16 s.
+            fanout: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            // 0.1 ms … ~3 s.
+            flush: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        }
+    }
+}
+
+impl Metrics {
+    /// A change's frame was queued for `devices` devices `after` it was
+    /// accepted.
+    pub(crate) fn fanned_out(&self, after: Duration, devices: u64) {
+        let secs = after.as_secs_f64();
+        for _ in 0..devices {
+            self.fanout.observe(secs);
+        }
+    }
+
+    /// A flush took `took`.
+    pub(crate) fn flushed(&self, took: Duration) {
+        self.flush.observe(took.as_secs_f64());
+    }
+}
+
+/// A running admin listener.
+pub(crate) struct AdminListener {
+    pub(crate) addr: SocketAddr,
+    task: JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    addr_file: PathBuf,
+}
+
+impl AdminListener {
+    /// Stops serving and removes the address file.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        let _ = std::fs::remove_file(&self.addr_file);
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    server: AdminHandle,
+    registry: Arc<Registry>,
+    token: Arc<str>,
+}
+
+/// Reads the admin token of `data_dir`, creating it (readable by its owner
+/// only) on first start.
+pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let tmp = data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        std::io::Write::write_all(&mut f, token.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(token)
+}
+
+/// Binds `addr` and serves the admin routes for `server`.
+pub(crate) async fn start(
+    addr: SocketAddr,
+    data_dir: &Path,
+    server: AdminHandle,
+) -> std::io::Result<AdminListener> {
+    let token: Arc<str> = load_or_create_token(data_dir)?.into();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let addr_file = data_dir.join(ADDR_FILE);
+    std::fs::write(&addr_file, bound.to_string())?;
+    let mut registry = Registry::default();
+    let m = server.metrics().clone();
+    registry.register_with_unit(
+        "lanyard_fanout",
+        "Time from a change accepted to its frame queued for each device",
+        Unit::Seconds,
+        m.fanout,
+    );
+    registry.register_with_unit(
+        "lanyard_flush",
+        "Time of one grouped flush of the store",
+        Unit::Seconds,
+        m.flush,
+    );
+    registry.register_collector(Box::new(Sampled(server.clone())));
+    let state = AdminState {
+        server,
+        registry: Arc::new(registry),
+        token,
+    };
+    let admin_routes = Router::new()
+        .route("/admin/ping", get(|| async { "ok\n" }))
+        .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(admin_routes)
+        .with_state(state);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            warn!(error = %e, "the admin listener stopped");
+        }
+    });
+    info!(addr = %bound, "admin listener (health, metrics, admin API)");
+    Ok(AdminListener {
+        addr: bound,
+        task,
+        stop,
+        addr_file,
+    })
+}
+
+/// Lets a request through only with the admin token.
+async fn bearer(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => {
+            next.run(req).await
+        }
+        Some(_) => (
+            StatusCode::FORBIDDEN,
+            "wrong admin token: use the one in the data directory's admin-token file\n",
+        )
+            .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "admin API: send Authorization: Bearer TOKEN (the data directory's admin-token file)\n",
+        )
+            .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    match state.server.not_ready() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let registry = state.registry.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).map(|()| out)
+    })
+    .await;
+    match text {
+        Ok(Ok(body)) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The figures read from the server at each scrape.
+struct Sampled(AdminHandle);
+
+impl std::fmt::Debug for Sampled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sampled")
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(value);
+    g.encode(encoder.encode_descriptor(name, help, unit, g.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    c.encode(encoder.encode_descriptor(name, help, unit, c.metric_type())?)
+}
+
+impl Collector for Sampled {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let server = &self.0;
+        let snap = server.snapshot();
+        let e = &mut encoder;
+        gauge(
+            e,
+            "lanyard_connections",
+            "Connections admitted and not yet ended",
+            None,
+            snap.open_connections as f64,
+        )?;
+        gauge(
+            e,
+            "lanyard_sessions",
+            "Device sessions open",
+            None,
+            snap.sessions as f64,
+        )?;
+        {
+            let a = &snap.admission;
+            let c = ConstCounter::new(0u64);
+            let mut family = e.encode_descriptor(
+                "lanyard_handshakes",
+                "Connections admitted or refused by admission control",
+                None,
+                c.metric_type(),
+            )?;
+            for (outcome, n) in [
+                ("accepted", a.accepted),
+                ("refused_rate", a.refused_rate),
+                ("refused_connections", a.refused_connections),
+                ("refused_memory", a.refused_memory),
+            ] {
+                ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome)])?)?;
+            }
+        }
+        {
+            let c = ConstCounter::new(0u64);
+            let mut family = e.encode_descriptor(
+                "lanyard_changes",
+                "Changes devices pushed, by document kind and outcome",
+                None,
+                c.metric_type(),
+            )?;
+            for (kind, accepted, refused) in server.changes_by_kind() {
+                for (outcome, n) in [("accepted", accepted), ("refused", refused)] {
+                    ConstCounter::new(n).encode(
+                        family.encode_family(&[("doc_kind", kind), ("outcome", outcome)])?,
+                    )?;
+                }
+            }
+        }
+        counter(
+            e,
+            "lanyard_bytes_sent",
+            "UDP payload bytes sent to devices",
+            None,
+            snap.bytes_sent as f64,
+        )?;
+        counter(
+            e,
+            "lanyard_bytes_received",
+            "UDP payload bytes received from devices",
+            None,
+            snap.bytes_received as f64,
+        )?;
+        gauge(
+            e,
+            "lanyard_documents",
+            "Documents the server holds",
+            None,
+            server.documents() as f64,
+        )?;
+        let store = server.store_bytes().unwrap_or(0);
+        gauge(
+            e,
+            "lanyard_store_bytes",
+            "Bytes the store takes on disk",
+            None,
+            store as f64,
+        )?;
+        counter(
+            e,
+            "lanyard_flushed_writes",
+            "Writes made durable by grouped flushes",
+            None,
+            snap.flushed_writes as f64,
+        )?;
+        gauge(
+            e,
+            "process_resident_memory_bytes",
+            "Resident memory of the server process",
+            None,
+            snap.rss_bytes as f64,
+        )?;
+        counter(
+            e,
+            "process_cpu_seconds",
+            "CPU time of the server process, user and system",
+            None,
+            snap.cpu_seconds,
+        )?;
+        Ok(())
+    }
+}

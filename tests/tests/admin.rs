@@ -1,0 +1,361 @@
+//! The admin HTTP listener of a real server: probes, a `/metrics` scrape
+//! read by a Prometheus text parser while devices sync over QUIC, and the
+//! admin API's bearer token.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use lanyard_client_core::{BackgroundOptions, NewSession};
+use lanyard_protocol::{DocId, EventId, Role};
+use lanyard_tests::{unix_now, wait_for, RawClient, TestServer};
+
+/// The status and body of `GET url`, with an optional bearer token.
+async fn get(url: String, token: Option<String>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.get(&url);
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req.call().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+async fn start(max_connections: usize) -> (TestServer, SocketAddr) {
+    let srv = TestServer::start_with(|o| {
+        o.admin = Some("127.0.0.1:0".parse().unwrap());
+        o.admission.max_connections = max_connections;
+    })
+    .await
+    .unwrap();
+    let admin = srv.server().admin_addr().expect("the admin listener runs");
+    (srv, admin)
+}
+
+fn session(id: &str) -> NewSession {
+    let start = i64::try_from(unix_now()).unwrap() + 86_400;
+    NewSession {
+        id: id.into(),
+        title: format!("Talk {id}"),
+        room: "Room 1".into(),
+        start_unix: start,
+        end_unix: start + 1800,
+        ..NewSession::default()
+    }
+}
+
+/// Every sample's value by name and sorted labels.
+fn values(scrape: &prometheus_parse::Scrape) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for s in &scrape.samples {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = if labels.is_empty() {
+            s.metric.clone()
+        } else {
+            format!("{}{{{}}}", s.metric, labels.join(","))
+        };
+        let v = match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(b) => b.iter().map(|c| c.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scraped_while_devices_sync_are_read_by_a_prometheus_parser() {
+    let (srv, admin) = start(1000).await;
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.set_event("Conf", "Europe/Brussels").unwrap();
+    org.client.add_session(session("t1")).unwrap();
+    org.sync().await.unwrap();
+    // An attendee stays connected: the next agenda change is fanned out.
+    let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
+    let bg = ann.client.start_background(BackgroundOptions::default());
+    org.client.add_session(session("t2")).unwrap();
+    org.sync().await.unwrap();
+    wait_for("ann gets t2", || {
+        ann.client
+            .sessions()
+            .map(|a| a.iter().any(|s| s.id == "t2"))
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    ann.client.set_note("t2", "bring a laptop").unwrap();
+    wait_for("ann's note reaches the server", || {
+        srv.server().with_doc(
+            &DocId::Attendee(EventId::new("conf").unwrap(), "ann".parse().unwrap()),
+            |d| d.is_some(),
+        )
+    })
+    .await
+    .unwrap();
+
+    let (status, text) = get(url(admin, "/metrics"), None).await;
+    assert_eq!(status, 200, "{text}");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let v = values(&scrape);
+    for name in [
+        "lanyard_connections",
+        "lanyard_sessions",
+        "lanyard_bytes_sent_total",
+        "lanyard_bytes_received_total",
+        "lanyard_documents",
+        "lanyard_store_bytes",
+        "lanyard_fanout_seconds",
+        "lanyard_fanout_seconds_count",
+        "lanyard_flush_seconds",
+        "lanyard_flush_seconds_count",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "lanyard_handshakes_total{outcome=accepted}",
+        "lanyard_handshakes_total{outcome=refused_rate}",
+        "lanyard_changes_total{doc_kind=agenda,outcome=accepted}",
+        "lanyard_changes_total{doc_kind=agenda,outcome=refused}",
+    ] {
+        assert!(
+            v.contains_key(name),
+            "{name} missing from the scrape:\n{text}"
+        );
+    }
+    assert!(v["lanyard_sessions"] >= 1.0, "ann is connected:\n{text}");
+    assert!(v["lanyard_connections"] >= 1.0);
+    assert!(
+        v["lanyard_changes_total{doc_kind=agenda,outcome=accepted}"] >= 2.0,
+        "{text}"
+    );
+    assert!(
+        v["lanyard_handshakes_total{outcome=accepted}"] >= 3.0,
+        "{text}"
+    );
+    assert!(
+        v["lanyard_fanout_seconds_count"] >= 1.0,
+        "t2 was fanned out to ann:\n{text}"
+    );
+    assert!(v["lanyard_flush_seconds_count"] >= 1.0, "{text}");
+    assert!(v["lanyard_documents"] >= 2.0, "{text}");
+    assert!(v["lanyard_store_bytes"] > 0.0, "{text}");
+    assert!(v["lanyard_bytes_sent_total"] > 0.0 && v["lanyard_bytes_received_total"] > 0.0);
+    assert!(v["process_resident_memory_bytes"] > 0.0 && v["process_cpu_seconds_total"] > 0.0);
+    // The histogram's +Inf bucket holds every observation.
+    assert_eq!(
+        v["lanyard_fanout_seconds"], v["lanyard_fanout_seconds_count"],
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE lanyard_fanout_seconds histogram"),
+        "{text}"
+    );
+    bg.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_and_the_admin_api_wants_the_data_directorys_token() {
+    let (srv, admin) = start(1).await;
+    assert_eq!(get(url(admin, "/healthz"), None).await.0, 200);
+    let (status, body) = get(url(admin, "/readyz"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let recorded = std::fs::read_to_string(srv.dir().join("admin.addr")).unwrap();
+    assert_eq!(recorded.trim(), admin.to_string());
+
+    // One connection is all admission lets in: not ready, and why.
+    let raw = RawClient::connect(&srv).await.unwrap();
+    let mut status = (0, String::new());
+    wait_for_async_ready(admin, &mut status).await;
+    assert_eq!(status.0, 503, "{}", status.1);
+    assert!(
+        status.1.contains("admission") && status.1.contains("connections"),
+        "{}",
+        status.1
+    );
+    drop(raw);
+
+    let token = std::fs::read_to_string(srv.dir().join("admin-token")).unwrap();
+    assert!(token.trim().len() >= 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(srv.dir().join("admin-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the token is readable by its owner only");
+    }
+    let (status, body) = get(url(admin, "/admin/ping"), None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("admin-token"),
+        "the refusal says where the token is: {body}"
+    );
+    let (status, _) = get(url(admin, "/admin/ping"), Some("not-the-token".into())).await;
+    assert_eq!(status, 403);
+    let (status, body) = get(url(admin, "/admin/ping"), Some(token.trim().into())).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Polls `/readyz` until it refuses (the connection counted as open).
+async fn wait_for_async_ready(admin: SocketAddr, out: &mut (u16, String)) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        *out = get(url(admin, "/readyz"), None).await;
+        if out.0 != 200 || std::time::Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads a child's lines into a shared list.
+fn collect_lines(
+    from: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead as _;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_connection_is_logged_as_json_with_who_and_why_and_never_a_token() {
+    use std::process::{Command, Stdio};
+    let bin = lanyard_tests::server_bin_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let mut child = Command::new(&bin)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data",
+        ])
+        .arg(&data)
+        .env("RUST_LOG", "lanyard_server=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect_lines(child.stdout.take().unwrap());
+    let err = collect_lines(child.stderr.take().unwrap());
+    let listening = |o: &[String]| {
+        o.iter()
+            .find_map(|l| l.strip_prefix("lanyard-server listening on "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+    };
+    wait_for("the server listens", || {
+        listening(&out.lock().unwrap()).is_some()
+    })
+    .await
+    .unwrap();
+    let addr = listening(&out.lock().unwrap()).unwrap();
+    let invite = Command::new(&bin)
+        .args([
+            "invite", "--event", "conf", "--role", "attendee", "--user", "ann",
+        ])
+        .args(["--device", "phone", "--server", &addr, "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(invite.status.success(), "{invite:?}");
+    let link = String::from_utf8(invite.stdout).unwrap().trim().to_string();
+    let good = lanyard_protocol::JoinLink::parse(&link).unwrap();
+
+    let ann = lanyard_client_core::Client::in_memory().unwrap();
+    ann.join(&link).unwrap();
+    ann.sync(lanyard_tests::DEADLINE).await.unwrap();
+
+    // A token signed by another server's key: refused, and logged so.
+    let other = lanyard_server::Identity::load_or_create(&dir.path().join("other")).unwrap();
+    let forged_token = other.sign(&TestServer::claims(Role::Attendee, "bob", "phone"));
+    let forged = lanyard_protocol::JoinLink {
+        token: forged_token.clone(),
+        ..good.clone()
+    };
+    let bob = lanyard_client_core::Client::in_memory().unwrap();
+    bob.join(&forged.to_string()).unwrap();
+    assert!(bob.sync(lanyard_tests::DEADLINE).await.is_err());
+
+    let parsed = |lines: &[String]| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect()
+    };
+    let has = |lines: &[String], msg: &str, user: Option<&str>| {
+        parsed(lines).iter().any(|v| {
+            v["message"] == msg
+                && user.is_none_or(|u| {
+                    v["user"] == u && v["device"] == "phone" && v["event"] == "conf"
+                })
+                && v["peer"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("127.0.0.1:"))
+        })
+    };
+    wait_for("connected, closed and refused are logged", || {
+        let lines = err.lock().unwrap();
+        has(&lines, "connected", Some("ann"))
+            && has(&lines, "closed", Some("ann"))
+            && has(&lines, "refused", None)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", err.lock().unwrap()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = err.lock().unwrap().clone();
+    for l in &lines {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(l).is_ok(),
+            "every log line is one JSON object: {l}"
+        );
+        assert!(
+            !l.contains(&good.token) && !l.contains(&forged_token),
+            "a token in the log: {l}"
+        );
+    }
+    let closed = parsed(&lines)
+        .into_iter()
+        .find(|v| v["message"] == "closed")
+        .unwrap();
+    assert!(
+        closed["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{closed}"
+    );
+    let refused = parsed(&lines)
+        .into_iter()
+        .find(|v| v["message"] == "refused")
+        .unwrap();
+    let why = refused["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        why.contains("token") || why.contains("unauthorized"),
+        "{refused}"
+    );
+}
