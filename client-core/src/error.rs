@@ -121,6 +121,10 @@ pub enum SyncError {
     /// The token was refused.
     #[error("token refused: {0}")]
     Unauthorized(String),
+    /// The operator revoked this device's access: no retry helps until
+    /// they lift it (or give a new invite).
+    #[error("access revoked: {0}; not retrying (ask the organizers to restore access)")]
+    Revoked(String),
     /// The server does not speak this protocol version.
     #[error("the server does not speak protocol {0}")]
     UnsupportedVersion(String),
@@ -160,6 +164,7 @@ impl SyncError {
             SyncError::NotJoined
                 | SyncError::TokenExpired(_)
                 | SyncError::Unauthorized(_)
+                | SyncError::Revoked(_)
                 | SyncError::UnsupportedVersion(_)
                 | SyncError::PinMismatch
         )

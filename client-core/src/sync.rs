@@ -136,6 +136,7 @@ fn session_error(e: SessionError) -> SyncError {
         SessionError::Server { code, message } => match code {
             ErrorCode::TokenExpired => SyncError::TokenExpired(message),
             ErrorCode::Unauthorized | ErrorCode::WrongEvent => SyncError::Unauthorized(message),
+            ErrorCode::Revoked => SyncError::Revoked(message),
             ErrorCode::Shutdown => SyncError::ConnectionLost(message),
             code => SyncError::Server { code, message },
         },

@@ -97,8 +97,8 @@ pub use client::{
 pub use ids::{DeviceId, DocId, EventId, IdError, RequestId, SessionId, UserId};
 pub use link::{cert_pin, JoinLink, LinkError};
 pub use server::{
-    ConnId, DocPush, DocRef, HelloGate, HelloGateConfig, Lane, LoadError, Pushed, ServerAction,
-    ServerConfig, ServerCore, ServerSession, ServerStats, Sink,
+    ConnId, DocPush, DocRef, HelloGate, HelloGateConfig, Lane, LoadError, Pushed, Revocation,
+    ServerAction, ServerConfig, ServerCore, ServerSession, ServerStats, Sink,
 };
 pub use time::{Backoff, BackoffPolicy, Millis};
 pub use token::{Role, TokenClaims, TokenError};

@@ -254,6 +254,9 @@ pub enum ErrorCode {
     RateLimited,
     /// A newer session of the same installation replaced this one.
     Replaced,
+    /// The operator revoked this device's (or user's) access: retrying
+    /// cannot help until they lift it.
+    Revoked,
 }
 
 impl ErrorCode {
@@ -272,6 +275,7 @@ impl ErrorCode {
             ErrorCode::TooManySessions => 10,
             ErrorCode::RateLimited => 11,
             ErrorCode::Replaced => 12,
+            ErrorCode::Revoked => 13,
         }
     }
 
@@ -290,6 +294,7 @@ impl ErrorCode {
             10 => ErrorCode::TooManySessions,
             11 => ErrorCode::RateLimited,
             12 => ErrorCode::Replaced,
+            13 => ErrorCode::Revoked,
             _ => return None,
         })
     }
@@ -310,6 +315,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::TooManySessions => "too many sessions",
             ErrorCode::RateLimited => "too many requests",
             ErrorCode::Replaced => "replaced by a newer session of this installation",
+            ErrorCode::Revoked => "access revoked by the operator",
         };
         f.write_str(s)
     }

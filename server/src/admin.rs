@@ -16,18 +16,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Path as UrlPath;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::Json;
 use axum::Router;
+use lanyard_protocol::{DeviceId, EventId, Revocation, UserId};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -159,6 +163,10 @@ pub(crate) async fn start(
     };
     let admin_routes = Router::new()
         .route("/admin/ping", get(|| async { "ok\n" }))
+        .route("/admin/revocations", get(revocations))
+        .route("/admin/events/{event}/devices", get(devices))
+        .route("/admin/events/{event}/revoke", post(revoke))
+        .route("/admin/events/{event}/lift", post(lift))
         .route_layer(middleware::from_fn_with_state(state.clone(), bearer));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -386,5 +394,228 @@ impl Collector for Sampled {
             snap.cpu_seconds,
         )?;
         Ok(())
+    }
+}
+
+/// The body of a revoke or lift request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeRequest {
+    /// The user.
+    pub user: String,
+    /// One device of the user; every device when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// The answer to a revoke request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeAnswer {
+    /// Open sessions closed by it.
+    pub closed: usize,
+}
+
+/// The answer to a lift request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiftAnswer {
+    /// Whether there was such a revocation.
+    pub lifted: bool,
+}
+
+fn bad_request(message: String) -> Box<Response> {
+    Box::new((StatusCode::BAD_REQUEST, format!("{message}\n")).into_response())
+}
+
+fn revocation(event: &str, req: &RevokeRequest) -> Result<Revocation, Box<Response>> {
+    let event = EventId::new(event).map_err(|e| bad_request(format!("event: {e}")))?;
+    let user = UserId::new(req.user.as_str()).map_err(|e| bad_request(format!("user: {e}")))?;
+    let device = match &req.device {
+        Some(d) => {
+            Some(DeviceId::new(d.as_str()).map_err(|e| bad_request(format!("device: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(Revocation {
+        event,
+        user,
+        device,
+    })
+}
+
+fn store_failed(e: lanyard_store::StoreError) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the server could not store it: {e}\n"),
+    )
+        .into_response()
+}
+
+async fn revoke(
+    State(state): State<AdminState>,
+    UrlPath(event): UrlPath<String>,
+    Json(req): Json<RevokeRequest>,
+) -> Response {
+    let r = match revocation(&event, &req) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    match state.server.revoke(r.clone()) {
+        Ok(closed) => {
+            info!(event = %r.event, user = %r.user, device = ?r.device.as_ref().map(|d| d.to_string()), closed, "revoked");
+            Json(RevokeAnswer { closed }).into_response()
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn lift(
+    State(state): State<AdminState>,
+    UrlPath(event): UrlPath<String>,
+    Json(req): Json<RevokeRequest>,
+) -> Response {
+    let r = match revocation(&event, &req) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    match state.server.lift(&r) {
+        Ok(lifted) => {
+            info!(event = %r.event, user = %r.user, lifted, "revocation lifted");
+            Json(LiftAnswer { lifted }).into_response()
+        }
+        Err(e) => store_failed(e),
+    }
+}
+
+async fn revocations(State(state): State<AdminState>) -> Response {
+    Json(state.server.revocations()).into_response()
+}
+
+async fn devices(State(state): State<AdminState>, UrlPath(event): UrlPath<String>) -> Response {
+    match EventId::new(event.as_str()) {
+        Ok(e) => Json(state.server.devices(&e)).into_response(),
+        Err(e) => *bad_request(format!("event: {e}")),
+    }
+}
+
+/// A client of a running server's admin API, found through its data
+/// directory (the `admin.addr` and `admin-token` files).
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+/// Why an admin API call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminClientError {
+    /// The server answered with an error.
+    #[error("the server answered {status}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// What it said.
+        body: String,
+    },
+    /// The server could not be reached or its answer read.
+    #[error("the admin API at {base}: {message}")]
+    Transport {
+        /// The API's address.
+        base: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl AdminClient {
+    /// The admin API of the server running on `data_dir`, if one runs with
+    /// an admin listener (its address file exists and it answers).
+    pub fn find(data_dir: &Path) -> Option<AdminClient> {
+        let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE)).ok()?;
+        let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok()?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(2)))
+            .build()
+            .into();
+        let client = AdminClient {
+            base: format!("http://{}", addr.trim()),
+            token: token.trim().to_string(),
+            agent,
+        };
+        client.get_text("/healthz").ok()?;
+        Some(client)
+    }
+
+    fn transport(&self, e: impl std::fmt::Display) -> AdminClientError {
+        AdminClientError::Transport {
+            base: self.base.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn check(
+        &self,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>, AdminClientError> {
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        Err(AdminClientError::Status {
+            status,
+            body: body.trim().to_string(),
+        })
+    }
+
+    /// `GET path` as text.
+    pub fn get_text(&self, path: &str) -> Result<String, AdminClientError> {
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.transport(e))?;
+        let mut resp = self.check(resp)?;
+        resp.body_mut()
+            .read_to_string()
+            .map_err(|e| self.transport(e))
+    }
+
+    /// `GET path`, its body streamed into `out`; the bytes written.
+    pub fn get_to(
+        &self,
+        path: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, AdminClientError> {
+        let resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .config()
+            .timeout_global(None)
+            .build()
+            .call()
+            .map_err(|e| self.transport(e))?;
+        let mut resp = self.check(resp)?;
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        std::io::copy(&mut reader, out).map_err(|e| self.transport(e))
+    }
+
+    /// `POST path` with a JSON body, the answer read as JSON.
+    pub fn post_json<B: Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<A, AdminClientError> {
+        let resp = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .send_json(body)
+            .map_err(|e| self.transport(e))?;
+        let mut resp = self.check(resp)?;
+        resp.body_mut().read_json().map_err(|e| self.transport(e))
     }
 }

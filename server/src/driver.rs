@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use lanyard_protocol::wire::{self, ErrorCode, FrameError, HEADER_LEN};
 use lanyard_protocol::{
-    ConnId, DocId, DocPush, HelloGate, HelloGateConfig, Lane, Limits, Millis, ServerAction,
-    ServerConfig, ServerCore, ServerMsg, ServerStats, Sink,
+    ConnId, DocId, DocPush, EventId, HelloGate, HelloGateConfig, Lane, Limits, Millis, Revocation,
+    ServerAction, ServerConfig, ServerCore, ServerMsg, ServerStats, Sink,
 };
 use lanyard_store::{SledStore, Store, StoreError};
 use tokio::sync::{mpsc, watch};
@@ -221,6 +221,8 @@ pub(crate) struct Shared {
     gate: Mutex<HelloGate>,
     /// Per waiting connection: its handle, and its stream's session once opened.
     waiting: Mutex<HashMap<usize, Waiting>>,
+    /// Devices seen since start (the admin API's list).
+    devices: crate::devices::Devices,
     next_conn: AtomicU64,
     limits: Limits,
     admission: Mutex<Admission>,
@@ -258,6 +260,12 @@ struct Waiting {
 
 fn now() -> Millis {
     Millis::from_system(SystemTime::now())
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -548,7 +556,58 @@ pub(crate) struct AdminHandle {
     stopping: watch::Receiver<bool>,
 }
 
+/// See [`Server::revoke`].
+fn revoke(shared: &Shared, revocation: Revocation) -> Result<usize, StoreError> {
+    let mut list = lock(&shared.core).revocations();
+    if !list.contains(&revocation) {
+        list.push(revocation.clone());
+        crate::devices::save_revocations(shared.store.as_ref(), &list)?;
+    }
+    let mut closed = 0;
+    shared.run_actions(|core| {
+        let actions = core.revoke(revocation);
+        closed = actions
+            .iter()
+            .filter(|a| matches!(a, ServerAction::Close { .. }))
+            .count();
+        actions
+    });
+    Ok(closed)
+}
+
+/// See [`Server::lift`].
+fn lift(shared: &Shared, revocation: &Revocation) -> Result<bool, StoreError> {
+    let mut list = lock(&shared.core).revocations();
+    let before = list.len();
+    list.retain(|r| r != revocation);
+    if list.len() == before {
+        return Ok(false);
+    }
+    crate::devices::save_revocations(shared.store.as_ref(), &list)?;
+    Ok(lock(&shared.core).lift(revocation))
+}
+
 impl AdminHandle {
+    /// See [`Server::revoke`].
+    pub(crate) fn revoke(&self, revocation: Revocation) -> Result<usize, StoreError> {
+        revoke(&self.shared, revocation)
+    }
+
+    /// See [`Server::lift`].
+    pub(crate) fn lift(&self, revocation: &Revocation) -> Result<bool, StoreError> {
+        lift(&self.shared, revocation)
+    }
+
+    /// The revocations in force.
+    pub(crate) fn revocations(&self) -> Vec<Revocation> {
+        lock(&self.shared.core).revocations()
+    }
+
+    /// See [`Server::devices`].
+    pub(crate) fn devices(&self, event: &EventId) -> Vec<crate::devices::DeviceEntry> {
+        self.shared.devices.of_event(event)
+    }
+
     /// Every counter at once.
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         snapshot_of(&self.shared)
@@ -770,6 +829,9 @@ impl Server {
             let bytes = store.load_doc(&id)?.unwrap_or_default();
             core.load_doc(doc, &bytes)?;
         }
+        for r in crate::devices::load_revocations(store.as_ref())? {
+            core.revoke(r);
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -846,6 +908,7 @@ impl Server {
                 ..HelloGateConfig::default()
             })),
             waiting: Mutex::new(HashMap::new()),
+            devices: crate::devices::Devices::default(),
         });
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(flusher(shared.clone(), rx.clone()));
@@ -875,6 +938,22 @@ impl Server {
             pin: identity.pin(),
             admin,
         })
+    }
+
+    /// Revokes access (see [`ServerCore::revoke`]): stored durably first,
+    /// then the sessions it covers are closed. Returns how many were.
+    pub fn revoke(&self, revocation: Revocation) -> Result<usize, StoreError> {
+        revoke(&self.shared, revocation)
+    }
+
+    /// Lifts a revocation; whether there was one.
+    pub fn lift(&self, revocation: &Revocation) -> Result<bool, StoreError> {
+        lift(&self.shared, revocation)
+    }
+
+    /// The devices of `event` seen since the server started.
+    pub fn devices(&self, event: &EventId) -> Vec<crate::devices::DeviceEntry> {
+        self.shared.devices.of_event(event)
     }
 
     /// The admin listener's address, when it runs.
@@ -1255,6 +1334,7 @@ async fn serve_stream(
     };
     let peer = conn.remote_address();
     let mut who: Option<lanyard_protocol::TokenClaims> = None;
+    let mut last_seen = Instant::now();
     let code = loop {
         let read = match expired.as_mut() {
             // Until the Hello is accepted, the gate may give up on it.
@@ -1271,11 +1351,19 @@ async fn serve_stream(
         match read {
             Ok(Some(body)) => {
                 shared.run(|core, sink| core.route_frame(now(), id, &body, sink));
+                if let Some(c) = &who {
+                    if last_seen.elapsed() >= Duration::from_secs(1) {
+                        last_seen = Instant::now();
+                        shared.devices.seen(c, unix_ms());
+                    }
+                }
                 if who.is_none() {
                     who = lock(&shared.core)
                         .session(id)
                         .and_then(|s| s.claims().cloned());
                     if let Some(c) = &who {
+                        shared.devices.connected(c, peer.to_string(), unix_ms());
+                        last_seen = Instant::now();
                         info!(
                             event = %c.event,
                             user = %c.user,
@@ -1320,6 +1408,9 @@ async fn serve_stream(
             None => "the device ended its stream".into(),
         },
     });
+    if let Some(c) = &who {
+        shared.devices.closed(c, unix_ms());
+    }
     match &who {
         Some(c) => info!(
             event = %c.event,

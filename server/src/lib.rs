@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod admission;
 pub mod config;
+pub mod devices;
 mod driver;
 pub mod identity;
 pub mod stats;

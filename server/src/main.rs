@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use lanyard_protocol::{DeviceId, EventId, Role, UserId};
+use lanyard_protocol::{DeviceId, EventId, Revocation, Role, UserId};
+use lanyard_server::admin::{AdminClient, LiftAnswer, RevokeAnswer, RevokeRequest};
 use lanyard_server::config::{ConfigError, LogFormat, ServeConfig, ServeSettings};
 use lanyard_server::{Identity, Invite, Server, ServerOptions};
 
@@ -57,6 +58,38 @@ enum Command {
     Config {
         #[command(flatten)]
         config: ConfigArgs,
+    },
+    /// Cut off a user (every device) or one device: a running server closes
+    /// its connections at once and refuses new ones; the devices stop
+    /// retrying and say why. Works whether or not a server runs on DIR (a
+    /// running one is asked through its admin listener).
+    Revoke {
+        /// Data directory of the server.
+        #[arg(long)]
+        data: PathBuf,
+        /// Event id.
+        #[arg(long)]
+        event: String,
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Only this device of the user (default: every device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Lift the revocation instead.
+        #[arg(long)]
+        lift: bool,
+    },
+    /// List the devices of an event a running server has seen (JSON: user,
+    /// device, role, connected since, last seen, address), through its
+    /// admin listener.
+    Devices {
+        /// Data directory of the running server.
+        #[arg(long)]
+        data: PathBuf,
+        /// Event id.
+        #[arg(long)]
+        event: String,
     },
     /// Print a join link for one user and device.
     Invite {
@@ -128,6 +161,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.resolve()?.to_toml());
             Ok(())
         }
+        Command::Revoke {
+            data,
+            event,
+            user,
+            device,
+            lift,
+        } => revoke(&data, event, user, device, lift),
+        Command::Devices { data, event } => {
+            let admin = AdminClient::find(&data).with_context(|| {
+                format!(
+                    "no server with an admin listener runs on {} (start it with --admin ADDR)",
+                    data.display()
+                )
+            })?;
+            let event = EventId::new(event)?;
+            print!(
+                "{}",
+                admin.get_text(&format!("/admin/events/{event}/devices"))?
+            );
+            println!();
+            Ok(())
+        }
         Command::Invite {
             data,
             event,
@@ -150,6 +205,75 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `revoke`: through the running server's admin API, or in the store when
+/// no server runs on `data`.
+fn revoke(
+    data: &std::path::Path,
+    event: String,
+    user: String,
+    device: Option<String>,
+    lift: bool,
+) -> anyhow::Result<()> {
+    let r = Revocation {
+        event: EventId::new(event)?,
+        user: UserId::new(user)?,
+        device: device.map(DeviceId::new).transpose()?,
+    };
+    let who = match &r.device {
+        Some(d) => format!("device {d} of user {} in event {}", r.user, r.event),
+        None => format!("every device of user {} in event {}", r.user, r.event),
+    };
+    if let Some(admin) = AdminClient::find(data) {
+        let body = RevokeRequest {
+            user: r.user.to_string(),
+            device: r.device.as_ref().map(ToString::to_string),
+        };
+        let path = format!(
+            "/admin/events/{}/{}",
+            r.event,
+            if lift { "lift" } else { "revoke" }
+        );
+        if lift {
+            let a: LiftAnswer = admin.post_json(&path, &body)?;
+            println!(
+                "{}: {who}",
+                if a.lifted {
+                    "lifted"
+                } else {
+                    "was not revoked"
+                }
+            );
+        } else {
+            let a: RevokeAnswer = admin.post_json(&path, &body)?;
+            println!("revoked {who}: {} open connection(s) closed", a.closed);
+        }
+        return Ok(());
+    }
+    let store = lanyard_store::SledStore::open(data.join("db")).with_context(|| {
+        format!(
+            "a server may be running on {} without an admin listener: restart it with --admin ADDR, or stop it, to revoke",
+            data.display()
+        )
+    })?;
+    let mut list = lanyard_server::devices::load_revocations(&store)?;
+    let had = list.contains(&r);
+    if lift {
+        list.retain(|x| x != &r);
+    } else if !had {
+        list.push(r.clone());
+    }
+    lanyard_server::devices::save_revocations(&store, &list)?;
+    match (lift, had) {
+        (true, true) => println!("lifted: {who}"),
+        (true, false) => println!("was not revoked: {who}"),
+        (false, _) => println!(
+            "revoked {who} (no server runs on {}: in force when it starts)",
+            data.display()
+        ),
+    }
+    Ok(())
 }
 
 async fn serve(opts: ServerOptions, stats_file: Option<PathBuf>) -> anyhow::Result<()> {

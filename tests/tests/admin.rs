@@ -359,3 +359,155 @@ async fn each_connection_is_logged_as_json_with_who_and_why_and_never_a_token() 
         "{refused}"
     );
 }
+
+/// Runs `lanyard-server ARGS…`; its status and stdout.
+fn server_cli(args: &[&str], data: &std::path::Path) -> (bool, String, String) {
+    let out = std::process::Command::new(lanyard_tests::server_bin_for_tests())
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_cut_off_within_seconds_stops_retrying_and_comes_back_when_lifted() {
+    let mut srv = start(1000).await;
+    let srv_dir = srv.0.dir().to_path_buf();
+    let org = srv.0.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.set_event("Conf", "Europe/Brussels").unwrap();
+    org.client.add_session(session("t1")).unwrap();
+    org.sync().await.unwrap();
+    let phone = srv.0.device(Role::Attendee, "ann", "phone").unwrap();
+    let tablet = srv.0.device(Role::Attendee, "ann", "tablet").unwrap();
+    let phone_bg = phone.client.start_background(BackgroundOptions::default());
+    let tablet_bg = tablet.client.start_background(BackgroundOptions::default());
+    let both_connected = || {
+        srv.0
+            .server()
+            .devices(&EventId::new("conf").unwrap())
+            .iter()
+            .filter(|d| d.user.as_str() == "ann" && d.connected_since.is_some())
+            .count()
+            == 2
+    };
+    wait_for("both of ann's devices are connected", both_connected)
+        .await
+        .unwrap();
+
+    // The device list, through the admin API.
+    let admin =
+        lanyard_server::admin::AdminClient::find(&srv_dir).expect("the running server is found");
+    let list: serde_json::Value =
+        serde_json::from_str(&admin.get_text("/admin/events/conf/devices").unwrap()).unwrap();
+    let phone_row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["user"] == "ann" && d["device"] == "phone")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(phone_row["role"], "Attendee", "{list}");
+    assert!(phone_row["connected_since"].as_u64().is_some(), "{list}");
+    assert!(phone_row["last_seen"].as_u64().is_some(), "{list}");
+    assert!(
+        phone_row["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{list}"
+    );
+
+    // `lanyard-server revoke` finds the running server and asks it (the
+    // binary built first, so the figure is the revocation's).
+    let _ = lanyard_tests::server_bin_for_tests();
+    let t0 = std::time::Instant::now();
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let d = srv_dir.clone();
+        move || {
+            server_cli(
+                &[
+                    "revoke", "--event", "conf", "--user", "ann", "--device", "phone",
+                ],
+                &d,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1 open connection(s) closed"), "{out}");
+    wait_for("the phone says it was revoked", || {
+        phone
+            .client
+            .status()
+            .last_error
+            .is_some_and(|e| e.contains("revoked"))
+    })
+    .await
+    .unwrap();
+    let took = t0.elapsed();
+    eprintln!(
+        "revoke -> the device knows it is revoked: {} ms",
+        took.as_millis()
+    );
+    // The phone does not retry: a sync now is refused the same way, and is
+    // not worth retrying.
+    let e = phone.sync().await.unwrap_err();
+    let e = e.downcast::<lanyard_client_core::SyncError>().unwrap();
+    assert!(
+        matches!(e, lanyard_client_core::SyncError::Revoked(_)) && !e.is_retryable(),
+        "{e}"
+    );
+    let retries = phone.client.status().retries;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        phone.client.status().retries,
+        retries,
+        "a revoked device stops retrying"
+    );
+    // The tablet was not revoked.
+    tablet.sync().await.unwrap();
+    phone_bg.stop().await;
+    tablet_bg.stop().await;
+
+    // With no server running, revoke and lift work on the store, and the
+    // server starts with them.
+    srv.0.stop().await;
+    let lifted = lanyard_tests::wait_for("lift with the server stopped", || {
+        let (ok, out, _) = server_cli(
+            &[
+                "revoke", "--lift", "--event", "conf", "--user", "ann", "--device", "phone",
+            ],
+            &srv_dir,
+        );
+        ok && out.starts_with("lifted")
+    })
+    .await;
+    lifted.unwrap();
+    let (ok, out, err) = server_cli(&["revoke", "--event", "conf", "--user", "ann"], &srv_dir);
+    assert!(ok && out.contains("in force when it starts"), "{out}{err}");
+    srv.0.restart().await.unwrap();
+    let e = tablet
+        .sync()
+        .await
+        .unwrap_err()
+        .downcast::<lanyard_client_core::SyncError>()
+        .unwrap();
+    assert!(
+        matches!(e, lanyard_client_core::SyncError::Revoked(_)),
+        "the user's revocation holds after a restart: {e}"
+    );
+    let stored = srv.0.server().lift(&lanyard_protocol::Revocation {
+        event: EventId::new("conf").unwrap(),
+        user: "ann".parse().unwrap(),
+        device: None,
+    });
+    assert!(stored.unwrap());
+    phone.sync().await.unwrap();
+    tablet.sync().await.unwrap();
+}

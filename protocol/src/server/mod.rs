@@ -31,6 +31,7 @@
 mod fanout;
 mod gate;
 mod ingest;
+mod revocation;
 mod seating;
 mod session;
 
@@ -43,6 +44,7 @@ use bytes::Bytes;
 pub use fanout::{BEACON_AFTER, CATCH_UP_CHUNK_BYTES, SNAPSHOT_MIN_BYTES};
 pub use gate::{Expired, HelloGate, HelloGateConfig};
 pub use ingest::decompressed_size;
+pub use revocation::Revocation;
 pub use seating::{counts_interval, COUNTS_EVERY, COUNT_SENDS_PER_SEC};
 pub use session::ServerSession;
 
@@ -277,6 +279,8 @@ struct Hello {
 pub struct ServerCore {
     config: ServerConfig,
     docs: BTreeMap<DocId, DocCell>,
+    /// Revoked users and devices (see [`ServerCore::revoke`]).
+    revoked: std::collections::BTreeSet<Revocation>,
     sessions: HashMap<ConnId, ServerSession>,
     /// Authenticated sessions by user, so a `Hello` counts a user's
     /// sessions without scanning every session (10,000 devices reconnecting
@@ -321,6 +325,7 @@ impl ServerCore {
             config,
             docs: BTreeMap::new(),
             sessions: HashMap::new(),
+            revoked: Default::default(),
             by_user: HashMap::new(),
             beacons: BTreeMap::new(),
             seats: HashMap::new(),
@@ -674,6 +679,35 @@ impl ServerCore {
         ]
     }
 
+    /// Revokes access: the open sessions it covers are closed with
+    /// [`ErrorCode::Revoked`] and later Hellos refused, until
+    /// [`ServerCore::lift`]. The driver persists the list.
+    pub fn revoke(&mut self, revocation: Revocation) -> Vec<ServerAction> {
+        let mut covered: Vec<ConnId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.claims.as_ref().is_some_and(|c| revocation.covers(c)))
+            .map(|(c, _)| *c)
+            .collect();
+        covered.sort_unstable();
+        let mut out = Vec::new();
+        for conn in covered {
+            out.extend(self.fail(conn, ErrorCode::Revoked, revocation.message()));
+        }
+        self.revoked.insert(revocation);
+        out
+    }
+
+    /// Lifts a revocation; whether there was one.
+    pub fn lift(&mut self, revocation: &Revocation) -> bool {
+        self.revoked.remove(revocation)
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> Vec<Revocation> {
+        self.revoked.iter().cloned().collect()
+    }
+
     /// Handles one decoded message.
     pub fn handle(&mut self, now: Millis, conn: ConnId, msg: ClientMsg) -> Vec<ServerAction> {
         let mut out = Vec::new();
@@ -784,6 +818,11 @@ impl ServerCore {
             }),
             other => other,
         };
+        if let Ok(c) = &claims {
+            if let Some(r) = self.revoked.iter().find(|r| r.covers(c)) {
+                return Err((ErrorCode::Revoked, r.message()));
+            }
+        }
         claims.map_err(|e| {
             let code = match e {
                 TokenError::Expired { .. } => ErrorCode::TokenExpired,
