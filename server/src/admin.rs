@@ -164,6 +164,7 @@ pub(crate) async fn start(
     let admin_routes = Router::new()
         .route("/admin/ping", get(|| async { "ok\n" }))
         .route("/admin/revocations", get(revocations))
+        .route("/admin/backup", get(backup))
         .route("/admin/events/{event}/devices", get(devices))
         .route("/admin/events/{event}/revoke", post(revoke))
         .route("/admin/events/{event}/lift", post(lift))
@@ -617,5 +618,37 @@ impl AdminClient {
             .map_err(|e| self.transport(e))?;
         let mut resp = self.check(resp)?;
         resp.body_mut().read_json().map_err(|e| self.transport(e))
+    }
+}
+
+async fn backup(State(state): State<AdminState>) -> Response {
+    let server = state.server.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        server.backup(&mut out).map(|m| (m, out))
+    })
+    .await;
+    match made {
+        Ok(Ok((manifest, bytes))) => {
+            info!(
+                documents = manifest.documents,
+                bytes = bytes.len(),
+                "backup taken"
+            );
+            ([(header::CONTENT_TYPE, "application/gzip")], bytes).into_response()
+        }
+        Ok(Err(e)) => {
+            warn!(error = %e, "backup failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("backup failed: {e}\n"),
+            )
+                .into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("backup failed: {e}\n"),
+        )
+            .into_response(),
     }
 }

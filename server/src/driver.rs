@@ -552,8 +552,25 @@ pub struct Server {
 #[derive(Clone)]
 pub(crate) struct AdminHandle {
     shared: Arc<Shared>,
+    data_dir: PathBuf,
     endpoint: quinn::Endpoint,
     stopping: watch::Receiver<bool>,
+}
+
+/// See [`Server::backup`].
+fn backup(
+    shared: &Shared,
+    data_dir: &std::path::Path,
+    out: impl std::io::Write,
+) -> Result<crate::backup::Manifest, crate::backup::BackupError> {
+    let meta = crate::backup::backup_meta(shared.store.as_ref())?;
+    let mut ids: Vec<DocId> = lock(&shared.core).doc_ids().cloned().collect();
+    ids.sort_by_key(ToString::to_string);
+    let docs = ids.into_iter().filter_map(|id| {
+        let saved = lock(&shared.core).doc(&id).map(|d| d.save());
+        saved.map(|bytes| Ok((id, bytes)))
+    });
+    crate::backup::write_backup(out, data_dir, &meta, docs)
 }
 
 /// See [`Server::revoke`].
@@ -588,6 +605,14 @@ fn lift(shared: &Shared, revocation: &Revocation) -> Result<bool, StoreError> {
 }
 
 impl AdminHandle {
+    /// See [`Server::backup`].
+    pub(crate) fn backup(
+        &self,
+        out: impl std::io::Write,
+    ) -> Result<crate::backup::Manifest, crate::backup::BackupError> {
+        backup(&self.shared, &self.data_dir, out)
+    }
+
     /// See [`Server::revoke`].
     pub(crate) fn revoke(&self, revocation: Revocation) -> Result<usize, StoreError> {
         revoke(&self.shared, revocation)
@@ -920,6 +945,7 @@ impl Server {
                     &opts.data_dir,
                     AdminHandle {
                         shared: shared.clone(),
+                        data_dir: opts.data_dir.clone(),
                         endpoint: endpoint.clone(),
                         stopping: rx.clone(),
                     },
@@ -954,6 +980,17 @@ impl Server {
     /// The devices of `event` seen since the server started.
     pub fn devices(&self, event: &EventId) -> Vec<crate::devices::DeviceEntry> {
         self.shared.devices.of_event(event)
+    }
+
+    /// Writes an online backup to `out` (see [`crate::backup`]): each
+    /// document as it is in memory, under its lock, while devices keep
+    /// writing. Blocking: call it off the async runtime.
+    pub fn backup(
+        &self,
+        data_dir: &std::path::Path,
+        out: impl std::io::Write,
+    ) -> Result<crate::backup::Manifest, crate::backup::BackupError> {
+        backup(&self.shared, data_dir, out)
     }
 
     /// The admin listener's address, when it runs.

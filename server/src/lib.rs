@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod backup;
 pub mod config;
 pub mod devices;
 mod driver;

@@ -91,6 +91,30 @@ enum Command {
         #[arg(long)]
         event: String,
     },
+    /// Take a consistent backup of a data directory: through the running
+    /// server's admin listener while devices keep writing, or from the store
+    /// when no server runs on DIR. The file holds the keys: keep it secret.
+    Backup {
+        /// Data directory of the server.
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file to write (tar.gz).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Restore a backup into a data directory, then `serve` on it. Refuses a
+    /// directory that holds anything unless --force.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        input: PathBuf,
+        /// The data directory to restore into.
+        #[arg(long)]
+        data: PathBuf,
+        /// Replace the database and keys of a non-empty directory.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a join link for one user and device.
     Invite {
         /// Data directory of the server (holds the signing key).
@@ -168,6 +192,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             device,
             lift,
         } => revoke(&data, event, user, device, lift),
+        Command::Backup { data, output } => backup(&data, &output),
+        Command::Restore { input, data, force } => {
+            let r = lanyard_server::backup::restore(&input, &data, force)?;
+            println!(
+                "restored {} documents into {} (backup of {} by lanyard-server {}); start it with: lanyard-server serve --data {}",
+                r.documents,
+                data.display(),
+                jiff::Timestamp::from_millisecond(r.manifest.created_unix_ms as i64)
+                    .map_or_else(|_| "an unknown time".to_string(), |t| t.to_string()),
+                r.manifest.server_version,
+                data.display()
+            );
+            Ok(())
+        }
         Command::Devices { data, event } => {
             let admin = AdminClient::find(&data).with_context(|| {
                 format!(
@@ -205,6 +243,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `backup`: through the running server's admin API, or from the store.
+/// Written to a temporary file beside `output`, renamed once complete.
+fn backup(data: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
+    let tmp = output.with_extension("partial");
+    let r = write_backup(data, output, &tmp);
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn write_backup(
+    data: &std::path::Path,
+    output: &std::path::Path,
+    tmp: &std::path::Path,
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let how = match AdminClient::find(data) {
+        Some(admin) => {
+            admin.get_to("/admin/backup", &mut out)?;
+            "online, from the running server"
+        }
+        None => {
+            lanyard_server::backup::backup_offline(data, &mut out).with_context(|| {
+                format!(
+                    "a server may be running on {} without an admin listener: restart it with --admin ADDR, or stop it, to back up",
+                    data.display()
+                )
+            })?;
+            "from the store (no server running)"
+        }
+    };
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+    let bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "backup written to {} ({bytes} bytes, {how})",
+        output.display()
+    );
+    Ok(())
 }
 
 /// `revoke`: through the running server's admin API, or in the store when

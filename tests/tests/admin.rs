@@ -511,3 +511,210 @@ async fn a_revoked_device_is_cut_off_within_seconds_stops_retrying_and_comes_bac
     phone.sync().await.unwrap();
     tablet.sync().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_under_write_load_restores_every_acknowledged_change_and_serves_them() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (mut srv, _admin) = start(1000).await;
+    let bin = lanyard_tests::server_bin_for_tests();
+    const WRITERS: usize = 4;
+    let stop = Arc::new(AtomicBool::new(false));
+    // (writer, note key, acknowledged at)
+    let acked: Arc<Mutex<Vec<(usize, String, std::time::Instant)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let d = srv
+            .device(Role::Attendee, &format!("w{w}"), "phone")
+            .unwrap();
+        let (stop, acked) = (stop.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("s{k}");
+                d.client
+                    .set_note(&key, &format!("note {k} of w{w}"))
+                    .unwrap();
+                // Acknowledged once the sync returns with nothing pending.
+                if d.sync().await.is_ok() && d.client.status().pending_changes == 0 {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((w, key, std::time::Instant::now()));
+                }
+                k += 1;
+            }
+            d
+        }));
+    }
+    wait_for("writes are acknowledged", || {
+        acked.lock().unwrap().len() >= 20
+    })
+    .await
+    .unwrap();
+
+    // The backup starts while the writers go on.
+    let out_dir = tempfile::tempdir().unwrap();
+    let file = out_dir.path().join("lanyard.backup");
+    let started = std::time::Instant::now();
+    let before: Vec<(usize, String)> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, at)| *at <= started)
+        .map(|(w, k, _)| (*w, k.clone()))
+        .collect();
+    let (status, stdout) = tokio::task::spawn_blocking({
+        let (bin, data, file) = (bin.clone(), srv.dir().to_path_buf(), file.clone());
+        move || {
+            let o = std::process::Command::new(bin)
+                .args(["backup", "--data"])
+                .arg(data)
+                .arg("--output")
+                .arg(file)
+                .output()
+                .unwrap();
+            (
+                o.status,
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{stdout}");
+    assert!(
+        stdout.contains("online"),
+        "the running server took it: {stdout}"
+    );
+    let during = acked.lock().unwrap().len() - before.len();
+    stop.store(true, Ordering::Relaxed);
+    let mut writers = Vec::new();
+    for t in tasks {
+        writers.push(t.await.unwrap());
+    }
+    eprintln!(
+        "backup under load: {} writes acknowledged before it started, {during} more while it ran ({} ms), {} bytes",
+        before.len(),
+        took.as_millis(),
+        std::fs::metadata(&file).unwrap().len()
+    );
+
+    // Restore: refused over data, done into an empty directory.
+    let target = tempfile::tempdir().unwrap();
+    let restore = |force: bool| {
+        let mut c = std::process::Command::new(&bin);
+        c.args(["restore", "--input"])
+            .arg(&file)
+            .arg("--data")
+            .arg(target.path());
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    std::fs::write(target.path().join("something"), b"x").unwrap();
+    let o = restore(false);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not empty"),
+        "{o:?}"
+    );
+    let o = restore(true);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("restored"),
+        "{o:?}"
+    );
+
+    // The restored server serves them, with the same keys: the original
+    // join links work against it.
+    let restored = lanyard_server::Server::start(lanyard_server::ServerOptions::new(
+        target.path(),
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(restored.pin(), srv.server().pin());
+    let addr = restored.local_addr().unwrap();
+    for w in 0..WRITERS {
+        let d = srv
+            .device_via(Role::Attendee, &format!("w{w}"), "tablet", addr)
+            .unwrap();
+        d.sync().await.unwrap();
+        let notes: std::collections::HashSet<String> = d
+            .client
+            .notes()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for (_, key) in before.iter().filter(|(x, _)| *x == w) {
+            assert!(
+                notes.contains(key),
+                "w{w}'s acknowledged note {key} is in the backup"
+            );
+        }
+    }
+    restored.shutdown().await;
+
+    // A damaged backup is refused with a clear error, and nothing written.
+    let bad = out_dir.path().join("cut.backup");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(&bin)
+        .args(["restore", "--input"])
+        .arg(&bad)
+        .arg("--data")
+        .arg(empty.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a usable Lanyard backup"),
+        "{o:?}"
+    );
+    assert!(!empty.path().join("data").exists());
+    drop(writers);
+
+    // With no server running, the backup reads the store: the same documents.
+    srv.stop().await;
+    let offline = out_dir.path().join("offline.backup");
+    let mut said = String::new();
+    wait_for("an offline backup (once the store is free)", || {
+        let o = std::process::Command::new(&bin)
+            .args(["backup", "--data"])
+            .arg(srv.dir())
+            .arg("--output")
+            .arg(&offline)
+            .output()
+            .unwrap();
+        said = String::from_utf8_lossy(&o.stdout).into_owned();
+        o.status.success()
+    })
+    .await
+    .unwrap();
+    assert!(said.contains("no server running"), "{said}");
+    let again = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(&bin)
+        .args(["restore", "--input"])
+        .arg(&offline)
+        .arg("--data")
+        .arg(again.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let docs = |dir: &std::path::Path| {
+        let store = lanyard_store::SledStore::open(dir.join("db")).unwrap();
+        let mut ids = lanyard_store::Store::doc_ids(&store).unwrap();
+        ids.sort();
+        ids
+    };
+    assert_eq!(docs(&again.path().join("data")), docs(srv.dir()));
+}
