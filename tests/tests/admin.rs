@@ -718,3 +718,48 @@ async fn a_backup_taken_under_write_load_restores_every_acknowledged_change_and_
     };
     assert_eq!(docs(&again.path().join("data")), docs(srv.dir()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
+    let (srv, admin) = start(1000).await;
+    let org = srv.device(Role::Organizer, "org", "laptop").unwrap();
+    org.client.set_event("Conf", "Europe/Brussels").unwrap();
+    org.sync().await.unwrap();
+    let (status, text) = get(url(admin, "/metrics"), None).await;
+    assert_eq!(status, 200);
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            queries.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        if v["type"] == "query" {
+            queries.push(v["query"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(queries.len() >= 8, "{queries:?}");
+    let mut used = 0;
+    for q in &queries {
+        let names = q
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|w| w.starts_with("lanyard_") || w.starts_with("process_"));
+        for name in names {
+            used += 1;
+            assert!(
+                exported.contains(name),
+                "the dashboard queries {name}, which the server does not export ({q})"
+            );
+        }
+    }
+    assert!(used >= 12, "{queries:?}");
+}
