@@ -238,8 +238,18 @@ pub enum Command {
     /// (how many: a large import is split so each fits the server's change
     /// limit), dry_run and elapsed_ms (reading, parsing and applying the file).
     Import {
-        /// The schedule file.
+        /// The schedule file, or its http(s) URL (the one pretalx or frab
+        /// publishes).
         file: PathBuf,
+        /// Keep fetching the URL (conditional GET: ETag, Last-Modified) and
+        /// import and sync every new version, one line each, until
+        /// interrupted; a failed fetch or a malformed version is reported
+        /// and the agenda keeps the last good version.
+        #[arg(long)]
+        follow: bool,
+        /// How often --follow fetches.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration, requires = "follow")]
+        every: std::time::Duration,
         /// The file's format (default: from the extension, else from the content).
         #[arg(long, value_enum)]
         format: Option<ImportFormat>,

@@ -52,6 +52,7 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*)) };
 }
 
+mod follow;
 mod schedule;
 
 fn write_stdout(args: std::fmt::Arguments<'_>) {
@@ -205,6 +206,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kept { json, clear } => kept(&client, json, clear),
         Command::Import {
             file,
+            follow,
+            every,
             format,
             timezone,
             dry_run,
@@ -218,7 +221,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dry_run,
                 json_out: json,
             };
-            schedule::import(&client, &file, &options)?;
+            let url = follow::is_url(&file).then(|| file.to_string_lossy().into_owned());
+            match (url, follow) {
+                (Some(url), true) => {
+                    return follow::follow(&client, &url, every, &options, Duration::from_secs(60))
+                }
+                (None, true) => bail!("--follow needs the schedule's http(s) URL, not a file"),
+                (Some(url), false) => follow::import_url(&client, &url, &options)?,
+                (None, false) => schedule::import(&client, &file, &options)?,
+            }
             if capacity_from_rooms && !dry_run {
                 let n = client.capacities_from_rooms()?;
                 // Not on stdout when it carries the import's JSON.

@@ -96,12 +96,16 @@ fn schedule_format(f: ImportFormat) -> ScheduleFormat {
     }
 }
 
-/// `lanyard import FILE [--format F] [--timezone TZ] [--dry-run] [--json]`.
-pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::Result<()> {
-    let (dry_run, json_out) = (options.dry_run, options.json_out);
-    let started = std::time::Instant::now();
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let format = detect_format(file, &bytes, options.format)?;
+/// Reads `bytes` (named `file`, for its extension and messages) as a
+/// schedule and imports it into the agenda: the format, and what changed.
+/// Nothing is written when the file cannot be read.
+pub fn import_bytes(
+    client: &Client,
+    file: &Path,
+    bytes: &[u8],
+    options: &ImportOptions,
+) -> anyhow::Result<(ImportFormat, lanyard_schedule::ImportSummary)> {
+    let format = detect_format(file, bytes, options.format)?;
     let large = bytes.len() as u64 >= LARGE_FILE_BYTES;
     let spinner = large.then(|| {
         let s = ProgressBar::new_spinner();
@@ -112,7 +116,7 @@ pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::
     let parsed = read_schedule(
         client,
         schedule_format(format),
-        &bytes,
+        bytes,
         options.time_zone.as_deref(),
     );
     if let Some(s) = spinner {
@@ -139,7 +143,7 @@ pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::
     };
     let progress = (large || schedule.sessions.len() >= LARGE_SCHEDULE_SESSIONS)
         .then(|| bar(schedule.sessions.len() as u64, "importing"));
-    let summary = import_schedule(client, &schedule, dry_run, &mut |n| {
+    let summary = import_schedule(client, &schedule, options.dry_run, &mut |n| {
         if let Some(p) = &progress {
             p.set_position(n);
         }
@@ -147,6 +151,26 @@ pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::
     if let Some(p) = progress {
         p.finish_and_clear();
     }
+    Ok((format, summary))
+}
+
+/// `lanyard import FILE [--format F] [--timezone TZ] [--dry-run] [--json]`.
+pub fn import(client: &Client, file: &Path, options: &ImportOptions) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    import_and_report(client, file, &bytes, options, started)
+}
+
+/// Imports `bytes` and prints what changed (as JSON with `--json`).
+pub fn import_and_report(
+    client: &Client,
+    file: &Path,
+    bytes: &[u8],
+    options: &ImportOptions,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let (dry_run, json_out) = (options.dry_run, options.json_out);
+    let (format, summary) = import_bytes(client, file, bytes, options)?;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let c = &summary.counts;
     if json_out {
