@@ -150,15 +150,7 @@ pub fn backup_meta(store: &dyn Store) -> Result<Vec<(String, Vec<u8>)>, StoreErr
 pub fn backup_offline(data_dir: &Path, out: impl Write) -> Result<Manifest, BackupError> {
     let store = SledStore::open(data_dir.join("db"))?;
     let meta = backup_meta(&store)?;
-    let ids = store.doc_ids()?;
-    let docs = ids.into_iter().map(|id| {
-        let doc = DocId::parse(&id)
-            .map_err(|_| StoreError::Corrupt(format!("unknown document id {id}")))?;
-        let raw = store.load_doc(&id)?.unwrap_or_default();
-        let am = automerge::Automerge::load(&raw)
-            .map_err(|e| StoreError::Corrupt(format!("document {id} cannot be loaded: {e}")))?;
-        Ok((doc, am.save()))
-    });
+    let docs = stored_docs(&store)?;
     write_backup(out, data_dir, &meta, docs)
 }
 
@@ -277,4 +269,113 @@ pub fn restore(input: &Path, data_dir: &Path, force: bool) -> Result<Restored, B
         manifest,
         documents: docs.len(),
     })
+}
+
+/// What `export` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exported {
+    /// The event.
+    pub event: String,
+    /// Each document written, by id, with its file (relative to the output
+    /// directory) and size.
+    pub documents: Vec<ExportedDoc>,
+}
+
+/// One exported document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedDoc {
+    /// Its id (`agenda/E`, `attendee/E/U`, …).
+    pub id: String,
+    /// Its file, relative to the output directory.
+    pub file: String,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// Writes every document of `event` held in the backup-able form `docs`
+/// (`(id, saved bytes)`) into `output` as Automerge binaries, one file per
+/// document (`agenda/E.automerge`, `attendee/E/U.automerge`, …), with an
+/// `export.json` listing them.
+pub fn export_docs(
+    event: &lanyard_protocol::EventId,
+    output: &Path,
+    docs: impl Iterator<Item = Result<(DocId, Vec<u8>), BackupError>>,
+) -> Result<Exported, BackupError> {
+    if non_empty(output)? {
+        return Err(BackupError::NotEmpty(output.to_path_buf()));
+    }
+    let mut written = Vec::new();
+    for doc in docs {
+        let (id, bytes) = doc?;
+        if id.event() != event {
+            continue;
+        }
+        let file = format!("{id}.automerge");
+        let path = output.join(&file);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        std::fs::write(&path, &bytes).map_err(io(format!("writing {}", path.display())))?;
+        written.push(ExportedDoc {
+            id: id.to_string(),
+            file,
+            bytes: bytes.len() as u64,
+        });
+    }
+    let exported = Exported {
+        event: event.to_string(),
+        documents: written,
+    };
+    std::fs::create_dir_all(output).map_err(io(format!("creating {}", output.display())))?;
+    let json = serde_json::to_vec_pretty(&exported).unwrap_or_default();
+    let path = output.join("export.json");
+    std::fs::write(&path, json).map_err(io(format!("writing {}", path.display())))?;
+    Ok(exported)
+}
+
+/// The documents of a data directory's store (no server running), saved.
+pub fn stored_docs(
+    store: &SledStore,
+) -> Result<impl Iterator<Item = Result<(DocId, Vec<u8>), BackupError>> + '_, BackupError> {
+    let ids = store.doc_ids()?;
+    Ok(ids.into_iter().map(move |id| {
+        let doc = DocId::parse(&id)
+            .map_err(|_| StoreError::Corrupt(format!("unknown document id {id}")))?;
+        let raw = store.load_doc(&id)?.unwrap_or_default();
+        let am = automerge::Automerge::load(&raw)
+            .map_err(|e| StoreError::Corrupt(format!("document {id} cannot be loaded: {e}")))?;
+        Ok((doc, am.save()))
+    }))
+}
+
+/// The documents in the backup file `input` (read whole).
+pub fn docs_in_backup(input: &Path) -> Result<Vec<(DocId, Vec<u8>)>, BackupError> {
+    let invalid = |reason: String| BackupError::Invalid {
+        path: input.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(input).map_err(io(format!("opening {}", input.display())))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut docs = Vec::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| invalid(format!("damaged: {e}")))?;
+        let path = entry
+            .path()
+            .map_err(|e| invalid(format!("damaged entry name: {e}")))?
+            .to_string_lossy()
+            .into_owned();
+        if let Some(id) = path.strip_prefix("docs/") {
+            let doc =
+                DocId::parse(id).map_err(|e| invalid(format!("bad document id {id}: {e}")))?;
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| invalid(format!("damaged at {path}: {e}")))?;
+            docs.push((doc, bytes));
+        }
+    }
+    Ok(docs)
 }

@@ -115,6 +115,20 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write every document of an event as an Automerge binary (for
+    /// migration), with an export.json listing them; through the running
+    /// server (a consistent backup) or from the store when none runs.
+    Export {
+        /// Data directory of the server.
+        #[arg(long)]
+        data: PathBuf,
+        /// Event id.
+        #[arg(long)]
+        event: String,
+        /// The directory to write (must be empty or absent).
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Print a join link for one user and device.
     Invite {
         /// Data directory of the server (holds the signing key).
@@ -193,6 +207,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lift,
         } => revoke(&data, event, user, device, lift),
         Command::Backup { data, output } => backup(&data, &output),
+        Command::Export {
+            data,
+            event,
+            output,
+        } => export(&data, &EventId::new(event)?, &output),
         Command::Restore { input, data, force } => {
             let r = lanyard_server::backup::restore(&input, &data, force)?;
             println!(
@@ -286,6 +305,41 @@ fn write_backup(
     let bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     println!(
         "backup written to {} ({bytes} bytes, {how})",
+        output.display()
+    );
+    Ok(())
+}
+
+/// `export`: from a backup taken by the running server, or from the store.
+fn export(data: &std::path::Path, event: &EventId, output: &std::path::Path) -> anyhow::Result<()> {
+    use lanyard_server::backup;
+    let exported = match AdminClient::find(data) {
+        Some(admin) => {
+            let tmp = tempfile::NamedTempFile::new().context("cannot make a temporary file")?;
+            let mut out = std::io::BufWriter::new(tmp.reopen()?);
+            admin.get_to("/admin/backup", &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            let docs = backup::docs_in_backup(tmp.path())?;
+            backup::export_docs(event, output, docs.into_iter().map(Ok))?
+        }
+        None => {
+            let store = lanyard_store::SledStore::open(data.join("db")).with_context(|| {
+                format!(
+                    "a server may be running on {} without an admin listener: restart it with --admin ADDR, or stop it, to export",
+                    data.display()
+                )
+            })?;
+            let docs = backup::stored_docs(&store)?;
+            backup::export_docs(event, output, docs)?
+        }
+    };
+    if exported.documents.is_empty() {
+        anyhow::bail!("event {event} has no documents on this server (nothing exported)");
+    }
+    let bytes: u64 = exported.documents.iter().map(|d| d.bytes).sum();
+    println!(
+        "exported {} documents of event {event} ({bytes} bytes) into {}; the list is in export.json",
+        exported.documents.len(),
         output.display()
     );
     Ok(())

@@ -663,6 +663,40 @@ async fn a_backup_taken_under_write_load_restores_every_acknowledged_change_and_
     }
     restored.shutdown().await;
 
+    // Export for migration, from the running server: every document of the
+    // event as an Automerge binary, listed in export.json.
+    let exported = out_dir.path().join("export");
+    let o = std::process::Command::new(&bin)
+        .args(["export", "--event", "conf", "--data"])
+        .arg(srv.dir())
+        .arg("--output")
+        .arg(&exported)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(exported.join("export.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = list["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    for w in 0..WRITERS {
+        let id = format!("attendee/conf/w{w}");
+        assert!(ids.contains(&id.as_str()), "{ids:?}");
+        let bytes = std::fs::read(exported.join(format!("{id}.automerge"))).unwrap();
+        let doc = automerge::Automerge::load(&bytes).unwrap();
+        let notes: std::collections::HashSet<String> =
+            lanyard_client_core::docs::NotesDoc::notes(&doc)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+        for (_, key) in before.iter().filter(|(x, _)| *x == w) {
+            assert!(notes.contains(key), "w{w}'s note {key} is in the export");
+        }
+    }
+
     // A damaged backup is refused with a clear error, and nothing written.
     let bad = out_dir.path().join("cut.backup");
     let bytes = std::fs::read(&file).unwrap();
