@@ -288,6 +288,11 @@ pub enum Command {
         /// Write to this file instead of stdout.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Export an agenda document written by `lanyard-server export`
+        /// (OUTDIR/agenda/EVENT.automerge) instead of this device's agenda;
+        /// needs no joined device.
+        #[arg(long, value_name = "FILE", conflicts_with = "mine")]
+        agenda_file: Option<PathBuf>,
     },
     /// Stay connected and print schedule changes as they arrive, until Ctrl-C.
     ///

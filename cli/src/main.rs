@@ -144,6 +144,15 @@ fn pending_note(client: &Client) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Export {
+        format,
+        output,
+        agenda_file: Some(file),
+        ..
+    } = &cli.command
+    {
+        return schedule::export_agenda_file(file, *format, output.as_deref());
+    }
     let home = home_dir(cli.home)?;
     let create = matches!(cli.command, Command::Join { .. });
     let client = open_client(&home, create)?;
@@ -250,6 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             mine,
             output,
+            ..
         } => schedule::export(&client, format, mine, output.as_deref()),
         Command::Watch { json } => schedule::watch(&client, json),
     }

@@ -238,17 +238,54 @@ pub fn export(
         let bookmarks = client.bookmarks()?;
         sessions.retain(|s| bookmarks.contains(&s.id));
     }
+    write_export(&event, &sessions, format, output)
+}
+
+/// `lanyard export --agenda-file FILE`: an agenda document written by
+/// `lanyard-server export` (`OUTDIR/agenda/EVENT.automerge`), no device needed.
+pub fn export_agenda_file(
+    file: &Path,
+    format: ExportFormat,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let doc = automerge::Automerge::load(&bytes)
+        .with_context(|| format!("{} is not an Automerge document", file.display()))?;
+    let id = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("event")
+        .to_string();
+    let (name, time_zone) = lanyard_client_core::docs::AgendaDoc::event(&doc);
+    let sessions = lanyard_client_core::docs::AgendaDoc::sessions(&doc);
+    if sessions.is_empty() && name.is_none() {
+        bail!("{} holds no agenda (no event, no sessions)", file.display());
+    }
+    let event = lanyard_client_core::EventInfo {
+        name: name.unwrap_or_else(|| id.clone()),
+        time_zone: time_zone.unwrap_or_else(|| "UTC".into()),
+        id,
+    };
+    write_export(&event, &sessions, format, output)
+}
+
+fn write_export(
+    event: &lanyard_client_core::EventInfo,
+    sessions: &[Session],
+    format: ExportFormat,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
     let text = match format {
         ExportFormat::Ics => {
             let now = jiff::Timestamp::now().as_second();
-            to_ics(&event, &sessions, now)?
+            to_ics(event, sessions, now)?
         }
         ExportFormat::Json => {
-            let mut t = serde_json::to_string_pretty(&to_schedule_json(&event, &sessions)?)?;
+            let mut t = serde_json::to_string_pretty(&to_schedule_json(event, sessions)?)?;
             t.push('\n');
             t
         }
-        ExportFormat::Xml => to_schedule_xml(&event, &sessions)?,
+        ExportFormat::Xml => to_schedule_xml(event, sessions)?,
     };
     match output {
         Some(path) => {

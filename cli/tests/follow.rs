@@ -134,7 +134,7 @@ async fn follow_imports_each_new_version_once_and_keeps_the_last_good_one() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("http://{http}/camp/schedule.xml");
 
-    let server = TestServer::start().await.unwrap();
+    let mut server = TestServer::start().await.unwrap();
     let home = tempfile::tempdir().unwrap();
     lanyard(
         home.path(),
@@ -216,4 +216,52 @@ async fn follow_imports_each_new_version_once_and_keeps_the_last_good_one() {
         card10.is_none_or(|s| s.status == lanyard_client_core::SessionStatus::Cancelled),
         "the dropped talk is cancelled: {card10:?}"
     );
+
+    // The operator exports the event for migration (no server running:
+    // from the store), and the agenda document becomes a c3voc
+    // schedule.json again, with version 3 in it.
+    drop(_follower);
+    server.stop().await;
+    let bin = lanyard_tests::server_bin_for_tests();
+    let exported = tempfile::tempdir().unwrap();
+    let outdir = exported.path().join("conf");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let o = Command::new(&bin)
+            .args(["export", "--event", "conf", "--data"])
+            .arg(server.dir())
+            .arg("--output")
+            .arg(&outdir)
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "export failed: {o:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let agenda = outdir.join("agenda/conf.automerge");
+    let json: serde_json::Value = serde_json::from_str(&lanyard(
+        home.path(),
+        &[
+            "export",
+            "--format",
+            "json",
+            "--agenda-file",
+            agenda.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let mut titles = Vec::new();
+    for day in json["schedule"]["conference"]["days"].as_array().unwrap() {
+        for talks in day["rooms"].as_object().unwrap().values() {
+            for t in talks.as_array().unwrap() {
+                titles.push(t["title"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    assert_eq!(titles.len(), 78, "the cancelled talk is left out");
+    assert!(titles
+        .iter()
+        .any(|t| t == "Opening Ceremony (now in Tent A)"));
 }
