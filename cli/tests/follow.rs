@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use lanyard_protocol::Role;
 use lanyard_tests::{TestServer, DEADLINE};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
+mod common;
+use common::BIN;
 
 /// What the schedule server publishes now.
 #[derive(Clone)]
@@ -50,19 +51,7 @@ async fn schedule(State(p): State<Arc<Mutex<Published>>>, headers: HeaderMap) ->
 }
 
 fn lanyard(home: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("LANYARD_HOME")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lanyard {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::lanyard_in(home, "UTC", args)
 }
 
 struct Follower(Child);

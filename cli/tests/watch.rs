@@ -15,23 +15,11 @@ use lanyard_schedule::import_schedule;
 use lanyard_tests::{TestServer, DEADLINE};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
+mod common;
+use common::BIN;
 
 fn lanyard(home: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("LANYARD_HOME")
-        .env("TZ", "Asia/Tokyo")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "lanyard {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::lanyard_in(home, "Asia/Tokyo", args)
 }
 
 /// Kills the watcher if the test fails half way.

@@ -269,26 +269,32 @@ impl std::fmt::Debug for Sampled {
     }
 }
 
+/// Encodes one constant metric (a [`ConstGauge`] or a [`ConstCounter`]).
+fn constant(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
 fn gauge(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    unit: Option<&Unit>,
     value: f64,
 ) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(value);
-    g.encode(encoder.encode_descriptor(name, help, unit, g.metric_type())?)
+    constant(encoder, name, help, ConstGauge::new(value))
 }
 
 fn counter(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
-    unit: Option<&Unit>,
     value: f64,
 ) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(value);
-    c.encode(encoder.encode_descriptor(name, help, unit, c.metric_type())?)
+    constant(encoder, name, help, ConstCounter::new(value))
 }
 
 impl Collector for Sampled {
@@ -300,14 +306,12 @@ impl Collector for Sampled {
             e,
             "lanyard_connections",
             "Connections admitted and not yet ended",
-            None,
             snap.open_connections as f64,
         )?;
         gauge(
             e,
             "lanyard_sessions",
             "Device sessions open",
-            None,
             snap.sessions as f64,
         )?;
         {
@@ -348,21 +352,18 @@ impl Collector for Sampled {
             e,
             "lanyard_bytes_sent",
             "UDP payload bytes sent to devices",
-            None,
             snap.bytes_sent as f64,
         )?;
         counter(
             e,
             "lanyard_bytes_received",
             "UDP payload bytes received from devices",
-            None,
             snap.bytes_received as f64,
         )?;
         gauge(
             e,
             "lanyard_documents",
             "Documents the server holds",
-            None,
             server.documents() as f64,
         )?;
         let store = server.store_bytes().unwrap_or(0);
@@ -370,28 +371,24 @@ impl Collector for Sampled {
             e,
             "lanyard_store_bytes",
             "Bytes the store takes on disk",
-            None,
             store as f64,
         )?;
         counter(
             e,
             "lanyard_flushed_writes",
             "Writes made durable by grouped flushes",
-            None,
             snap.flushed_writes as f64,
         )?;
         gauge(
             e,
             "process_resident_memory_bytes",
             "Resident memory of the server process",
-            None,
             snap.rss_bytes as f64,
         )?;
         counter(
             e,
             "process_cpu_seconds",
             "CPU time of the server process, user and system",
-            None,
             snap.cpu_seconds,
         )?;
         Ok(())
@@ -455,17 +452,7 @@ async fn revoke(
     UrlPath(event): UrlPath<String>,
     Json(req): Json<RevokeRequest>,
 ) -> Response {
-    let r = match revocation(&event, &req) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
-    };
-    match state.server.revoke(r.clone()) {
-        Ok(closed) => {
-            info!(event = %r.event, user = %r.user, device = ?r.device.as_ref().map(|d| d.to_string()), closed, "revoked");
-            Json(RevokeAnswer { closed }).into_response()
-        }
-        Err(e) => store_failed(e),
-    }
+    change_access(&state, &event, &req, false)
 }
 
 async fn lift(
@@ -473,17 +460,28 @@ async fn lift(
     UrlPath(event): UrlPath<String>,
     Json(req): Json<RevokeRequest>,
 ) -> Response {
-    let r = match revocation(&event, &req) {
+    change_access(&state, &event, &req, true)
+}
+
+/// Revokes, or lifts a revocation of, what `req` names in `event`.
+fn change_access(state: &AdminState, event: &str, req: &RevokeRequest, lift: bool) -> Response {
+    let r = match revocation(event, req) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
-    match state.server.lift(&r) {
-        Ok(lifted) => {
-            info!(event = %r.event, user = %r.user, lifted, "revocation lifted");
+    let device = r.device.as_ref().map(ToString::to_string);
+    let done = if lift {
+        state.server.lift(&r).map(|lifted| {
+            info!(event = %r.event, user = %r.user, ?device, lifted, "revocation lifted");
             Json(LiftAnswer { lifted }).into_response()
-        }
-        Err(e) => store_failed(e),
-    }
+        })
+    } else {
+        state.server.revoke(r.clone()).map(|closed| {
+            info!(event = %r.event, user = %r.user, ?device, closed, "revoked");
+            Json(RevokeAnswer { closed }).into_response()
+        })
+    };
+    done.unwrap_or_else(store_failed)
 }
 
 async fn revocations(State(state): State<AdminState>) -> Response {

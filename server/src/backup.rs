@@ -183,26 +183,11 @@ pub fn restore(input: &Path, data_dir: &Path, force: bool) -> Result<Restored, B
         path: input.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(input).map_err(io(format!("opening {}", input.display())))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut identity = Vec::new();
     let mut meta = Vec::new();
     let mut docs = Vec::new();
     let mut manifest: Option<Manifest> = None;
-    let entries = archive
-        .entries()
-        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| invalid(format!("damaged: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| invalid(format!("damaged entry name: {e}")))?
-            .to_string_lossy()
-            .into_owned();
-        let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| invalid(format!("damaged at {path}: {e}")))?;
+    for (path, bytes) in entries_of(input)? {
         if path == "manifest.json" {
             manifest = Some(
                 serde_json::from_slice(&bytes)
@@ -348,18 +333,18 @@ pub fn stored_docs(
     }))
 }
 
-/// The documents in the backup file `input` (read whole).
-pub fn docs_in_backup(input: &Path) -> Result<Vec<(DocId, Vec<u8>)>, BackupError> {
+/// Every entry of the backup file `input`, as (path, bytes), read whole.
+fn entries_of(input: &Path) -> Result<Vec<(String, Vec<u8>)>, BackupError> {
     let invalid = |reason: String| BackupError::Invalid {
         path: input.to_path_buf(),
         reason,
     };
     let file = std::fs::File::open(input).map_err(io(format!("opening {}", input.display())))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut docs = Vec::new();
     let entries = archive
         .entries()
         .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    let mut out = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| invalid(format!("damaged: {e}")))?;
         let path = entry
@@ -367,13 +352,24 @@ pub fn docs_in_backup(input: &Path) -> Result<Vec<(DocId, Vec<u8>)>, BackupError
             .map_err(|e| invalid(format!("damaged entry name: {e}")))?
             .to_string_lossy()
             .into_owned();
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| invalid(format!("damaged at {path}: {e}")))?;
+        out.push((path, bytes));
+    }
+    Ok(out)
+}
+
+/// The documents in the backup file `input` (read whole).
+pub fn docs_in_backup(input: &Path) -> Result<Vec<(DocId, Vec<u8>)>, BackupError> {
+    let mut docs = Vec::new();
+    for (path, bytes) in entries_of(input)? {
         if let Some(id) = path.strip_prefix("docs/") {
-            let doc =
-                DocId::parse(id).map_err(|e| invalid(format!("bad document id {id}: {e}")))?;
-            let mut bytes = Vec::new();
-            entry
-                .read_to_end(&mut bytes)
-                .map_err(|e| invalid(format!("damaged at {path}: {e}")))?;
+            let doc = DocId::parse(id).map_err(|e| BackupError::Invalid {
+                path: input.to_path_buf(),
+                reason: format!("bad document id {id}: {e}"),
+            })?;
             docs.push((doc, bytes));
         }
     }
