@@ -250,6 +250,10 @@ pub enum Command {
         /// How often --follow fetches.
         #[arg(long, default_value = "2m", value_parser = humantime::parse_duration, requires = "follow")]
         every: std::time::Duration,
+        /// A fetch of the URL that takes longer than this is given up (and
+        /// reported; with --follow the next one is tried --every later).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        fetch_timeout: std::time::Duration,
         /// The file's format (default: from the extension, else from the content).
         #[arg(long, value_enum)]
         format: Option<ImportFormat>,

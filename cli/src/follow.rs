@@ -12,8 +12,6 @@ use crate::schedule::{import_and_report, import_bytes, ImportOptions};
 
 /// The largest schedule fetched (FOSDEM's is 3 MB).
 const MAX_SCHEDULE_BYTES: u64 = 64 << 20;
-/// One fetch gives up after this long.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether `file` is an `http://` or `https://` URL.
 pub fn is_url(file: &Path) -> bool {
@@ -36,10 +34,10 @@ enum Fetched {
     Body(Vec<u8>),
 }
 
-fn agent() -> ureq::Agent {
+fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(FETCH_TIMEOUT))
+        .timeout_global(Some(timeout))
         .user_agent(concat!("lanyard/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()
@@ -53,7 +51,12 @@ fn fetch(agent: &ureq::Agent, url: &str, v: &mut Validators) -> anyhow::Result<F
     if let Some(m) = &v.last_modified {
         req = req.header("If-Modified-Since", m);
     }
-    let mut resp = req.call().with_context(|| format!("cannot fetch {url}"))?;
+    let mut resp = req.call().map_err(|e| match e {
+        ureq::Error::Timeout(_) => {
+            anyhow::anyhow!("cannot fetch {url}: no complete answer in time (--fetch-timeout)")
+        }
+        other => anyhow::Error::new(other).context(format!("cannot fetch {url}")),
+    })?;
     let status = resp.status().as_u16();
     if status == 304 {
         return Ok(Fetched::NotModified);
@@ -101,10 +104,15 @@ fn name_of(url: &str) -> PathBuf {
 }
 
 /// `lanyard import URL` once.
-pub fn import_url(client: &Client, url: &str, options: &ImportOptions) -> anyhow::Result<()> {
+pub fn import_url(
+    client: &Client,
+    url: &str,
+    options: &ImportOptions,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut v = Validators::default();
-    let Fetched::Body(bytes) = fetch(&agent(), url, &mut v)? else {
+    let Fetched::Body(bytes) = fetch(&agent(timeout), url, &mut v)? else {
         bail!("{url} answered 304 Not Modified to a request that asked for no validator");
     };
     import_and_report(client, &name_of(url), &bytes, options, started)
@@ -119,6 +127,7 @@ pub fn follow(
     url: &str,
     every: Duration,
     options: &ImportOptions,
+    fetch_timeout: Duration,
     sync_timeout: Duration,
 ) -> anyhow::Result<()> {
     if options.dry_run {
@@ -128,7 +137,7 @@ pub fn follow(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let agent = agent();
+    let agent = agent(fetch_timeout);
     let name = name_of(url);
     let mut v = Validators::default();
     let mut version = 0u64;

@@ -217,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             follow,
             every,
+            fetch_timeout,
             format,
             timezone,
             dry_run,
@@ -233,10 +234,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let url = follow::is_url(&file).then(|| file.to_string_lossy().into_owned());
             match (url, follow) {
                 (Some(url), true) => {
-                    return follow::follow(&client, &url, every, &options, Duration::from_secs(60))
+                    return follow::follow(
+                        &client,
+                        &url,
+                        every,
+                        &options,
+                        fetch_timeout,
+                        Duration::from_secs(60),
+                    )
                 }
                 (None, true) => bail!("--follow needs the schedule's http(s) URL, not a file"),
-                (Some(url), false) => follow::import_url(&client, &url, &options)?,
+                (Some(url), false) => follow::import_url(&client, &url, &options, fetch_timeout)?,
                 (None, false) => schedule::import(&client, &file, &options)?,
             }
             if capacity_from_rooms && !dry_run {

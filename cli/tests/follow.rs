@@ -30,8 +30,17 @@ struct Published {
 }
 
 async fn schedule(State(p): State<Arc<Mutex<Published>>>, headers: HeaderMap) -> Response {
+    let slow = {
+        let mut p = p.lock().unwrap();
+        p.requests += 1;
+        p.status == 0
+    };
+    if slow {
+        // Too slow: the follower's fetch times out first.
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        return StatusCode::OK.into_response();
+    }
     let mut p = p.lock().unwrap();
-    p.requests += 1;
     if p.status != 200 {
         return (
             StatusCode::from_u16(p.status).unwrap(),
@@ -135,7 +144,15 @@ async fn follow_imports_each_new_version_once_and_keeps_the_last_good_one() {
     let mut child = Command::new(BIN)
         .arg("--home")
         .arg(home.path())
-        .args(["import", &url, "--follow", "--every", "200ms"])
+        .args([
+            "import",
+            &url,
+            "--follow",
+            "--every",
+            "200ms",
+            "--fetch-timeout",
+            "1s",
+        ])
         .env_remove("LANYARD_HOME")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -164,6 +181,8 @@ async fn follow_imports_each_new_version_once_and_keeps_the_last_good_one() {
 
     published.lock().unwrap().status = 500;
     let failed = wait_line(&err, &["HTTP 500", "keeps version 1"], &mut seen_err);
+    published.lock().unwrap().status = 0;
+    let slow = wait_line(&err, &["in time", "keeps version 1"], &mut seen_err);
 
     {
         let mut p = published.lock().unwrap();
@@ -189,7 +208,7 @@ async fn follow_imports_each_new_version_once_and_keeps_the_last_good_one() {
         &["version 3:", "78 sessions", "1 cancelled", "synced"],
         &mut seen_out,
     );
-    for l in [&first, &failed, &second, &broken, &third] {
+    for l in [&first, &failed, &slow, &second, &broken, &third] {
         eprintln!("follow: {l}");
     }
 
