@@ -44,6 +44,11 @@ pub enum StoreError {
     /// A key or value in the database has an unexpected shape.
     #[error("corrupt entry in the database: {0}")]
     Corrupt(String),
+    /// A database server (PostgreSQL) failed the operation: it is
+    /// unreachable, the connection dropped, or it refused the transaction.
+    /// Nothing of a failed write was made durable.
+    #[error("database: {0}")]
+    Database(String),
 }
 
 /// Document and metadata storage. Writes are durable when they return.
