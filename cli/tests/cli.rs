@@ -30,7 +30,7 @@ fn link_with(role: Role, user: &str, event: &str, expires_at: u64) -> String {
         expires_at,
     };
     JoinLink {
-        server: DEAD_SERVER.into(),
+        servers: vec![DEAD_SERVER.into()],
         event,
         token: lanyard_protocol::token::sign(&claims, &key),
         pin: lanyard_protocol::cert_pin(b"x"),

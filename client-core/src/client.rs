@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     pub(crate) tls: Mutex<Option<(String, Arc<quinn::crypto::rustls::QuicClientConfig>)>>,
     /// The keep-alive interval of the next connection, adapted to the link.
     pub(crate) keep_alive: Mutex<crate::sync::KeepAlive>,
+    /// The join link's server nodes in the order they are tried.
+    pub(crate) servers: Mutex<Vec<String>>,
 }
 
 impl Drop for Inner {
@@ -283,6 +285,7 @@ impl Client {
                 active_endpoint: Mutex::new(None),
                 tls: Mutex::new(None),
                 keep_alive: Mutex::new(crate::sync::KeepAlive::default()),
+                servers: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -1022,7 +1025,7 @@ fn parse_credentials(link: &str) -> Result<Credentials, ClientError> {
 
 fn identity_of(c: &Credentials) -> Identity {
     Identity {
-        server: c.link.server.clone(),
+        server: c.link.servers.join(","),
         event: c.claims.event.to_string(),
         user: c.claims.user.to_string(),
         role: c.claims.role.to_string(),
@@ -1172,7 +1175,7 @@ mod tests {
     fn link(role: Role, user: &str) -> String {
         let event = event();
         JoinLink {
-            server: "127.0.0.1:9".into(),
+            servers: vec!["127.0.0.1:9".into()],
             token: TestKey::new(3).token(&event, user, role, "d", 4_000_000_000),
             event,
             pin: cert_pin(b"c"),

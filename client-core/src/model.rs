@@ -282,7 +282,7 @@ pub struct EventInfo {
 /// Who this device is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
-    /// Server `HOST:PORT`.
+    /// Server `HOST:PORT` (a cluster's nodes separated by commas).
     pub server: String,
     /// Event id.
     pub event: String,

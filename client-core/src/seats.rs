@@ -676,7 +676,7 @@ mod tests {
     fn client(role: Role, user: &str) -> Client {
         let event = event();
         let link = JoinLink {
-            server: "127.0.0.1:9".into(),
+            servers: vec!["127.0.0.1:9".into()],
             token: TestKey::new(3).token(&event, user, role, "d", 4_000_000_000),
             event,
             pin: cert_pin(b"c"),

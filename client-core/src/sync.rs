@@ -237,11 +237,10 @@ impl Default for KeepAlive {
 /// Connects to the server named in the credentials, on the shared endpoint
 /// when one was given, else on a UDP socket of its own.
 async fn connect(
-    creds: &Credentials,
+    server: &str,
     shared: Option<quinn::Endpoint>,
     config: quinn::ClientConfig,
 ) -> Result<Link, SyncError> {
-    let server = creds.link.server.as_str();
     let addr: SocketAddr = tokio::net::lookup_host(server)
         .await
         .map_err(|e| SyncError::Unreachable(format!("cannot resolve {server}: {e}")))?
@@ -394,24 +393,73 @@ impl Client {
         self.inner.endpoint.lock().ok().and_then(|e| e.clone())
     }
 
+    /// The link's nodes in the order this device tries them: shuffled once
+    /// (devices spread over a cluster), the one in use first; a node that
+    /// failed goes to the back ([`Client::server_failed`]).
+    fn server_order(&self, servers: &[String]) -> Vec<String> {
+        use rand::seq::SliceRandom as _;
+        let mut order = self.inner.servers.lock().unwrap_or_else(|e| e.into_inner());
+        let same = order.len() == servers.len() && servers.iter().all(|s| order.contains(s));
+        if !same {
+            *order = servers.to_vec();
+            order.shuffle(&mut rand::rng());
+        }
+        order.clone()
+    }
+
+    /// The node to connect to now.
+    fn current_server(&self, servers: &[String]) -> String {
+        self.server_order(servers)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// `server` failed: the next attempt goes to the next node.
+    fn server_failed(&self, server: &str) {
+        let mut order = self.inner.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if order.len() > 1 && order.first().is_some_and(|s| s == server) {
+            order.rotate_left(1);
+        }
+    }
+
     /// Connects, exchanges everything, and returns once every document is in
     /// sync and every local change is acknowledged (or refused), or fails.
     pub async fn sync(&self, timeout: Duration) -> Result<SyncReport, SyncError> {
         let creds = self.lock().creds.clone().ok_or(SyncError::NotJoined)?;
         let (_stop_tx, stop_rx) = watch::channel(false);
         let deadline = tokio::time::Instant::now() + timeout;
-        let server = creds.link.server.clone();
         let shared = self.shared_endpoint();
         let config = self.client_config(&creds.link.pin)?;
-        let result = match tokio::time::timeout_at(deadline, connect(&creds, shared, config)).await
-        {
-            Err(_) => Err(SyncError::Unreachable(format!(
-                "no answer from {server} within {} s",
-                timeout.as_secs()
-            ))),
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(link)) => {
-                let run = self.run_session(&creds, &link.conn, Mode::OneShot, stop_rx);
+        // Each node of the link in turn (the one that worked last first),
+        // until one answers or the time is up.
+        let order = self.server_order(&creds.link.servers);
+        let mut connected = Err(SyncError::Unreachable(
+            "the join link names no server".into(),
+        ));
+        let mut server = order.first().cloned().unwrap_or_default();
+        for (i, node) in order.iter().enumerate() {
+            server = node.clone();
+            let attempt = connect(node, shared.clone(), config.clone());
+            connected = match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => Err(SyncError::Unreachable(format!(
+                    "no answer from {node} within {} s",
+                    timeout.as_secs()
+                ))),
+                Ok(r) => r,
+            };
+            match &connected {
+                Err(e) if e.is_retryable() && i + 1 < order.len() => {
+                    debug!(server = %node, error = %e, "trying the next node of the link");
+                    self.server_failed(node);
+                }
+                _ => break,
+            }
+        }
+        let result = match connected {
+            Err(e) => Err(e),
+            Ok(link) => {
+                let run = self.run_session(&server, &creds, &link.conn, Mode::OneShot, stop_rx);
                 let r = match tokio::time::timeout_at(deadline, run).await {
                     Ok(r) => r,
                     Err(_) => Err(SyncError::Timeout {
@@ -527,13 +575,16 @@ impl Client {
                         break;
                     }
                 };
-                let result = match connect(&creds, client.shared_endpoint(), config).await {
+                // The node that worked last, else the next of the link's
+                // (shuffled once per device, so devices spread over them).
+                let server = client.current_server(&creds.link.servers);
+                let result = match connect(&server, client.shared_endpoint(), config).await {
                     Ok(link) => {
                         client.lock().connected = true;
                         client.set_active_endpoint(link.owned.clone());
                         client.status_changed();
                         let r = client
-                            .run_session(&creds, &link.conn, Mode::Stay, stop_rx.clone())
+                            .run_session(&server, &creds, &link.conn, Mode::Stay, stop_rx.clone())
                             .await;
                         client.set_active_endpoint(None);
                         client.lock().connected = false;
@@ -559,6 +610,9 @@ impl Client {
                         if fatal {
                             break;
                         }
+                        // Next time, the link's next node (any node serves
+                        // any device).
+                        client.server_failed(&server);
                     }
                 }
                 // The server's hint is already jittered; otherwise back off
@@ -728,12 +782,12 @@ impl Client {
 
     async fn run_session(
         &self,
+        server: &str,
         creds: &Credentials,
         conn: &quinn::Connection,
         mode: Mode,
         mut stop: watch::Receiver<bool>,
     ) -> Result<SyncReport, SyncError> {
-        let server = creds.link.server.as_str();
         let (mut send, recv) = conn.open_bi().await.map_err(|e| conn_error(server, &e))?;
         let pending_before = self.state()?.replica.pending_count() as u64;
         let (mut session, first) = {

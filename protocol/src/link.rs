@@ -2,7 +2,9 @@
 //!
 //! A join link is `lanyard://HOST:PORT/EVENT?token=TOKEN&pin=PIN`: everything a
 //! device needs, so a badge QR code is enough. The pin is the SHA-256 of the
-//! server's certificate (DER), in lowercase hex.
+//! server's certificate (DER), in lowercase hex. A cluster of nodes (sharing
+//! one certificate and token key) is named by several addresses separated by
+//! commas, `lanyard://h1:4433,h2:4433/EVENT?…`: the device may use any.
 
 use std::fmt;
 
@@ -25,8 +27,8 @@ pub fn cert_pin(der: &[u8]) -> String {
 /// A parsed join link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinLink {
-    /// `HOST:PORT` of the server.
-    pub server: String,
+    /// `HOST:PORT` of each server node (at least one), in the link's order.
+    pub servers: Vec<String>,
     /// The event.
     pub event: EventId,
     /// The signed token.
@@ -60,11 +62,14 @@ impl JoinLink {
     /// Parses a link.
     pub fn parse(s: &str) -> Result<Self, LinkError> {
         let rest = s.trim().strip_prefix(SCHEME).ok_or(LinkError::Scheme)?;
-        let (server, rest) = rest.split_once('/').ok_or(LinkError::Server)?;
-        let valid_server = server
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-        if !valid_server {
+        let (authority, rest) = rest.split_once('/').ok_or(LinkError::Server)?;
+        let servers: Vec<String> = authority.split(',').map(str::to_owned).collect();
+        let valid = |server: &String| {
+            server
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        };
+        if !servers.iter().all(valid) {
             return Err(LinkError::Server);
         }
         let (event, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -84,7 +89,7 @@ impl JoinLink {
             return Err(LinkError::Pin);
         }
         Ok(JoinLink {
-            server: server.to_owned(),
+            servers,
             event,
             token,
             pin,
@@ -97,7 +102,10 @@ impl fmt::Display for JoinLink {
         write!(
             f,
             "{SCHEME}{}/{}?token={}&pin={}",
-            self.server, self.event, self.token, self.pin
+            self.servers.join(","),
+            self.event,
+            self.token,
+            self.pin
         )
     }
 }
@@ -110,17 +118,31 @@ mod tests {
     #[test]
     fn links_round_trip() {
         let l = JoinLink {
-            server: "127.0.0.1:4433".into(),
+            servers: vec!["127.0.0.1:4433".into()],
             event: EventId::new("conf").unwrap(),
             token: "abc.def".into(),
             pin: cert_pin(b"cert"),
         };
         assert_eq!(JoinLink::parse(&l.to_string()).unwrap(), l);
         let v6 = JoinLink {
-            server: "[::1]:4433".into(),
-            ..l
+            servers: vec!["[::1]:4433".into()],
+            ..l.clone()
         };
         assert_eq!(JoinLink::parse(&v6.to_string()).unwrap(), v6);
+        let cluster = JoinLink {
+            servers: vec![
+                "h1:4433".into(),
+                "[::1]:4434".into(),
+                "h3.example:4433".into(),
+            ],
+            ..l
+        };
+        let text = cluster.to_string();
+        assert!(
+            text.starts_with("lanyard://h1:4433,[::1]:4434,h3.example:4433/conf?"),
+            "{text}"
+        );
+        assert_eq!(JoinLink::parse(&text).unwrap(), cluster);
     }
 
     #[test]
@@ -133,6 +155,11 @@ mod tests {
         assert_eq!(
             JoinLink::parse("lanyard://x/e?token=a"),
             Err(LinkError::Server)
+        );
+        assert_eq!(
+            JoinLink::parse(&format!("lanyard://x:1,,y:2/e?token=a&pin={pin}")),
+            Err(LinkError::Server),
+            "an empty node in the list"
         );
         assert_eq!(
             JoinLink::parse(&format!("lanyard://x:1/e?pin={pin}")),

@@ -379,6 +379,26 @@ impl Collector for Sampled {
             "Writes made durable by grouped flushes",
             snap.flushed_writes as f64,
         )?;
+        if let Some((connected, applied, reconnects)) = server.feed() {
+            gauge(
+                e,
+                "lanyard_feed_connected",
+                "1 while the feed of other nodes' changes is connected to the database",
+                if connected { 1.0 } else { 0.0 },
+            )?;
+            counter(
+                e,
+                "lanyard_feed_chunks",
+                "Chunks other nodes stored, applied and fanned out here",
+                applied as f64,
+            )?;
+            counter(
+                e,
+                "lanyard_feed_reconnects",
+                "Times the change feed connected again after losing the database",
+                reconnects as f64,
+            )?;
+        }
         gauge(
             e,
             "process_resident_memory_bytes",

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::driver::StoreLocation;
 use crate::AdmissionConfig;
 
 /// The prefix of the configuration's environment variables.
@@ -92,6 +93,11 @@ pub struct ServeSettings {
     /// UDP address to listen on [default: 0.0.0.0:4433].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Where documents live: `sled`, the embedded database in the data
+    /// directory, or a PostgreSQL URL (`postgres://user:password@host:5432/db`)
+    /// that several nodes share [default: sled].
+    #[arg(long)]
+    pub store: Option<String>,
     /// Most open connections; devices over it are told when to come back
     /// [default: 25000].
     #[arg(long)]
@@ -150,6 +156,7 @@ impl ServeSettings {
         ServeSettings {
             data: self.data.or(lower.data),
             listen: self.listen.or(lower.listen),
+            store: self.store.or(lower.store),
             max_connections: self.max_connections.or(lower.max_connections),
             handshakes_per_sec: self.handshakes_per_sec.or(lower.handshakes_per_sec),
             max_handshake_wait: self.max_handshake_wait.or(lower.max_handshake_wait),
@@ -213,6 +220,9 @@ pub struct ServeConfig {
     pub data: PathBuf,
     /// UDP address of the QUIC endpoint.
     pub listen: SocketAddr,
+    /// Where documents live.
+    #[serde(serialize_with = "redacted")]
+    pub store: StoreLocation,
     /// Most open connections.
     pub max_connections: usize,
     /// Most new handshakes per second.
@@ -234,10 +244,16 @@ pub struct ServeConfig {
     pub admin: AdminSettings,
 }
 
+/// Serializes a store location without its password.
+fn redacted<S: serde::Serializer>(store: &StoreLocation, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&store.to_string())
+}
+
 /// The keys an environment variable can set, as written in the file.
 const ENV_KEYS: &[&str] = &[
     "data",
     "listen",
+    "store",
     "max-connections",
     "handshakes-per-sec",
     "max-handshake-wait",
@@ -347,6 +363,13 @@ impl ServeSettings {
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4433))),
+            store: match self.store.as_deref() {
+                None => StoreLocation::Sled,
+                Some(s) => StoreLocation::parse(s).map_err(|message| ConfigError::Invalid {
+                    key: "store",
+                    message,
+                })?,
+            },
             max_connections: self.max_connections.unwrap_or(admission.max_connections),
             handshakes_per_sec: self
                 .handshakes_per_sec

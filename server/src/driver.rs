@@ -23,6 +23,7 @@ use lanyard_protocol::{
     ServerAction, ServerConfig, ServerCore, ServerMsg, ServerStats, Sink,
 };
 use lanyard_store::{SledStore, Store, StoreError};
+use lanyard_store_postgres::{ChangeFeed, FeedStatus, PgStore};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -54,6 +55,46 @@ pub struct ServerOptions {
     /// TCP address of the admin HTTP listener (health, metrics, admin
     /// API); none by default.
     pub admin: Option<SocketAddr>,
+    /// Where documents live (sled in the data directory by default).
+    pub store: StoreLocation,
+}
+
+/// Where a server keeps its documents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded sled database in `DATA/db` (one node).
+    #[default]
+    Sled,
+    /// A PostgreSQL database several nodes share (the URL may hold a
+    /// password: it is shown only through [`StoreLocation`]'s `Display`,
+    /// which hides it).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `sled`, or a `postgres://` / `postgresql://` URL.
+    pub fn parse(s: &str) -> Result<StoreLocation, String> {
+        let s = s.trim();
+        if s == "sled" {
+            Ok(StoreLocation::Sled)
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreLocation::Postgres(s.to_owned()))
+        } else {
+            Err(format!(
+                "expected `sled` or a PostgreSQL URL (postgres://user:password@host:5432/db), not {:?}",
+                s.split('@').next_back().unwrap_or("")
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sled => f.write_str("sled"),
+            StoreLocation::Postgres(url) => f.write_str(&lanyard_store_postgres::redact(url)),
+        }
+    }
 }
 
 /// Default of [`ServerOptions::hello_timeout`]: generous for a phone on a
@@ -74,6 +115,7 @@ impl ServerOptions {
             hello_timeout: HELLO_TIMEOUT,
             outbox_bytes: OUTBOX_BYTES,
             admin: None,
+            store: StoreLocation::Sled,
         }
     }
 }
@@ -249,6 +291,10 @@ pub(crate) struct Shared {
     /// Flushes done, and the writes they made durable.
     flushes: AtomicU64,
     flushed_writes: AtomicU64,
+    /// The feed of other nodes' changes (a shared PostgreSQL store).
+    feed: Option<Arc<FeedStatus>>,
+    /// Chunks read from other nodes.
+    feed_applied: AtomicU64,
 }
 
 /// A connection the Hello gate watches.
@@ -483,6 +529,39 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Applies the changes other nodes commit to the shared store, and fans
+/// them out to this node's devices (each change once per node: the
+/// broadcast path encodes one frame per change for all its devices).
+async fn follow(shared: Arc<Shared>, mut feed: ChangeFeed, mut stop: watch::Receiver<bool>) {
+    loop {
+        let batch = tokio::select! {
+            b = feed.next() => b,
+            _ = stop.changed() => return,
+        };
+        let Some(batch) = batch else { return };
+        let mut i = 0;
+        while i < batch.len() {
+            // Consecutive chunks of one document go in together.
+            let doc = &batch[i].doc;
+            let n = batch[i..].iter().take_while(|c| &c.doc == doc).count();
+            let chunks: Vec<Vec<u8>> = batch[i..i + n].iter().map(|c| c.data.clone()).collect();
+            match DocId::parse(doc) {
+                Ok(id) => shared.run(|core, sink| {
+                    if let Err(e) = core.apply_stored(now(), id, &chunks, sink) {
+                        warn!(error = %e, "a change from another node does not load");
+                    }
+                    None
+                }),
+                Err(_) => warn!(doc, "another node stored a document with a bad id: skipped"),
+            }
+            i += n;
+        }
+        shared
+            .feed_applied
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Per-device sends the flusher makes before it lets other tasks run.
 const SENDS_PER_BATCH: usize = 512;
 
@@ -658,6 +737,17 @@ impl AdminHandle {
         &self.shared.metrics
     }
 
+    /// The change feed: connected, chunks applied, reconnections (a shared
+    /// PostgreSQL store only).
+    pub(crate) fn feed(&self) -> Option<(bool, u64, u64)> {
+        let f = self.shared.feed.as_ref()?;
+        Some((
+            f.connected(),
+            self.shared.feed_applied.load(Ordering::Relaxed),
+            f.reconnects(),
+        ))
+    }
+
     /// Why the server should not be sent devices now, if it should not.
     pub(crate) fn not_ready(&self) -> Option<String> {
         if *self.stopping.borrow() {
@@ -668,6 +758,14 @@ impl AdminHandle {
         }
         if let Err(e) = self.shared.store.size_bytes() {
             return Some(format!("the store cannot be read: {e}"));
+        }
+        if let Some(feed) = &self.shared.feed {
+            if !feed.connected() {
+                return Some(
+                    "the feed of other nodes' changes has no database connection (reconnecting)"
+                        .into(),
+                );
+            }
         }
         let cfg = &self.shared.admission_config;
         let open = self.shared.open.load(Ordering::SeqCst);
@@ -833,8 +931,27 @@ fn drops_of(table: &str, inode: &str) -> Option<u64> {
 impl Server {
     /// Opens the data directory, loads every document and starts listening.
     pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
-        let store = SledStore::open(opts.data_dir.join("db"))?;
-        Self::start_with_store(opts, Arc::new(store)).await
+        match &opts.store {
+            StoreLocation::Sled => {
+                let store = SledStore::open(opts.data_dir.join("db"))?;
+                Self::start_inner(opts, Arc::new(store), None).await
+            }
+            StoreLocation::Postgres(url) => {
+                let url = url.clone();
+                // Connecting blocks (its own runtime answers).
+                let (store, feed) = tokio::task::spawn_blocking(move || {
+                    let store = PgStore::connect(&url)?;
+                    // Followed before the documents are loaded: nothing
+                    // committed meanwhile falls between the two.
+                    let feed = store.follow()?;
+                    Ok::<_, StoreError>((store, feed))
+                })
+                .await
+                .map_err(|e| StoreError::Database(format!("the connecting task failed: {e}")))??;
+                info!(store = %opts.store, node = store.node(), "documents in PostgreSQL");
+                Self::start_inner(opts, Arc::new(store), Some(feed)).await
+            }
+        }
     }
 
     /// Like [`Server::start`] but on any [`Store`] (the data directory still
@@ -842,6 +959,14 @@ impl Server {
     pub async fn start_with_store(
         opts: ServerOptions,
         store: Arc<dyn Store>,
+    ) -> Result<Server, StartError> {
+        Self::start_inner(opts, store, None).await
+    }
+
+    async fn start_inner(
+        opts: ServerOptions,
+        store: Arc<dyn Store>,
+        feed: Option<ChangeFeed>,
     ) -> Result<Server, StartError> {
         let identity = Identity::load_or_create(&opts.data_dir)?;
         let mut core = ServerCore::new(ServerConfig {
@@ -934,9 +1059,14 @@ impl Server {
             })),
             waiting: Mutex::new(HashMap::new()),
             devices: crate::devices::Devices::default(),
+            feed: feed.as_ref().map(ChangeFeed::status),
+            feed_applied: AtomicU64::new(0),
         });
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(flusher(shared.clone(), rx.clone()));
+        if let Some(feed) = feed {
+            tokio::spawn(follow(shared.clone(), feed, rx.clone()));
+        }
         tokio::spawn(timers(shared.clone(), rx.clone()));
         let admin = match opts.admin {
             Some(addr) => Some(

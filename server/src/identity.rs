@@ -202,7 +202,7 @@ impl Identity {
             expires_at,
         };
         JoinLink {
-            server: invite.server.clone(),
+            servers: invite.servers.clone(),
             event: invite.event.clone(),
             token: self.sign(&claims),
             pin: self.pin(),
@@ -221,8 +221,8 @@ pub struct Invite {
     pub user: UserId,
     /// The device name.
     pub device: DeviceId,
-    /// `HOST:PORT` devices connect to.
-    pub server: String,
+    /// `HOST:PORT` of each node devices may connect to (at least one).
+    pub servers: Vec<String>,
     /// How long the token is valid.
     pub ttl: Duration,
 }
@@ -244,7 +244,7 @@ mod tests {
             role: Role::Attendee,
             user: UserId::new("u").unwrap(),
             device: DeviceId::new("d").unwrap(),
-            server: "localhost:4433".into(),
+            servers: vec!["localhost:4433".into()],
             ttl: Duration::from_secs(60),
         });
         let claims = token::verify(&link.token, &b.token_public_key(), 0).unwrap();

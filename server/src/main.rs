@@ -146,9 +146,10 @@ enum Command {
         /// Device name.
         #[arg(long, default_value = "default")]
         device: String,
-        /// HOST:PORT devices will connect to.
-        #[arg(long, default_value = "localhost:4433")]
-        server: String,
+        /// HOST:PORT devices will connect to; repeat it for each node of a
+        /// cluster (devices fail over between them).
+        #[arg(long = "server", default_value = "localhost:4433", num_args = 1)]
+        servers: Vec<String>,
         /// How long the token is valid (e.g. 30d, 12h).
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -192,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut opts = ServerOptions::new(config.data.clone(), config.listen);
             opts.admission = config.admission();
             opts.admin = config.admin.listen;
+            opts.store = config.store.clone();
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(serve(opts, config.stats_file))
         }
@@ -246,16 +248,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             role,
             user,
             device,
-            server,
+            servers,
             ttl,
         } => {
+            for s in &servers {
+                let ok = s.rsplit_once(':').is_some_and(|(h, p)| {
+                    !h.is_empty() && !h.contains(',') && p.parse::<u16>().is_ok()
+                });
+                anyhow::ensure!(
+                    ok,
+                    "--server {s:?}: expected HOST:PORT, e.g. lanyard.example.org:4433"
+                );
+            }
             let identity = Identity::load_or_create(&data)?;
             let link = identity.invite(&Invite {
                 event: EventId::new(event)?,
                 role,
                 user: UserId::new(user)?,
                 device: DeviceId::new(device)?,
-                server,
+                servers,
                 ttl,
             });
             println!("{link}");

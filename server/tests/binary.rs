@@ -106,6 +106,8 @@ fn invite_prints_one_join_link() {
             "laptop",
             "--server",
             "example.org:4433",
+            "--server",
+            "[2001:db8::2]:4433",
             "--ttl",
             "2h",
         ],
@@ -118,7 +120,7 @@ fn invite_prints_one_join_link() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let link = JoinLink::parse(stdout.trim()).unwrap();
-    assert_eq!(link.server, "example.org:4433");
+    assert_eq!(link.servers, ["example.org:4433", "[2001:db8::2]:4433"]);
     assert_eq!(link.event.as_str(), "rustconf");
     let claims = token::decode_unverified(&link.token).unwrap();
     assert_eq!(claims.role, lanyard_protocol::Role::Organizer);

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use lanyard_server::config::{ConfigError, LogFormat, ServeConfig, ServeSettings};
+use lanyard_server::StoreLocation;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lanyard-server");
 
@@ -153,6 +154,38 @@ fn an_unknown_key_or_a_bad_value_names_it_and_its_line() {
     )
     .unwrap();
     assert_eq!(cfg.handshakes_per_sec, 100.0);
+}
+
+#[test]
+fn the_store_is_sled_or_a_postgres_url_whose_password_is_never_printed() {
+    let cfg = resolve(None, &[], ServeSettings::default()).unwrap();
+    assert_eq!(cfg.store, StoreLocation::Sled);
+    let url = "postgres://lanyard:s3cret@db.example:5432/lanyard";
+    let cfg = resolve(
+        Some("store = \"sled\"\n"),
+        &[("LANYARD_STORE", url)],
+        ServeSettings::default(),
+    )
+    .unwrap();
+    assert_eq!(cfg.store, StoreLocation::Postgres(url.into()));
+    let printed = cfg.to_toml();
+    assert!(!printed.contains("s3cret"), "{printed}");
+    assert!(
+        printed.contains("store = \"postgres://lanyard@db.example:5432/lanyard\""),
+        "{printed}"
+    );
+    let e = resolve(
+        Some("store = \"mysql://x:pw@h/db\"\n"),
+        &[],
+        ServeSettings::default(),
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("store") && text.contains("PostgreSQL URL"),
+        "{text}"
+    );
+    assert!(!text.contains("pw"), "no password in errors: {text}");
 }
 
 #[test]

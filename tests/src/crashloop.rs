@@ -203,7 +203,7 @@ pub fn link_as(
         expires_at: crate::unix_now() + 24 * 3600,
     };
     Ok(JoinLink {
-        server: addr.to_string(),
+        servers: vec![addr.to_string()],
         event: claims.event.clone(),
         token: identity.sign(&claims),
         pin: identity.pin(),

@@ -139,7 +139,7 @@ impl TestServer {
     pub fn link_for(&self, claims: &TokenClaims) -> anyhow::Result<String> {
         let id = self.identity()?;
         Ok(JoinLink {
-            server: self.addr.to_string(),
+            servers: vec![self.addr.to_string()],
             event: claims.event.clone(),
             token: id.sign(claims),
             pin: id.pin(),
@@ -182,7 +182,7 @@ impl TestServer {
         let id = self.identity()?;
         let claims = Self::claims(role, user, device);
         let link = JoinLink {
-            server: addr.to_string(),
+            servers: vec![addr.to_string()],
             event: claims.event.clone(),
             token: id.sign(&claims),
             pin: id.pin(),

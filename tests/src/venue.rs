@@ -1114,7 +1114,7 @@ fn link(
     claims: &TokenClaims,
 ) -> anyhow::Result<String> {
     Ok(JoinLink {
-        server: addr.to_string(),
+        servers: vec![addr.to_string()],
         event: claims.event.clone(),
         token: id.sign(claims),
         pin: id.pin(),

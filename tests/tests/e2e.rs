@@ -296,7 +296,7 @@ async fn expired_wrongly_signed_and_other_event_tokens_are_refused_clearly() {
     let other_id = lanyard_server::Identity::load_or_create(other.path()).unwrap();
     let good = TestServer::claims(Role::Organizer, "mallory", "laptop");
     let link = lanyard_protocol::JoinLink {
-        server: srv.addr().to_string(),
+        servers: vec![srv.addr().to_string()],
         event: good.event.clone(),
         token: other_id.sign(&good),
         pin: srv.identity().unwrap().pin(),
@@ -490,7 +490,7 @@ async fn a_server_whose_certificate_does_not_match_the_pin_is_refused() {
     let srv = TestServer::start().await.unwrap();
     let claims = TestServer::claims(Role::Attendee, "ann", "phone");
     let link = lanyard_protocol::JoinLink {
-        server: srv.addr().to_string(),
+        servers: vec![srv.addr().to_string()],
         event: claims.event.clone(),
         token: srv.identity().unwrap().sign(&claims),
         pin: lanyard_protocol::cert_pin(b"some other certificate"),

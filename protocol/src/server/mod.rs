@@ -646,6 +646,56 @@ impl ServerCore {
         }
     }
 
+    /// Chunks another server node stored in the shared store (see the
+    /// PostgreSQL store's change feed): applied to the document, and the
+    /// changes new to this node fanned out to its devices. Nothing is
+    /// persisted (they are stored already) and nothing is decided: the node
+    /// that accepted them did. Returns how many changes were new here; a
+    /// chunk that does not load is skipped and counted in the error.
+    pub fn apply_stored(
+        &mut self,
+        now: Millis,
+        doc: DocId,
+        chunks: &[Vec<u8>],
+        sink: &mut dyn Sink,
+    ) -> Result<usize, LoadError> {
+        let cell = self.cell(&doc);
+        let mut state = lock_doc(&cell);
+        let am = state.am.get_or_insert_with(Automerge::new);
+        let heads_before = am.get_heads();
+        let mut bad = None;
+        for chunk in chunks {
+            if let Err(e) = am.load_incremental(chunk) {
+                bad = Some(e.to_string());
+            }
+        }
+        let raw: Vec<Vec<u8>> = am
+            .get_changes(&heads_before)
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let new = raw.len();
+        if new > 0 {
+            state.bytes += raw.iter().map(Vec::len).sum::<usize>();
+            let mut out = Vec::new();
+            let mut stats = ServerStats::default();
+            let changes = NewChanges {
+                origin: None,
+                heads_before,
+                raw,
+            };
+            state.fan_out(&doc, &self.config.limits, changes, &mut out, &mut stats);
+            drop(state);
+            sink.take(out);
+            self.add_stats(stats);
+            self.beacons.insert(doc.clone(), now + BEACON_AFTER);
+        }
+        match bad {
+            Some(message) => Err(LoadError::Corrupt { doc, message }),
+            None => Ok(new),
+        }
+    }
+
     /// Changes accepted and refused per document kind, as `(kind,
     /// accepted, refused)`.
     pub fn changes_by_kind(&self) -> Vec<(&'static str, u64, u64)> {

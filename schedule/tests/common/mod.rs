@@ -10,7 +10,7 @@ use lanyard_protocol::{cert_pin, EventId, JoinLink, Role};
 pub fn joined(event: &str, role: Role) -> Client {
     let event = EventId::new(event).unwrap();
     let link = JoinLink {
-        server: "127.0.0.1:9".into(),
+        servers: vec!["127.0.0.1:9".into()],
         token: TestKey::new(5).token(&event, "org", role, "laptop", 4_000_000_000),
         event,
         pin: cert_pin(b"cert"),
