@@ -20,6 +20,12 @@
 //!   it right after a random line, and starts the next child on the same
 //!   database. At the end every printed token must be in the note.
 //!
+//! * **Cluster**: the server loop with `nodes` > 1 server processes on one
+//!   PostgreSQL database (`store`), each started with a copy of the first
+//!   node's data directory; every device's link names all of them. Each
+//!   cycle SIGKILLs one node at random (its devices move to another node)
+//!   and starts it again. At the end the database is read back.
+//!
 //! Each cycle also proves the store opens after a crash: a server that does
 //! not come back, or a child that cannot open its database, fails the run.
 
@@ -37,7 +43,7 @@ use lanyard_client_core::docs::NotesDoc;
 use lanyard_client_core::Client;
 use lanyard_protocol::{DeviceId, DocId, EventId, JoinLink, Role, TokenClaims, UserId};
 use lanyard_server::Identity;
-use lanyard_store::{SledStore, Store as _};
+use lanyard_store::{SledStore, Store};
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -125,6 +131,11 @@ pub struct ServerLoop {
     pub max_up: Duration,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Server processes (more than one needs a PostgreSQL `store`).
+    pub nodes: usize,
+    /// The nodes' shared store: a PostgreSQL URL; sled in the data
+    /// directory when `None`.
+    pub store: Option<String>,
 }
 
 /// A `lanyard-server serve` child on `addr`, once it listens (killed on drop).
@@ -133,8 +144,24 @@ pub async fn start_server(
     data: &Path,
     addr: SocketAddr,
 ) -> anyhow::Result<tokio::process::Child> {
-    let mut child = tokio::process::Command::new(bin)
-        .arg("serve")
+    start_node(bin, data, addr, None).await
+}
+
+/// A `lanyard-server serve` child on `addr` with its documents in `store`
+/// (a PostgreSQL URL) or in sled, once it listens (killed on drop).
+pub async fn start_node(
+    bin: &Path,
+    data: &Path,
+    addr: SocketAddr,
+    store: Option<&str>,
+) -> anyhow::Result<tokio::process::Child> {
+    let mut command = tokio::process::Command::new(bin);
+    if let Some(url) = store {
+        command.arg("serve").arg("--store").arg(url);
+    } else {
+        command.arg("serve");
+    }
+    let mut child = command
         .arg("--data")
         .arg(data)
         .arg("--listen")
@@ -184,13 +211,14 @@ pub fn link(
     user: &str,
     device: &str,
 ) -> anyhow::Result<String> {
-    link_as(identity, addr, Role::Attendee, user, device)
+    link_as(identity, &[addr], Role::Attendee, user, device)
 }
 
-/// A join link for the crash-loop event with `role`, signed by `identity`.
+/// A join link for the crash-loop event with `role`, naming every node of
+/// `nodes`, signed by `identity`.
 pub fn link_as(
     identity: &Identity,
-    addr: SocketAddr,
+    nodes: &[SocketAddr],
     role: Role,
     user: &str,
     device: &str,
@@ -203,7 +231,7 @@ pub fn link_as(
         expires_at: crate::unix_now() + 24 * 3600,
     };
     Ok(JoinLink {
-        servers: vec![addr.to_string()],
+        servers: nodes.iter().map(ToString::to_string).collect(),
         event: claims.event.clone(),
         token: identity.sign(&claims),
         pin: identity.pin(),
@@ -289,7 +317,7 @@ async fn reserver(client: Client, seed: u64, stop: Arc<AtomicBool>) -> Vec<Strin
 
 /// Reads back what the server stored of the reservers: acknowledged requests
 /// without an outcome, and sessions over capacity.
-fn check_seats(store: &SledStore, acked: &[Vec<String>]) -> anyhow::Result<(u64, u64)> {
+fn check_seats(store: &dyn Store, acked: &[Vec<String>]) -> anyhow::Result<(u64, u64)> {
     use lanyard_protocol::seats::doc as seatdoc;
     use lanyard_protocol::seats::SeatState;
     let event = EventId::new(EVENT)?;
@@ -319,26 +347,65 @@ pub async fn server_loop(
     cfg: &ServerLoop,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Outcome> {
+    if cfg.nodes > 1 && cfg.store.is_none() {
+        bail!(
+            "{} nodes need a shared store: give a PostgreSQL URL",
+            cfg.nodes
+        );
+    }
+    let nodes = cfg.nodes.max(1);
+    let store = cfg.store.as_deref();
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("server");
-    let identity = Identity::load_or_create(&data)?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let mut server = start_server(&cfg.server_bin, &data, addr).await?;
+    let data: Vec<PathBuf> = (0..nodes)
+        .map(|i| dir.path().join(format!("node{i}")))
+        .collect();
+    let identity = Identity::load_or_create(&data[0])?;
+    // The other nodes start from a copy of the first one's directory: one
+    // certificate and token key for the cluster.
+    for d in &data[1..] {
+        copy_identity(&data[0], d)?;
+    }
+    let mut addrs = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        addrs.push(format!("127.0.0.1:{}", free_port()?).parse::<SocketAddr>()?);
+    }
+    let mut servers = Vec::with_capacity(nodes);
+    for (d, addr) in data.iter().zip(&addrs) {
+        servers.push(start_node(&cfg.server_bin, d, *addr, store).await?);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(cfg.writers);
     for i in 0..cfg.writers {
         let client = Client::in_memory()?;
-        client.join(&link(&identity, addr, &format!("w{i}"), "d")?)?;
+        client.join(&link_as(
+            &identity,
+            &addrs,
+            Role::Attendee,
+            &format!("w{i}"),
+            "d",
+        )?)?;
         tasks.push(tokio::spawn(writer(client, Arc::clone(&stop))));
     }
     let mut seat_tasks = Vec::with_capacity(cfg.reservers);
     if cfg.reservers > 0 {
         let org = Client::in_memory()?;
-        org.join(&link_as(&identity, addr, Role::Organizer, "org", "laptop")?)?;
+        org.join(&link_as(
+            &identity,
+            &addrs,
+            Role::Organizer,
+            "org",
+            "laptop",
+        )?)?;
         publish_seats(&org).await?;
         for i in 0..cfg.reservers {
             let client = Client::in_memory()?;
-            client.join(&link(&identity, addr, &format!("r{i}"), "d")?)?;
+            client.join(&link_as(
+                &identity,
+                &addrs,
+                Role::Attendee,
+                &format!("r{i}"),
+                "d",
+            )?)?;
             // The sessions must be known on the device before it reserves.
             let deadline = Instant::now() + Duration::from_secs(60);
             while client.session("seat-0")?.is_none() {
@@ -356,11 +423,14 @@ pub async fn server_loop(
     for cycle in 1..=cfg.cycles {
         let up = cfg.min_up + Duration::from_millis(rng.random_range(0..=span));
         tokio::time::sleep(up).await;
-        server.start_kill().context("cannot SIGKILL the server")?;
-        server.wait().await?;
-        server = start_server(&cfg.server_bin, &data, addr)
+        let k = rng.random_range(0..nodes);
+        servers[k]
+            .start_kill()
+            .context("cannot SIGKILL the server")?;
+        servers[k].wait().await?;
+        servers[k] = start_node(&cfg.server_bin, &data[k], addrs[k], store)
             .await
-            .with_context(|| format!("cycle {cycle}"))?;
+            .with_context(|| format!("cycle {cycle}: node {k}"))?;
         progress(cycle);
     }
     // Let every writer see one last acknowledgement, then stop them.
@@ -374,26 +444,37 @@ pub async fn server_loop(
     for t in seat_tasks {
         seat_acked.push(t.await?);
     }
-    // A clean stop, then what is on disk.
-    let pid = server.id().context("the server exited on its own")?;
-    let term = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .await?;
-    if !term.success() {
-        bail!("kill -TERM {pid} failed");
+    // A clean stop, then what is stored.
+    for server in &mut servers {
+        let pid = server.id().context("the server exited on its own")?;
+        let term = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !term.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        tokio::time::timeout(Duration::from_secs(60), server.wait())
+            .await
+            .context("the server did not stop within 60 s of SIGTERM")??;
     }
-    tokio::time::timeout(Duration::from_secs(60), server.wait())
-        .await
-        .context("the server did not stop within 60 s of SIGTERM")??;
-    let store = SledStore::open(data.join("db"))?;
+    let stored: Box<dyn Store> = match store {
+        Some(url) => {
+            let url = url.to_owned();
+            Box::new(
+                tokio::task::spawn_blocking(move || lanyard_store_postgres::PgStore::connect(&url))
+                    .await??,
+            )
+        }
+        None => Box::new(SledStore::open(data[0].join("db"))?),
+    };
     let mut outcome = Outcome {
         cycles: cfg.cycles,
         ..Outcome::default()
     };
     for (i, upto) in acked.into_iter().enumerate() {
         let doc_id = DocId::Attendee(EventId::new(EVENT)?, UserId::new(format!("w{i}"))?);
-        let note = match store.load_doc(&doc_id.to_string())? {
+        let note = match stored.load_doc(&doc_id.to_string())? {
             Some(bytes) => NotesDoc::note(
                 &Automerge::load(&bytes).with_context(|| format!("{doc_id} is corrupt"))?,
                 SESSION,
@@ -403,11 +484,25 @@ pub async fn server_loop(
         outcome.acknowledged += upto;
         outcome.lost += missing(&note, upto);
     }
-    let (undecided, overbooked) = check_seats(&store, &seat_acked)?;
+    let (undecided, overbooked) = check_seats(stored.as_ref(), &seat_acked)?;
     outcome.requests = seat_acked.iter().map(|a| a.len() as u64).sum();
     outcome.undecided = undecided;
     outcome.overbooked = overbooked;
     Ok(outcome)
+}
+
+/// Makes `to` a data directory with `from`'s certificate and keys (the
+/// files at its top; not its sled database).
+pub fn copy_identity(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))
+                .with_context(|| format!("cannot copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Settings of the client crash loop.

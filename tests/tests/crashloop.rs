@@ -21,6 +21,8 @@ async fn a_server_killed_at_random_moments_loses_no_acknowledged_write() {
         min_up: Duration::from_millis(100),
         max_up: Duration::from_millis(800),
         seed: SEED,
+        nodes: 1,
+        store: None,
     };
     let out = server_loop(&cfg, |_| {}).await.unwrap();
     println!("server crash loop (seed {SEED}): {out}");
@@ -33,6 +35,34 @@ async fn a_server_killed_at_random_moments_loses_no_acknowledged_write() {
     assert!(out.requests > 0, "no seat request was acknowledged: {out}");
     assert_eq!(out.undecided, 0, "seed {SEED}: {out}");
     assert_eq!(out.overbooked, 0, "seed {SEED}: {out}");
+}
+
+/// Three nodes on one throwaway PostgreSQL: one killed at random each cycle,
+/// its devices move to another; nothing acknowledged may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_nodes_killed_at_random_moments_lose_no_acknowledged_write() {
+    let pg = lanyard_store_postgres::testing::TempCluster::start().unwrap();
+    let cfg = ServerLoop {
+        server_bin: lanyard_tests::server_bin_for_tests(),
+        cycles: 6,
+        writers: 6,
+        // Seats are decided by one node only (see the README's limits).
+        reservers: 0,
+        min_up: Duration::from_millis(200),
+        max_up: Duration::from_millis(1000),
+        seed: SEED,
+        nodes: 3,
+        store: Some(pg.create_database().unwrap()),
+    };
+    let out = server_loop(&cfg, |_| {}).await;
+    let out = out.unwrap_or_else(|e| panic!("seed {SEED}: {e:#}\npostgres log:\n{}", pg.log()));
+    println!("cluster crash loop (seed {SEED}, 3 nodes): {out}");
+    assert_eq!(out.cycles, 6);
+    assert!(
+        out.acknowledged > 0,
+        "the writers got nothing acknowledged: {out}"
+    );
+    assert_eq!(out.lost, 0, "seed {SEED}: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,14 @@ struct Args {
     /// Seed of every random choice (printed, to replay a run).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Server nodes killed and restarted in turn (more than one needs
+    /// --store postgres://…); every device's link names them all.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// The nodes' shared PostgreSQL store (postgres://user@host:port/db);
+    /// sled in the data directory by default.
+    #[arg(long)]
+    store: Option<String>,
     /// The lanyard-server binary (default: the one beside this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
@@ -126,6 +134,8 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             min_up: Duration::from_millis(args.min_up_ms),
             max_up: Duration::from_millis(args.max_up_ms.max(args.min_up_ms)),
             seed: args.seed,
+            nodes: args.nodes,
+            store: args.store.clone(),
         };
         let started = Instant::now();
         let bar = progress::bar(true, "server", cfg.cycles);
