@@ -1,0 +1,134 @@
+//! Several `lanyard-server` processes on one throwaway PostgreSQL: a change
+//! accepted by one node reaches the devices connected to the others, also
+//! while the database drops every connection, and nothing is stored twice.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lanyard_client_core::{BackgroundOptions, Client, NewSession};
+use lanyard_protocol::Role;
+use lanyard_server::Identity;
+use lanyard_store_postgres::testing::TempCluster;
+use lanyard_tests::crashloop::{copy_identity, free_port, link_as, start_node};
+
+/// Waits until every client holds session `id` (90 s at most); how long it took.
+async fn all_hold(clients: &[Client], id: &str, pg: &TempCluster) -> Duration {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(90);
+    loop {
+        let missing: Vec<usize> = (0..clients.len())
+            .filter(|i| !matches!(clients[*i].session(id), Ok(Some(_))))
+            .collect();
+        if missing.is_empty() {
+            return started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "devices {missing:?} never got {id}; postgres log:\n{}",
+            pg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The organizer adds session `id` and syncs until it is acknowledged.
+async fn publish(org: &Client, id: &str) {
+    let start = i64::try_from(lanyard_tests::unix_now()).unwrap() + 86_400;
+    org.add_session(NewSession {
+        id: id.into(),
+        title: format!("Talk {id}"),
+        room: "Main".into(),
+        start_unix: start,
+        end_unix: start + 1800,
+        ..NewSession::default()
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if org.sync(Duration::from_secs(5)).await.is_ok() && org.status().pending_changes == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} was never acknowledged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_the_devices_of_every_node() {
+    let pg = TempCluster::start().unwrap();
+    let url = pg.create_database().unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let bin = lanyard_tests::server_bin_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<_> = (0..3)
+        .map(|i| dir.path().join(format!("node{i}")))
+        .collect();
+    let identity = Identity::load_or_create(&data[0]).unwrap();
+    copy_identity(&data[0], &data[1]).unwrap();
+    copy_identity(&data[0], &data[2]).unwrap();
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            format!("127.0.0.1:{}", free_port().unwrap())
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (d, a) in data.iter().zip(&addrs) {
+        nodes.push(start_node(&bin, d, *a, Some(&url)).await.unwrap());
+    }
+
+    // The organizer on node 0; two attendees on each of nodes 1 and 2.
+    let org = Client::in_memory().unwrap();
+    org.join(&link_as(&identity, &addrs[..1], Role::Organizer, "org", "laptop").unwrap())
+        .unwrap();
+    org.set_event("Cluster", "UTC").unwrap();
+    let mut attendees = Vec::new();
+    let mut syncs = Vec::new();
+    for (k, addr) in addrs[1..].iter().enumerate() {
+        for j in 0..2 {
+            let c = Client::in_memory().unwrap();
+            let user = format!("a{k}{j}");
+            c.join(&link_as(&identity, &[*addr], Role::Attendee, &user, "phone").unwrap())
+                .unwrap();
+            syncs.push(c.start_background(BackgroundOptions::default()));
+            attendees.push(c);
+        }
+    }
+
+    publish(&org, "s1").await;
+    let took = all_hold(&attendees, "s1", &pg).await;
+    println!(
+        "node 0 -> devices on nodes 1 and 2: {} ms",
+        took.as_millis()
+    );
+
+    // The database drops every connection (the nodes' pools and feeds)
+    // while the organizer publishes more: everything still arrives once.
+    for i in 2..=6 {
+        if i == 3 {
+            let dropped = pg.drop_connections().unwrap();
+            assert!(dropped >= 3, "each node holds connections: {dropped}");
+        }
+        publish(&org, &format!("s{i}")).await;
+    }
+    for i in 2..=6 {
+        all_hold(&attendees, &format!("s{i}"), &pg).await;
+    }
+    let twice = pg
+        .psql(
+            &db,
+            "SELECT count(*) - count(DISTINCT (doc, md5(data))) FROM lanyard_chunks",
+        )
+        .unwrap();
+    assert_eq!(twice, "0", "no chunk stored twice");
+
+    for s in syncs {
+        s.stop().await;
+    }
+    for mut n in nodes {
+        n.start_kill().unwrap();
+        n.wait().await.unwrap();
+    }
+}
