@@ -59,6 +59,10 @@ pub struct ServerOptions {
     pub store: StoreLocation,
 }
 
+/// The file of a data directory naming the PostgreSQL store its server
+/// uses (without the password); absent for sled.
+pub const STORE_MARKER: &str = "store";
+
 /// Where a server keeps its documents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -533,9 +537,15 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// them out to this node's devices (each change once per node: the
 /// broadcast path encodes one frame per change for all its devices).
 async fn follow(shared: Arc<Shared>, mut feed: ChangeFeed, mut stop: watch::Receiver<bool>) {
+    let mut revocations = tokio::time::interval(REVOCATIONS_EVERY);
+    revocations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let batch = tokio::select! {
             b = feed.next() => b,
+            _ = revocations.tick() => {
+                sync_revocations(&shared).await;
+                continue;
+            }
             _ = stop.changed() => return,
         };
         let Some(batch) = batch else { return };
@@ -654,7 +664,8 @@ fn backup(
 
 /// See [`Server::revoke`].
 fn revoke(shared: &Shared, revocation: Revocation) -> Result<usize, StoreError> {
-    let mut list = lock(&shared.core).revocations();
+    // The stored list, not this node's: other nodes of a cluster revoke too.
+    let mut list = crate::devices::load_revocations(shared.store.as_ref())?;
     if !list.contains(&revocation) {
         list.push(revocation.clone());
         crate::devices::save_revocations(shared.store.as_ref(), &list)?;
@@ -673,14 +684,42 @@ fn revoke(shared: &Shared, revocation: Revocation) -> Result<usize, StoreError> 
 
 /// See [`Server::lift`].
 fn lift(shared: &Shared, revocation: &Revocation) -> Result<bool, StoreError> {
-    let mut list = lock(&shared.core).revocations();
+    let mut list = crate::devices::load_revocations(shared.store.as_ref())?;
     let before = list.len();
     list.retain(|r| r != revocation);
-    if list.len() == before {
-        return Ok(false);
+    let stored = list.len() != before;
+    if stored {
+        crate::devices::save_revocations(shared.store.as_ref(), &list)?;
     }
-    crate::devices::save_revocations(shared.store.as_ref(), &list)?;
-    Ok(lock(&shared.core).lift(revocation))
+    let here = lock(&shared.core).lift(revocation);
+    Ok(stored || here)
+}
+
+/// How often a node of a cluster reads the revocations other nodes stored.
+const REVOCATIONS_EVERY: Duration = Duration::from_secs(2);
+
+/// Takes the revocations stored by other nodes: new ones close their
+/// sessions here, lifted ones are lifted here.
+async fn sync_revocations(shared: &Arc<Shared>) {
+    let store = shared.store.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || crate::devices::load_revocations(store.as_ref())).await;
+    let stored = match stored {
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => {
+            debug!(error = %e, "cannot read the stored revocations");
+            return;
+        }
+        Err(_) => return,
+    };
+    let here = lock(&shared.core).revocations();
+    for r in stored.iter().filter(|r| !here.contains(r)) {
+        info!(event = %r.event, user = %r.user, "revoked on another node");
+        shared.run_actions(|core| core.revoke(r.clone()));
+    }
+    for r in here.iter().filter(|r| !stored.contains(r)) {
+        lock(&shared.core).lift(r);
+    }
 }
 
 impl AdminHandle {
@@ -931,8 +970,10 @@ fn drops_of(table: &str, inode: &str) -> Option<u64> {
 impl Server {
     /// Opens the data directory, loads every document and starts listening.
     pub async fn start(opts: ServerOptions) -> Result<Server, StartError> {
+        let marker = opts.data_dir.join(STORE_MARKER);
         match &opts.store {
             StoreLocation::Sled => {
+                let _ = std::fs::remove_file(&marker);
                 let store = SledStore::open(opts.data_dir.join("db"))?;
                 Self::start_inner(opts, Arc::new(store), None).await
             }
@@ -949,6 +990,12 @@ impl Server {
                 .await
                 .map_err(|e| StoreError::Database(format!("the connecting task failed: {e}")))??;
                 info!(store = %opts.store, node = store.node(), "documents in PostgreSQL");
+                // Tells the offline commands (backup, export, revoke) that
+                // the sled directory here is not where the documents are.
+                let _ = std::fs::create_dir_all(&opts.data_dir);
+                if let Err(e) = std::fs::write(&marker, format!("{}\n", opts.store)) {
+                    warn!(path = %marker.display(), error = %e, "cannot note the store in the data directory");
+                }
                 Self::start_inner(opts, Arc::new(store), Some(feed)).await
             }
         }

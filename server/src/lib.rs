@@ -24,7 +24,8 @@ pub mod stats;
 
 pub use admission::{AdmissionConfig, AdmissionStats};
 pub use driver::{
-    transport_config, Server, ServerOptions, StartError, StoreLocation, HELLO_TIMEOUT, OUTBOX_BYTES,
+    transport_config, Server, ServerOptions, StartError, StoreLocation, HELLO_TIMEOUT,
+    OUTBOX_BYTES, STORE_MARKER,
 };
 pub use identity::{Identity, IdentityError, Invite};
 pub use stats::{ProcessFigures, StatsError, StatsSnapshot, TrafficStats};

@@ -275,6 +275,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Refuses to work on the sled directory of a data directory whose server
+/// keeps its documents in PostgreSQL (it would find nothing there).
+fn offline_sled(data: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    if let Ok(store) = std::fs::read_to_string(data.join(lanyard_server::STORE_MARKER)) {
+        anyhow::bail!(
+            "the server of {} keeps its documents in {}: {what} needs a node of it running \
+             with its admin listener (serve --admin ADDR), or the database's own tools (pg_dump)",
+            data.display(),
+            store.trim()
+        );
+    }
+    Ok(())
+}
+
 /// `backup`: through the running server's admin API, or from the store.
 /// Written to a temporary file beside `output`, renamed once complete.
 fn backup(data: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
@@ -300,6 +314,7 @@ fn write_backup(
             "online, from the running server"
         }
         None => {
+            offline_sled(data, "a backup")?;
             lanyard_server::backup::backup_offline(data, &mut out).with_context(|| {
                 format!(
                     "a server may be running on {} without an admin listener: restart it with --admin ADDR, or stop it, to back up",
@@ -334,6 +349,7 @@ fn export(data: &std::path::Path, event: &EventId, output: &std::path::Path) -> 
             backup::export_docs(event, output, docs.into_iter().map(Ok))?
         }
         None => {
+            offline_sled(data, "an export")?;
             let store = lanyard_store::SledStore::open(data.join("db")).with_context(|| {
                 format!(
                     "a server may be running on {} without an admin listener: restart it with --admin ADDR, or stop it, to export",
@@ -400,6 +416,7 @@ fn revoke(
         }
         return Ok(());
     }
+    offline_sled(data, "a revocation")?;
     let store = lanyard_store::SledStore::open(data.join("db")).with_context(|| {
         format!(
             "a server may be running on {} without an admin listener: restart it with --admin ADDR, or stop it, to revoke",

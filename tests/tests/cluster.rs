@@ -124,6 +124,48 @@ async fn a_change_on_one_node_reaches_the_devices_of_every_node() {
         .unwrap();
     assert_eq!(twice, "0", "no chunk stored twice");
 
+    // The offline commands do not mistake the node's empty sled directory
+    // for its store.
+    let out = std::process::Command::new(&bin)
+        .args(["revoke", "--event", "crashloop", "--user", "a00", "--data"])
+        .arg(&data[0])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("keeps its documents in postgres://lanyard@127.0.0.1"),
+        "{err}"
+    );
+
+    // A revocation stored by one node (as its admin API does) reaches the
+    // device on another node within seconds.
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = lanyard_store_postgres::PgStore::connect(&url2).unwrap();
+        let r = lanyard_protocol::Revocation {
+            event: lanyard_protocol::EventId::new("crashloop").unwrap(),
+            user: lanyard_protocol::UserId::new("a00").unwrap(),
+            device: None,
+        };
+        lanyard_server::devices::save_revocations(&store, &[r]).unwrap();
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !attendees[0]
+        .status()
+        .last_error
+        .is_some_and(|e| e.contains("revoked"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the device on node 1 never learned it was revoked: {:?}",
+            attendees[0].status().last_error
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     for s in syncs {
         s.stop().await;
     }
