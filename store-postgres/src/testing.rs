@@ -22,6 +22,7 @@ pub struct TempCluster {
     /// The uid and gid the server runs as (when the tests run as root).
     run_as: Option<(u32, u32)>,
     databases: AtomicU32,
+    fsync: bool,
 }
 
 /// The directory holding `initdb`, `postgres` and `psql`.
@@ -77,9 +78,35 @@ fn free_port() -> Result<u16, String> {
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
+/// Runs SQL with psql on the database at `url`; its output (unaligned,
+/// tuples only).
+pub fn psql_url(url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new(pg_bin_dir()?.join("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(url)
+        .args(["-c", sql])
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 impl TempCluster {
-    /// Creates and starts a server; waits (up to 60 s) until it answers.
+    /// Creates and starts a server without fsync (tests: a crash of the
+    /// database itself is not what they test); waits (up to 60 s) until it
+    /// answers.
     pub fn start() -> Result<TempCluster, String> {
+        Self::start_with_fsync(false)
+    }
+
+    /// Like [`TempCluster::start`], with fsync on as a production server
+    /// has it when `fsync` (benchmarks).
+    pub fn start_with_fsync(fsync: bool) -> Result<TempCluster, String> {
         let bin = pg_bin_dir()?;
         let run_as = if is_root() {
             let uid = id_of("-u", "postgres");
@@ -112,6 +139,7 @@ impl TempCluster {
             port: 0,
             run_as,
             databases: AtomicU32::new(0),
+            fsync,
         };
         let data = cluster.data_dir();
         let out = cluster
@@ -152,7 +180,7 @@ impl TempCluster {
             self.port = free_port()?;
             let script = format!(
                 "'{postgres}' -D '{data}' -p {port} -k '{dir}' -c listen_addresses=127.0.0.1 \
-                 -c fsync=off -c max_connections=200 >'{dir}/log' 2>&1 & pg=$!; \
+                 -c fsync={fsync} -c max_connections=200 >'{dir}/log' 2>&1 & pg=$!; \
                  while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 1; done; \
                  kill -INT $pg 2>/dev/null; wait $pg; \
                  [ -d /proc/{parent} ] || rm -rf '{dir}'",
@@ -161,6 +189,7 @@ impl TempCluster {
                 port = self.port,
                 dir = self.dir.display(),
                 parent = std::process::id(),
+                fsync = if self.fsync { "on" } else { "off" },
             );
             let mut sh = Command::new("sh");
             sh.args(["-c", &script])
@@ -216,19 +245,7 @@ impl TempCluster {
 
     /// Runs SQL with psql on database `db`; its output.
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-            .arg(self.url(db))
-            .args(["-c", sql])
-            .output()
-            .map_err(|e| format!("cannot run psql: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "psql failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        psql_url(&self.url(db), sql)
     }
 
     /// A new empty database; its URL.

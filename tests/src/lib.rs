@@ -8,6 +8,7 @@
 //! sleeping a fixed time.
 
 pub mod backend;
+pub mod cluster_bench;
 pub mod crashloop;
 pub mod light;
 pub mod netem;

@@ -65,6 +65,27 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         count: usize,
     },
+    /// One sled node, then N nodes on one PostgreSQL, in the same run:
+    /// join, fan-out (same node and across nodes), each node's CPU and
+    /// memory, the database's commits per second and NOTIFY queue usage.
+    Cluster {
+        /// Nodes on PostgreSQL.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Attendee devices (spread over the nodes, each pinned to one).
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// Changes the organizer makes on node 0, each measured to every device.
+        #[arg(long, default_value_t = 10)]
+        changes: usize,
+        /// A PostgreSQL database to use (postgres://…); by default a
+        /// throwaway server is started in a temporary directory, fsync on.
+        #[arg(long)]
+        store: Option<String>,
+        /// The lanyard-server binary (default: the one beside this binary).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+    },
     /// (internal) Open a device database, list one day, print timings as JSON.
     #[command(hide = true)]
     ClientOpen {
@@ -340,6 +361,62 @@ async fn handshakes(count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn cluster(
+    nodes: usize,
+    devices: usize,
+    changes: usize,
+    store: Option<String>,
+    server_bin: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use lanyard_tests::cluster_bench::{run_one, ClusterBench};
+    anyhow::ensure!(
+        nodes >= 1 && devices >= 1,
+        "--nodes and --devices must be at least 1"
+    );
+    let server_bin = match server_bin {
+        Some(b) => b,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory beside this binary")?
+            .join("lanyard-server"),
+    };
+    anyhow::ensure!(
+        server_bin.exists(),
+        "{} not found: build it (cargo build --release -p lanyard-server) or give --server-bin",
+        server_bin.display()
+    );
+    let cfg = ClusterBench {
+        server_bin,
+        nodes,
+        devices,
+        changes,
+        devices_per_endpoint: 100,
+    };
+    // Kept alive for the run (stopped on drop).
+    let mut temp = None;
+    let url = match store {
+        Some(u) => u,
+        None => {
+            let c = lanyard_store_postgres::testing::TempCluster::start_with_fsync(true)
+                .map_err(anyhow::Error::msg)?;
+            let u = c.create_database().map_err(anyhow::Error::msg)?;
+            temp = Some(c);
+            u
+        }
+    };
+    let say = |s: &str| eprintln!("… {s}");
+    println!(
+        "cluster bench: {devices} devices, {changes} changes from node 0, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let sled = run_one(&cfg, 1, None, &say).await?;
+    print!("{}", sled.report());
+    let pg = run_one(&cfg, nodes, Some(&url), &say).await?;
+    print!("{}", pg.report());
+    drop(temp);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -347,6 +424,13 @@ async fn main() -> ExitCode {
         Command::Client { agenda, runs, json } => client_bench(&agenda, runs, json).await,
         Command::ClientOpen { db, day } => client_open(&db, &day),
         Command::Handshakes { count } => handshakes(count).await,
+        Command::Cluster {
+            nodes,
+            devices,
+            changes,
+            store,
+            server_bin,
+        } => cluster(nodes, devices, changes, store, server_bin).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

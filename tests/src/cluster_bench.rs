@@ -1,0 +1,292 @@
+//! `lanyard-bench cluster`: one sled node, then N nodes on one PostgreSQL,
+//! measured in the same run on the same machine. Devices (client cores in
+//! this process, real QUIC on loopback) are spread over the nodes, each
+//! pinned to one; the organizer writes on node 0, so the devices of the
+//! other nodes receive every change across nodes. Figures: the join, the
+//! fan-out of each change to every device (same node and across nodes),
+//! each node's CPU and memory, and the database's commits per second and
+//! NOTIFY queue usage.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use lanyard_client_core::{BackgroundOptions, Client, NewSession};
+use lanyard_protocol::Role;
+use lanyard_server::{Identity, ProcessFigures};
+use lanyard_store_postgres::testing::psql_url;
+
+use crate::crashloop::{copy_identity, free_port, link_as, start_node};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ClusterBench {
+    /// The `lanyard-server` binary.
+    pub server_bin: PathBuf,
+    /// Nodes on PostgreSQL.
+    pub nodes: usize,
+    /// Attendee devices.
+    pub devices: usize,
+    /// Changes the organizer makes (each measured to every device).
+    pub changes: usize,
+    /// Devices sharing one UDP socket.
+    pub devices_per_endpoint: usize,
+}
+
+/// The figures of one configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// "sled ×1" or "postgres ×N".
+    pub label: String,
+    /// Every device holding the first session, from the first device's start.
+    pub join: Duration,
+    /// Change made on node 0 → held by a device of node 0.
+    pub same_node: Vec<Duration>,
+    /// Change made on node 0 → held by a device of another node.
+    pub cross_node: Vec<Duration>,
+    /// CPU seconds and resident bytes of each node at the end.
+    pub node_cost: Vec<(f64, u64)>,
+    /// Database commits per second during the changes (PostgreSQL only).
+    pub commits_per_sec: Option<f64>,
+    /// Highest `pg_notification_queue_usage()` seen (PostgreSQL only).
+    pub notify_queue: Option<f64>,
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl Figures {
+    /// One line per figure, for the terminal.
+    pub fn report(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut same = self.same_node.clone();
+        same.sort();
+        let mut cross = self.cross_node.clone();
+        cross.sort();
+        let mut out = format!("{}\n", self.label);
+        out += &format!(
+            "  join (every device holds the agenda): {:.1} s\n",
+            self.join.as_secs_f64()
+        );
+        out += &format!(
+            "  fan-out, same node:  p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} deliveries)\n",
+            ms(pct(&same, 0.5)),
+            ms(pct(&same, 0.99)),
+            ms(pct(&same, 1.0)),
+            same.len()
+        );
+        if !cross.is_empty() {
+            out += &format!(
+                "  fan-out, cross-node: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} deliveries)\n",
+                ms(pct(&cross, 0.5)),
+                ms(pct(&cross, 0.99)),
+                ms(pct(&cross, 1.0)),
+                cross.len()
+            );
+        }
+        for (i, (cpu, rss)) in self.node_cost.iter().enumerate() {
+            out += &format!(
+                "  node {i}: CPU {cpu:.1} s, resident {:.0} MiB\n",
+                *rss as f64 / 1048576.0
+            );
+        }
+        if let Some(c) = self.commits_per_sec {
+            out += &format!("  database: {c:.0} commits/s during the changes\n");
+        }
+        if let Some(q) = self.notify_queue {
+            out += &format!("  NOTIFY queue usage, highest: {:.6} %\n", q * 100.0);
+        }
+        out
+    }
+}
+
+/// Adds session `id` on the organizer's device and syncs until acknowledged.
+async fn publish(org: &Client, id: &str) -> anyhow::Result<()> {
+    let start = i64::try_from(crate::unix_now())? + 86_400;
+    org.add_session(NewSession {
+        id: id.into(),
+        title: format!("Talk {id}"),
+        room: "Main".into(),
+        start_unix: start,
+        end_unix: start + 1800,
+        ..NewSession::default()
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if org.sync(Duration::from_secs(10)).await.is_ok() && org.status().pending_changes == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("session {id} was not acknowledged within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every device holds session `id`; each device's delay after `since`.
+async fn arrivals(
+    devices: &[Client],
+    id: &str,
+    since: Instant,
+    within: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut got = vec![None; devices.len()];
+    let deadline = since + within;
+    loop {
+        let mut left = 0;
+        for (i, d) in devices.iter().enumerate() {
+            if got[i].is_none() {
+                if matches!(d.session(id), Ok(Some(_))) {
+                    got[i] = Some(since.elapsed());
+                } else {
+                    left += 1;
+                }
+            }
+        }
+        if left == 0 {
+            return Ok(got.into_iter().flatten().collect());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{left} devices never got {id} within {} s",
+                within.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs one configuration: `nodes` nodes on `store` (sled when `None`).
+pub async fn run_one(
+    cfg: &ClusterBench,
+    nodes: usize,
+    store: Option<&str>,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<Figures> {
+    let label = match store {
+        Some(_) => format!("postgres ×{nodes}"),
+        None => "sled ×1".to_string(),
+    };
+    let dir = tempfile::tempdir()?;
+    let data: Vec<PathBuf> = (0..nodes)
+        .map(|i| dir.path().join(format!("node{i}")))
+        .collect();
+    let identity = Identity::load_or_create(&data[0])?;
+    for d in &data[1..] {
+        copy_identity(&data[0], d)?;
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        addrs.push(format!("127.0.0.1:{}", free_port()?).parse()?);
+    }
+    let mut children = Vec::with_capacity(nodes);
+    for (d, a) in data.iter().zip(&addrs) {
+        children.push(start_node(&cfg.server_bin, d, *a, store).await?);
+    }
+    let org = Client::in_memory()?;
+    org.join(&link_as(
+        &identity,
+        &addrs[..1],
+        Role::Organizer,
+        "org",
+        "laptop",
+    )?)?;
+    org.set_event("Cluster bench", "UTC")?;
+    publish(&org, "s0").await?;
+
+    progress(&format!("{label}: {} devices joining", cfg.devices));
+    let started = Instant::now();
+    let mut devices = Vec::with_capacity(cfg.devices);
+    let mut syncs = Vec::with_capacity(cfg.devices);
+    let mut endpoint = None;
+    for i in 0..cfg.devices {
+        if i % cfg.devices_per_endpoint.max(1) == 0 {
+            endpoint = Some(lanyard_client_core::shared_endpoint(
+                "127.0.0.1:0".parse()?,
+            )?);
+        }
+        let c = Client::in_memory()?;
+        if let Some(e) = &endpoint {
+            c.share_endpoint(e.clone());
+        }
+        let node = addrs[i % nodes];
+        c.join(&link_as(
+            &identity,
+            &[node],
+            Role::Attendee,
+            &format!("a{i:05}"),
+            "phone",
+        )?)?;
+        syncs.push(c.start_background(BackgroundOptions::default()));
+        devices.push(c);
+    }
+    arrivals(&devices, "s0", started, Duration::from_secs(900)).await?;
+    let join = started.elapsed();
+
+    let commits = |url: &str| -> Option<f64> {
+        psql_url(
+            url,
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .ok()?
+        .parse()
+        .ok()
+    };
+    let before = store.and_then(commits);
+    let changes_started = Instant::now();
+    let mut figures = Figures {
+        label: label.clone(),
+        join,
+        ..Figures::default()
+    };
+    let mut queue: Option<f64> = None;
+    for k in 1..=cfg.changes {
+        progress(&format!("{label}: change {k} of {}", cfg.changes));
+        let id = format!("s{k}");
+        let t = Instant::now();
+        publish(&org, &id).await?;
+        let got = arrivals(&devices, &id, t, Duration::from_secs(300)).await?;
+        for (i, d) in got.into_iter().enumerate() {
+            if i % nodes == 0 {
+                figures.same_node.push(d);
+            } else {
+                figures.cross_node.push(d);
+            }
+        }
+        if let Some(url) = store {
+            if let Some(q) = psql_url(url, "SELECT pg_notification_queue_usage()")
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+            {
+                queue = Some(queue.map_or(q, |m: f64| m.max(q)));
+            }
+        }
+    }
+    let elapsed = changes_started.elapsed().as_secs_f64();
+    if let (Some(url), Some(b)) = (store, before) {
+        if let Some(a) = commits(url) {
+            figures.commits_per_sec = Some((a - b) / elapsed.max(1e-9));
+        }
+    }
+    figures.notify_queue = queue;
+    for c in &children {
+        let pid = c.id().context("a node exited during the run")?;
+        let f = ProcessFigures::of_pid(pid);
+        figures.node_cost.push((f.cpu_seconds, f.rss_bytes));
+    }
+    progress(&format!("{label}: stopping"));
+    for s in syncs {
+        s.stop().await;
+    }
+    for mut c in children {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
+    }
+    Ok(figures)
+}
