@@ -440,18 +440,27 @@ impl Client {
         let mut server = order.first().cloned().unwrap_or_default();
         for (i, node) in order.iter().enumerate() {
             server = node.clone();
+            // Each node left gets an equal share of the time left, so a dead
+            // node (no answer at all) cannot take all of it.
+            let left = order.len() - i;
+            let now = tokio::time::Instant::now();
+            let until = now + deadline.saturating_duration_since(now) / left as u32;
             let attempt = connect(node, shared.clone(), config.clone());
-            connected = match tokio::time::timeout_at(deadline, attempt).await {
+            connected = match tokio::time::timeout_at(until, attempt).await {
                 Err(_) => Err(SyncError::Unreachable(format!(
                     "no answer from {node} within {} s",
-                    timeout.as_secs()
+                    until.saturating_duration_since(now).as_secs()
                 ))),
                 Ok(r) => r,
             };
             match &connected {
-                Err(e) if e.is_retryable() && i + 1 < order.len() => {
-                    debug!(server = %node, error = %e, "trying the next node of the link");
+                Err(e) if e.is_retryable() => {
+                    // The next sync starts with the next node.
                     self.server_failed(node);
+                    if left == 1 || tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    debug!(server = %node, error = %e, "trying the next node of the link");
                 }
                 _ => break,
             }

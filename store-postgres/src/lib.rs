@@ -406,6 +406,9 @@ async fn write_batch(
 
 impl Store for PgStore {
     fn load_doc(&self, doc: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        // Pending first: a flush that commits meanwhile leaves a chunk in
+        // both (Automerge loads a repeated change once), never in neither.
+        let pending = self.pending_of(doc);
         let pool = self.pool.clone();
         let id = doc.to_owned();
         let rows: Vec<Vec<u8>> = self.call(async move {
@@ -419,7 +422,6 @@ impl Store for PgStore {
                 .map_err(db_err)?;
             Ok(rows.into_iter().map(|r| r.get(0)).collect())
         })?;
-        let pending = self.pending_of(doc);
         if rows.is_empty() && pending.is_empty() {
             return Ok(None);
         }
@@ -517,6 +519,11 @@ impl Store for PgStore {
     }
 
     fn doc_ids(&self) -> Result<Vec<String>, StoreError> {
+        let pending: Vec<String> = lock(&self.pending)
+            .chunks
+            .iter()
+            .map(|(d, _)| d.clone())
+            .collect();
         let pool = self.pool.clone();
         let mut ids: Vec<String> = self.call(async move {
             let client = pool.get().await.map_err(db_err)?;
@@ -526,7 +533,7 @@ impl Store for PgStore {
                 .map_err(db_err)?;
             Ok(rows.into_iter().map(|r| r.get(0)).collect())
         })?;
-        ids.extend(lock(&self.pending).chunks.iter().map(|(d, _)| d.clone()));
+        ids.extend(pending);
         // Byte order, as sled's keys (the database's collation may differ).
         ids.sort_unstable();
         ids.dedup();
