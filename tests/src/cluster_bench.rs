@@ -7,17 +7,16 @@
 //! each node's CPU and memory, and the database's commits per second and
 //! NOTIFY queue usage.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use lanyard_client_core::{BackgroundOptions, Client, NewSession};
 use lanyard_protocol::Role;
-use lanyard_server::{Identity, ProcessFigures};
+use lanyard_server::ProcessFigures;
 use lanyard_store_postgres::testing::psql_url;
 
-use crate::crashloop::{copy_identity, free_port, link_as, start_node};
+use crate::crashloop::{link_as, Cluster};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -106,8 +105,9 @@ impl Figures {
     }
 }
 
-/// Adds session `id` on the organizer's device and syncs until acknowledged.
-async fn publish(org: &Client, id: &str) -> anyhow::Result<()> {
+/// Adds session `id` on the organizer's device and syncs until acknowledged
+/// (120 s at most).
+pub async fn publish(org: &Client, id: &str) -> anyhow::Result<()> {
     let start = i64::try_from(crate::unix_now())? + 86_400;
     org.add_session(NewSession {
         id: id.into(),
@@ -173,22 +173,13 @@ pub async fn run_one(
         Some(_) => format!("postgres ×{nodes}"),
         None => "sled ×1".to_string(),
     };
-    let dir = tempfile::tempdir()?;
-    let data: Vec<PathBuf> = (0..nodes)
-        .map(|i| dir.path().join(format!("node{i}")))
-        .collect();
-    let identity = Identity::load_or_create(&data[0])?;
-    for d in &data[1..] {
-        copy_identity(&data[0], d)?;
-    }
-    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(nodes);
-    for _ in 0..nodes {
-        addrs.push(format!("127.0.0.1:{}", free_port()?).parse()?);
-    }
-    let mut children = Vec::with_capacity(nodes);
-    for (d, a) in data.iter().zip(&addrs) {
-        children.push(start_node(&cfg.server_bin, d, *a, store).await?);
-    }
+    let Cluster {
+        dir: _dir,
+        identity,
+        addrs,
+        nodes: children,
+        ..
+    } = Cluster::start(&cfg.server_bin, nodes, store).await?;
     let org = Client::in_memory()?;
     org.join(&link_as(
         &identity,

@@ -355,24 +355,14 @@ pub async fn server_loop(
     }
     let nodes = cfg.nodes.max(1);
     let store = cfg.store.as_deref();
-    let dir = tempfile::tempdir()?;
-    let data: Vec<PathBuf> = (0..nodes)
-        .map(|i| dir.path().join(format!("node{i}")))
-        .collect();
-    let identity = Identity::load_or_create(&data[0])?;
-    // The other nodes start from a copy of the first one's directory: one
-    // certificate and token key for the cluster.
-    for d in &data[1..] {
-        copy_identity(&data[0], d)?;
-    }
-    let mut addrs = Vec::with_capacity(nodes);
-    for _ in 0..nodes {
-        addrs.push(format!("127.0.0.1:{}", free_port()?).parse::<SocketAddr>()?);
-    }
-    let mut servers = Vec::with_capacity(nodes);
-    for (d, addr) in data.iter().zip(&addrs) {
-        servers.push(start_node(&cfg.server_bin, d, *addr, store).await?);
-    }
+    let cluster = Cluster::start(&cfg.server_bin, nodes, store).await?;
+    let Cluster {
+        dir: _dir,
+        identity,
+        data,
+        addrs,
+        nodes: mut servers,
+    } = cluster;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(cfg.writers);
     for i in 0..cfg.writers {
@@ -489,6 +479,52 @@ pub async fn server_loop(
     outcome.undecided = undecided;
     outcome.overbooked = overbooked;
     Ok(outcome)
+}
+
+/// Server nodes on loopback sharing one identity, and their store.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Holds every node's data directory.
+    pub dir: tempfile::TempDir,
+    /// The cluster's certificate and token key.
+    pub identity: Identity,
+    /// Each node's data directory.
+    pub data: Vec<PathBuf>,
+    /// Each node's address.
+    pub addrs: Vec<SocketAddr>,
+    /// Each node's process.
+    pub nodes: Vec<tokio::process::Child>,
+}
+
+impl Cluster {
+    /// Starts `nodes` nodes of `bin` on `store` (sled when `None`, for one
+    /// node): the first makes the identity, the others start from a copy
+    /// of its data directory (one certificate and token key).
+    pub async fn start(bin: &Path, nodes: usize, store: Option<&str>) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let data: Vec<PathBuf> = (0..nodes.max(1))
+            .map(|i| dir.path().join(format!("node{i}")))
+            .collect();
+        let identity = Identity::load_or_create(&data[0])?;
+        for d in &data[1..] {
+            copy_identity(&data[0], d)?;
+        }
+        let mut addrs = Vec::with_capacity(data.len());
+        for _ in 0..data.len() {
+            addrs.push(format!("127.0.0.1:{}", free_port()?).parse::<SocketAddr>()?);
+        }
+        let mut children = Vec::with_capacity(data.len());
+        for (d, a) in data.iter().zip(&addrs) {
+            children.push(start_node(bin, d, *a, store).await?);
+        }
+        Ok(Cluster {
+            dir,
+            identity,
+            data,
+            addrs,
+            nodes: children,
+        })
+    }
 }
 
 /// Makes `to` a data directory with `from`'s certificate and keys (the

@@ -3,14 +3,12 @@
 //! while the database drops every connection, and nothing is stored twice.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lanyard_client_core::{BackgroundOptions, Client, NewSession};
+use lanyard_client_core::{BackgroundOptions, Client};
 use lanyard_protocol::Role;
-use lanyard_server::Identity;
 use lanyard_store_postgres::testing::TempCluster;
-use lanyard_tests::crashloop::{copy_identity, free_port, link_as, start_node};
+use lanyard_tests::crashloop::{link_as, Cluster};
 
 /// Waits until every client holds session `id` (90 s at most); how long it took.
 async fn all_hold(clients: &[Client], id: &str, pg: &TempCluster) -> Duration {
@@ -32,26 +30,10 @@ async fn all_hold(clients: &[Client], id: &str, pg: &TempCluster) -> Duration {
     }
 }
 
-/// The organizer adds session `id` and syncs until it is acknowledged.
 async fn publish(org: &Client, id: &str) {
-    let start = i64::try_from(lanyard_tests::unix_now()).unwrap() + 86_400;
-    org.add_session(NewSession {
-        id: id.into(),
-        title: format!("Talk {id}"),
-        room: "Main".into(),
-        start_unix: start,
-        end_unix: start + 1800,
-        ..NewSession::default()
-    })
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if org.sync(Duration::from_secs(5)).await.is_ok() && org.status().pending_changes == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} was never acknowledged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    lanyard_tests::cluster_bench::publish(org, id)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,24 +42,13 @@ async fn a_change_on_one_node_reaches_the_devices_of_every_node() {
     let url = pg.create_database().unwrap();
     let db = url.rsplit('/').next().unwrap().to_string();
     let bin = lanyard_tests::server_bin_for_tests();
-    let dir = tempfile::tempdir().unwrap();
-    let data: Vec<_> = (0..3)
-        .map(|i| dir.path().join(format!("node{i}")))
-        .collect();
-    let identity = Identity::load_or_create(&data[0]).unwrap();
-    copy_identity(&data[0], &data[1]).unwrap();
-    copy_identity(&data[0], &data[2]).unwrap();
-    let addrs: Vec<SocketAddr> = (0..3)
-        .map(|_| {
-            format!("127.0.0.1:{}", free_port().unwrap())
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    let mut nodes = Vec::new();
-    for (d, a) in data.iter().zip(&addrs) {
-        nodes.push(start_node(&bin, d, *a, Some(&url)).await.unwrap());
-    }
+    let Cluster {
+        dir: _dir,
+        identity,
+        data,
+        addrs,
+        nodes,
+    } = Cluster::start(&bin, 3, Some(&url)).await.unwrap();
 
     // The organizer on node 0; two attendees on each of nodes 1 and 2.
     let org = Client::in_memory().unwrap();
@@ -97,11 +68,14 @@ async fn a_change_on_one_node_reaches_the_devices_of_every_node() {
         }
     }
 
+    let started = Instant::now();
     publish(&org, "s1").await;
-    let took = all_hold(&attendees, "s1", &pg).await;
+    let acked = started.elapsed();
+    all_hold(&attendees, "s1", &pg).await;
     println!(
-        "node 0 -> devices on nodes 1 and 2: {} ms",
-        took.as_millis()
+        "organizer's sync on node 0 acknowledged after {} ms; on every device of nodes 1 and 2 after {} ms",
+        acked.as_millis(),
+        started.elapsed().as_millis()
     );
 
     // The database drops every connection (the nodes' pools and feeds)
