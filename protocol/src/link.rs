@@ -58,18 +58,20 @@ pub enum LinkError {
     Pin,
 }
 
+/// Whether `server` is one node's `HOST:PORT` (no list).
+pub fn is_host_port(server: &str) -> bool {
+    server
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && !h.contains(',') && p.parse::<u16>().is_ok())
+}
+
 impl JoinLink {
     /// Parses a link.
     pub fn parse(s: &str) -> Result<Self, LinkError> {
         let rest = s.trim().strip_prefix(SCHEME).ok_or(LinkError::Scheme)?;
         let (authority, rest) = rest.split_once('/').ok_or(LinkError::Server)?;
         let servers: Vec<String> = authority.split(',').map(str::to_owned).collect();
-        let valid = |server: &String| {
-            server
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-        };
-        if !servers.iter().all(valid) {
+        if !servers.iter().all(|s| is_host_port(s)) {
             return Err(LinkError::Server);
         }
         let (event, query) = rest.split_once('?').unwrap_or((rest, ""));

@@ -549,26 +549,26 @@ async fn follow(shared: Arc<Shared>, mut feed: ChangeFeed, mut stop: watch::Rece
             _ = stop.changed() => return,
         };
         let Some(batch) = batch else { return };
-        let mut i = 0;
-        while i < batch.len() {
-            // Consecutive chunks of one document go in together.
-            let doc = &batch[i].doc;
-            let n = batch[i..].iter().take_while(|c| &c.doc == doc).count();
-            let chunks: Vec<Vec<u8>> = batch[i..i + n].iter().map(|c| c.data.clone()).collect();
-            match DocId::parse(doc) {
+        let read = batch.len() as u64;
+        // Consecutive chunks of one document go in together (moved, not copied).
+        let mut chunks = batch.into_iter().peekable();
+        while let Some(first) = chunks.next() {
+            let mut group = vec![first.data];
+            while let Some(next) = chunks.next_if(|c| c.doc == first.doc) {
+                group.push(next.data);
+            }
+            let doc = first.doc;
+            match DocId::parse(&doc) {
                 Ok(id) => shared.run(|core, sink| {
-                    if let Err(e) = core.apply_stored(now(), id, &chunks, sink) {
+                    if let Err(e) = core.apply_stored(now(), id, &group, sink) {
                         warn!(error = %e, "a change from another node does not load");
                     }
                     None
                 }),
                 Err(_) => warn!(doc, "another node stored a document with a bad id: skipped"),
             }
-            i += n;
         }
-        shared
-            .feed_applied
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        shared.feed_applied.fetch_add(read, Ordering::Relaxed);
     }
 }
 

@@ -252,11 +252,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ttl,
         } => {
             for s in &servers {
-                let ok = s.rsplit_once(':').is_some_and(|(h, p)| {
-                    !h.is_empty() && !h.contains(',') && p.parse::<u16>().is_ok()
-                });
                 anyhow::ensure!(
-                    ok,
+                    lanyard_protocol::link::is_host_port(s),
                     "--server {s:?}: expected HOST:PORT, e.g. lanyard.example.org:4433"
                 );
             }

@@ -150,4 +150,16 @@ fn bad_invite_arguments_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("event id"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A node that is not HOST:PORT (or a list crammed into one --server).
+    for bad in ["example.org", "a:1,b:2", ":4433"] {
+        let out = invite(
+            dir.path(),
+            &[
+                "--event", "conf", "--role", "attendee", "--user", "ann", "--server", bad,
+            ],
+        );
+        assert!(!out.status.success(), "{bad} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("expected HOST:PORT"), "{bad}: {err}");
+    }
 }

@@ -73,21 +73,18 @@ impl Figures {
             "  join (every device holds the agenda): {:.1} s\n",
             self.join.as_secs_f64()
         );
-        out += &format!(
-            "  fan-out, same node:  p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} deliveries)\n",
-            ms(pct(&same, 0.5)),
-            ms(pct(&same, 0.99)),
-            ms(pct(&same, 1.0)),
-            same.len()
-        );
+        let line = |name: &str, xs: &[Duration]| {
+            format!(
+                "  fan-out, {name} p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} deliveries)\n",
+                ms(pct(xs, 0.5)),
+                ms(pct(xs, 0.99)),
+                ms(pct(xs, 1.0)),
+                xs.len()
+            )
+        };
+        out += &line("same node: ", &same);
         if !cross.is_empty() {
-            out += &format!(
-                "  fan-out, cross-node: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} deliveries)\n",
-                ms(pct(&cross, 0.5)),
-                ms(pct(&cross, 0.99)),
-                ms(pct(&cross, 1.0)),
-                cross.len()
-            );
+            out += &line("cross-node:", &cross);
         }
         for (i, (cpu, rss)) in self.node_cost.iter().enumerate() {
             out += &format!(
