@@ -89,6 +89,16 @@ async fn metrics_scraped_while_devices_sync_are_read_by_a_prometheus_parser() {
     // An attendee stays connected: the next agenda change is fanned out.
     let ann = srv.device(Role::Attendee, "ann", "phone").unwrap();
     let bg = ann.client.start_background(BackgroundOptions::default());
+    // Only once ann holds t1 is she subscribed: t2 then reaches her by
+    // fan-out, not in her catch-up (which the histogram does not count).
+    wait_for("ann gets t1", || {
+        ann.client
+            .sessions()
+            .map(|a| a.iter().any(|s| s.id == "t1"))
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
     org.client.add_session(session("t2")).unwrap();
     org.sync().await.unwrap();
     wait_for("ann gets t2", || {
