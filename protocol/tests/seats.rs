@@ -9,7 +9,7 @@ use automerge::transaction::Transactable as _;
 use automerge::{ActorId, ObjType, ReadDoc as _, ROOT};
 use lanyard_protocol::seats::doc::{self as seatdoc, read_counts, read_decided, read_outcomes};
 use lanyard_protocol::seats::{RequestKind, SeatState};
-use lanyard_protocol::testing::{sent, Fixture, IN_AN_HOUR, NOW};
+use lanyard_protocol::testing::{persisted, sent, Fixture, IN_AN_HOUR, NOW};
 use lanyard_protocol::{
     ClientMsg, DocId, RefusalReason, Replica, RequestId, Role, ServerAction, ServerMsg, SessionId,
     UserId,
@@ -288,4 +288,125 @@ fn a_request_that_cannot_be_read_is_refused_with_its_reason() {
             .contains("could not be read"),
         "{bad:?}"
     );
+}
+
+/// What one node persisted and another has read, per document.
+type Shipped = std::collections::BTreeMap<DocId, usize>;
+
+/// Hands what node `from` persisted since the last call to node `to`, as
+/// the shared store's change feed would; returns what `to` did with them
+/// (the decisions it persists go to its own disk, for the way back).
+fn ship(from: &Fixture, to: &mut Fixture, seen: &mut Shipped) -> Vec<ServerAction> {
+    let mut out = Vec::new();
+    for (doc, chunks) in &from.disk {
+        let done = seen.entry(doc.clone()).or_default();
+        let new = &chunks[*done..];
+        *done = chunks.len();
+        if !new.is_empty() {
+            to.server
+                .apply_stored(NOW, doc.clone(), new, &mut out)
+                .unwrap();
+        }
+    }
+    for (doc, change) in persisted(&out) {
+        to.disk.entry(doc).or_default().push(change);
+    }
+    out
+}
+
+/// The seat documents `actions` persist.
+fn seat_writes(actions: &[ServerAction]) -> usize {
+    persisted(actions)
+        .iter()
+        .filter(|(d, _)| matches!(d, DocId::Seats(..) | DocId::SeatCounts(_)))
+        .count()
+}
+
+#[test]
+fn of_two_nodes_only_the_authority_decides_and_a_follower_takes_over() {
+    // One cluster: the same key; node a decides seats, node b does not.
+    let mut a = Fixture::new(1);
+    let mut b = Fixture::new(1);
+    b.server.set_seat_authority(false);
+    assert!(a.server.is_seat_authority() && !b.server.is_seat_authority());
+    let (mut a_to_b, mut b_to_a) = (Shipped::new(), Shipped::new());
+
+    let mut org = replica(1);
+    agenda(&a, &mut org, 1);
+    a.sync(
+        1,
+        a.token("org", Role::Organizer, "laptop", IN_AN_HOUR),
+        &mut org,
+    );
+    ship(&a, &mut b, &mut a_to_b);
+
+    // Ann reserves the last seat on b, bob on a, at the same moment: b
+    // acknowledges ann's request without deciding it; a decides bob's.
+    let mut ann = replica(10);
+    request(&a, &mut ann, "ann", "req-ann", "reserve");
+    let mut on_b = b.sync(
+        10,
+        b.token("ann", Role::Attendee, "phone", IN_AN_HOUR),
+        &mut ann,
+    );
+    assert!(
+        b.disk.keys().all(|d| matches!(d, DocId::Attendee(..))),
+        "a follower writes no decision"
+    );
+    let mut bob = replica(11);
+    request(&a, &mut bob, "bob", "req-bob", "reserve");
+    a.sync(
+        11,
+        a.token("bob", Role::Attendee, "phone", IN_AN_HOUR),
+        &mut bob,
+    );
+    assert_eq!(standing(&a, &bob, "bob"), (SeatState::Confirmed, None));
+
+    // Ann's request reaches a through the store: the seat is taken.
+    let decided = ship(&b, &mut a, &mut b_to_a);
+    assert_eq!(
+        seat_writes(&decided),
+        1,
+        "a decides ann's request: {decided:?}"
+    );
+    // Its decisions reach ann's phone on b the same way.
+    let told = ship(&a, &mut b, &mut a_to_b);
+    assert_eq!(seat_writes(&told), 0, "stored already: {told:?}");
+    for m in lanyard_protocol::testing::sent_to(10, &told) {
+        on_b.handle(&mut ann, m).unwrap();
+    }
+    assert_eq!(standing(&a, &ann, "ann"), (SeatState::Waitlisted, Some(1)));
+
+    // Timers on the follower decide nothing (no counts, no offers).
+    assert!(b.server.poll_timeout().is_none_or(|t| t > NOW));
+    let idle = b
+        .server
+        .handle_timeout(NOW + std::time::Duration::from_secs(60));
+    assert_eq!(seat_writes(&idle), 0, "{idle:?}");
+
+    // Node a dies; b becomes the authority: it decides nothing again.
+    b.server.set_seat_authority(true);
+    let settled = b.server.handle_timeout(NOW);
+    assert!(
+        persisted(&settled)
+            .iter()
+            .all(|(d, _)| !matches!(d, DocId::Seats(..))),
+        "everything was decided already: {settled:?}"
+    );
+    // Bob gives his seat back on b: b decides, and ann, first in line,
+    // gets the seat.
+    let mut bob_on_b = replica(11);
+    let token = b.token("bob", Role::Attendee, "phone", IN_AN_HOUR);
+    b.sync(12, token, &mut bob_on_b);
+    request(&b, &mut bob_on_b, "bob", "req-bob-2", "cancel");
+    b.server.disconnect(12);
+    let token = b.token("bob", Role::Attendee, "phone", IN_AN_HOUR);
+    b.sync(12, token, &mut bob_on_b);
+    assert_eq!(standing(&b, &bob_on_b, "bob").0, SeatState::Cancelled);
+    let ann_seats = DocId::Seats(b.event.clone(), UserId::new("ann").unwrap());
+    let outcomes = read_outcomes(
+        &b.server.doc(&ann_seats).unwrap(),
+        &UserId::new("ann").unwrap(),
+    );
+    assert_eq!(outcomes[0].state, SeatState::Confirmed, "{outcomes:?}");
 }

@@ -19,6 +19,14 @@
 //!   server. It also reads them every second and after every reconnection,
 //!   so a lost notification delays a change, never loses it.
 //!
+//! - decisions that must be taken once (seats) are taken by one node, the
+//!   authority, elected with a session-level advisory lock
+//!   ([`PgStore::elect`]); each election bumps an epoch row, and a flush
+//!   that writes a guarded document commits only while its node's epoch is
+//!   the current one (it reads the row `FOR SHARE` in the same
+//!   transaction), so a node that lost its lock without knowing it yet can
+//!   never commit a decision after its successor started deciding.
+//!
 //! The [`Store`] trait is synchronous (sled is); this backend runs its own
 //! small tokio runtime with a connection pool (deadpool-postgres over
 //! tokio-postgres) and waits for it, so it can be called from any thread,
@@ -42,6 +50,13 @@ pub const CHANNEL: &str = "lanyard_changes";
 
 /// The key of the advisory lock that orders writers' sequence numbers.
 const ORDER_LOCK: i64 = 0x4c61_6e79_6172_6401;
+
+/// The key of the session-level advisory lock held by the authority.
+const AUTHORITY_LOCK: i64 = 0x4c61_6e79_6172_6402;
+
+/// How often a node tries to become the authority, and the authority
+/// checks its lock's connection.
+const ELECT_EVERY: Duration = Duration::from_millis(500);
 
 /// How long one database operation may take before it fails.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,6 +83,14 @@ const MIGRATIONS: &[&str] = &[
          id text PRIMARY KEY,
          at timestamptz NOT NULL DEFAULT now()
      );",
+    // 2: the authority's epoch, bumped by each election.
+    "CREATE TABLE lanyard_authority (
+         id int PRIMARY KEY CHECK (id = 1),
+         epoch bigint NOT NULL,
+         node text NOT NULL,
+         at timestamptz NOT NULL DEFAULT now()
+     );
+     INSERT INTO lanyard_authority (id, epoch, node) VALUES (1, 0, '');",
 ];
 
 /// Writes held until the next flush, in the order they were made.
@@ -75,7 +98,17 @@ const MIGRATIONS: &[&str] = &[
 struct Pending {
     /// The id this batch is written under (kept across failed flushes).
     batch: Option<String>,
-    chunks: Vec<(String, Vec<u8>)>,
+    chunks: Vec<PendingChunk>,
+}
+
+/// A chunk waiting for the next flush.
+#[derive(Debug, Clone)]
+struct PendingChunk {
+    doc: String,
+    data: Vec<u8>,
+    /// The node's epoch when it was made: a guarded chunk is written only
+    /// under that epoch.
+    epoch: i64,
 }
 
 /// Many server nodes' [`Store`]: see the crate documentation.
@@ -87,6 +120,69 @@ pub struct PgStore {
     pending: Mutex<Pending>,
     /// Serializes flushes of this node (a batch is written once, in order).
     flushing: Mutex<()>,
+    /// Whether this node is the authority, and which documents only it writes.
+    authority: Arc<AuthorityState>,
+}
+
+/// This node's standing as the authority, shared by its election task and
+/// its flushes.
+#[derive(Debug)]
+struct AuthorityState {
+    /// Documents whose id starts with this are written by the authority
+    /// only (empty until [`PgStore::elect`]: nothing is guarded).
+    guarded: Mutex<Option<String>>,
+    /// The epoch this node won, 0 when it is not the authority.
+    epoch: std::sync::atomic::AtomicI64,
+    tx: tokio::sync::watch::Sender<Option<Elected>>,
+}
+
+impl AuthorityState {
+    fn epoch(&self) -> i64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set(&self, elected: Option<Elected>) {
+        self.epoch.store(
+            elected.map_or(0, |e| e.epoch),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        self.tx.send_replace(elected);
+    }
+
+    fn guards(&self, doc: &str) -> bool {
+        lock(&self.guarded)
+            .as_deref()
+            .is_some_and(|p| doc.starts_with(p))
+    }
+}
+
+/// This node won an election: see [`PgStore::elect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elected {
+    /// The epoch it won (grows with every election).
+    pub epoch: i64,
+    /// The last sequence number other nodes had committed when it won: it
+    /// decides only once its feed has applied every row up to this one.
+    pub seen_to: i64,
+}
+
+/// Whether this node is the authority, as it changes: see [`PgStore::elect`].
+#[derive(Debug, Clone)]
+pub struct Authority {
+    rx: tokio::sync::watch::Receiver<Option<Elected>>,
+}
+
+impl Authority {
+    /// The current standing: `Some` while this node is the authority.
+    pub fn current(&self) -> Option<Elected> {
+        *self.rx.borrow()
+    }
+
+    /// Waits for the standing to change; `None` once the store is gone.
+    pub async fn changed(&mut self) -> Option<Option<Elected>> {
+        self.rx.changed().await.ok()?;
+        Some(*self.rx.borrow_and_update())
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -214,6 +310,11 @@ impl PgStore {
             node: random_id(),
             pending: Mutex::new(Pending::default()),
             flushing: Mutex::new(()),
+            authority: Arc::new(AuthorityState {
+                guarded: Mutex::new(None),
+                epoch: std::sync::atomic::AtomicI64::new(0),
+                tx: tokio::sync::watch::Sender::new(None),
+            }),
         };
         let pool = store.pool.clone();
         let shown = redact(url);
@@ -258,13 +359,22 @@ impl PgStore {
             .map_err(|_| StoreError::Database("the database task ended".into()))?
     }
 
+    /// The pending chunks of `doc` that may still be written (not the
+    /// decisions of an epoch that ended).
     fn pending_of(&self, doc: &str) -> Vec<Vec<u8>> {
+        let epoch = self.authority.epoch();
         lock(&self.pending)
             .chunks
             .iter()
-            .filter(|(d, _)| d == doc)
-            .map(|(_, c)| c.clone())
+            .filter(|c| c.doc == doc && !self.stale(c, epoch))
+            .map(|c| c.data.clone())
             .collect()
+    }
+
+    /// A guarded chunk made under another epoch than `epoch` (or while the
+    /// node was not the authority): it is never written.
+    fn stale(&self, c: &PendingChunk, epoch: i64) -> bool {
+        self.authority.guards(&c.doc) && (epoch == 0 || c.epoch != epoch)
     }
 
     /// Follows the changes other nodes commit from now on: the feed reads
@@ -291,6 +401,122 @@ impl PgStore {
         };
         self.runtime().spawn(state.run());
         Ok(ChangeFeed { rx, status })
+    }
+}
+
+impl PgStore {
+    /// Takes part in electing the cluster's authority: from now on,
+    /// documents whose id starts with `guarded` are written only while
+    /// this node is the authority (a flush holding one fails otherwise,
+    /// and drops them: see [`StoreError::Fenced`]). The node that holds
+    /// the authority lock is the authority; the others try again every
+    /// half second, so one takes over within a second of the authority's
+    /// database connection ending (its process died, or the database
+    /// dropped it).
+    pub fn elect(&self, guarded: &str) -> Authority {
+        *lock(&self.authority.guarded) = Some(guarded.to_owned());
+        let rx = self.authority.tx.subscribe();
+        let task = Election {
+            url: self.url.clone(),
+            node: self.node.clone(),
+            state: self.authority.clone(),
+        };
+        self.runtime().spawn(task.run());
+        Authority { rx }
+    }
+}
+
+/// One node's part in the elections.
+struct Election {
+    url: String,
+    node: String,
+    state: Arc<AuthorityState>,
+}
+
+impl Election {
+    async fn run(self) {
+        let mut failing = false;
+        loop {
+            if self.state.tx.is_closed() {
+                return;
+            }
+            if let Err(e) = self.hold().await {
+                if !failing {
+                    warn!(error = %e, "the authority election lost its database connection: retrying");
+                }
+                failing = true;
+            }
+            if self.state.epoch() != 0 {
+                warn!("this node is no longer the authority");
+            }
+            self.state.set(None);
+            tokio::time::sleep(ELECT_EVERY).await;
+        }
+    }
+
+    /// On one connection: tries for the lock until it gets it, then holds
+    /// it while the connection lives. Returns when the connection fails.
+    async fn hold(&self) -> Result<(), StoreError> {
+        let mut config: tokio_postgres::Config = self.url.parse().map_err(db_err)?;
+        config.connect_timeout(Duration::from_secs(10));
+        config.keepalives_idle(Duration::from_secs(5));
+        config.application_name("lanyard-server authority");
+        let (client, connection) = config.connect(NoTls).await.map_err(db_err)?;
+        let driver = tokio::spawn(connection);
+        let r = self.hold_on(&client).await;
+        driver.abort();
+        r
+    }
+
+    async fn hold_on(&self, client: &tokio_postgres::Client) -> Result<(), StoreError> {
+        let mut holding = false;
+        loop {
+            if self.state.tx.is_closed() {
+                return Ok(());
+            }
+            if holding && self.state.epoch() == 0 {
+                // A flush found a newer epoch: someone else decides now.
+                client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&AUTHORITY_LOCK])
+                    .await
+                    .map_err(db_err)?;
+                holding = false;
+            }
+            if holding {
+                // The lock lives as long as this connection.
+                client.execute("SELECT 1", &[]).await.map_err(db_err)?;
+            } else {
+                let row = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&AUTHORITY_LOCK])
+                    .await
+                    .map_err(db_err)?;
+                if row.get::<_, bool>(0) {
+                    holding = true;
+                    let row = client
+                        .query_one(
+                            "UPDATE lanyard_authority SET epoch = epoch + 1, node = $1, at = now()
+                             WHERE id = 1 RETURNING epoch",
+                            &[&self.node],
+                        )
+                        .await
+                        .map_err(db_err)?;
+                    let epoch: i64 = row.get(0);
+                    // Read after the bump committed: every flush that
+                    // passed the old epoch's fence is in here.
+                    let row = client
+                        .query_one(
+                            "SELECT coalesce(max(seq), 0) FROM lanyard_chunks WHERE node <> $1",
+                            &[&self.node],
+                        )
+                        .await
+                        .map_err(db_err)?;
+                    let seen_to: i64 = row.get(0);
+                    debug!(epoch, seen_to, "this node is the authority");
+                    self.state.set(Some(Elected { epoch, seen_to }));
+                }
+            }
+            tokio::time::sleep(ELECT_EVERY).await;
+        }
     }
 }
 
@@ -358,6 +584,7 @@ async fn write_batch(
     node: String,
     batch: String,
     chunks: Vec<(String, Vec<u8>)>,
+    fence: Option<i64>,
 ) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(db_err)?;
     let tx = client.transaction().await.map_err(db_err)?;
@@ -375,6 +602,24 @@ async fn write_batch(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ORDER_LOCK])
         .await
         .map_err(db_err)?;
+    if let Some(ours) = fence {
+        // Held until commit: an election waits for this write, or this
+        // write sees its epoch.
+        let row = tx
+            .query_one(
+                "SELECT epoch FROM lanyard_authority WHERE id = 1 FOR SHARE",
+                &[],
+            )
+            .await
+            .map_err(db_err)?;
+        let current: i64 = row.get(0);
+        if current != ours {
+            tx.rollback().await.map_err(db_err)?;
+            return Err(StoreError::Fenced(format!(
+                "this node's authority (epoch {ours}) ended: epoch {current} decides now"
+            )));
+        }
+    }
     let (docs, data): (Vec<String>, Vec<Vec<u8>>) = chunks.into_iter().unzip();
     let rows = tx
         .query(
@@ -434,28 +679,53 @@ impl Store for PgStore {
     }
 
     fn append_chunks_deferred(&self, doc: &str, chunks: &[Vec<u8>]) -> Result<(), StoreError> {
+        let epoch = self.authority.epoch();
         let mut p = lock(&self.pending);
-        p.chunks
-            .extend(chunks.iter().map(|c| (doc.to_owned(), c.clone())));
+        p.chunks.extend(chunks.iter().map(|c| PendingChunk {
+            doc: doc.to_owned(),
+            data: c.clone(),
+            epoch,
+        }));
         Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         let _one = lock(&self.flushing);
+        let epoch = self.authority.epoch();
         let (batch, chunks) = {
             let mut p = lock(&self.pending);
+            // Decisions of an epoch that ended are never written; the flush
+            // that finds them fails, so nothing held behind them (their
+            // fan-out, the acknowledgements of the same batch) goes out.
+            let before = p.chunks.len();
+            p.chunks.retain(|c| !self.stale(c, epoch));
+            let dropped = before - p.chunks.len();
+            if dropped > 0 {
+                p.batch = None;
+                warn!(dropped, "dropped decisions made while this node was the authority: the next authority decides again");
+                return Err(StoreError::Fenced(format!(
+                    "{dropped} decisions were made under an authority that ended"
+                )));
+            }
             if p.chunks.is_empty() {
                 return Ok(());
             }
             let batch = p.batch.get_or_insert_with(random_id).clone();
-            (batch, p.chunks.clone())
+            let chunks: Vec<(String, Vec<u8>)> = p
+                .chunks
+                .iter()
+                .map(|c| (c.doc.clone(), c.data.clone()))
+                .collect();
+            (batch, chunks)
         };
         let n = chunks.len();
+        let guarded = chunks.iter().any(|(d, _)| self.authority.guards(d));
         let r = self.call(write_batch(
             self.pool.clone(),
             self.node.clone(),
             batch,
             chunks,
+            guarded.then_some(epoch),
         ));
         match r {
             Ok(()) => {
@@ -464,6 +734,14 @@ impl Store for PgStore {
                 p.chunks.drain(..n);
                 p.batch = None;
                 Ok(())
+            }
+            Err(e @ StoreError::Fenced(_)) => {
+                // Another node won an election this node has not noticed
+                // yet: its guarded writes are stale now (dropped by the
+                // next flush), the rest is written then.
+                warn!(error = %e, "this node is no longer the authority");
+                self.authority.set(None);
+                Err(e)
             }
             Err(e) => {
                 warn!(error = %e, chunks = n, "could not write to the database; kept for the next flush");
@@ -522,7 +800,7 @@ impl Store for PgStore {
         let pending: Vec<String> = lock(&self.pending)
             .chunks
             .iter()
-            .map(|(d, _)| d.clone())
+            .map(|c| c.doc.clone())
             .collect();
         let pool = self.pool.clone();
         let mut ids: Vec<String> = self.call(async move {

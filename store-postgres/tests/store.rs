@@ -204,5 +204,90 @@ fn a_second_node_finds_the_schema_migrated() {
             "SELECT count(*) FROM lanyard_schema",
         )
         .unwrap();
-    assert_eq!(versions, "1");
+    assert_eq!(versions, "2");
+}
+
+/// Waits (60 s at most) until exactly one of `nodes` is the authority;
+/// returns its index and epoch.
+fn one_authority(nodes: &[&lanyard_store_postgres::Authority]) -> (usize, i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Vec<(usize, i64)> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.current().map(|e| (i, e.epoch)))
+            .collect();
+        if let [one] = now[..] {
+            return one;
+        }
+        assert!(now.len() <= 1, "two authorities at once: {now:?}");
+        assert!(Instant::now() < deadline, "no authority within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn one_node_decides_and_a_stale_authority_cannot_write_its_decisions() {
+    // Its own server: the authority's connection is dropped.
+    let own = TempCluster::start().unwrap();
+    let url = own.create_database().unwrap();
+    let stores = [
+        PgStore::connect(&url).unwrap(),
+        PgStore::connect(&url).unwrap(),
+    ];
+    let elections = [stores[0].elect("seats/"), stores[1].elect("seats/")];
+    let (first, epoch) = one_authority(&[&elections[0], &elections[1]]);
+    let (lead, other) = (&stores[first], &stores[1 - first]);
+
+    // The authority writes decisions; the other node cannot, and its
+    // refused decision is dropped while its other writes go through.
+    lead.append_chunks("seats/e/ann", &[vec![1]]).unwrap();
+    other
+        .append_chunks_deferred("seats/e/bob", &[vec![2]])
+        .unwrap();
+    other
+        .append_chunks_deferred("attendee/e/bob", &[vec![3]])
+        .unwrap();
+    let err = other.flush().unwrap_err();
+    assert!(matches!(err, lanyard_store::StoreError::Fenced(_)), "{err}");
+    assert_eq!(other.load_doc("seats/e/bob").unwrap(), None);
+    other.flush().unwrap();
+    assert_eq!(lead.load_doc("attendee/e/bob").unwrap(), Some(vec![3]));
+
+    // A decision made before the authority's database connection drops
+    // is never written once another node has taken over.
+    lead.append_chunks_deferred("seats/e/ann", &[vec![4]])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = format!(
+        "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objid = {}",
+        0x4c61_6e79_6172_6402_i64 as u32
+    );
+    let db = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        own.psql(db, &holder).unwrap(),
+        "1",
+        "the lock's holder ended"
+    );
+    let next = loop {
+        if let Some(e) = elections[1 - first].current() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "nobody took over within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(next.epoch > epoch, "{next:?} after {epoch}");
+    let err = lead.flush().unwrap_err();
+    assert!(matches!(err, lanyard_store::StoreError::Fenced(_)), "{err}");
+    assert_eq!(other.load_doc("seats/e/ann").unwrap(), Some(vec![1]));
+    assert_eq!(
+        lead.load_doc("seats/e/ann").unwrap(),
+        Some(vec![1]),
+        "dropped on its own node too"
+    );
+    // The new authority writes; the old one, without the lock, follows.
+    other.append_chunks("seats/e/ann", &[vec![5]]).unwrap();
+    assert_eq!(lead.load_doc("seats/e/ann").unwrap(), Some(vec![1, 5]));
+    let (now, _) = one_authority(&[&elections[0], &elections[1]]);
+    assert_eq!(now, 1 - first);
 }

@@ -49,6 +49,11 @@ pub enum StoreError {
     /// Nothing of a failed write was made durable.
     #[error("database: {0}")]
     Database(String),
+    /// Decisions this node made as the cluster's authority cannot be
+    /// written: another node became the authority. They were dropped; the
+    /// new authority decides again what they decided.
+    #[error("not the authority: {0}")]
+    Fenced(String),
 }
 
 /// Document and metadata storage. Writes are durable when they return.

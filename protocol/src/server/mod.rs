@@ -293,6 +293,8 @@ pub struct ServerCore {
     /// Documents were loaded: requests a crash left undecided are decided,
     /// and seats it left free filled, at the next timer.
     settle_seats: bool,
+    /// This server decides seats (see [`ServerCore::set_seat_authority`]).
+    seat_authority: bool,
     stats: ServerStats,
     /// Changes accepted and refused, per document kind ([`DocId::kind`]).
     changes_by_kind: std::collections::BTreeMap<&'static str, (u64, u64)>,
@@ -330,6 +332,7 @@ impl ServerCore {
             beacons: BTreeMap::new(),
             seats: HashMap::new(),
             settle_seats: false,
+            seat_authority: true,
             stats: ServerStats::default(),
             changes_by_kind: Default::default(),
         }
@@ -345,6 +348,46 @@ impl ServerCore {
         lock_doc(&cell).reload(am, bytes.len());
         self.settle_seats = true;
         Ok(())
+    }
+
+    /// Whether this server decides seats. One server alone always does (the
+    /// default); of several servers sharing a store, one does at a time
+    /// (DESIGN.md, "Scale-out"), and the others only store and pass on the
+    /// requests pushed to them and the outcomes it writes.
+    ///
+    /// Becoming the authority rebuilds every event's seats from the
+    /// documents held (they must hold everything the previous authority
+    /// wrote), then decides at the next timer every request still
+    /// undecided and fills the seats left free. Ceasing to be one stops
+    /// every decision at once; seats documents holding decisions that were
+    /// not stored must then be loaded again ([`ServerCore::load_doc`]).
+    pub fn set_seat_authority(&mut self, yes: bool) {
+        if yes == self.seat_authority {
+            return;
+        }
+        self.seat_authority = yes;
+        // Rebuilt from the documents on first use.
+        self.seats.clear();
+        self.settle_seats = yes;
+    }
+
+    /// Whether this server decides seats.
+    pub fn is_seat_authority(&self) -> bool {
+        self.seat_authority
+    }
+
+    /// The seats of `doc`'s event when a change of `doc` may need a seat
+    /// decision from this server.
+    fn deciding_seats(&mut self, doc: &DocId) -> Option<SeatsCell> {
+        if !self.seat_authority {
+            return None;
+        }
+        match doc {
+            DocId::Agenda(e) | DocId::Attendee(e, _) | DocId::Checkins(e) => {
+                Some(self.event_seats(e))
+            }
+            DocId::Seats(..) | DocId::SeatCounts(_) => None,
+        }
     }
 
     /// The state of `doc`, created empty if new. A seats document is
@@ -503,7 +546,8 @@ impl ServerCore {
             .seats
             .values()
             .filter_map(|s| lock_seats(s).poll_timeout());
-        let settle = self.settle_seats.then_some(Millis(0));
+        let settle = (self.settle_seats && self.seat_authority).then_some(Millis(0));
+        let seats = seats.filter(|_| self.seat_authority);
         self.beacons
             .values()
             .copied()
@@ -524,12 +568,19 @@ impl ServerCore {
     /// [`ServerCore::handle_timeout`] into `sink`; a failed write of a
     /// seats document is rolled back there.
     pub fn handle_timeout_into(&mut self, now: Millis, sink: &mut dyn Sink) {
-        if std::mem::take(&mut self.settle_seats) {
+        if self.seat_authority && std::mem::take(&mut self.settle_seats) {
             self.settle_seats(now, sink);
         }
         let limits = self.config.limits;
         let mut stats = ServerStats::default();
-        for cell in self.seats.values() {
+        let deciding = if self.seat_authority {
+            self.seats.values()
+        } else {
+            // Nothing to decide here: the authority expires offers and
+            // writes the counts.
+            Default::default()
+        };
+        for cell in deciding {
             let mut seats = lock_seats(cell);
             if seats.poll_timeout().is_none_or(|t| t > now) {
                 continue;
@@ -648,10 +699,12 @@ impl ServerCore {
 
     /// Chunks another server node stored in the shared store (see the
     /// PostgreSQL store's change feed): applied to the document, and the
-    /// changes new to this node fanned out to its devices. Nothing is
-    /// persisted (they are stored already) and nothing is decided: the node
-    /// that accepted them did. Returns how many changes were new here; a
-    /// chunk that does not load is skipped and counted in the error.
+    /// changes new to this node fanned out to its devices. They are not
+    /// persisted again (they are stored already). On the seat authority
+    /// ([`ServerCore::set_seat_authority`]) they are decided like a push:
+    /// seat requests another node accepted, capacities it took, check-ins.
+    /// Returns how many changes were new here; a chunk that does not load
+    /// is skipped and counted in the error.
     pub fn apply_stored(
         &mut self,
         now: Millis,
@@ -660,6 +713,8 @@ impl ServerCore {
         sink: &mut dyn Sink,
     ) -> Result<usize, LoadError> {
         let cell = self.cell(&doc);
+        let seats = self.deciding_seats(&doc);
+        let limits = self.config.limits;
         let mut state = lock_doc(&cell);
         let am = state.am.get_or_insert_with(Automerge::new);
         let heads_before = am.get_heads();
@@ -675,19 +730,42 @@ impl ServerCore {
             .map(|c| c.raw_bytes().to_vec())
             .collect();
         let new = raw.len();
+        let mut out = Vec::new();
+        let mut stats = ServerStats::default();
         if new > 0 {
             state.bytes += raw.iter().map(Vec::len).sum::<usize>();
-            let mut out = Vec::new();
-            let mut stats = ServerStats::default();
             let changes = NewChanges {
                 origin: None,
                 heads_before,
                 raw,
             };
-            state.fan_out(&doc, &self.config.limits, changes, &mut out, &mut stats);
-            drop(state);
-            sink.take(out);
-            self.add_stats(stats);
+            state.fan_out(&doc, &limits, changes, &mut out, &mut stats);
+        }
+        let mut decided = None;
+        if let (Some(seats), Some(am)) = (seats.as_ref(), state.am.as_ref()) {
+            if let Some((guard, rec)) =
+                seat_decisions(seats, now, &doc, new > 0, am, &limits, &mut stats)
+            {
+                out.extend(rec.actions);
+                decided = Some((guard, rec.touched));
+            }
+        }
+        let mut undecided = false;
+        if !out.is_empty() && !sink.take(out) {
+            if let Some((mut seats, touched)) = decided {
+                let rollback = Recorded {
+                    actions: Vec::new(),
+                    touched,
+                };
+                seats.roll_back(rollback, sink);
+                undecided = true;
+            }
+        }
+        drop(state);
+        // Nobody pushes these requests again: decided at the next timer.
+        self.settle_seats |= undecided;
+        self.add_stats(stats);
+        if new > 0 {
             self.beacons.insert(doc.clone(), now + BEACON_AFTER);
         }
         match bad {
@@ -1088,13 +1166,10 @@ impl ServerCore {
         let claims = self.sessions.get(&conn).and_then(|s| s.claims.clone())?;
         let existing = self.docs.get(&doc).cloned();
         let is_new = existing.is_none();
-        let seats = match &doc {
-            DocId::Agenda(e) | DocId::Attendee(e, _) | DocId::Checkins(e)
-                if claims.may_write(&doc) =>
-            {
-                Some(self.event_seats(e))
-            }
-            _ => None,
+        let seats = if claims.may_write(&doc) {
+            self.deciding_seats(&doc)
+        } else {
+            None
         };
         let push = DocPush {
             now,
