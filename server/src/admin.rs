@@ -382,6 +382,12 @@ impl Collector for Sampled {
         if let Some((connected, applied, reconnects)) = server.feed() {
             gauge(
                 e,
+                "lanyard_seat_authority",
+                "1 while this node is the one of its cluster that decides seats",
+                if server.deciding() { 1.0 } else { 0.0 },
+            )?;
+            gauge(
+                e,
                 "lanyard_feed_connected",
                 "1 while the feed of other nodes' changes is connected to the database",
                 if connected { 1.0 } else { 0.0 },

@@ -23,7 +23,7 @@ use lanyard_protocol::{
     ServerAction, ServerConfig, ServerCore, ServerMsg, ServerStats, Sink,
 };
 use lanyard_store::{SledStore, Store, StoreError};
-use lanyard_store_postgres::{ChangeFeed, FeedStatus, PgStore};
+use lanyard_store_postgres::{Authority, ChangeFeed, Elected, FeedStatus, PgStore};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -299,6 +299,8 @@ pub(crate) struct Shared {
     feed: Option<Arc<FeedStatus>>,
     /// Chunks read from other nodes.
     feed_applied: AtomicU64,
+    /// This node decides seats (always, alone on sled).
+    deciding: std::sync::atomic::AtomicBool,
 }
 
 /// A connection the Hello gate watches.
@@ -533,15 +535,121 @@ async fn flusher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Documents only the seat authority writes (their ids start with this):
+/// `seats/<event>` and `seats/<event>/<user>`.
+pub(crate) const DECIDED_DOCS: &str = "seats/";
+
+/// What the shared store gives a node of a cluster.
+pub(crate) struct ClusterLink {
+    feed: ChangeFeed,
+    authority: Authority,
+}
+
+/// This node's part in deciding seats, driven by the store's elections.
+struct Standing {
+    /// What the last election said.
+    elected: Option<Elected>,
+    /// The last sequence number of other nodes' rows applied here.
+    applied_to: i64,
+    /// Seats documents must be read again from the store (this node
+    /// stopped deciding; what it decided last may not be stored).
+    reload: bool,
+}
+
+impl Standing {
+    /// Makes the core decide, or stop deciding, as elected: it decides only
+    /// once every row committed before its election is applied here (all
+    /// that earlier authorities decided), and after it stops, its seats
+    /// documents are read again from the store.
+    async fn apply(&mut self, shared: &Arc<Shared>) {
+        let deciding = shared.deciding.load(Ordering::SeqCst);
+        match self.elected {
+            Some(e) if !deciding && self.applied_to >= e.seen_to => {
+                lock(&shared.core).set_seat_authority(true);
+                shared.deciding.store(true, Ordering::SeqCst);
+                info!(epoch = e.epoch, "this node decides seats now");
+            }
+            None if deciding => {
+                lock(&shared.core).set_seat_authority(false);
+                shared.deciding.store(false, Ordering::SeqCst);
+                self.reload = true;
+                info!("this node no longer decides seats");
+            }
+            _ => {}
+        }
+        if self.reload && !shared.deciding.load(Ordering::SeqCst) {
+            self.reload = !reload_decided_docs(shared).await;
+        }
+    }
+}
+
+/// Reads every seats document again from the store, replacing what the
+/// core holds (decisions it made that were not stored are gone). `false`
+/// when the store could not be read (tried again later).
+async fn reload_decided_docs(shared: &Arc<Shared>) -> bool {
+    let ids: Vec<DocId> = lock(&shared.core)
+        .doc_ids()
+        .filter(|d| d.to_string().starts_with(DECIDED_DOCS))
+        .cloned()
+        .collect();
+    let store = shared.store.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .map(|id| {
+                let bytes = store.load_doc(&id.to_string())?;
+                Ok((id, bytes.unwrap_or_default()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+    })
+    .await;
+    let docs = match loaded {
+        Ok(Ok(docs)) => docs,
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot read the seats documents again: retrying");
+            return false;
+        }
+        Err(e) => {
+            warn!(error = %e, "the task reading the seats documents failed: retrying");
+            return false;
+        }
+    };
+    let mut core = lock(&shared.core);
+    for (id, bytes) in docs {
+        if let Err(e) = core.load_doc(id, &bytes) {
+            warn!(error = %e, "a stored seats document does not load");
+        }
+    }
+    true
+}
+
 /// Applies the changes other nodes commit to the shared store, and fans
 /// them out to this node's devices (each change once per node: the
-/// broadcast path encodes one frame per change for all its devices).
-async fn follow(shared: Arc<Shared>, mut feed: ChangeFeed, mut stop: watch::Receiver<bool>) {
+/// broadcast path encodes one frame per change for all its devices). The
+/// same task follows the seat authority's elections, so that the seats
+/// documents are read again with no change of the feed in between.
+async fn follow(shared: Arc<Shared>, link: ClusterLink, mut stop: watch::Receiver<bool>) {
+    let ClusterLink {
+        mut feed,
+        mut authority,
+    } = link;
+    let mut standing = Standing {
+        elected: authority.current(),
+        applied_to: feed.status().last_seq(),
+        reload: false,
+    };
     let mut revocations = tokio::time::interval(REVOCATIONS_EVERY);
     revocations.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        standing.apply(&shared).await;
         let batch = tokio::select! {
             b = feed.next() => b,
+            e = authority.changed() => {
+                match e {
+                    Some(e) => standing.elected = e,
+                    None => return,
+                }
+                continue;
+            }
             _ = revocations.tick() => {
                 sync_revocations(&shared).await;
                 continue;
@@ -550,6 +658,9 @@ async fn follow(shared: Arc<Shared>, mut feed: ChangeFeed, mut stop: watch::Rece
         };
         let Some(batch) = batch else { return };
         let read = batch.len() as u64;
+        if let Some(last) = batch.last() {
+            standing.applied_to = standing.applied_to.max(last.seq);
+        }
         // Consecutive chunks of one document go in together (moved, not copied).
         let mut chunks = batch.into_iter().peekable();
         while let Some(first) = chunks.next() {
@@ -776,6 +887,11 @@ impl AdminHandle {
         &self.shared.metrics
     }
 
+    /// Whether this node decides seats (always alone; one node of a cluster).
+    pub(crate) fn deciding(&self) -> bool {
+        self.shared.deciding.load(Ordering::SeqCst)
+    }
+
     /// The change feed: connected, chunks applied, reconnections (a shared
     /// PostgreSQL store only).
     pub(crate) fn feed(&self) -> Option<(bool, u64, u64)> {
@@ -979,13 +1095,15 @@ impl Server {
             }
             StoreLocation::Postgres(url) => {
                 let url = url.clone();
+                let name = opts.listen.to_string();
                 // Connecting blocks (its own runtime answers).
-                let (store, feed) = tokio::task::spawn_blocking(move || {
-                    let store = PgStore::connect(&url)?;
+                let (store, link) = tokio::task::spawn_blocking(move || {
+                    let store = PgStore::connect_as(&url, &name)?;
                     // Followed before the documents are loaded: nothing
                     // committed meanwhile falls between the two.
                     let feed = store.follow()?;
-                    Ok::<_, StoreError>((store, feed))
+                    let authority = store.elect(DECIDED_DOCS);
+                    Ok::<_, StoreError>((store, ClusterLink { feed, authority }))
                 })
                 .await
                 .map_err(|e| StoreError::Database(format!("the connecting task failed: {e}")))??;
@@ -996,7 +1114,7 @@ impl Server {
                 if let Err(e) = std::fs::write(&marker, format!("{}\n", opts.store)) {
                     warn!(path = %marker.display(), error = %e, "cannot note the store in the data directory");
                 }
-                Self::start_inner(opts, Arc::new(store), Some(feed)).await
+                Self::start_inner(opts, Arc::new(store), Some(link)).await
             }
         }
     }
@@ -1013,7 +1131,7 @@ impl Server {
     async fn start_inner(
         opts: ServerOptions,
         store: Arc<dyn Store>,
-        feed: Option<ChangeFeed>,
+        cluster: Option<ClusterLink>,
     ) -> Result<Server, StartError> {
         let identity = Identity::load_or_create(&opts.data_dir)?;
         let mut core = ServerCore::new(ServerConfig {
@@ -1021,6 +1139,8 @@ impl Server {
             limits: opts.limits,
             pass_signer: Some(identity.signer()),
         });
+        // In a cluster, seats are decided once elected.
+        core.set_seat_authority(cluster.is_none());
         for id in store.doc_ids()? {
             let doc = DocId::parse(&id).map_err(|_| StartError::BadDocId(id.clone()))?;
             let bytes = store.load_doc(&id)?.unwrap_or_default();
@@ -1106,13 +1226,14 @@ impl Server {
             })),
             waiting: Mutex::new(HashMap::new()),
             devices: crate::devices::Devices::default(),
-            feed: feed.as_ref().map(ChangeFeed::status),
+            feed: cluster.as_ref().map(|c| c.feed.status()),
             feed_applied: AtomicU64::new(0),
+            deciding: std::sync::atomic::AtomicBool::new(cluster.is_none()),
         });
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(flusher(shared.clone(), rx.clone()));
-        if let Some(feed) = feed {
-            tokio::spawn(follow(shared.clone(), feed, rx.clone()));
+        if let Some(link) = cluster {
+            tokio::spawn(follow(shared.clone(), link, rx.clone()));
         }
         tokio::spawn(timers(shared.clone(), rx.clone()));
         let admin = match opts.admin {

@@ -273,6 +273,14 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://user:pw@host:port/db`),
     /// applies the schema migrations it lacks, and checks it answers.
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        Self::connect_as(url, "node")
+    }
+
+    /// [`PgStore::connect`] for a node called `name` (a server gives its
+    /// listening address): its rows and its election carry
+    /// `name/<random id>`, so `SELECT node FROM lanyard_authority` tells an
+    /// operator which node decides.
+    pub fn connect_as(url: &str, name: &str) -> Result<PgStore, StoreError> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| {
             StoreError::Database(format!("{} is not a PostgreSQL URL: {e}", redact(url)))
         })?;
@@ -307,7 +315,7 @@ impl PgStore {
             runtime: Some(runtime),
             pool,
             url: url.to_owned(),
-            node: random_id(),
+            node: format!("{name}/{}", random_id()),
             pending: Mutex::new(Pending::default()),
             flushing: Mutex::new(()),
             authority: Arc::new(AuthorityState {
@@ -392,6 +400,10 @@ impl PgStore {
         })?;
         let (tx, rx) = mpsc::channel(64);
         let status = Arc::new(FeedStatus::default());
+        // Everything up to here is read with the documents.
+        status
+            .last_seq
+            .store(after, std::sync::atomic::Ordering::Relaxed);
         let state = FeedTask {
             url: self.url.clone(),
             node: self.node.clone(),
@@ -890,7 +902,8 @@ impl FeedStatus {
     pub fn connected(&self) -> bool {
         self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
-    /// The last sequence number read.
+    /// The last sequence number read (from the start: the last one
+    /// committed when [`PgStore::follow`] was called).
     pub fn last_seq(&self) -> i64 {
         self.last_seq.load(std::sync::atomic::Ordering::Relaxed)
     }

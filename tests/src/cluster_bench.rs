@@ -114,13 +114,21 @@ pub async fn publish(org: &Client, id: &str) -> anyhow::Result<()> {
         end_unix: start + 1800,
         ..NewSession::default()
     })?;
+    acknowledged(org, &format!("session {id}")).await
+}
+
+/// Syncs `client` until the server acknowledged every change it holds
+/// (120 s at most; `what` names them in the error).
+pub async fn acknowledged(client: &Client, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if org.sync(Duration::from_secs(10)).await.is_ok() && org.status().pending_changes == 0 {
+        if client.sync(Duration::from_secs(10)).await.is_ok()
+            && client.status().pending_changes == 0
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("session {id} was not acknowledged within 120 s");
+            bail!("{what} was not acknowledged within 120 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -342,6 +342,23 @@ fn check_seats(store: &dyn Store, acked: &[Vec<String>]) -> anyhow::Result<(u64,
     Ok((undecided, over))
 }
 
+/// Waits until the shared store at `url` holds a decision for every
+/// acknowledged request (60 s at most: what is still undecided then is
+/// counted by the final check).
+async fn wait_decided(url: &str, acked: &[Vec<String>]) -> anyhow::Result<()> {
+    let url = url.to_owned();
+    let acked = acked.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let store = lanyard_store_postgres::PgStore::connect(&url)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while check_seats(&store, &acked)?.0 > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })
+    .await?
+}
+
 /// Runs the server crash loop, calling `progress` after every cycle.
 pub async fn server_loop(
     cfg: &ServerLoop,
@@ -433,6 +450,12 @@ pub async fn server_loop(
     let mut seat_acked = Vec::with_capacity(seat_tasks.len());
     for t in seat_tasks {
         seat_acked.push(t.await?);
+    }
+    if let Some(url) = store {
+        // A node that is not the authority acknowledges a request before
+        // the authority decides it (through the store's feed): the last
+        // ones get their time.
+        wait_decided(url, &seat_acked).await?;
     }
     // A clean stop, then what is stored.
     for server in &mut servers {

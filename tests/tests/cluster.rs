@@ -148,3 +148,165 @@ async fn a_change_on_one_node_reaches_the_devices_of_every_node() {
         n.wait().await.unwrap();
     }
 }
+
+/// The node that decides seats, as the database says (its listening address).
+fn authority(pg: &TempCluster, db: &str) -> String {
+    let node = pg.psql(db, "SELECT node FROM lanyard_authority").unwrap();
+    node.split('/').next().unwrap_or_default().to_string()
+}
+
+/// `user`'s stored standing in session `s`, read from the database.
+async fn stored_standing(url: &str, user: &str) -> Option<lanyard_protocol::seats::SeatState> {
+    let url = url.to_owned();
+    let user = lanyard_protocol::UserId::new(user).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let store = lanyard_store_postgres::PgStore::connect(&url).unwrap();
+        let doc = lanyard_protocol::DocId::Seats(
+            lanyard_protocol::EventId::new("crashloop").unwrap(),
+            user.clone(),
+        );
+        use lanyard_store::Store as _;
+        let bytes = store.load_doc(&doc.to_string()).unwrap()?;
+        let am = automerge::Automerge::load(&bytes).unwrap();
+        lanyard_protocol::seats::doc::read_outcomes(&am, &user)
+            .into_iter()
+            .find(|o| o.session.as_str() == "s")
+            .map(|o| o.state)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_the_last_seat_never_both_confirm_it() {
+    use lanyard_client_core::ReservationState as State;
+    use lanyard_protocol::seats::SeatState;
+    let pg = TempCluster::start().unwrap();
+    let url = pg.create_database().unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let bin = lanyard_tests::server_bin_for_tests();
+    let Cluster {
+        dir: _dir,
+        identity,
+        addrs,
+        mut nodes,
+        ..
+    } = Cluster::start(&bin, 3, Some(&url)).await.unwrap();
+
+    // One seat, published through node 0 (the organizer's link names every
+    // node: it carries on when one dies).
+    let org = Client::in_memory().unwrap();
+    org.join(&link_as(&identity, &addrs, Role::Organizer, "org", "laptop").unwrap())
+        .unwrap();
+    org.set_event("Cluster", "UTC").unwrap();
+    publish(&org, "s").await;
+    org.set_capacity("s", 1).unwrap();
+    lanyard_tests::cluster_bench::acknowledged(&org, "the capacity")
+        .await
+        .unwrap();
+
+    // Ann on node 1 and bob on node 2 reserve it at the same moment.
+    let mut racers = Vec::new();
+    for (user, addr) in [("ann", addrs[1]), ("bob", addrs[2])] {
+        let c = Client::in_memory().unwrap();
+        c.join(&link_as(&identity, &[addr], Role::Attendee, user, "phone").unwrap())
+            .unwrap();
+        lanyard_tests::cluster_bench::acknowledged(&c, "the first sync")
+            .await
+            .unwrap();
+        assert!(c.session("s").unwrap().is_some(), "{user} sees the session");
+        c.reserve("s").unwrap();
+        racers.push(c);
+    }
+    let (a, b) = tokio::join!(
+        lanyard_tests::cluster_bench::acknowledged(&racers[0], "ann's request"),
+        lanyard_tests::cluster_bench::acknowledged(&racers[1], "bob's request"),
+    );
+    a.unwrap();
+    b.unwrap();
+    // Each learns the outcome the authority decided (through the feed when
+    // it is on another node).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let states = loop {
+        let states: Vec<(State, Option<u32>)> = racers
+            .iter()
+            .map(|c| {
+                let r = c.reservations().unwrap();
+                r.first()
+                    .map_or((State::Pending, None), |r| (r.state, r.position))
+            })
+            .collect();
+        if states.iter().all(|(s, _)| *s != State::Pending) {
+            break states;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "undecided after 90 s: {states:?}; postgres log:\n{}",
+            pg.log()
+        );
+        for c in &racers {
+            let _ = c.sync(Duration::from_secs(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut sorted = states.clone();
+    sorted.sort_by_key(|(s, _)| *s != State::Confirmed);
+    assert_eq!(
+        sorted,
+        vec![(State::Confirmed, None), (State::Waitlisted, Some(1))],
+        "one seat, one confirmed: {states:?}"
+    );
+    let waiting = if states[0].0 == State::Waitlisted {
+        "ann"
+    } else {
+        "bob"
+    };
+    let held = pg
+        .psql(
+            &db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 AND mode = 'ExclusiveLock'",
+        )
+        .unwrap();
+    assert!(
+        held == "1" || held == "2",
+        "one authority lock (and maybe a flush's): {held}"
+    );
+
+    // The node deciding seats dies. Another one takes over: the organizer
+    // adds a seat, and the waiting attendee gets it.
+    let deciding = authority(&pg, &db);
+    let k = addrs
+        .iter()
+        .position(|a| a.to_string() == deciding)
+        .unwrap_or_else(|| panic!("the authority {deciding} is none of {addrs:?}"));
+    nodes[k].start_kill().unwrap();
+    nodes[k].wait().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while authority(&pg, &db) == deciding {
+        assert!(
+            Instant::now() < deadline,
+            "nobody took over from {deciding}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    org.set_capacity("s", 2).unwrap();
+    lanyard_tests::cluster_bench::acknowledged(&org, "the new capacity")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = stored_standing(&url, waiting).await;
+        if now == Some(SeatState::Confirmed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} still {now:?} 90 s after node {k}, the authority, died"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "node {k} decided; after it died, {} decided",
+        authority(&pg, &db)
+    );
+}

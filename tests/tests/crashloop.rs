@@ -37,8 +37,10 @@ async fn a_server_killed_at_random_moments_loses_no_acknowledged_write() {
     assert_eq!(out.overbooked, 0, "seed {SEED}: {out}");
 }
 
-/// Three nodes on one throwaway PostgreSQL: one killed at random each cycle,
-/// its devices move to another; nothing acknowledged may be lost.
+/// Three nodes on one throwaway PostgreSQL: one killed at random each cycle
+/// (the one deciding seats among them), its devices move to another;
+/// nothing acknowledged may be lost, no seat request left undecided, no
+/// session overbooked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_nodes_killed_at_random_moments_lose_no_acknowledged_write() {
     let pg = lanyard_store_postgres::testing::TempCluster::start().unwrap();
@@ -46,8 +48,7 @@ async fn cluster_nodes_killed_at_random_moments_lose_no_acknowledged_write() {
         server_bin: lanyard_tests::server_bin_for_tests(),
         cycles: 6,
         writers: 6,
-        // Seats are decided by one node only (see the README's limits).
-        reservers: 0,
+        reservers: 4,
         min_up: Duration::from_millis(200),
         max_up: Duration::from_millis(1000),
         seed: SEED,
@@ -63,6 +64,9 @@ async fn cluster_nodes_killed_at_random_moments_lose_no_acknowledged_write() {
         "the writers got nothing acknowledged: {out}"
     );
     assert_eq!(out.lost, 0, "seed {SEED}: {out}");
+    assert!(out.requests > 0, "no seat request was acknowledged: {out}");
+    assert_eq!(out.undecided, 0, "seed {SEED}: {out}");
+    assert_eq!(out.overbooked, 0, "seed {SEED}: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
