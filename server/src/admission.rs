@@ -112,6 +112,19 @@ pub struct AdmissionStats {
 }
 
 impl AdmissionStats {
+    /// Adds another server's counters (peaks too: the nodes' sum).
+    pub fn add(&mut self, o: &AdmissionStats) {
+        self.accepted += o.accepted;
+        self.retries += o.retries;
+        self.refused_rate += o.refused_rate;
+        self.refused_connections += o.refused_connections;
+        self.refused_memory += o.refused_memory;
+        self.peak_connections += o.peak_connections;
+        self.queued += o.queued;
+        self.peak_waiting += o.peak_waiting;
+        self.peak_handshaking += o.peak_handshaking;
+    }
+
     /// All turned away (refused or closed with a hint).
     pub fn refused(&self) -> u64 {
         self.refused_rate + self.refused_connections + self.refused_memory

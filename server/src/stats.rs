@@ -92,6 +92,18 @@ impl TrafficStats {
         }
     }
 
+    /// Adds another server's figures.
+    pub fn add(&mut self, o: &TrafficStats) {
+        self.handshakes += o.handshakes;
+        self.frame_bytes += o.frame_bytes;
+        self.lost_bytes += o.lost_bytes;
+        self.datagrams += o.datagrams;
+        self.ping_frames += o.ping_frames;
+        self.ack_frames += o.ack_frames;
+        self.crypto_frames += o.crypto_frames;
+        self.stream_frames += o.stream_frames;
+    }
+
     /// Adds one connection's figures.
     pub fn add_connection(&mut self, s: &quinn::ConnectionStats) {
         self.lost_bytes += s.path.lost_bytes;
@@ -126,6 +138,30 @@ pub enum StatsError {
 }
 
 impl StatsSnapshot {
+    /// The figures of several servers as one (a cluster's nodes): counters,
+    /// memory and CPU added, peaks of one device's outbox the highest, the
+    /// time the oldest.
+    pub fn merge(&mut self, o: &StatsSnapshot) {
+        self.unix_ms = self.unix_ms.min(o.unix_ms);
+        self.open_connections += o.open_connections;
+        self.sessions += o.sessions;
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.admission.add(&o.admission);
+        self.changes_accepted += o.changes_accepted;
+        self.changes_refused += o.changes_refused;
+        self.broadcast_frames += o.broadcast_frames;
+        self.broadcast_sends += o.broadcast_sends;
+        self.flushes += o.flushes;
+        self.flushed_writes += o.flushed_writes;
+        self.rss_bytes += o.rss_bytes;
+        self.peak_rss_bytes += o.peak_rss_bytes;
+        self.cpu_seconds += o.cpu_seconds;
+        self.traffic.add(&o.traffic);
+        self.outbox_peak_bytes = self.outbox_peak_bytes.max(o.outbox_peak_bytes);
+        self.udp_receive_drops += o.udp_receive_drops;
+    }
+
     /// Writes the snapshot as JSON, atomically (a reader never sees half a file).
     pub fn write(&self, path: &Path) -> Result<(), StatsError> {
         let io = |source| StatsError::Io {

@@ -1,6 +1,8 @@
-//! The server a venue run talks to: in this process (tests), or a real
-//! `lanyard-server` child process (benchmarks), seen the same way: counters
-//! as a [`StatsSnapshot`], and at the end the documents it stored.
+//! The server a venue run talks to: in this process (tests), or real
+//! `lanyard-server` child processes (benchmarks) — one on sled, or several
+//! nodes on one PostgreSQL database — seen the same way: counters as a
+//! [`StatsSnapshot`] (a cluster's added up), and at the end the documents
+//! it stored.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,7 @@ use anyhow::{bail, Context as _};
 use automerge::Automerge;
 use lanyard_protocol::DocId;
 use lanyard_server::{AdmissionConfig, Identity, Server, ServerOptions, StatsSnapshot};
-use lanyard_store::{SledStore, Store as _};
+use lanyard_store::SledStore;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 /// Where the server runs.
@@ -40,8 +42,16 @@ impl ServerMode {
     }
 }
 
-/// A running server.
-pub enum Backend {
+/// The running server: one node, or the nodes of a cluster.
+#[derive(Debug)]
+pub struct Backend {
+    nodes: Vec<Node>,
+    /// The nodes' shared PostgreSQL store.
+    store: Option<String>,
+}
+
+/// One running server node.
+pub enum Node {
     /// In this process.
     InProcess(Server),
     /// A child process.
@@ -55,11 +65,11 @@ pub enum Backend {
     },
 }
 
-impl std::fmt::Debug for Backend {
+impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Backend::InProcess(s) => f.debug_tuple("InProcess").field(s).finish(),
-            Backend::Process { child, .. } => {
+            Node::InProcess(s) => f.debug_tuple("InProcess").field(s).finish(),
+            Node::Process { child, .. } => {
                 f.debug_struct("Process").field("pid", &child.id()).finish()
             }
         }
@@ -74,6 +84,164 @@ impl Backend {
         data: &Path,
         admission: AdmissionConfig,
     ) -> anyhow::Result<(Backend, SocketAddr)> {
+        let (backend, addrs) = Self::start_nodes(mode, data, admission, 1, None).await?;
+        Ok((backend, addrs[0]))
+    }
+
+    /// Starts `nodes` server nodes on loopback sharing `store` (sled for one
+    /// node without it): the first with data in `data`, whose identity must
+    /// already exist, the others in `data/node<i>` with a copy of it (one
+    /// certificate and token key). Returns each node's address.
+    pub async fn start_nodes(
+        mode: &ServerMode,
+        data: &Path,
+        admission: AdmissionConfig,
+        nodes: usize,
+        store: Option<&str>,
+    ) -> anyhow::Result<(Backend, Vec<SocketAddr>)> {
+        let nodes = nodes.max(1);
+        if nodes > 1 && (store.is_none() || *mode == ServerMode::InProcess) {
+            bail!("{nodes} nodes need server processes sharing a PostgreSQL store");
+        }
+        let mut started = Vec::with_capacity(nodes);
+        let mut addrs = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            let dir = if i == 0 {
+                data.to_owned()
+            } else {
+                let d = data.join(format!("node{i}"));
+                crate::crashloop::copy_identity(data, &d)?;
+                d
+            };
+            let (node, addr) = Node::start(mode, &dir, admission, store)
+                .await
+                .with_context(|| format!("node {i}"))?;
+            started.push(node);
+            addrs.push(addr);
+        }
+        Ok((
+            Backend {
+                nodes: started,
+                store: store.map(str::to_owned),
+            },
+            addrs,
+        ))
+    }
+
+    /// Whether the server runs as separate processes (their memory and CPU
+    /// are their own).
+    pub fn is_process(&self) -> bool {
+        self.nodes.iter().all(Node::is_process)
+    }
+
+    /// The latest counters, every node's added up.
+    pub fn stats(&self) -> StatsSnapshot {
+        merged(self.nodes.iter().map(Node::stats))
+    }
+
+    /// Each node's latest counters.
+    pub fn node_stats(&self) -> Vec<StatsSnapshot> {
+        self.nodes.iter().map(Node::stats).collect()
+    }
+
+    /// Counters taken after this call, every node's added up.
+    pub async fn fresh_stats(&self) -> anyhow::Result<StatsSnapshot> {
+        let mut all = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            all.push(n.fresh_stats().await?);
+        }
+        Ok(merged(all))
+    }
+
+    /// Stops every node (SIGTERM for a child) and returns the counters
+    /// (added up, and each node's) and the stored copy of each of `docs`
+    /// (read from the shared store for a cluster).
+    pub async fn finish(self, docs: &[DocId]) -> anyhow::Result<Finished> {
+        let Backend { nodes, store } = self;
+        let mut per_node = Vec::with_capacity(nodes.len());
+        let mut held = None;
+        for (i, node) in nodes.into_iter().enumerate() {
+            // The first node reads its own documents back; a cluster's are
+            // read from the database once every node stopped.
+            let want: &[DocId] = if i == 0 && store.is_none() { docs } else { &[] };
+            let (stats, docs) = node
+                .finish(want)
+                .await
+                .with_context(|| format!("node {i}"))?;
+            per_node.push(stats);
+            if i == 0 && store.is_none() {
+                held = Some(docs);
+            }
+        }
+        let held = match (held, store) {
+            (Some(h), _) => h,
+            (None, Some(url)) => {
+                let docs = docs.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    let store = lanyard_store_postgres::PgStore::connect(&url)?;
+                    load_all(&store, &docs)
+                })
+                .await??
+            }
+            (None, None) => Vec::new(),
+        };
+        Ok(Finished {
+            stats: merged(per_node.iter().cloned()),
+            per_node,
+            held,
+        })
+    }
+}
+
+/// What [`Backend::finish`] found.
+#[derive(Debug)]
+pub struct Finished {
+    /// The final counters, every node's added up.
+    pub stats: StatsSnapshot,
+    /// Each node's final counters.
+    pub per_node: Vec<StatsSnapshot>,
+    /// The stored copy of each document asked for.
+    pub held: Vec<Option<Automerge>>,
+}
+
+fn merged(all: impl IntoIterator<Item = StatsSnapshot>) -> StatsSnapshot {
+    let mut all = all.into_iter();
+    let Some(mut sum) = all.next() else {
+        return StatsSnapshot::default();
+    };
+    for s in all {
+        sum.merge(&s);
+    }
+    sum
+}
+
+/// Each of `docs` as `store` holds it.
+fn load_all(
+    store: &dyn lanyard_store::Store,
+    docs: &[DocId],
+) -> anyhow::Result<Vec<Option<Automerge>>> {
+    let mut held = Vec::with_capacity(docs.len());
+    for d in docs {
+        let doc = match store.load_doc(&d.to_string())? {
+            Some(bytes) => Some(
+                Automerge::load(&bytes)
+                    .with_context(|| format!("the server stored a corrupt copy of {d}"))?,
+            ),
+            None => None,
+        };
+        held.push(doc);
+    }
+    Ok(held)
+}
+
+impl Node {
+    /// Starts one node on loopback with data in `data` (identity made).
+    async fn start(
+        mode: &ServerMode,
+        data: &Path,
+        admission: AdmissionConfig,
+        store: Option<&str>,
+    ) -> anyhow::Result<(Node, SocketAddr)> {
         Identity::load_or_create(data)?;
         match mode {
             ServerMode::InProcess => {
@@ -84,12 +252,16 @@ impl Backend {
                 opts.admission.max_memory_bytes = u64::MAX;
                 let server = Server::start(opts).await?;
                 let addr = server.local_addr()?;
-                Ok((Backend::InProcess(server), addr))
+                Ok((Node::InProcess(server), addr))
             }
             ServerMode::Process(bin) => {
                 let stats = data.join("stats.json");
-                let mut child = tokio::process::Command::new(bin)
-                    .arg("serve")
+                let mut command = tokio::process::Command::new(bin);
+                command.arg("serve");
+                if let Some(url) = store {
+                    command.arg("--store").arg(url);
+                }
+                let mut child = command
                     .arg("--data")
                     .arg(data)
                     .args(["--listen", "127.0.0.1:0"])
@@ -134,33 +306,33 @@ impl Backend {
                 .context("the server exited before listening")?;
                 // Keep draining its stdout so it never blocks on a full pipe.
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                let backend = Backend::Process {
+                let node = Node::Process {
                     child,
                     stats,
                     data: data.to_owned(),
                 };
-                backend.fresh_stats().await?;
-                Ok((backend, addr))
+                node.fresh_stats().await?;
+                Ok((node, addr))
             }
         }
     }
 
     /// Whether the server is a separate process (its memory and CPU are its own).
     pub fn is_process(&self) -> bool {
-        matches!(self, Backend::Process { .. })
+        matches!(self, Node::Process { .. })
     }
 
     /// The latest counters (a child's file is at most half a second old).
     pub fn stats(&self) -> StatsSnapshot {
         match self {
-            Backend::InProcess(s) => s.snapshot(),
-            Backend::Process { stats, .. } => StatsSnapshot::read(stats).unwrap_or_default(),
+            Node::InProcess(s) => s.snapshot(),
+            Node::Process { stats, .. } => StatsSnapshot::read(stats).unwrap_or_default(),
         }
     }
 
     /// Counters taken after this call (waits for the child's next write).
     pub async fn fresh_stats(&self) -> anyhow::Result<StatsSnapshot> {
-        let Backend::Process { stats, .. } = self else {
+        let Node::Process { stats, .. } = self else {
             return Ok(self.stats());
         };
         let since = now_ms();
@@ -184,12 +356,12 @@ impl Backend {
 
     /// Stops the server (SIGTERM for a child, then its final counters) and
     /// returns the counters and the stored copy of each of `docs`.
-    pub async fn finish(
+    async fn finish(
         self,
         docs: &[DocId],
     ) -> anyhow::Result<(StatsSnapshot, Vec<Option<Automerge>>)> {
         match self {
-            Backend::InProcess(server) => {
+            Node::InProcess(server) => {
                 let stats = server.snapshot();
                 let held = docs
                     .iter()
@@ -198,7 +370,7 @@ impl Backend {
                 server.shutdown().await;
                 Ok((stats, held))
             }
-            Backend::Process {
+            Node::Process {
                 mut child,
                 stats,
                 data,
@@ -219,20 +391,12 @@ impl Backend {
                     bail!("the server exited with {status}");
                 }
                 let final_stats = StatsSnapshot::read(&stats)?;
+                if docs.is_empty() {
+                    return Ok((final_stats, Vec::new()));
+                }
                 // What the server stored durably, read back from its database.
                 let store = SledStore::open(data.join("db"))?;
-                let mut held = Vec::with_capacity(docs.len());
-                for d in docs {
-                    let doc =
-                        match store.load_doc(&d.to_string())? {
-                            Some(bytes) => Some(Automerge::load(&bytes).with_context(|| {
-                                format!("the server stored a corrupt copy of {d}")
-                            })?),
-                            None => None,
-                        };
-                    held.push(doc);
-                }
-                Ok((final_stats, held))
+                Ok((final_stats, load_all(&store, docs)?))
             }
         }
     }

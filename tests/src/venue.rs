@@ -283,6 +283,10 @@ pub struct VenueConfig {
     pub full_devices: Option<usize>,
     /// Run the rush phase (every device reserves a seat in the same second).
     pub rush: Option<RushConfig>,
+    /// Server nodes (processes); more than one share [`VenueConfig::store`].
+    pub nodes: usize,
+    /// The nodes' PostgreSQL store (`postgres://…`); sled when `None`.
+    pub store: Option<String>,
 }
 
 /// The rush: a keynote ends and every device reserves one of `sessions`
@@ -357,6 +361,8 @@ impl Default for VenueConfig {
             devices_per_endpoint: 1,
             full_devices: None,
             rush: None,
+            nodes: 1,
+            store: None,
         }
     }
 }
@@ -403,6 +409,21 @@ impl Percentiles {
 pub struct VenueReport {
     /// Attendee devices.
     pub attendees: usize,
+    /// Server nodes, and their store ("sled", or the PostgreSQL URL without
+    /// its password).
+    pub nodes: usize,
+    /// Where the nodes keep the documents.
+    pub store: String,
+    /// Each node's CPU seconds and peak resident bytes over the run.
+    pub node_cost: Vec<(f64, u64)>,
+    /// Fan-out arrival to devices on the organizer's node, and on the
+    /// others (several nodes only), ms.
+    pub fanout_same_node_ms: Option<Percentiles>,
+    /// See [`VenueReport::fanout_same_node_ms`].
+    pub fanout_cross_node_ms: Option<Percentiles>,
+    /// The database's commits per second during the changes phase, and the
+    /// highest NOTIFY queue usage seen at a phase's end (PostgreSQL only).
+    pub database: Option<(f64, f64)>,
     /// Link profile name, or "loopback".
     pub profile: String,
     /// Seed.
@@ -620,8 +641,8 @@ impl std::fmt::Display for VenueReport {
         };
         writeln!(
             f,
-            "lanyard-venue: {} attendees, profile {}, seed {}",
-            self.attendees, self.profile, self.seed
+            "lanyard-venue: {} attendees, profile {}, seed {}, {} node(s) on {}",
+            self.attendees, self.profile, self.seed, self.nodes, self.store
         )?;
         writeln!(
             f,
@@ -704,6 +725,26 @@ impl std::fmt::Display for VenueReport {
             self.server_flushed_writes,
             self.server_flushes
         )?;
+        if self.nodes > 1 {
+            for (i, (cpu, rss)) in self.node_cost.iter().enumerate() {
+                writeln!(
+                    f,
+                    "  node {i}               peak {:.0} MiB resident, {cpu:.1} s CPU",
+                    *rss as f64 / 1048576.0
+                )?;
+            }
+        }
+        if let (Some(same), Some(cross)) = (&self.fanout_same_node_ms, &self.fanout_cross_node_ms) {
+            writeln!(f, "  fan-out, same node   {} (arrival, ms)", p(same))?;
+            writeln!(f, "  fan-out, cross-node  {} (arrival, ms)", p(cross))?;
+        }
+        if let Some((commits, queue)) = self.database {
+            writeln!(
+                f,
+                "  database             {commits:.0} commits/s during the changes; NOTIFY queue at most {:.4} % full",
+                queue * 100.0
+            )?;
+        }
         let t = &self.server_traffic;
         writeln!(
             f,
@@ -1454,21 +1495,56 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     let wall = Instant::now();
     let dir = tempfile::tempdir()?;
     let identity = lanyard_server::Identity::load_or_create(dir.path())?;
-    let (server, server_addr) = Backend::start(&cfg.server, dir.path(), cfg.admission).await?;
-    let (netem, connect_addr) = match &cfg.profile {
-        Some((_, profile)) => {
-            let n = Netem::start(NetemConfig {
-                listen: "127.0.0.1:0".parse()?,
-                upstream: server_addr,
-                profile: profile.clone(),
-                seed: cfg.seed,
-                time_scale: cfg.time_scale,
-            })
-            .await?;
-            let a = n.local_addr();
-            (Some(n), a)
+    let (server, node_addrs) = Backend::start_nodes(
+        &cfg.server,
+        dir.path(),
+        cfg.admission,
+        cfg.nodes,
+        cfg.store.as_deref(),
+    )
+    .await?;
+    let server_addr = node_addrs[0];
+    // Devices are spread over the nodes (device i on node i mod n), each
+    // node behind its own impairment proxy when a profile is given.
+    let mut netems = Vec::new();
+    let mut connect_addrs = Vec::with_capacity(node_addrs.len());
+    for (k, addr) in node_addrs.iter().enumerate() {
+        match &cfg.profile {
+            Some((_, profile)) => {
+                let n = Netem::start(NetemConfig {
+                    listen: "127.0.0.1:0".parse()?,
+                    upstream: *addr,
+                    profile: profile.clone(),
+                    seed: cfg.seed.wrapping_add(k as u64),
+                    time_scale: cfg.time_scale,
+                })
+                .await?;
+                connect_addrs.push(n.local_addr());
+                netems.push(n);
+            }
+            None => connect_addrs.push(*addr),
         }
-        None => (None, server_addr),
+    }
+    let connect_addr = connect_addrs[0];
+    let store_label = cfg
+        .store
+        .as_deref()
+        .map_or_else(|| "sled".to_owned(), lanyard_store_postgres::redact);
+    let database = |sql: &str| -> Option<f64> {
+        let url = cfg.store.as_deref()?;
+        lanyard_store_postgres::testing::psql_url(url, sql)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let commits =
+        || database("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()");
+    let mut notify_peak: f64 = 0.0;
+    let sample_queue = |peak: &mut f64| {
+        if let Some(q) = database("SELECT pg_notification_queue_usage()") {
+            *peak = peak.max(q);
+        }
     };
     let profile_name = cfg
         .profile
@@ -1476,7 +1552,19 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         .map_or("loopback".to_owned(), |p| p.0.clone());
     say(
         &cfg,
-        format!("server on {server_addr}, devices connect to {connect_addr} ({profile_name})"),
+        if node_addrs.len() > 1 {
+            format!(
+                "{} nodes on {store_label} ({}), devices spread over them ({profile_name})",
+                node_addrs.len(),
+                node_addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!("server on {server_addr}, devices connect to {connect_addr} ({profile_name})")
+        },
     );
 
     // Publish.
@@ -1558,7 +1646,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             let own = DocId::Attendee(event.clone(), UserId::new(&user)?);
             let light = Light::new(&event, own, actor, session, &note)?;
             let link = LightLink {
-                addr: connect_addr,
+                addr: connect_addrs[i % connect_addrs.len()],
                 pin: identity.pin(),
                 event: event.clone(),
                 token: identity.sign(&claims),
@@ -1581,7 +1669,7 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         }
         client.join(&link(
             &identity,
-            connect_addr,
+            connect_addrs[i % connect_addrs.len()],
             &claims(Role::Attendee, &user)?,
         )?)?;
         client.set_note(session, &note)?;
@@ -1708,6 +1796,8 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
             }
         });
     }
+    sample_queue(&mut notify_peak);
+    let commits_before = commits();
     let t_changes = Instant::now();
     let total = plan.len();
     let missing = |t: &Tally| {
@@ -1784,6 +1874,26 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         }
     }
     let fanout_arrival = arrivals.times();
+    let changes_s = t_changes.elapsed().as_secs_f64();
+    let commits_per_sec = match (commits_before, commits()) {
+        (Some(b), Some(a)) => Some((a - b) / changes_s.max(1e-9)),
+        _ => None,
+    };
+    sample_queue(&mut notify_peak);
+    let nodes = connect_addrs.len();
+    let (fanout_same_node, fanout_cross_node) = if nodes > 1 {
+        let node_of = move |idx: usize| (idx / total.max(1)) % nodes;
+        (
+            Some(Percentiles::of(
+                &arrivals.times_where(|idx| node_of(idx) == 0),
+            )),
+            Some(Percentiles::of(
+                &arrivals.times_where(|idx| node_of(idx) != 0),
+            )),
+        )
+    } else {
+        (None, None)
+    };
     clock.end(&server, "changes").await?;
     let change_bytes = clock.bytes("changes");
     say(
@@ -1943,13 +2053,12 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     }
     while stops.join_next().await.is_some() {}
     org_sync.stop().await;
-    let proxy_drops = match netem {
-        Some(n) => {
-            let c = n.stop().await;
-            c.upstream.dropped() + c.downstream.dropped()
-        }
-        None => 0,
-    };
+    let mut proxy_drops = 0;
+    for n in netems {
+        let c = n.stop().await;
+        proxy_drops += c.upstream.dropped() + c.downstream.dropped();
+    }
+    sample_queue(&mut notify_peak);
     let event = EventId::new(VENUE_EVENT)?;
     let own_docs = (0..devices.len())
         .map(|i| {
@@ -1960,7 +2069,13 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let server_process = server.is_process();
-    let (last, held) = server.finish(&own_docs).await?;
+    let finished = server.finish(&own_docs).await?;
+    let (last, held) = (finished.stats, finished.held);
+    let node_cost = finished
+        .per_node
+        .iter()
+        .map(|s| (s.cpu_seconds, s.peak_rss_bytes))
+        .collect();
     let mut lost_writes = 0;
     for (i, doc) in held.iter().enumerate() {
         let expected = format!("note of attendee {i}");
@@ -1982,6 +2097,12 @@ pub async fn run(cfg: VenueConfig) -> anyhow::Result<VenueReport> {
     };
     Ok(VenueReport {
         attendees: cfg.attendees,
+        nodes,
+        store: store_label,
+        node_cost,
+        fanout_same_node_ms: fanout_same_node,
+        fanout_cross_node_ms: fanout_cross_node,
+        database: commits_per_sec.map(|c| (c, notify_peak)),
         profile: profile_name,
         seed: cfg.seed,
         agenda: agenda.source.clone(),

@@ -117,6 +117,16 @@ struct Args {
     /// Seats in each breakout session of the rush.
     #[arg(long, default_value_t = RushConfig::default().capacity, requires = "rush")]
     rush_capacity: u32,
+    /// Server nodes sharing one PostgreSQL database (`--store`); devices are
+    /// spread over them, the organizer writes on the first.
+    #[arg(long, default_value_t = 1, conflicts_with = "in_process")]
+    nodes: usize,
+    /// The nodes' PostgreSQL database (`postgres://user:pw@host:port/db`).
+    /// Without it, one node keeps its documents in sled, and several nodes
+    /// get a throwaway PostgreSQL server started for the run (its server
+    /// binaries must be installed: see the README).
+    #[arg(long, value_name = "URL", conflicts_with = "in_process")]
+    store: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -196,7 +206,23 @@ fn real_main() -> anyhow::Result<bool> {
         .devices_per_endpoint
         .unwrap_or(if profile.is_some() { 1 } else { 100 })
         .max(1);
+    // Kept alive for the run (stopped on drop).
+    let mut temp = None;
+    let store = match (&args.store, args.nodes) {
+        (Some(url), _) => Some(url.clone()),
+        (None, n) if n > 1 => {
+            eprintln!("lanyard-venue: starting a throwaway PostgreSQL server for {n} nodes");
+            let c = lanyard_store_postgres::testing::TempCluster::start_with_fsync(true)
+                .map_err(anyhow::Error::msg)?;
+            let url = c.create_database().map_err(anyhow::Error::msg)?;
+            temp = Some(c);
+            Some(url)
+        }
+        (None, _) => None,
+    };
     let cfg = VenueConfig {
+        nodes: args.nodes.max(1),
+        store,
         attendees: args.attendees,
         agenda,
         changes: args.changes,
@@ -227,6 +253,7 @@ fn real_main() -> anyhow::Result<bool> {
         .build()
         .context("cannot start the runtime")?;
     let report = rt.block_on(run(cfg))?;
+    drop(temp);
     println!("{report}");
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
