@@ -164,3 +164,56 @@ async fn light_devices_run_beside_a_sample_of_full_ones_and_everyone_converges()
     );
     assert_eq!(report.storm_device_ms.map(|p| p.count), Some(16));
 }
+
+/// `lanyard-venue --nodes 3`: the workload on three server processes
+/// sharing a throwaway PostgreSQL, devices spread over them, the rush's
+/// seats decided by one of them; the notes are read back from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_runs_on_three_nodes_sharing_postgresql() {
+    let pg = lanyard_store_postgres::testing::TempCluster::start().unwrap();
+    let cfg = VenueConfig {
+        attendees: 15,
+        agenda: AgendaSource::Synthetic { sessions: 40 },
+        changes: 3,
+        change_interval: Duration::from_millis(300),
+        seed: 5,
+        server: ServerMode::Process(lanyard_tests::server_bin_for_tests()),
+        devices_per_endpoint: 5,
+        phase_deadline: Duration::from_secs(180),
+        rush: Some(lanyard_tests::venue::RushConfig {
+            sessions: 2,
+            capacity: 3,
+        }),
+        nodes: 3,
+        store: Some(pg.create_database().unwrap()),
+        ..VenueConfig::default()
+    };
+    let report = run(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("seed 5: {e:#}\npostgres log:\n{}", pg.log()));
+    println!("{report}");
+    assert_eq!(report.nodes, 3);
+    assert_eq!(report.converged, 15);
+    assert_eq!(report.lost_writes, 0, "notes read back from PostgreSQL");
+    assert_eq!(
+        report.fanout_ms.count,
+        3 * 15,
+        "every device saw every change"
+    );
+    // Devices 0, 3, 6, … are on the organizer's node; the others are not.
+    assert_eq!(report.fanout_same_node_ms.map(|p| p.count), Some(3 * 5));
+    assert_eq!(report.fanout_cross_node_ms.map(|p| p.count), Some(3 * 10));
+    assert_eq!(report.node_cost.len(), 3);
+    assert!(report
+        .node_cost
+        .iter()
+        .all(|(cpu, rss)| *cpu > 0.0 && *rss > 0));
+    let (commits, _queue) = report.database.expect("the database's figures");
+    assert!(commits > 0.0);
+    let rush = report.rush.expect("the rush ran");
+    assert_eq!(rush.requests, 15);
+    assert_eq!(rush.confirmed, 2 * 3, "{rush:?}");
+    assert_eq!(rush.waitlisted, 15 - 6, "{rush:?}");
+    assert_eq!((rush.overbooked, rush.out_of_order), (0, 0), "{rush:?}");
+    assert_eq!(report.storm_device_ms.map(|p| p.count), Some(15));
+}
