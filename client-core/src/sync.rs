@@ -407,6 +407,13 @@ impl Client {
         order.clone()
     }
 
+    /// The node of the join link this device uses now, or tries next
+    /// (`HOST:PORT`); `None` before it joined.
+    pub fn current_node(&self) -> Option<String> {
+        let servers = self.lock().creds.as_ref()?.link.servers.clone();
+        Some(self.current_server(&servers))
+    }
+
     /// The node to connect to now.
     fn current_server(&self, servers: &[String]) -> String {
         self.server_order(servers)

@@ -286,3 +286,102 @@ pub async fn run_one(
     }
     Ok(figures)
 }
+
+/// What one database took in [`database_ceiling`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ceiling {
+    /// Flush transactions committed per second, all writers together.
+    pub commits_per_sec: f64,
+    /// Chunks written per second.
+    pub chunks_per_sec: f64,
+    /// Chunks the writers' feeds read per second (each node reads every
+    /// other node's rows).
+    pub feed_chunks_per_sec: f64,
+}
+
+/// The most one database takes from `writers` nodes, each flushing `batch`
+/// chunks of `size` bytes (one transaction with its NOTIFY, as a node's
+/// flush) as fast as it can for `secs`, while each also follows the
+/// others' rows through its change feed: how far one database carries.
+pub async fn database_ceiling(
+    url: &str,
+    writers: usize,
+    batch: usize,
+    size: usize,
+    secs: f64,
+) -> anyhow::Result<Ceiling> {
+    use lanyard_store::Store as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let read = Arc::new(AtomicU64::new(0));
+    let mut stores = Vec::with_capacity(writers);
+    let mut feeds = tokio::task::JoinSet::new();
+    for _ in 0..writers {
+        let url = url.to_owned();
+        let store =
+            tokio::task::spawn_blocking(move || lanyard_store_postgres::PgStore::connect(&url))
+                .await??;
+        let mut feed = store.follow()?;
+        let read = read.clone();
+        feeds.spawn(async move {
+            while let Some(b) = feed.next().await {
+                read.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+        });
+        stores.push(Arc::new(store));
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, store) in stores.iter().enumerate() {
+        let store = store.clone();
+        tasks.spawn_blocking(move || {
+            let data = vec![w as u8; size];
+            let doc = format!("bench/ceiling-{w}");
+            let mut flushes = 0u64;
+            while Instant::now() < deadline {
+                for _ in 0..batch {
+                    store.append_chunks_deferred(&doc, std::slice::from_ref(&data))?;
+                }
+                store.flush()?;
+                flushes += 1;
+            }
+            Ok::<_, lanyard_store::StoreError>(flushes)
+        });
+    }
+    let mut flushes = 0;
+    while let Some(r) = tasks.join_next().await {
+        flushes += r??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The feeds catch up within a second or two of the last commit.
+    let expected = flushes * batch as u64 * (writers as u64 - 1);
+    let wait = Instant::now() + Duration::from_secs(30);
+    while read.load(Ordering::Relaxed) < expected && Instant::now() < wait {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let feed_s = started.elapsed().as_secs_f64();
+    drop(stores);
+    feeds.abort_all();
+    Ok(Ceiling {
+        commits_per_sec: flushes as f64 / elapsed,
+        chunks_per_sec: (flushes * batch as u64) as f64 / elapsed,
+        feed_chunks_per_sec: read.load(Ordering::Relaxed) as f64 / feed_s,
+    })
+}
+
+/// A throwaway PostgreSQL server (fsync on) and a database in it, unless
+/// `store` names one. The server stops when the first value drops.
+pub fn database_url(
+    store: Option<String>,
+) -> anyhow::Result<(Option<lanyard_store_postgres::testing::TempCluster>, String)> {
+    Ok(match store {
+        Some(u) => (None, u),
+        None => {
+            let c = lanyard_store_postgres::testing::TempCluster::start_with_fsync(true)
+                .map_err(anyhow::Error::msg)?;
+            let u = c.create_database().map_err(anyhow::Error::msg)?;
+            (Some(c), u)
+        }
+    })
+}

@@ -23,27 +23,40 @@ async fn a_device_fails_over_past_a_dead_node_and_sticks_to_the_live_one() {
     });
     let id = srv.identity().unwrap();
     let claims = TestServer::claims(Role::Attendee, "ann", "phone");
-    // Both orders: the device shuffles them, and one of the two puts the
-    // dead node first whatever the shuffle.
-    for servers in [
-        vec![dead_addr.to_string(), srv.addr().to_string()],
-        vec![srv.addr().to_string(), dead_addr.to_string()],
-    ] {
-        let link = JoinLink {
-            servers,
-            event: claims.event.clone(),
-            token: id.sign(&claims),
-            pin: id.pin(),
+    let link = JoinLink {
+        servers: vec![dead_addr.to_string(), srv.addr().to_string()],
+        event: claims.event.clone(),
+        token: id.sign(&claims),
+        pin: id.pin(),
+    };
+    // Devices shuffle the link's nodes (a cluster's devices spread over
+    // them): one that tries the dead node first, then one that does not.
+    for dead_first in [true, false] {
+        let mut tries = 0;
+        let client = loop {
+            let client = lanyard_client_core::Client::in_memory().unwrap();
+            client.join(&link.to_string()).unwrap();
+            let first = client.current_node().unwrap();
+            if (first == dead_addr.to_string()) == dead_first {
+                break client;
+            }
+            tries += 1;
+            assert!(tries < 100, "100 devices all tried {first} first");
         };
-        let client = lanyard_client_core::Client::in_memory().unwrap();
-        client.join(&link.to_string()).unwrap();
+        let before = received.load(std::sync::atomic::Ordering::SeqCst);
         client.append_note("s1", "first").unwrap();
         client
             .sync(Duration::from_secs(60))
             .await
             .unwrap_or_else(|e| panic!("the live node was not reached: {e}"));
         assert_eq!(client.status().pending_changes, 0);
-        // From now on the device goes straight to the node that worked.
+        if dead_first {
+            assert!(
+                received.load(std::sync::atomic::Ordering::SeqCst) > before,
+                "the device tried the dead node first"
+            );
+        }
+        assert_eq!(client.current_node(), Some(srv.addr().to_string()));
         let before = received.load(std::sync::atomic::Ordering::SeqCst);
         for k in 0..3 {
             client.append_note("s1", &format!(" {k}")).unwrap();

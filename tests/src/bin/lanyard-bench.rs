@@ -86,6 +86,22 @@ enum Command {
         #[arg(long)]
         server_bin: Option<PathBuf>,
     },
+    /// How far one PostgreSQL database carries: `--writers` nodes flush as
+    /// fast as they can for `--seconds` (a flush of 1 chunk, then of 100,
+    /// 200 B each: one transaction and its NOTIFY, as a node's), while each
+    /// follows the others' rows; commits and chunks per second.
+    Database {
+        /// A PostgreSQL database to use (postgres://…; bench rows are added
+        /// to it); by default a throwaway server is started, fsync on.
+        #[arg(long)]
+        store: Option<String>,
+        /// Nodes writing at once.
+        #[arg(long, default_value_t = 3)]
+        writers: usize,
+        /// Seconds of each measurement.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// (internal) Open a device database, list one day, print timings as JSON.
     #[command(hide = true)]
     ClientOpen {
@@ -393,17 +409,7 @@ async fn cluster(
         devices_per_endpoint: 100,
     };
     // Kept alive for the run (stopped on drop).
-    let mut temp = None;
-    let url = match store {
-        Some(u) => u,
-        None => {
-            let c = lanyard_store_postgres::testing::TempCluster::start_with_fsync(true)
-                .map_err(anyhow::Error::msg)?;
-            let u = c.create_database().map_err(anyhow::Error::msg)?;
-            temp = Some(c);
-            u
-        }
-    };
+    let (temp, url) = lanyard_tests::cluster_bench::database_url(store)?;
     let say = |s: &str| eprintln!("… {s}");
     println!(
         "cluster bench: {devices} devices, {changes} changes from node 0, {} cores",
@@ -413,6 +419,29 @@ async fn cluster(
     print!("{}", sled.report());
     let pg = run_one(&cfg, nodes, Some(&url), &say).await?;
     print!("{}", pg.report());
+    drop(temp);
+    Ok(())
+}
+
+async fn database(store: Option<String>, writers: usize, seconds: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        writers >= 2 && seconds > 0.0,
+        "--writers must be at least 2 (each reads the others) and --seconds above 0"
+    );
+    let (temp, url) = lanyard_tests::cluster_bench::database_url(store)?;
+    println!(
+        "database bench: {writers} nodes writing for {seconds} s each, {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        lanyard_store_postgres::redact(&url)
+    );
+    for batch in [1, 100] {
+        let c = lanyard_tests::cluster_bench::database_ceiling(&url, writers, batch, 200, seconds)
+            .await?;
+        println!(
+            "  {batch:>3} chunk(s) per flush: {:>7.0} commits/s, {:>8.0} chunks/s written, {:>8.0} chunks/s read by the feeds",
+            c.commits_per_sec, c.chunks_per_sec, c.feed_chunks_per_sec
+        );
+    }
     drop(temp);
     Ok(())
 }
@@ -431,6 +460,11 @@ async fn main() -> ExitCode {
             store,
             server_bin,
         } => cluster(nodes, devices, changes, store, server_bin).await,
+        Command::Database {
+            store,
+            writers,
+            seconds,
+        } => database(store, writers, seconds).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

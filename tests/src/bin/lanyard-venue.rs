@@ -212,10 +212,8 @@ fn real_main() -> anyhow::Result<bool> {
         (Some(url), _) => Some(url.clone()),
         (None, n) if n > 1 => {
             eprintln!("lanyard-venue: starting a throwaway PostgreSQL server for {n} nodes");
-            let c = lanyard_store_postgres::testing::TempCluster::start_with_fsync(true)
-                .map_err(anyhow::Error::msg)?;
-            let url = c.create_database().map_err(anyhow::Error::msg)?;
-            temp = Some(c);
+            let (t, url) = lanyard_tests::cluster_bench::database_url(None)?;
+            temp = t;
             Some(url)
         }
         (None, _) => None,
