@@ -91,24 +91,19 @@ async fn metrics_scraped_while_devices_sync_are_read_by_a_prometheus_parser() {
     let bg = ann.client.start_background(BackgroundOptions::default());
     // Only once ann holds t1 is she subscribed: t2 then reaches her by
     // fan-out, not in her catch-up (which the histogram does not count).
-    wait_for("ann gets t1", || {
-        ann.client
-            .sessions()
-            .map(|a| a.iter().any(|s| s.id == "t1"))
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap();
+    let client = &ann.client;
+    let holds = |id: &'static str| {
+        move || {
+            client
+                .sessions()
+                .map(|a| a.iter().any(|s| s.id == id))
+                .unwrap_or(false)
+        }
+    };
+    wait_for("ann gets t1", holds("t1")).await.unwrap();
     org.client.add_session(session("t2")).unwrap();
     org.sync().await.unwrap();
-    wait_for("ann gets t2", || {
-        ann.client
-            .sessions()
-            .map(|a| a.iter().any(|s| s.id == "t2"))
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap();
+    wait_for("ann gets t2", holds("t2")).await.unwrap();
     ann.client.set_note("t2", "bring a laptop").unwrap();
     wait_for("ann's note reaches the server", || {
         srv.server().with_doc(

@@ -30,6 +30,17 @@ async fn all_hold(clients: &[Client], id: &str, pg: &TempCluster) -> Duration {
     }
 }
 
+/// A throwaway PostgreSQL, its database (URL and name), the server binary,
+/// and three nodes on it.
+async fn three_nodes() -> (TempCluster, String, String, std::path::PathBuf, Cluster) {
+    let pg = TempCluster::start().unwrap();
+    let url = pg.create_database().unwrap();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let bin = lanyard_tests::server_bin_for_tests();
+    let cluster = Cluster::start(&bin, 3, Some(&url)).await.unwrap();
+    (pg, url, db, bin, cluster)
+}
+
 async fn publish(org: &Client, id: &str) {
     lanyard_tests::cluster_bench::publish(org, id)
         .await
@@ -38,17 +49,14 @@ async fn publish(org: &Client, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_node_reaches_the_devices_of_every_node() {
-    let pg = TempCluster::start().unwrap();
-    let url = pg.create_database().unwrap();
-    let db = url.rsplit('/').next().unwrap().to_string();
-    let bin = lanyard_tests::server_bin_for_tests();
+    let (pg, url, db, bin, cluster) = three_nodes().await;
     let Cluster {
         dir: _dir,
         identity,
         data,
         addrs,
         nodes,
-    } = Cluster::start(&bin, 3, Some(&url)).await.unwrap();
+    } = cluster;
 
     // The organizer on node 0; two attendees on each of nodes 1 and 2.
     let org = Client::in_memory().unwrap();
@@ -181,17 +189,14 @@ async fn stored_standing(url: &str, user: &str) -> Option<lanyard_protocol::seat
 async fn two_nodes_racing_for_the_last_seat_never_both_confirm_it() {
     use lanyard_client_core::ReservationState as State;
     use lanyard_protocol::seats::SeatState;
-    let pg = TempCluster::start().unwrap();
-    let url = pg.create_database().unwrap();
-    let db = url.rsplit('/').next().unwrap().to_string();
-    let bin = lanyard_tests::server_bin_for_tests();
+    let (pg, url, db, _bin, cluster) = three_nodes().await;
     let Cluster {
         dir: _dir,
         identity,
         addrs,
         mut nodes,
         ..
-    } = Cluster::start(&bin, 3, Some(&url)).await.unwrap();
+    } = cluster;
 
     // One seat, published through node 0 (the organizer's link names every
     // node: it carries on when one dies).
