@@ -549,6 +549,8 @@ pub(crate) struct ClusterLink {
 struct Standing {
     /// What the last election said.
     elected: Option<Elected>,
+    /// The epoch this node decides under, while it does.
+    deciding: Option<i64>,
     /// The last sequence number of other nodes' rows applied here.
     applied_to: i64,
     /// Seats documents must be read again from the store (this node
@@ -557,28 +559,32 @@ struct Standing {
 }
 
 impl Standing {
-    /// Makes the core decide, or stop deciding, as elected: it decides only
-    /// once every row committed before its election is applied here (all
-    /// that earlier authorities decided), and after it stops, its seats
-    /// documents are read again from the store.
+    /// Makes the core decide, or stop deciding, as elected. A node that
+    /// stops deciding reads its seats documents again from the store (what
+    /// it decided last may not be stored); one elected again under a new
+    /// epoch stops first (another node may have decided in between, and
+    /// its decisions of the old epoch are dropped). It decides only once
+    /// every row committed before its election is applied here (all that
+    /// earlier authorities decided).
     async fn apply(&mut self, shared: &Arc<Shared>) {
-        let deciding = shared.deciding.load(Ordering::SeqCst);
-        match self.elected {
-            Some(e) if !deciding && self.applied_to >= e.seen_to => {
+        let current = self.elected.map(|e| e.epoch);
+        if self.deciding.is_some() && self.deciding != current {
+            lock(&shared.core).set_seat_authority(false);
+            shared.deciding.store(false, Ordering::SeqCst);
+            self.deciding = None;
+            self.reload = true;
+            info!("this node no longer decides seats");
+        }
+        if self.reload {
+            self.reload = !reload_decided_docs(shared).await;
+        }
+        if let Some(e) = self.elected {
+            if self.deciding.is_none() && !self.reload && self.applied_to >= e.seen_to {
                 lock(&shared.core).set_seat_authority(true);
                 shared.deciding.store(true, Ordering::SeqCst);
+                self.deciding = Some(e.epoch);
                 info!(epoch = e.epoch, "this node decides seats now");
             }
-            None if deciding => {
-                lock(&shared.core).set_seat_authority(false);
-                shared.deciding.store(false, Ordering::SeqCst);
-                self.reload = true;
-                info!("this node no longer decides seats");
-            }
-            _ => {}
-        }
-        if self.reload && !shared.deciding.load(Ordering::SeqCst) {
-            self.reload = !reload_decided_docs(shared).await;
         }
     }
 }
@@ -671,6 +677,7 @@ async fn follow(shared: Arc<Shared>, link: ClusterLink, mut stop: watch::Receive
     } = link;
     let mut standing = Standing {
         elected: authority.current(),
+        deciding: None,
         applied_to: feed.status().last_seq(),
         reload: false,
     };
