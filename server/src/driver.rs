@@ -178,6 +178,19 @@ struct Outbox {
 }
 
 impl Outbox {
+    /// Called under the core's lock once the core knows this device fell
+    /// behind: whether its catch-up must be made now, because its writer
+    /// will not ask for it. The core's lock orders this with the writer's
+    /// drain: a cleared mark means the drain ran first (before the core
+    /// knew); a mark on an empty outbox, that the writer emptied it before
+    /// the mark was made and will not look again (the mark is cleared
+    /// here, so the catch-up is made once).
+    fn drained_already(&self) -> bool {
+        !self.behind.load(Ordering::SeqCst)
+            || (self.queued.load(Ordering::SeqCst) == 0
+                && self.behind.swap(false, Ordering::SeqCst))
+    }
+
     fn send(&self, msg: Outbound) {
         if let Outbound::Frame(f, _) = &msg {
             let now = self.queued.fetch_add(f.len(), Ordering::Relaxed) + f.len();
@@ -299,8 +312,6 @@ pub(crate) struct Shared {
     feed: Option<Arc<FeedStatus>>,
     /// Chunks read from other nodes.
     feed_applied: AtomicU64,
-    /// This node decides seats (always, alone on sled).
-    deciding: std::sync::atomic::AtomicBool,
 }
 
 /// A connection the Hello gate watches.
@@ -570,7 +581,6 @@ impl Standing {
         let current = self.elected.map(|e| e.epoch);
         if self.deciding.is_some() && self.deciding != current {
             lock(&shared.core).set_seat_authority(false);
-            shared.deciding.store(false, Ordering::SeqCst);
             self.deciding = None;
             self.reload = true;
             info!("this node no longer decides seats");
@@ -581,7 +591,6 @@ impl Standing {
         if let Some(e) = self.elected {
             if self.deciding.is_none() && !self.reload && self.applied_to >= e.seen_to {
                 lock(&shared.core).set_seat_authority(true);
-                shared.deciding.store(true, Ordering::SeqCst);
                 self.deciding = Some(e.epoch);
                 info!(epoch = e.epoch, "this node decides seats now");
             }
@@ -595,7 +604,7 @@ impl Standing {
 async fn reload_decided_docs(shared: &Arc<Shared>) -> bool {
     let ids: Vec<DocId> = lock(&shared.core)
         .doc_ids()
-        .filter(|d| d.to_string().starts_with(DECIDED_DOCS))
+        .filter(|d| matches!(d, DocId::Seats(..) | DocId::SeatCounts(_)))
         .cloned()
         .collect();
     let store = shared.store.clone();
@@ -644,20 +653,11 @@ fn fell_behind(shared: &Shared, core: &mut ServerCore, sink: &mut dyn Sink, drop
     }
     conns.sort_unstable();
     conns.dedup();
-    // The core's lock orders this with the writers' drains: a cleared mark
-    // means the drain ran first; a mark on an empty outbox, that its writer
-    // emptied it before the mark was made (and will not look again).
     let drained: Vec<ConnId> = {
         let outboxes = lock(&shared.outboxes);
         conns
             .into_iter()
-            .filter(|c| {
-                outboxes.get(c).is_some_and(|o| {
-                    !o.behind.load(Ordering::Acquire)
-                        || (o.queued.load(Ordering::SeqCst) == 0
-                            && o.behind.swap(false, Ordering::AcqRel))
-                })
-            })
+            .filter(|c| outboxes.get(c).is_some_and(Outbox::drained_already))
             .collect()
     };
     for conn in drained {
@@ -933,7 +933,7 @@ impl AdminHandle {
 
     /// Whether this node decides seats (always alone; one node of a cluster).
     pub(crate) fn deciding(&self) -> bool {
-        self.shared.deciding.load(Ordering::SeqCst)
+        lock(&self.shared.core).is_seat_authority()
     }
 
     /// The change feed: connected, chunks applied, reconnections (a shared
@@ -1272,7 +1272,6 @@ impl Server {
             devices: crate::devices::Devices::default(),
             feed: cluster.as_ref().map(|c| c.feed.status()),
             feed_applied: AtomicU64::new(0),
-            deciding: std::sync::atomic::AtomicBool::new(cluster.is_none()),
         });
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(flusher(shared.clone(), rx.clone()));
@@ -1955,6 +1954,45 @@ mod tests {
             behind: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         (out, rx)
+    }
+
+    /// The catch-up of a device that fell behind is made by whoever comes
+    /// second, its writer's drain or the core hearing of the drop, once.
+    #[test]
+    fn a_device_behind_gets_its_catch_up_once_whoever_comes_second() {
+        let (out, _rx) = outbox();
+        // The writer drained first and cleared the mark: now.
+        assert!(out.drained_already());
+        // Still queued: the writer's drain will ask.
+        out.behind.store(true, Ordering::SeqCst);
+        out.queued.store(10, Ordering::SeqCst);
+        assert!(!out.drained_already());
+        assert!(out.behind.load(Ordering::SeqCst));
+        // Emptied before the mark was made: now, and the mark is cleared so
+        // the writer does not ask again.
+        out.queued.store(0, Ordering::SeqCst);
+        assert!(out.drained_already());
+        assert!(!out.behind.load(Ordering::SeqCst));
+    }
+
+    /// The seats documents are the ones the store guards for the authority.
+    #[test]
+    fn the_guarded_prefix_covers_exactly_the_seats_documents() {
+        let e = EventId::new("conf").unwrap();
+        let u = lanyard_protocol::UserId::new("ann").unwrap();
+        for d in [
+            DocId::Seats(e.clone(), u.clone()),
+            DocId::SeatCounts(e.clone()),
+        ] {
+            assert!(d.to_string().starts_with(DECIDED_DOCS), "{d}");
+        }
+        for d in [
+            DocId::Agenda(e.clone()),
+            DocId::Attendee(e.clone(), u),
+            DocId::Checkins(e),
+        ] {
+            assert!(!d.to_string().starts_with(DECIDED_DOCS), "{d}");
+        }
     }
 
     /// Over the bound a broadcast is dropped and reported, and later ones

@@ -130,7 +130,7 @@ pub struct PgStore {
 struct AuthorityState {
     /// Documents whose id starts with this are written by the authority
     /// only (empty until [`PgStore::elect`]: nothing is guarded).
-    guarded: Mutex<Option<String>>,
+    guarded: std::sync::OnceLock<String>,
     /// The epoch this node won, 0 when it is not the authority.
     epoch: std::sync::atomic::AtomicI64,
     tx: tokio::sync::watch::Sender<Option<Elected>>,
@@ -150,9 +150,9 @@ impl AuthorityState {
     }
 
     fn guards(&self, doc: &str) -> bool {
-        lock(&self.guarded)
-            .as_deref()
-            .is_some_and(|p| doc.starts_with(p))
+        self.guarded
+            .get()
+            .is_some_and(|p| doc.starts_with(p.as_str()))
     }
 }
 
@@ -319,7 +319,7 @@ impl PgStore {
             pending: Mutex::new(Pending::default()),
             flushing: Mutex::new(()),
             authority: Arc::new(AuthorityState {
-                guarded: Mutex::new(None),
+                guarded: std::sync::OnceLock::new(),
                 epoch: std::sync::atomic::AtomicI64::new(0),
                 tx: tokio::sync::watch::Sender::new(None),
             }),
@@ -424,10 +424,13 @@ impl PgStore {
     /// the authority lock is the authority; the others try again every
     /// half second, so one takes over within a second of the authority's
     /// database connection ending (its process died, or the database
-    /// dropped it).
+    /// dropped it). Called again, it follows the same election (the first `guarded`
+    /// stays).
     pub fn elect(&self, guarded: &str) -> Authority {
-        *lock(&self.authority.guarded) = Some(guarded.to_owned());
         let rx = self.authority.tx.subscribe();
+        if self.authority.guarded.set(guarded.to_owned()).is_err() {
+            return Authority { rx };
+        }
         let task = Election {
             url: self.url.clone(),
             node: self.node.clone(),

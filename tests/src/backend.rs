@@ -159,32 +159,27 @@ impl Backend {
     pub async fn finish(self, docs: &[DocId]) -> anyhow::Result<Finished> {
         let Backend { nodes, store } = self;
         let mut per_node = Vec::with_capacity(nodes.len());
-        let mut held = None;
+        // A lone node reads its own documents back (on sled, start allows
+        // one node only); a cluster's are read from the database once every
+        // node stopped.
+        let mut held = Vec::new();
         for (i, node) in nodes.into_iter().enumerate() {
-            // The first node reads its own documents back; a cluster's are
-            // read from the database once every node stopped.
-            let want: &[DocId] = if i == 0 && store.is_none() { docs } else { &[] };
-            let (stats, docs) = node
-                .finish(want)
+            let own = if store.is_none() { docs } else { &[] };
+            let (stats, found) = node
+                .finish(own)
                 .await
                 .with_context(|| format!("node {i}"))?;
             per_node.push(stats);
-            if i == 0 && store.is_none() {
-                held = Some(docs);
-            }
+            held = found;
         }
-        let held = match (held, store) {
-            (Some(h), _) => h,
-            (None, Some(url)) => {
-                let docs = docs.to_vec();
-                tokio::task::spawn_blocking(move || {
-                    let store = lanyard_store_postgres::PgStore::connect(&url)?;
-                    load_all(&store, &docs)
-                })
-                .await??
-            }
-            (None, None) => Vec::new(),
-        };
+        if let Some(url) = store {
+            let docs = docs.to_vec();
+            held = tokio::task::spawn_blocking(move || {
+                let store = lanyard_store_postgres::PgStore::connect(&url)?;
+                load_all(&store, &docs)
+            })
+            .await??;
+        }
         Ok(Finished {
             stats: merged(per_node.iter().cloned()),
             per_node,

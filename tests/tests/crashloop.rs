@@ -11,6 +11,20 @@ use lanyard_tests::crashloop::{client_loop, server_loop, ClientLoop, ServerLoop}
 
 const SEED: u64 = 7;
 
+/// Six cycles ran, writes and seat requests were acknowledged, none lost or
+/// left undecided, no session overbooked.
+fn nothing_lost(out: &lanyard_tests::crashloop::Outcome) {
+    assert_eq!(out.cycles, 6);
+    assert!(
+        out.acknowledged > 0,
+        "the writers got nothing acknowledged: {out}"
+    );
+    assert_eq!(out.lost, 0, "seed {SEED}: {out}");
+    assert!(out.requests > 0, "no seat request was acknowledged: {out}");
+    assert_eq!(out.undecided, 0, "seed {SEED}: {out}");
+    assert_eq!(out.overbooked, 0, "seed {SEED}: {out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_at_random_moments_loses_no_acknowledged_write() {
     let cfg = ServerLoop {
@@ -26,15 +40,7 @@ async fn a_server_killed_at_random_moments_loses_no_acknowledged_write() {
     };
     let out = server_loop(&cfg, |_| {}).await.unwrap();
     println!("server crash loop (seed {SEED}): {out}");
-    assert_eq!(out.cycles, 6);
-    assert!(
-        out.acknowledged > 0,
-        "the writers got nothing acknowledged: {out}"
-    );
-    assert_eq!(out.lost, 0, "seed {SEED}: {out}");
-    assert!(out.requests > 0, "no seat request was acknowledged: {out}");
-    assert_eq!(out.undecided, 0, "seed {SEED}: {out}");
-    assert_eq!(out.overbooked, 0, "seed {SEED}: {out}");
+    nothing_lost(&out);
 }
 
 /// Three nodes on one throwaway PostgreSQL: one killed at random each cycle
@@ -58,15 +64,7 @@ async fn cluster_nodes_killed_at_random_moments_lose_no_acknowledged_write() {
     let out = server_loop(&cfg, |_| {}).await;
     let out = out.unwrap_or_else(|e| panic!("seed {SEED}: {e:#}\npostgres log:\n{}", pg.log()));
     println!("cluster crash loop (seed {SEED}, 3 nodes): {out}");
-    assert_eq!(out.cycles, 6);
-    assert!(
-        out.acknowledged > 0,
-        "the writers got nothing acknowledged: {out}"
-    );
-    assert_eq!(out.lost, 0, "seed {SEED}: {out}");
-    assert!(out.requests > 0, "no seat request was acknowledged: {out}");
-    assert_eq!(out.undecided, 0, "seed {SEED}: {out}");
-    assert_eq!(out.overbooked, 0, "seed {SEED}: {out}");
+    nothing_lost(&out);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

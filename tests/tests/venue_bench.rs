@@ -9,10 +9,11 @@ use std::time::Duration;
 use lanyard_tests::backend::ServerMode;
 use lanyard_tests::venue::{run, AgendaSource, VenueConfig};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
-    let cfg = VenueConfig {
-        attendees: 12,
+/// The workload scaled down for a test: `attendees` devices, 5 per
+/// endpoint, 3 changes, seed 5, a real server process.
+fn small_run(attendees: usize) -> VenueConfig {
+    VenueConfig {
+        attendees,
         agenda: AgendaSource::Synthetic { sessions: 40 },
         changes: 3,
         change_interval: Duration::from_millis(300),
@@ -21,7 +22,12 @@ async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
         devices_per_endpoint: 5,
         phase_deadline: Duration::from_secs(180),
         ..VenueConfig::default()
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workload_runs_against_a_server_process_with_shared_endpoints() {
+    let cfg = small_run(12);
     let report = run(cfg).await.unwrap_or_else(|e| panic!("seed 5: {e:#}"));
     println!("{report}");
     assert_eq!(report.converged, 12);
@@ -172,21 +178,13 @@ async fn light_devices_run_beside_a_sample_of_full_ones_and_everyone_converges()
 async fn the_workload_runs_on_three_nodes_sharing_postgresql() {
     let pg = lanyard_store_postgres::testing::TempCluster::start().unwrap();
     let cfg = VenueConfig {
-        attendees: 15,
-        agenda: AgendaSource::Synthetic { sessions: 40 },
-        changes: 3,
-        change_interval: Duration::from_millis(300),
-        seed: 5,
-        server: ServerMode::Process(lanyard_tests::server_bin_for_tests()),
-        devices_per_endpoint: 5,
-        phase_deadline: Duration::from_secs(180),
         rush: Some(lanyard_tests::venue::RushConfig {
             sessions: 2,
             capacity: 3,
         }),
         nodes: 3,
         store: Some(pg.create_database().unwrap()),
-        ..VenueConfig::default()
+        ..small_run(15)
     };
     let report = run(cfg)
         .await

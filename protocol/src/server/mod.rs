@@ -753,11 +753,7 @@ impl ServerCore {
         let mut undecided = false;
         if !out.is_empty() && !sink.take(out) {
             if let Some((mut seats, touched)) = decided {
-                let rollback = Recorded {
-                    actions: Vec::new(),
-                    touched,
-                };
-                seats.roll_back(rollback, sink);
+                seats.roll_back(touched, sink);
                 undecided = true;
             }
         }
@@ -1238,11 +1234,7 @@ impl DocPush {
         let stored = sink.take(out);
         if !stored {
             if let Some((mut seats, touched)) = decided {
-                let rollback = Recorded {
-                    actions: Vec::new(),
-                    touched,
-                };
-                seats.roll_back(rollback, sink);
+                seats.roll_back(touched, sink);
             }
             // The write failed: back to what is on disk (the sink told the
             // device, which keeps its changes pending).

@@ -352,20 +352,14 @@ impl EventSeats {
         if sink.take(std::mem::take(&mut rec.actions)) {
             return true;
         }
-        self.roll_back(
-            Recorded {
-                actions: Vec::new(),
-                touched,
-            },
-            sink,
-        );
+        self.roll_back(touched, sink);
         false
     }
 
-    /// Puts every document `rec` touched back as stored, and rebuilds the
+    /// Puts every document in `touched` back as stored, and rebuilds the
     /// arbiter from them (a write failed).
-    pub fn roll_back(&mut self, rec: Recorded, sink: &mut dyn Sink) {
-        for id in &rec.touched {
+    pub fn roll_back(&mut self, touched: Vec<DocId>, sink: &mut dyn Sink) {
+        for id in &touched {
             let cell = match id {
                 DocId::Seats(_, u) => self.doc_cell(u),
                 _ => self.counts.clone(),
